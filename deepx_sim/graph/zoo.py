@@ -1,0 +1,235 @@
+"""The model zoo: exact architectures of the papers' models and modern ones.
+
+Every model is built at batch 1.  Parameter counts and multiply-adds are checked
+against published numbers in tests/graph/test_zoo.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import networkx as nx
+
+from deepx_sim.errors import ModelError, closest_names
+from deepx_sim.graph.builder import GraphBuilder
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    build: Callable[[], nx.DiGraph]
+    description: str
+    reference: str
+
+
+def _dnn(name: str, widths: list[int]) -> nx.DiGraph:
+    b = GraphBuilder(name, (1, widths[0]))
+    for i, width in enumerate(widths[1:], start=1):
+        b.fc(width, name=f"fc{i}")
+        if i < len(widths) - 1:
+            # DXTK's DNNs are plain feed-forward nets; the activation costs ~nothing
+            b.relu(name=f"act{i}")
+    b.softmax(name="prob")
+    return b.build()
+
+
+def speakerid() -> nx.DiGraph:
+    """SpeakerID DNN: 13 MFCC x 50 frames = 650 inputs, 2 x 1000 hidden, 106 speakers."""
+    return _dnn("speakerid", [650, 1000, 1000, 106])
+
+
+def ambient() -> nx.DiGraph:
+    """Ambient-scene DNN: SpeakerID's shape with 19 scene classes."""
+    return _dnn("ambient", [650, 1000, 1000, 19])
+
+
+def alexnet() -> nx.DiGraph:
+    """AlexNet as in Krizhevsky et al. 2012 / Caffe bvlc_alexnet (groups=2 in conv2/4/5)."""
+    b = GraphBuilder("alexnet", (1, 3, 227, 227))
+    b.conv(96, 11, stride=4, name="conv1")
+    b.relu(name="relu1")
+    b.lrn(name="norm1")
+    b.pool(3, 2, name="pool1")
+    b.conv(256, 5, padding=2, groups=2, name="conv2")
+    b.relu(name="relu2")
+    b.lrn(name="norm2")
+    b.pool(3, 2, name="pool2")
+    b.conv(384, 3, padding=1, name="conv3")
+    b.relu(name="relu3")
+    b.conv(384, 3, padding=1, groups=2, name="conv4")
+    b.relu(name="relu4")
+    b.conv(256, 3, padding=1, groups=2, name="conv5")
+    b.relu(name="relu5")
+    b.pool(3, 2, name="pool5")
+    b.flatten(name="flatten")
+    for i, width in ((6, 4096), (7, 4096)):
+        b.fc(width, name=f"fc{i}")
+        b.relu(name=f"relu{i}")
+        b.dropout(name=f"drop{i}")
+    b.fc(1000, name="fc8")
+    b.softmax(name="prob")
+    return b.build()
+
+
+def _levi_hassner(name: str, classes: int) -> nx.DiGraph:
+    """Levi & Hassner 2015 age/gender CNN; Caffe pools round up (ceil mode)."""
+    b = GraphBuilder(name, (1, 3, 227, 227))
+    b.conv(96, 7, stride=4, name="conv1")
+    b.relu(name="relu1")
+    b.pool(3, 2, ceil_mode=True, name="pool1")
+    b.lrn(name="norm1")
+    b.conv(256, 5, padding=2, name="conv2")
+    b.relu(name="relu2")
+    b.pool(3, 2, ceil_mode=True, name="pool2")
+    b.lrn(name="norm2")
+    b.conv(384, 3, padding=1, name="conv3")
+    b.relu(name="relu3")
+    b.pool(3, 2, ceil_mode=True, name="pool5")
+    b.flatten(name="flatten")
+    for i in (6, 7):
+        b.fc(512, name=f"fc{i}")
+        b.relu(name=f"relu{i}")
+        b.dropout(name=f"drop{i}")
+    b.fc(classes, name="fc8")
+    b.softmax(name="prob")
+    return b.build()
+
+
+def agenet() -> nx.DiGraph:
+    """AgeNet: 8 age groups."""
+    return _levi_hassner("agenet", 8)
+
+
+def gendernet() -> nx.DiGraph:
+    """GenderNet: 2 classes."""
+    return _levi_hassner("gendernet", 2)
+
+
+def vgg16() -> nx.DiGraph:
+    """VGG-16 (Simonyan & Zisserman 2015, configuration D) at 224 x 224."""
+    b = GraphBuilder("vgg16", (1, 3, 224, 224))
+    stages = [(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]
+    for s, (channels, convs) in enumerate(stages, start=1):
+        for c in range(1, convs + 1):
+            b.conv(channels, 3, padding=1, name=f"conv{s}_{c}")
+            b.relu(name=f"relu{s}_{c}")
+        b.pool(2, 2, name=f"pool{s}")
+    b.flatten(name="flatten")
+    for i in (6, 7):
+        b.fc(4096, name=f"fc{i}")
+        b.relu(name=f"relu{i}")
+        b.dropout(name=f"drop{i}")
+    b.fc(1000, name="fc8")
+    b.softmax(name="prob")
+    return b.build()
+
+
+def resnet50() -> nx.DiGraph:
+    """ResNet-50 v1.5 (torchvision: stride on the 3x3 conv), a DAG with residual adds."""
+    b = GraphBuilder("resnet50", (1, 3, 224, 224))
+    b.conv(64, 7, stride=2, padding=3, bias=False, name="conv1")
+    b.batchnorm(name="bn1")
+    b.relu(name="relu1")
+    b.pool(3, 2, padding=1, name="maxpool")
+    for stage, (planes, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), start=1):
+        for block in range(blocks):
+            stride = 2 if stage > 1 and block == 0 else 1
+            p = f"layer{stage}.{block}"
+            entry = b.last
+            in_channels = b.shape(entry)[1]
+            b.conv(planes, 1, bias=False, name=f"{p}.conv1", inputs=entry)
+            b.batchnorm(name=f"{p}.bn1")
+            b.relu(name=f"{p}.relu1")
+            b.conv(planes, 3, stride=stride, padding=1, bias=False, name=f"{p}.conv2")
+            b.batchnorm(name=f"{p}.bn2")
+            b.relu(name=f"{p}.relu2")
+            b.conv(planes * 4, 1, bias=False, name=f"{p}.conv3")
+            main = b.batchnorm(name=f"{p}.bn3")
+            shortcut = entry
+            if block == 0 and (stride != 1 or in_channels != planes * 4):
+                b.conv(planes * 4, 1, stride=stride, bias=False, name=f"{p}.downsample.conv",
+                       inputs=entry)
+                shortcut = b.batchnorm(name=f"{p}.downsample.bn")
+            b.add([main, shortcut], name=f"{p}.add")
+            b.relu(name=f"{p}.relu3")
+    b.global_pool("avg", name="avgpool")
+    b.flatten(name="flatten")
+    b.fc(1000, name="fc")
+    b.softmax(name="prob")
+    return b.build()
+
+
+def mobilenetv2() -> nx.DiGraph:
+    """MobileNetV2 1.0 at 224 (Sandler et al. 2018, torchvision layout)."""
+    b = GraphBuilder("mobilenetv2", (1, 3, 224, 224))
+    b.conv(32, 3, stride=2, padding=1, bias=False, name="features.0.conv")
+    b.batchnorm(name="features.0.bn")
+    b.relu(name="features.0.relu6", op_type="Clip")
+    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    index = 1
+    for expand, c_out, repeats, first_stride in settings:
+        for r in range(repeats):
+            stride = first_stride if r == 0 else 1
+            p = f"features.{index}"
+            entry = b.last
+            c_in = b.shape(entry)[1]
+            hidden = c_in * expand
+            if expand != 1:
+                b.conv(hidden, 1, bias=False, name=f"{p}.expand", inputs=entry)
+                b.batchnorm(name=f"{p}.expand_bn")
+                b.relu(name=f"{p}.expand_relu6", op_type="Clip")
+            b.conv(hidden, 3, stride=stride, padding=1, groups=hidden, bias=False,
+                   name=f"{p}.dw", inputs=b.last)
+            b.batchnorm(name=f"{p}.dw_bn")
+            b.relu(name=f"{p}.dw_relu6", op_type="Clip")
+            b.conv(c_out, 1, bias=False, name=f"{p}.project")
+            out = b.batchnorm(name=f"{p}.project_bn")
+            if stride == 1 and c_in == c_out:
+                b.add([out, entry], name=f"{p}.add")
+            index += 1
+    b.conv(1280, 1, bias=False, name=f"features.{index}.conv")
+    b.batchnorm(name=f"features.{index}.bn")
+    b.relu(name=f"features.{index}.relu6", op_type="Clip")
+    b.global_pool("avg", name="avgpool")
+    b.flatten(name="flatten")
+    b.dropout(name="dropout")
+    b.fc(1000, name="classifier")
+    b.softmax(name="prob")
+    return b.build()
+
+
+ZOO: dict[str, ZooEntry] = {
+    e.name: e
+    for e in [
+        ZooEntry("speakerid", speakerid, "speaker identification DNN 650-1000-1000-106",
+                 "DXTK (Lane et al. 2016), Table 1"),
+        ZooEntry("ambient", ambient, "ambient scene DNN 650-1000-1000-19",
+                 "DXTK (Lane et al. 2016), Table 1"),
+        ZooEntry("alexnet", alexnet, "AlexNet, grouped conv2/4/5, 227x227",
+                 "Krizhevsky et al. 2012; Caffe bvlc_alexnet"),
+        ZooEntry("agenet", agenet, "age CNN, 3 conv + 3 fc, 8 classes",
+                 "Levi & Hassner 2015"),
+        ZooEntry("gendernet", gendernet, "gender CNN, 3 conv + 3 fc, 2 classes",
+                 "Levi & Hassner 2015"),
+        ZooEntry("vgg16", vgg16, "VGG-16 (configuration D), 224x224",
+                 "Simonyan & Zisserman 2015"),
+        ZooEntry("resnet50", resnet50, "ResNet-50 v1.5 with residual adds, 224x224",
+                 "He et al. 2016; torchvision"),
+        ZooEntry("mobilenetv2", mobilenetv2, "MobileNetV2 1.0, depthwise convs, 224x224",
+                 "Sandler et al. 2018; torchvision"),
+    ]
+}
+
+
+def model_names() -> list[str]:
+    return sorted(ZOO)
+
+
+def load_zoo_model(name: str) -> nx.DiGraph:
+    """Build a zoo model by name; ModelError lists the known names otherwise."""
+    key = name.lower().replace("-", "").replace("_", "")
+    if key not in ZOO:
+        raise ModelError(f"unknown model {name!r}: {closest_names(name, model_names())}")
+    return ZOO[key].build()

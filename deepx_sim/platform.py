@@ -1,0 +1,389 @@
+"""Hardware platforms: processors, links and radio power models, loaded from YAML.
+
+Every file is validated once here; after loading, the rest of the package trusts
+the values.  Errors name the file, the field path, the value and the rule:
+``hardware/x.yaml: processors[1].peak_gflops.fp32 must be > 0, got -3``.
+
+File layout (see hardware/README.md for every field)::
+
+    name: tegra_k1
+    sensor_processor: cpu        # where the input arrives and the result returns
+    shared_memory_gbps: 14.9     # on-chip copies between local processors
+    remote: cloud_a100           # optional: hardware/remote/cloud_a100.yaml adds
+                                 # its cloud processors and links (wifi, lte, 3g)
+    processors: [...]
+    links: [...]
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from deepx_sim.errors import PlatformError, closest_names
+from deepx_sim.graph.layers import LayerKind
+
+PRECISION_BITS = {"fp64": 64, "fp32": 32, "fp16": 16, "int8": 8}
+BITS_PRECISION = {bits: name for name, bits in PRECISION_BITS.items()}
+
+
+class ProcessorKind(StrEnum):
+    CPU = "cpu"
+    GPU = "gpu"
+    DSP = "dsp"
+    LPC = "lpc"  # low-power companion core
+    MCU = "mcu"
+    NPU = "npu"
+    CLOUD = "cloud"
+
+
+Fraction = Annotated[float, Field(gt=0, le=1)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Processor(_Frozen):
+    """One processor: compute peaks, efficiencies, memory and power."""
+
+    name: Identifier
+    kind: ProcessorKind
+    description: str = ""
+    peak_gflops: dict[Literal["fp64", "fp32", "fp16", "int8"], Positive]
+    #: fraction of peak reached, per layer kind; ``default`` covers the rest
+    efficiency: dict[str, Fraction]
+    memory_bandwidth_gbps: Positive
+    #: fraction of memory bandwidth reached by layer kernels
+    memory_efficiency: Fraction = 0.7
+    usable_memory_mib: Positive
+    active_power_w: NonNegative
+    idle_power_w: NonNegative = 0.0
+    launch_overhead_ms: NonNegative = 0.0
+
+    @field_validator("peak_gflops")
+    @classmethod
+    def _some_precision(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("must list at least one precision (fp64, fp32, fp16, int8)")
+        return value
+
+    @field_validator("efficiency")
+    @classmethod
+    def _known_kinds(cls, value: dict[str, float]) -> dict[str, float]:
+        allowed = {"default", *(k.value for k in LayerKind)}
+        bad = sorted(set(value) - allowed)
+        if bad:
+            raise ValueError(f"has unknown layer kinds {bad}; allowed: {sorted(allowed)}")
+        if "default" not in value:
+            raise ValueError("needs a 'default' entry")
+        return value
+
+    @model_validator(mode="after")
+    def _idle_below_active(self) -> Processor:
+        if self.idle_power_w > self.active_power_w and self.kind != ProcessorKind.CLOUD:
+            raise ValueError(
+                f"idle_power_w ({self.idle_power_w}) must be <= active_power_w "
+                f"({self.active_power_w})"
+            )
+        return self
+
+    @property
+    def is_remote(self) -> bool:
+        return self.kind == ProcessorKind.CLOUD
+
+    @property
+    def usable_memory_bytes(self) -> int:
+        return int(self.usable_memory_mib * 1024 * 1024)
+
+    @property
+    def launch_overhead_s(self) -> float:
+        return self.launch_overhead_ms / 1000.0
+
+    def supports(self, bits: int) -> bool:
+        return BITS_PRECISION.get(bits) in self.peak_gflops
+
+    def peak_flops(self, bits: int) -> float:
+        """Peak FLOP/s at ``bits``; PlatformError if the precision is unsupported."""
+        key = BITS_PRECISION.get(bits)
+        if key not in self.peak_gflops:
+            raise PlatformError(
+                f"processor {self.name!r} has no {bits}-bit peak; it supports "
+                f"{sorted(self.peak_gflops)}"
+            )
+        return self.peak_gflops[key] * 1e9  # type: ignore[index]
+
+    def efficiency_for(self, kind: LayerKind) -> float:
+        return self.efficiency.get(kind.value, self.efficiency["default"])
+
+
+class TailStage(_Frozen):
+    power_mw: NonNegative
+    duration_ms: NonNegative
+
+
+class RadioModel(_Frozen):
+    """Huang et al. (MobiSys 2012) radio power model: promotion, transfer, tail.
+
+    Transfer power is ``a_up * up_mbps + a_down * down_mbps + base`` (mW).
+    """
+
+    name: str = "custom"
+    promotion_power_mw: NonNegative
+    promotion_ms: NonNegative
+    tail: list[TailStage]
+    a_up_mw_per_mbps: NonNegative
+    a_down_mw_per_mbps: NonNegative
+    base_mw: NonNegative
+    idle_power_mw: NonNegative = 0.0
+
+    @property
+    def promotion_s(self) -> float:
+        return self.promotion_ms / 1000.0
+
+    @property
+    def promotion_energy_j(self) -> float:
+        return self.promotion_power_mw / 1000.0 * self.promotion_s
+
+    @property
+    def tail_s(self) -> float:
+        return sum(stage.duration_ms for stage in self.tail) / 1000.0
+
+    @property
+    def tail_energy_j(self) -> float:
+        return sum(s.power_mw / 1000.0 * s.duration_ms / 1000.0 for s in self.tail)
+
+    @property
+    def connected_wait_power_w(self) -> float:
+        """Power while connected but not sending (first tail stage): the radio
+        waits in this state while the cloud computes."""
+        return self.tail[0].power_mw / 1000.0 if self.tail else self.base_mw / 1000.0
+
+    def transfer_power_w(self, up_mbps: float = 0.0, down_mbps: float = 0.0) -> float:
+        return (self.a_up_mw_per_mbps * up_mbps + self.a_down_mw_per_mbps * down_mbps
+                + self.base_mw) / 1000.0
+
+
+# Huang et al., "A Close Examination of Performance and Power Characteristics of
+# 4G LTE Networks", MobiSys 2012, Tables 3-4 (as cited in ../shared/reference/FACTS.md).
+RADIO_PRESETS: dict[str, RadioModel] = {
+    "lte": RadioModel(
+        name="lte", promotion_power_mw=1210.7, promotion_ms=260.1,
+        tail=[TailStage(power_mw=1060.0, duration_ms=11576.0)],
+        a_up_mw_per_mbps=438.39, a_down_mw_per_mbps=51.97, base_mw=1288.04,
+        idle_power_mw=594.3 * 43.2 / 1280.0,  # DRX: 594.3 mW for 43.2 ms every 1280 ms
+    ),
+    "3g": RadioModel(
+        name="3g", promotion_power_mw=659.4, promotion_ms=582.1,
+        tail=[TailStage(power_mw=803.9, duration_ms=8088.2),  # DCH tail
+              TailStage(power_mw=601.3, duration_ms=824.2)],  # then FACH
+        a_up_mw_per_mbps=868.98, a_down_mw_per_mbps=122.12, base_mw=817.88,
+        idle_power_mw=374.2 * 55.4 / 5112.4,
+    ),
+    "wifi": RadioModel(
+        name="wifi", promotion_power_mw=124.4, promotion_ms=79.1,
+        tail=[TailStage(power_mw=119.3, duration_ms=238.1)],
+        a_up_mw_per_mbps=283.17, a_down_mw_per_mbps=137.01, base_mw=132.86,
+        idle_power_mw=77.2 * 7.6 / 308.2,  # beacon: 77.2 mW for 7.6 ms every 308.2 ms
+    ),
+}
+
+
+class Link(_Frozen):
+    """A wireless link from the device to a remote processor."""
+
+    name: Identifier
+    remote: str
+    uplink_mbps: Positive
+    downlink_mbps: Positive
+    rtt_ms: NonNegative
+    radio: RadioModel
+    description: str = ""
+
+    @field_validator("radio", mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in RADIO_PRESETS:
+                raise ValueError(f"unknown radio preset {value!r}; allowed: "
+                                 f"{sorted(RADIO_PRESETS)} or a mapping of the model's fields")
+            return RADIO_PRESETS[value]
+        return value
+
+    @property
+    def rtt_s(self) -> float:
+        return self.rtt_ms / 1000.0
+
+
+class Platform(_Frozen):
+    """A device's processors, the remote processors and the links that reach them."""
+
+    name: Identifier
+    description: str = ""
+    sources: list[str] = Field(default_factory=list)
+    sensor_processor: str = ""
+    shared_memory_gbps: Positive
+    processors: list[Processor]
+    links: list[Link] = Field(default_factory=list)
+    path: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Platform:
+        names = [p.name for p in self.processors]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"processor names must be unique, got duplicates {dupes}")
+        local = [p.name for p in self.processors if not p.is_remote]
+        if not local:
+            raise ValueError("needs at least one local (non-cloud) processor")
+        if self.sensor_processor and self.sensor_processor not in local:
+            raise ValueError(f"sensor_processor {self.sensor_processor!r} must be a local "
+                             f"processor, one of {local}")
+        remote = {p.name for p in self.processors if p.is_remote}
+        for link in self.links:
+            if link.remote not in remote:
+                raise ValueError(f"link {link.name!r}: remote {link.remote!r} must name a "
+                                 f"cloud processor, one of {sorted(remote)}")
+        link_names = [lk.name for lk in self.links]
+        if len(set(link_names)) != len(link_names):
+            raise ValueError(f"link names must be unique, got {link_names}")
+        return self
+
+    @cached_property
+    def by_name(self) -> dict[str, Processor]:
+        return {p.name: p for p in self.processors}
+
+    @property
+    def sensor(self) -> str:
+        """The processor where input arrives and results are delivered."""
+        return self.sensor_processor or next(p.name for p in self.processors if not p.is_remote)
+
+    @property
+    def local_processors(self) -> list[Processor]:
+        return [p for p in self.processors if not p.is_remote]
+
+    @property
+    def remote_processors(self) -> list[Processor]:
+        return [p for p in self.processors if p.is_remote]
+
+    def processor(self, name: str) -> Processor:
+        if name not in self.by_name:
+            raise PlatformError(f"platform {self.name!r} has no processor {name!r}: "
+                                f"{closest_names(name, list(self.by_name))}")
+        return self.by_name[name]
+
+    def link(self, name: str) -> Link:
+        for link in self.links:
+            if link.name == name:
+                return link
+        known = [lk.name for lk in self.links]
+        raise PlatformError(f"platform {self.name!r} has no link {name!r}; "
+                            f"known links: {', '.join(known) or 'none'}")
+
+    def without_remote(self) -> Platform:
+        """The same device with the cloud processors and links removed."""
+        return self.model_copy(update={"processors": self.local_processors, "links": []})
+
+
+# ------------------------------------------------------------------ loading
+
+def hardware_dir() -> Path:
+    """Folder of the shipped hardware files (override with DEEPX_SIM_HARDWARE)."""
+    env = os.environ.get("DEEPX_SIM_HARDWARE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "hardware"
+
+
+def platform_names() -> list[str]:
+    folder = hardware_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _format_error(source: str, err: dict[str, Any]) -> str:
+    loc = _format_loc(tuple(err["loc"]))
+    ctx = err.get("ctx") or {}
+    rules = {
+        "greater_than": f"must be > {ctx.get('gt')}",
+        "greater_than_equal": f"must be >= {ctx.get('ge')}",
+        "less_than_equal": f"must be <= {ctx.get('le')}",
+        "less_than": f"must be < {ctx.get('lt')}",
+        "missing": "is required",
+        "extra_forbidden": "is not a known field",
+        "literal_error": f"must be one of {ctx.get('expected')}",
+        "enum": f"must be one of {ctx.get('expected')}",
+        "string_pattern_mismatch": "must be a name of letters, digits, '_' or '-'",
+    }
+    rule = rules.get(err["type"], err["msg"].replace("Value error, ", ""))
+    if err["type"] == "missing":
+        return f"{source}: {loc} {rule}"
+    return f"{source}: {loc or '(top level)'} {rule}, got {err.get('input')!r}"
+
+
+def validation_message(source: str, exc: ValidationError) -> str:
+    """All of a pydantic ValidationError's problems, one line each, named by path."""
+    return "\n".join(_format_error(source, e) for e in exc.errors())
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise PlatformError(f"{path}: not valid YAML: {exc}") from None
+    except OSError as exc:
+        raise PlatformError(f"{path}: cannot read: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise PlatformError(f"{path}: must be a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def load_platform(name_or_path: str | Path) -> Platform:
+    """Load a platform by shipped name (``tegra_k1``) or by path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+        path = candidate
+        if not path.is_file():
+            raise PlatformError(f"{path}: no such hardware file")
+    else:
+        path = hardware_dir() / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise PlatformError(
+                f"unknown platform {name_or_path!r}: "
+                f"{closest_names(str(name_or_path), platform_names())}"
+            )
+    data = _read_yaml(path)
+    remote = data.pop("remote", None)
+    if remote is not None:
+        remote_path = path.parent / "remote" / f"{remote}.yaml"
+        if not remote_path.is_file():
+            known = sorted(p.stem for p in (path.parent / "remote").glob("*.yaml"))
+            raise PlatformError(f"{path}: remote {remote!r} has no file {remote_path}; "
+                                f"known remotes: {known}")
+        extra = _read_yaml(remote_path)
+        bad = set(extra) - {"processors", "links", "sources", "description"}
+        if bad:
+            raise PlatformError(f"{remote_path}: unknown fields {sorted(bad)}; a remote file "
+                                f"holds processors, links, sources, description")
+        data["processors"] = list(data.get("processors") or []) + list(extra.get("processors", []))
+        data["links"] = list(data.get("links") or []) + list(extra.get("links", []))
+        data["sources"] = list(data.get("sources") or []) + list(extra.get("sources", []))
+    try:
+        return Platform.model_validate({**data, "path": str(path)})
+    except ValidationError as exc:
+        raise PlatformError(validation_message(str(path), exc)) from None
