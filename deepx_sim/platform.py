@@ -289,6 +289,14 @@ class Platform(_Frozen):
         raise PlatformError(f"platform {self.name!r} has no link {name!r}; "
                             f"known links: {', '.join(known) or 'none'}")
 
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description: every field, plus memory in bytes."""
+        data = self.model_dump(mode="json")
+        for proc, out in zip(self.processors, data["processors"], strict=True):
+            out["usable_memory_bytes"] = proc.usable_memory_bytes
+        data["sensor_processor"] = self.sensor
+        return data
+
     def without_remote(self) -> Platform:
         """The same device with the cloud processors and links removed."""
         return self.model_copy(update={"processors": self.local_processors, "links": []})
@@ -316,9 +324,14 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def _plain(value: Any) -> Any:
+    """0.0 -> 0, so bounds read as the user wrote them."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _format_error(source: str, err: dict[str, Any]) -> str:
     loc = _format_loc(tuple(err["loc"]))
-    ctx = err.get("ctx") or {}
+    ctx = {k: _plain(v) for k, v in (err.get("ctx") or {}).items()}
     rules = {
         "greater_than": f"must be > {ctx.get('gt')}",
         "greater_than_equal": f"must be >= {ctx.get('ge')}",

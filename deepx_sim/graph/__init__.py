@@ -1,0 +1,48 @@
+"""Layer graphs: the zoo, the ONNX importer, memory footprints and profiles."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import networkx as nx
+
+from deepx_sim.graph.layers import (
+    ConvSpec,
+    FcSpec,
+    Layer,
+    LayerKind,
+    get_layer,
+    layers_in_order,
+    total,
+)
+from deepx_sim.graph.memory import Footprints, footprints, peak_activation_bytes
+from deepx_sim.graph.zoo import ZOO, load_zoo_model, model_names
+
+__all__ = [
+    "ZOO",
+    "ConvSpec",
+    "FcSpec",
+    "Footprints",
+    "Layer",
+    "LayerKind",
+    "footprints",
+    "get_layer",
+    "layers_in_order",
+    "load_model",
+    "model_names",
+    "peak_activation_bytes",
+    "total",
+]
+
+
+def load_model(
+    name_or_path: str | Path,
+    input_shapes: Mapping[str | None, tuple[int, ...]] | None = None,
+) -> nx.DiGraph:
+    """A zoo model by name, or an ONNX file by path (``.onnx``)."""
+    if str(name_or_path).lower().endswith(".onnx"):
+        from deepx_sim.graph.onnx_import import load_onnx
+
+        return load_onnx(name_or_path, input_shapes)
+    return load_zoo_model(str(name_or_path))

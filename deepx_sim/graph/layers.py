@@ -306,7 +306,7 @@ def replace_layer(graph: nx.DiGraph, layer: Layer) -> None:
     """Swap a node's Layer (same name) and refresh the sizes on its out-edges."""
     old = get_layer(graph, layer.name)
     graph.nodes[layer.name]["layer"] = replace(layer, order=old.order)
-    for _, dst, data in graph.out_edges(layer.name, data=True):
+    for _, _dst, data in graph.out_edges(layer.name, data=True):
         data["elements"] = layer.output_elements
         data["size_bytes"] = layer.output_bytes(DEFAULT_ACTIVATION_BITS)
 

@@ -179,7 +179,7 @@ def load_onnx(
             return numpy_helper.to_array(initializers[name])
         return constants.get(name)
 
-    def lazy(name: str, transform: str = "") -> None | object:
+    def lazy(name: str, transform: str = "") -> object | None:
         tensor = initializers.get(name)
         if tensor is None:
             array = constants.get(name)

@@ -1,0 +1,196 @@
+"""The ``deepx-sim`` command: parse arguments, call the library, print.
+
+Every DeepxError becomes one ``deepx-sim: error: ...`` line on stderr and exit
+status 2; nothing else here decides anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import warnings
+from collections.abc import Sequence
+
+from deepx_sim.errors import DeepxError
+
+MIB = 1024 * 1024
+
+
+_NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?( ?[A-Za-z]{1,4})?$")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    """A plain text table; cells that read as numbers are right-aligned."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        cells = [str(c).rjust(w) if _NUMBER.match(str(c)) else str(c).ljust(w)
+                 for c, w in zip(r, widths, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _mib(n: int) -> str:
+    """Bytes as MiB with two decimals (KiB below 0.1 MiB): 930.25 MiB, not 930.3."""
+    return f"{n / MIB:.2f} MiB" if n >= 0.1 * MIB else f"{n / 1024:.1f} KiB"
+
+
+def _input_shapes(values: list[str] | None) -> dict[str | None, tuple[int, ...]]:
+    from deepx_sim.graph.onnx_import import parse_input_shape
+
+    return dict(parse_input_shape(v) for v in values or [])
+
+
+# ------------------------------------------------------------------ commands
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from deepx_sim.graph import ZOO, footprints, total
+
+    if args.json:
+        out = []
+        for entry in ZOO.values():
+            g = entry.build()
+            out.append({"name": entry.name, "description": entry.description,
+                        "reference": entry.reference, "params": total(g, "params"),
+                        "macs": total(g, "macs"), "layers": g.number_of_nodes()})
+        print(json.dumps(out, indent=2))
+        return
+    rows = []
+    for entry in ZOO.values():
+        g = entry.build()
+        fp = footprints(g, 32)
+        rows.append([entry.name, f"{total(g, 'params'):,}", f"{total(g, 'macs') / 1e9:.3f}",
+                     str(g.number_of_nodes()), _mib(fp.cleaned_bytes), entry.description])
+    print(_table(rows, ["model", "params", "GMACs", "layers", "fp32 weights", "description"]))
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from deepx_sim.graph import load_model
+    from deepx_sim.graph.summary import model_summary
+
+    graph = load_model(args.model, _input_shapes(args.input_shape))
+    report = model_summary(graph, args.precision)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    rows = [[lay["name"], lay["kind"], "x".join(map(str, lay["output_shape"])),
+             f"{lay['params']:,}", f"{lay['macs']:,}", _mib(lay["param_bytes"]),
+             _mib(lay["output_bytes"])] for lay in report["layers"]]
+    print(f"model {report['model']} ({report['source']}), weights at {args.precision}-bit\n")
+    if not args.totals_only:
+        print(_table(rows, ["layer", "kind", "output", "params", "MACs", "weights", "output"]))
+        print()
+    t = report["totals"]
+    print(f"layers                     {t['layers']}")
+    print(f"parameters                 {t['params']:,}")
+    print(f"multiply-adds              {t['macs']:,} ({t['macs'] / 1e9:.3f} G)")
+    print(f"FLOPs                      {t['flops']:,}")
+    print("memory (DXTK Figure 6 steps; 1 MiB = 2**20 B):")
+    steps = [("original (64-bit weights + gradients)", t["original_bytes"]),
+             (f"precision scaled ({args.precision}-bit + gradients)", t["scaled_bytes"]),
+             (f"cleaned ({args.precision}-bit weights only)", t["cleaned_bytes"]),
+             ("peak activation memory", t["peak_activation_bytes"])]
+    for label, size in steps:
+        print(f"  {label:<40} {_mib(size):>12}  ({size:,} B)")
+
+
+def cmd_platforms(args: argparse.Namespace) -> None:
+    from deepx_sim.platform import load_platform, platform_names
+
+    names = platform_names()
+    if args.json:
+        print(json.dumps([load_platform(n).summary() for n in names], indent=2))
+        return
+    rows = []
+    for name in names:
+        p = load_platform(name)
+        rows.append([name, ", ".join(f"{q.name}({q.kind})" for q in p.processors),
+                     ", ".join(lk.name for lk in p.links) or "-"])
+    print(_table(rows, ["platform", "processors", "links"]))
+
+
+def cmd_platform(args: argparse.Namespace) -> None:
+    from deepx_sim.platform import load_platform
+
+    platform = load_platform(args.name)
+    report = platform.summary()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{platform.name}: {platform.description}")
+    print(f"file {platform.path}; input arrives on {platform.sensor}; "
+          f"shared memory {platform.shared_memory_gbps} GB/s\n")
+    rows = [[q["name"], q["kind"],
+             " ".join(f"{k}={v:g}" for k, v in q["peak_gflops"].items()),
+             f"{q['memory_bandwidth_gbps']:g}", _mib(q["usable_memory_bytes"]),
+             f"{q['active_power_w']:g}", f"{q['idle_power_w']:g}"] for q in report["processors"]]
+    print(_table(rows, ["processor", "kind", "peak GFLOP/s", "mem GB/s", "memory", "active W",
+                        "idle W"]))
+    if report["links"]:
+        print()
+        rows = [[lk["name"], lk["remote"], f"{lk['uplink_mbps']:g}", f"{lk['downlink_mbps']:g}",
+                 f"{lk['rtt_ms']:g}", lk["radio"]["name"]] for lk in report["links"]]
+        print(_table(rows, ["link", "remote", "up Mbps", "down Mbps", "RTT ms", "radio"]))
+    if platform.sources:
+        print("\nsources:")
+        for s in platform.sources:
+            print(f"  - {s}")
+
+
+# ------------------------------------------------------------------ parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepx-sim",
+        description="Plan and simulate deep models across mobile processors and the cloud.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list the model zoo")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("inspect", help="per-layer table, totals and memory footprints")
+    p.add_argument("model", help="zoo model name or path to an .onnx file")
+    p.add_argument("--precision", type=int, choices=[64, 32, 16, 8], default=32,
+                   help="weight precision in bits for the footprints (default 32)")
+    p.add_argument("--input-shape", action="append", metavar="[NAME=]DxDx...",
+                   help="fix a dynamic ONNX input, e.g. input=1x3x224x224")
+    p.add_argument("--totals-only", action="store_true", help="skip the per-layer table")
+    p.add_argument("--json", action="store_true", help="machine-readable output (see README)")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("platforms", help="list the shipped hardware platforms")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_platforms)
+
+    p = sub.add_parser("platform", help="show one platform's processors and links")
+    p.add_argument("name", help="platform name or path to a YAML file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_platform)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            args.func(args)
+        except DeepxError as exc:
+            print(f"deepx-sim: error: {exc}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:
+            return 0
+        finally:
+            for w in caught:
+                print(f"deepx-sim: warning: {w.message}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

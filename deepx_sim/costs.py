@@ -1,0 +1,284 @@
+"""The cost model: time, device energy and memory of layers and transfers.
+
+Everything the planner optimises and the simulator replays comes from here.
+
+Layer on a processor, in a variant (precision ``bits``, SVD ``rank`` for fc):
+
+- compute_s = FLOPs / (peak FLOP/s at ``bits`` x efficiency of the layer kind)
+  (Paleo, Qi et al. ICLR 2017: time = FLOPs / (peak x percent of peak))
+- memory_s  = (input + output activations + parameters) bytes /
+  (memory bandwidth x memory efficiency)
+- busy_s    = max(compute_s, memory_s) + launch overhead
+  (roofline: a kernel is bound by whichever of the two is slower)
+- latency_s = busy_s / free fraction of the processor (background load takes
+  its share of the processor, so our work stretches in proportion)
+- energy_j  = power x busy_s: the energy our work adds; a loaded processor
+  spends the rest on someone else's work.  A measured profile replaces busy_s
+  (and power, when given) for the full-rank 32-bit variant; other variants are
+  scaled by the analytic ratio.
+- On a cloud processor the device spends no compute energy, but its radio
+  waits connected (first tail state power) for the remote compute time.
+
+An fc layer W (m x n) at rank k runs as V_k (k x n) then U_k (m x k):
+k(m + n) multiply-adds per row and parameters, two kernel launches.
+
+Transfers of a tensor between processors:
+
+- same processor: free;
+- two local processors: through shared memory at its bandwidth, the
+  producing processor busy meanwhile;
+- device <-> cloud: rtt/2 + bits / link rate, the radio drawing the Huang et al.
+  transfer power a * rate + b meanwhile.  Promotion (latency and energy) and the
+  tail (energy) are paid once per burst of radio activity: see
+  :meth:`CostModel.radio_burst`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from deepx_sim.errors import CostError
+from deepx_sim.graph.layers import (
+    DEFAULT_ACTIVATION_BITS,
+    Layer,
+    LayerKind,
+    get_layer,
+    tensor_bytes,
+)
+from deepx_sim.graph.profiles import Profile
+from deepx_sim.platform import Link, Platform, Processor
+
+#: Layers that are views or identities at inference: no kernel runs.
+FREE_KINDS = frozenset({LayerKind.INPUT, LayerKind.FLATTEN, LayerKind.DROPOUT})
+
+
+@dataclass(frozen=True, order=True)
+class Variant:
+    """How a layer is run: weight precision and, for fc layers, an SVD rank."""
+
+    bits: int = 32
+    rank: int | None = None  # None: the full weight matrix
+
+    def label(self) -> str:
+        return f"{self.bits}b" + (f"/k{self.rank}" if self.rank is not None else "")
+
+
+FULL = Variant()
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What the device sees at the moment of a request.
+
+    Bandwidths and RTT of ``None`` take the link's nominal values.  ``free_fraction``
+    maps processor name to the share of it not taken by background load (1 = idle).
+    """
+
+    link: str | None = None
+    uplink_mbps: float | None = None
+    downlink_mbps: float | None = None
+    rtt_ms: float | None = None
+    free_fraction: Mapping[str, float] = field(default_factory=dict)
+    cloud_reachable: bool = True
+
+    def __post_init__(self) -> None:
+        for name, value in (("uplink_mbps", self.uplink_mbps),
+                            ("downlink_mbps", self.downlink_mbps)):
+            if value is not None and not value > 0:
+                raise CostError(f"conditions.{name} must be > 0, got {value!r}")
+        if self.rtt_ms is not None and not self.rtt_ms >= 0:
+            raise CostError(f"conditions.rtt_ms must be >= 0, got {self.rtt_ms!r}")
+        for proc, share in self.free_fraction.items():
+            if not 0 < share <= 1:
+                raise CostError(f"conditions.free_fraction[{proc!r}] must be in (0, 1], "
+                                f"got {share!r}")
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    latency_s: float
+    busy_s: float
+    energy_j: float
+    compute_s: float
+    memory_s: float
+    flops: int
+    param_bytes: int
+    activation_bytes: int
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes the layer holds on its processor: its parameters and its output."""
+        return self.param_bytes + self.activation_bytes
+
+
+@dataclass(frozen=True)
+class TransferCost:
+    latency_s: float
+    energy_j: float
+    size_bytes: int
+    route: str  # "none", "shared_memory", "uplink" or "downlink"
+
+
+ZERO_TRANSFER = TransferCost(0.0, 0.0, 0, "none")
+
+
+def variant_flops(layer: Layer, variant: Variant) -> int:
+    """FLOPs of ``layer`` in ``variant`` (a rank only changes fc layers)."""
+    if variant.rank is None or layer.fc is None:
+        return layer.flops
+    rows = layer.output_elements // layer.fc.m
+    return 2 * rows * variant.rank * (layer.fc.m + layer.fc.n)
+
+
+def variant_params(layer: Layer, variant: Variant) -> int:
+    """Parameters of ``layer`` in ``variant``: rank k keeps k(m + n) weights plus bias."""
+    if variant.rank is None or layer.fc is None:
+        return layer.params
+    return variant.rank * (layer.fc.m + layer.fc.n) + layer.bias_params
+
+
+def check_variant(layer: Layer, variant: Variant) -> None:
+    if variant.rank is not None:
+        if layer.fc is None:
+            raise CostError(f"layer {layer.name!r} is {layer.kind}, only fc layers take a rank")
+        if not 1 <= variant.rank <= min(layer.fc.m, layer.fc.n):
+            raise CostError(f"layer {layer.name!r}: rank must be in 1..{min(layer.fc.m, layer.fc.n)}"
+                            f", got {variant.rank}")
+
+
+class CostModel:
+    """Costs of one model on one platform under one set of conditions.
+
+    ``activation_bits`` sets the size of activations and transferred tensors.
+    """
+
+    def __init__(
+        self,
+        graph: nx.DiGraph,
+        platform: Platform,
+        conditions: Conditions | None = None,
+        profile: Profile | None = None,
+        activation_bits: int = DEFAULT_ACTIVATION_BITS,
+    ) -> None:
+        self.graph = graph
+        self.platform = platform
+        self.conditions = conditions or Conditions()
+        self.profile = profile or {}
+        self.activation_bits = activation_bits
+        for proc in self.conditions.free_fraction:
+            platform.processor(proc)  # unknown names fail here, with the known ones listed
+        self.link: Link | None = None
+        if self.conditions.link is not None:
+            self.link = platform.link(self.conditions.link)
+        elif platform.links:
+            self.link = platform.links[0]
+
+    # ------------------------------------------------------------- conditions
+    @property
+    def uplink_mbps(self) -> float:
+        assert self.link is not None
+        return self.conditions.uplink_mbps or self.link.uplink_mbps
+
+    @property
+    def downlink_mbps(self) -> float:
+        assert self.link is not None
+        return self.conditions.downlink_mbps or self.link.downlink_mbps
+
+    @property
+    def rtt_s(self) -> float:
+        assert self.link is not None
+        rtt = self.conditions.rtt_ms if self.conditions.rtt_ms is not None else self.link.rtt_ms
+        return rtt / 1000.0
+
+    def free_fraction(self, processor: str) -> float:
+        return self.conditions.free_fraction.get(processor, 1.0)
+
+    def available_processors(self) -> list[Processor]:
+        """Local processors, plus the link's remote processor when it is reachable."""
+        procs = list(self.platform.local_processors)
+        if self.link is not None and self.conditions.cloud_reachable:
+            procs.append(self.platform.processor(self.link.remote))
+        return procs
+
+    # ------------------------------------------------------------- layers
+    def analytic_busy_s(self, layer: Layer, proc: Processor, variant: Variant) -> tuple[float, float, float]:
+        """(busy_s, compute_s, memory_s) from the roofline model."""
+        if layer.kind in FREE_KINDS:
+            return 0.0, 0.0, 0.0
+        flops = variant_flops(layer, variant)
+        compute_s = flops / (proc.peak_flops(variant.bits) * proc.efficiency_for(layer.kind))
+        traffic = (tensor_bytes(layer.input_elements + layer.output_elements, self.activation_bits)
+                   + tensor_bytes(variant_params(layer, variant), variant.bits))
+        memory_s = traffic / (proc.memory_bandwidth_gbps * 1e9 * proc.memory_efficiency)
+        launches = 2 if (variant.rank is not None and layer.fc is not None) else 1
+        return max(compute_s, memory_s) + launches * proc.launch_overhead_s, compute_s, memory_s
+
+    def layer_cost(self, layer_name: str, processor: str, variant: Variant = FULL) -> LayerCost:
+        """Cost of running ``layer_name`` on ``processor`` in ``variant``.
+
+        Raises CostError if the processor lacks the precision or the rank is invalid.
+        """
+        layer = get_layer(self.graph, layer_name)
+        proc = self.platform.processor(processor)
+        check_variant(layer, variant)
+        if not proc.supports(variant.bits):
+            raise CostError(f"processor {processor!r} has no {variant.bits}-bit support; "
+                            f"it lists {sorted(proc.peak_gflops)}")
+        busy_s, compute_s, memory_s = self.analytic_busy_s(layer, proc, variant)
+        power_w = proc.active_power_w
+        measured = self.profile.get((layer_name, processor))
+        if measured is not None:
+            base_s, _, _ = self.analytic_busy_s(layer, proc, FULL) if proc.supports(32) else (0, 0, 0)
+            scale = busy_s / base_s if base_s > 0 else 1.0
+            busy_s = measured.latency_s * scale
+            if measured.power_w is not None:
+                power_w = measured.power_w
+        latency_s = busy_s / self.free_fraction(processor)
+        if proc.is_remote:
+            wait_w = self.link.radio.connected_wait_power_w if self.link else 0.0
+            energy_j = wait_w * latency_s
+        else:
+            energy_j = power_w * busy_s
+        return LayerCost(
+            latency_s=latency_s, busy_s=busy_s, energy_j=energy_j,
+            compute_s=compute_s, memory_s=memory_s,
+            flops=variant_flops(layer, variant),
+            param_bytes=tensor_bytes(variant_params(layer, variant), variant.bits),
+            activation_bytes=layer.output_bytes(self.activation_bits),
+        )
+
+    # ------------------------------------------------------------- transfers
+    def edge_bytes(self, src_layer: str, dst_layer: str) -> int:
+        return tensor_bytes(self.graph.edges[src_layer, dst_layer]["elements"],
+                            self.activation_bits)
+
+    def transfer_cost(self, size_bytes: int, src: str, dst: str) -> TransferCost:
+        """Time and device energy to move ``size_bytes`` from processor src to dst."""
+        if src == dst or size_bytes == 0:
+            return ZERO_TRANSFER
+        p_src, p_dst = self.platform.processor(src), self.platform.processor(dst)
+        if not p_src.is_remote and not p_dst.is_remote:
+            time_s = size_bytes / (self.platform.shared_memory_gbps * 1e9)
+            return TransferCost(time_s, p_src.active_power_w * time_s, size_bytes, "shared_memory")
+        if p_src.is_remote and p_dst.is_remote:
+            raise CostError(f"no link between remote processors {src!r} and {dst!r}")
+        if self.link is None or not self.conditions.cloud_reachable:
+            raise CostError(f"the cloud is not reachable: cannot move data {src!r} -> {dst!r}")
+        if not p_dst.is_remote:
+            time_s = self.rtt_s / 2 + size_bytes * 8 / (self.downlink_mbps * 1e6)
+            power_w = self.link.radio.transfer_power_w(down_mbps=self.downlink_mbps)
+            return TransferCost(time_s, power_w * time_s, size_bytes, "downlink")
+        time_s = self.rtt_s / 2 + size_bytes * 8 / (self.uplink_mbps * 1e6)
+        power_w = self.link.radio.transfer_power_w(up_mbps=self.uplink_mbps)
+        return TransferCost(time_s, power_w * time_s, size_bytes, "uplink")
+
+    def radio_burst(self) -> tuple[float, float]:
+        """(latency_s, energy_j) a request pays once if it uses the radio at all:
+        promotion from idle (time and energy) and the tail after the last byte."""
+        if self.link is None:
+            return 0.0, 0.0
+        radio = self.link.radio
+        return radio.promotion_s, radio.promotion_energy_j + radio.tail_energy_j

@@ -1,0 +1,56 @@
+"""The deepx-sim command line: outputs, JSON shape and error handling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepx_sim.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_inspect_alexnet_shows_dxtk_memory(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "inspect", "alexnet")
+    assert code == 0
+    assert "930.26 MiB" in out and "975,443,584 B" in out
+    assert "232.56 MiB" in out
+    assert "60,965,224" in out
+
+
+def test_inspect_json_totals(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "inspect", "speakerid", "--json", "--precision", "16")
+    data = json.loads(out)
+    assert code == 0 and data["schema_version"] == 1 and data["precision_bits"] == 16
+    totals = data["totals"]
+    assert totals["params"] == 1_758_106
+    assert totals["macs"] == 1_756_000
+    assert totals["original_bytes"] == 1_758_106 * 16
+    assert totals["cleaned_bytes"] == 1_758_106 * 2
+    assert {"scaled_bytes", "peak_activation_bytes", "flops", "layers"} <= set(totals)
+    assert data["layers"][1]["fc"] == {"m": 1000, "n": 650}
+
+
+def test_models_platforms_platform(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "resnet50" in out and "25,557,032" in out
+    code, out, _ = run(capsys, "platforms")
+    assert code == 0 and "snapdragon_8_gen_3" in out
+    code, out, _ = run(capsys, "platform", "snapdragon_800", "--json")
+    data = json.loads(out)
+    assert [p["name"] for p in data["processors"]] == ["cpu", "gpu", "dsp", "cloud"]
+    assert data["links"][1]["radio"]["name"] == "lte"
+
+
+def test_errors_are_one_line_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "inspect", "resnet")
+    assert code == 2 and out == ""
+    assert err.startswith("deepx-sim: error: unknown model 'resnet'") and "resnet50" in err
+    assert "Traceback" not in err
+    code, _, err = run(capsys, "platform", "/nonexistent/x.yaml")
+    assert code == 2 and "no such hardware file" in err

@@ -1,0 +1,109 @@
+"""Shipped hardware files load; wrong files get errors naming file, field, value, rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deepx_sim.errors import PlatformError
+from deepx_sim.platform import RADIO_PRESETS, hardware_dir, load_platform, platform_names
+
+SHIPPED = ["tegra_k1", "snapdragon_800", "snapdragon_400", "cortex_m0", "cortex_m3",
+           "jetson_orin_nano", "snapdragon_8_gen_3"]
+
+
+def test_all_required_platforms_ship() -> None:
+    assert set(SHIPPED) <= set(platform_names())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_platform_loads(name: str) -> None:
+    p = load_platform(name)
+    assert p.local_processors
+    assert p.sensor in {q.name for q in p.local_processors}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_number_has_a_source_or_says_estimate(name: str) -> None:
+    sourced = ("peak_gflops", "efficiency", "memory_bandwidth_gbps", "memory_efficiency",
+               "usable_memory_mib", "active_power_w", "idle_power_w", "launch_overhead_ms",
+               "shared_memory_gbps", "uplink_mbps", "downlink_mbps", "rtt_ms")
+    for path in (hardware_dir() / f"{name}.yaml", hardware_dir() / "remote" / "cloud_a100.yaml"):
+        for line in path.read_text().splitlines():
+            key = line.strip().split(":")[0]
+            if key in sourced:
+                assert "#" in line, f"{path.name}: no source or 'estimate' on {line.strip()!r}"
+
+
+def test_cloud_reachable_over_wifi_lte_3g() -> None:
+    p = load_platform("tegra_k1")
+    assert [lk.name for lk in p.links] == ["wifi", "lte", "3g"]
+    assert p.processor("cloud").is_remote
+    assert p.link("lte").radio == RADIO_PRESETS["lte"]
+
+
+def _write(tmp_path: Path, edit: dict) -> Path:
+    data = yaml.safe_load((hardware_dir() / "tegra_k1.yaml").read_text())
+    data.pop("remote")
+    for dotted, value in edit.items():
+        target = data
+        *path, last = dotted.split(".")
+        for part in path:
+            target = target[int(part)] if part.isdigit() else target[part]
+        target[last] = value
+    out = tmp_path / "x.yaml"
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
+def test_negative_peak_names_file_field_value(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"processors.1.peak_gflops": {"fp32": -3}})
+    with pytest.raises(PlatformError) as err:
+        load_platform(path)
+    assert str(err.value) == f"{path}: processors[1].peak_gflops.fp32 must be > 0, got -3"
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    ({"processors.0.kind": "fpga"}, "processors[0].kind must be one of"),
+    ({"processors.0.colour": "red"}, "processors[0].colour is not a known field"),
+    ({"processors.2.efficiency": {"default": 1.5}}, "processors[2].efficiency.default must be <= 1"),
+    ({"processors.2.efficiency": {"cnv": 0.5, "default": 0.5}}, "unknown layer kinds ['cnv']"),
+    ({"processors.0.idle_power_w": 9.0}, "idle_power_w (9.0) must be <= active_power_w"),
+    ({"sensor_processor": "gpu0"}, "sensor_processor 'gpu0' must be a local processor"),
+    ({"shared_memory_gbps": "fast"}, "shared_memory_gbps"),
+])
+def test_wrong_fields_are_named(tmp_path: Path, edit: dict, expected: str) -> None:
+    with pytest.raises(PlatformError) as err:
+        load_platform(_write(tmp_path, edit))
+    assert expected in str(err.value)
+    assert "x.yaml" in str(err.value)
+
+
+def test_unknown_radio_preset_and_remote(tmp_path: Path) -> None:
+    data = yaml.safe_load((hardware_dir() / "tegra_k1.yaml").read_text())
+    data["remote"] = "nowhere"
+    path = tmp_path / "y.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(PlatformError, match="remote 'nowhere'"):
+        load_platform(path)
+
+
+def test_malformed_yaml_and_unknown_name(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("processors: [unclosed\n")
+    with pytest.raises(PlatformError, match="bad.yaml: not valid YAML"):
+        load_platform(bad)
+    with pytest.raises(PlatformError, match="unknown platform 'tegra'.*tegra_k1"):
+        load_platform("tegra")
+
+
+def test_radio_preset_energies_closed_form() -> None:
+    lte = RADIO_PRESETS["lte"]
+    assert lte.tail_energy_j == pytest.approx(1.060 * 11.576)
+    assert lte.promotion_energy_j == pytest.approx(1.2107 * 0.2601)
+    g3 = RADIO_PRESETS["3g"]
+    assert g3.tail_energy_j == pytest.approx(0.8039 * 8.0882 + 0.6013 * 0.8242)
+    wifi = RADIO_PRESETS["wifi"]
+    assert wifi.transfer_power_w(up_mbps=10) == pytest.approx((283.17 * 10 + 132.86) / 1000)
