@@ -170,6 +170,7 @@ class CostModel:
         self.activation_bits = activation_bits
         for proc in self.conditions.free_fraction:
             platform.processor(proc)  # unknown names fail here, with the known ones listed
+        self._layer_costs: dict[tuple[str, str, Variant], LayerCost] = {}
         self.link: Link | None = None
         if self.conditions.link is not None:
             self.link = platform.link(self.conditions.link)
@@ -221,6 +222,12 @@ class CostModel:
 
         Raises CostError if the processor lacks the precision or the rank is invalid.
         """
+        key = (layer_name, processor, variant)
+        if key not in self._layer_costs:
+            self._layer_costs[key] = self._layer_cost(layer_name, processor, variant)
+        return self._layer_costs[key]
+
+    def _layer_cost(self, layer_name: str, processor: str, variant: Variant) -> LayerCost:
         layer = get_layer(self.graph, layer_name)
         proc = self.platform.processor(processor)
         check_variant(layer, variant)

@@ -1,0 +1,85 @@
+"""Brute force: every processor for every layer and every variant combination.
+
+The oracle the ILP is tested against on small graphs.  For each processor
+assignment it costs the transfers once, then scores all variant combinations
+at once with numpy (variants change layer costs, memory and accuracy, never
+tensor sizes).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+
+import numpy as np
+
+from deepx_sim.errors import InfeasibleError, PlanError
+from deepx_sim.graph.layers import LayerKind
+from deepx_sim.plan.base import Planner
+from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, transfers_of
+
+MAX_COMBINATIONS = 5_000_000
+
+
+class BruteForcePlanner(Planner):
+    name = "oracle"
+
+    def plan(self, problem: Problem) -> Plan:
+        start = time.perf_counter()
+        costs, c = problem.costs, problem.constraints
+        layers = problem.layers
+        proc_options = [[problem.sensor] if lay.kind == LayerKind.INPUT else problem.processors
+                        for lay in layers]
+        size = math.prod(len(o) for o in proc_options) * max(
+            math.prod(len(problem.variants(lay, p)) for lay in layers) for p in problem.processors)
+        if size > MAX_COMBINATIONS:
+            raise PlanError(f"oracle: {size:,} combinations exceed {MAX_COMBINATIONS:,}; "
+                            f"brute force is for small graphs")
+        remote = {p for p in problem.processors if problem.platform.processor(p).is_remote}
+        promo_s, burst_j = costs.radio_burst()
+        best: tuple[float, dict[str, Placement]] | None = None
+        for procs in itertools.product(*proc_options):
+            where = {lay.name: p for lay, p in zip(layers, procs, strict=True)}
+            t_lat = t_en = 0.0
+            for _, src, dst, nbytes in transfers_of(problem, where):
+                t = costs.transfer_cost(nbytes, src, dst)
+                t_lat += t.latency_s
+                t_en += t.energy_j
+            if remote & set(procs):
+                t_lat += promo_s
+                t_en += burst_j
+            options = [problem.variants(lay, p) for lay, p in zip(layers, procs, strict=True)]
+            combos = list(itertools.product(*options))
+            lat = np.full(len(combos), t_lat)
+            en = np.full(len(combos), t_en)
+            loss = np.zeros(len(combos))
+            mem = {p: np.zeros(len(combos)) for p in set(procs)}
+            act = {p: 0 for p in set(procs)}
+            for i, (lay, p) in enumerate(zip(layers, procs, strict=True)):
+                per = [costs.layer_cost(lay.name, p, v) for v in options[i]]
+                index = {v: j for j, v in enumerate(options[i])}
+                pick = np.array([index[combo[i]] for combo in combos])
+                lat += np.array([x.latency_s for x in per])[pick]
+                en += np.array([x.energy_j for x in per])[pick]
+                loss += np.array([problem.loss(lay, v) for v in options[i]])[pick]
+                mem[p] += np.array([x.param_bytes for x in per])[pick]
+                act[p] = max(act[p], lay.input_bytes(costs.activation_bits)
+                             + lay.output_bytes(costs.activation_bits))
+            ok = (lat <= c.deadline_s * (1 + 1e-9)) & (loss <= c.max_accuracy_loss + 1e-9)
+            if c.energy_budget_j is not None:
+                ok &= en <= c.energy_budget_j * (1 + 1e-9)
+            for p in mem:
+                ok &= mem[p] + act[p] <= problem.platform.processor(p).usable_memory_bytes
+            if not ok.any():
+                continue
+            score = np.where(ok, c.objective_value(en, lat), np.inf)  # type: ignore[arg-type]
+            j = int(np.argmin(score))
+            if best is None or score[j] < best[0]:
+                best = (float(score[j]), {lay.name: Placement(lay.name, p, combos[j][i])
+                                          for i, (lay, p) in enumerate(zip(layers, procs,
+                                                                           strict=True))})
+        if best is None:
+            raise InfeasibleError("oracle: no assignment meets the constraints")
+        return evaluate(problem, best[1], self.name, solve_time_s=time.perf_counter() - start,
+                        status="optimal", gap=0.0)

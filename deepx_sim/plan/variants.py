@@ -1,0 +1,106 @@
+"""Candidate variants per layer and their estimated accuracy loss.
+
+Runtime Layer Compression replaces an fc layer W (m x n) by U_k V_k.  Each
+candidate rank k gets an estimated accuracy loss from its relative
+reconstruction error, the share of W's spectral energy that rank k drops:
+
+    err2(k) = sum_{i>k} s_i^2 / sum_i s_i^2          (Eckart-Young: exact for SVD)
+    loss(k) = ACCURACY_PER_ERR2 * err2(k)
+
+``s_i`` are W's real singular values when the graph carries weights (ONNX
+import, trained models); otherwise a spectrum model stands in: trained fc
+layers have singular values decaying roughly as a power law, s_i = i^-gamma
+with gamma = SPECTRUM_DECAY.  Both constants are uncalibrated defaults
+(estimate) until the optimisers' measurements calibrate them; losses add up
+over layers and the sum must stay within the budget (DeepX: about 5 %).
+
+Precision variants cost accuracy too: 16-bit floats nothing measurable, 8-bit
+integer weights a small per-layer loss (PRECISION_LOSS, estimate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import networkx as nx
+import numpy as np
+
+from deepx_sim.costs import Variant
+from deepx_sim.graph.layers import Layer, layers_in_order
+
+#: Power-law exponent of the default singular-value model (estimate).
+SPECTRUM_DECAY = 0.6
+#: Accuracy loss per unit of squared relative reconstruction error (estimate).
+ACCURACY_PER_ERR2 = 0.15
+#: Accuracy loss of a weighted layer run at a given weight precision (estimate).
+PRECISION_LOSS = {64: 0.0, 32: 0.0, 16: 0.0, 8: 0.002}
+#: Default rank grid as fractions of the break-even rank mn/(m+n).
+RANK_FRACTIONS = (0.9, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05)
+
+
+@lru_cache(maxsize=256)
+def _model_spectrum(rank: int, decay: float) -> np.ndarray:
+    return np.arange(1, rank + 1, dtype=float) ** -decay
+
+
+def tail_energy(singular_values: np.ndarray) -> np.ndarray:
+    """err2 for every k = 0..r: share of sum s_i^2 beyond the first k values."""
+    sq = np.asarray(singular_values, dtype=float) ** 2
+    total = sq.sum()
+    if total == 0:
+        return np.zeros(len(sq) + 1)
+    kept = np.concatenate([[0.0], np.cumsum(sq)])
+    return np.clip(1.0 - kept / total, 0.0, 1.0)
+
+
+def candidate_ranks(layer: Layer, fractions: tuple[float, ...] = RANK_FRACTIONS) -> list[int]:
+    """Ranks below the break-even rank mn/(m+n) from ``fractions`` of it."""
+    if layer.fc is None:
+        return []
+    be = layer.fc.break_even_rank
+    ranks = sorted({max(1, int(be * f)) for f in fractions if int(be * f) < be}, reverse=True)
+    return [k for k in ranks if k < min(layer.fc.m, layer.fc.n)]
+
+
+@dataclass
+class AccuracyModel:
+    """Estimated accuracy loss of (layer, variant); real spectra where weights exist."""
+
+    graph: nx.DiGraph
+    decay: float = SPECTRUM_DECAY
+    per_err2: float = ACCURACY_PER_ERR2
+    precision_loss: dict[int, float] = field(default_factory=lambda: dict(PRECISION_LOSS))
+    _tails: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def spectrum_source(self, layer: Layer) -> str:
+        store = self.graph.graph.get("weights")
+        return "weights" if store is not None and store.has(layer.name) else "model"
+
+    def tail(self, layer: Layer) -> np.ndarray:
+        if layer.name not in self._tails:
+            assert layer.fc is not None
+            store = self.graph.graph.get("weights")
+            if store is not None and store.has(layer.name):
+                w = np.asarray(store.get(layer.name), dtype=float)
+                s = np.linalg.svd(w.reshape(w.shape[0], -1), compute_uv=False)
+            else:
+                s = _model_spectrum(min(layer.fc.m, layer.fc.n), self.decay)
+            self._tails[layer.name] = tail_energy(s)
+        return self._tails[layer.name]
+
+    def reconstruction_err2(self, layer: Layer, rank: int | None) -> float:
+        if rank is None or layer.fc is None:
+            return 0.0
+        tail = self.tail(layer)
+        return float(tail[min(rank, len(tail) - 1)])
+
+    def loss(self, layer: Layer, variant: Variant) -> float:
+        loss = self.per_err2 * self.reconstruction_err2(layer, variant.rank)
+        if layer.params > 0:
+            loss += self.precision_loss.get(variant.bits, 0.0)
+        return loss
+
+
+def weighted_layers(graph: nx.DiGraph) -> list[Layer]:
+    return [lay for lay in layers_in_order(graph) if lay.params > 0]
