@@ -113,8 +113,10 @@ class DADSPlanner(Planner):
             if lay.kind == LayerKind.INPUT:
                 g.add_edge("_s", name, capacity=inf)
             else:
-                g.add_edge("_s", name, capacity=costs.layer_cost(name, cloud).latency_s)
-                g.add_edge(name, "_t", capacity=costs.layer_cost(name, device).latency_s)
+                for side, proc in (("_s", cloud), ("_t", device)):
+                    variant = problem.variants(lay, proc)[0]
+                    cap = costs.layer_cost(name, proc, variant).latency_s
+                    g.add_edge(*((side, name) if side == "_s" else (name, side)), capacity=cap)
             consumers = list(problem.graph.successors(name))
             sizes = [costs.edge_bytes(name, v) for v in consumers]
             if consumers:

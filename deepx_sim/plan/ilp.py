@@ -25,6 +25,7 @@ costs are recomputed by :func:`~deepx_sim.plan.problem.evaluate`.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,8 @@ class DeepXPlanner(Planner):
         remote = {p for p in procs if problem.platform.processor(p).is_remote}
         prob = pulp.LpProblem("deepx", pulp.LpMinimize)
         x: dict[tuple[str, str, Variant], pulp.LpVariable] = {}
+        # coefficient lists may name a variable twice (layer cost + result transfer);
+        # LpAffineExpression keeps only the last pair, so they are summed in _expr
         lat_terms: list[tuple[pulp.LpVariable, float]] = []
         en_terms: list[tuple[pulp.LpVariable, float]] = []
         loss_terms: list[tuple[pulp.LpVariable, float]] = []
@@ -94,7 +97,7 @@ class DeepXPlanner(Planner):
                 biggest = 0
                 for v in problem.variants(lay, p):
                     n += 1
-                    var = pulp.LpVariable(f"x{n}", cat=pulp.LpBinary)
+                    var = prob.add_variable(f"x{n}", 0, 1, cat=pulp.LpBinary)
                     x[(lay.name, p, v)] = var
                     assign[(lay.name, p)].append(var)
                     row.append(var)
@@ -141,7 +144,7 @@ class DeepXPlanner(Planner):
                 for p in src_procs:
                     for q in dst_procs:
                         k += 1
-                        z[(p, q)] = pulp.LpVariable(f"z{k}", lowBound=0, upBound=1)
+                        z[(p, q)] = prob.add_variable(f"z{k}", 0, 1)
                 for p in src_procs:
                     prob += pulp.lpSum(z[(p, q)] for q in dst_procs) == a(u, p)
                 for q in dst_procs:
@@ -173,7 +176,7 @@ class DeepXPlanner(Planner):
                             en_terms.append((var, t_en))
                         continue
                     k += 1
-                    w = pulp.LpVariable(f"w{k}", lowBound=0, upBound=1)
+                    w = prob.add_variable(f"w{k}", 0, 1)
                     for f in feeders:
                         prob += w >= f
                     if to_sensor:
@@ -182,8 +185,8 @@ class DeepXPlanner(Planner):
                     en_terms.append((w, t_en))
 
         if remote:
-            r = pulp.LpVariable("radio", cat=pulp.LpBinary)
-            for (layer, p), vars_ in assign.items():
+            r = prob.add_variable("radio", 0, 1, cat=pulp.LpBinary)
+            for (_layer, p), vars_ in assign.items():
                 if p in remote:
                     for var in vars_:
                         prob += r >= var
@@ -196,15 +199,13 @@ class DeepXPlanner(Planner):
             cap = problem.platform.processor(p).usable_memory_bytes
             if max_params[p] + max(act_bytes.values()) <= cap:
                 continue  # cannot bind
-            m = pulp.LpVariable(f"mem_act_{p}", lowBound=0)
+            m = prob.add_variable(f"mem_act_{p}", 0)
             for layer_name, size in act_bytes.items():
                 if (layer_name, p) in assign:
                     prob += m >= size * a(layer_name, p)
-            prob += pulp.LpAffineExpression(params[p]) + m <= cap, f"memory_{p}"
+            prob += _expr(params[p]) + m <= cap, f"memory_{p}"
 
-        latency = pulp.LpAffineExpression(lat_terms)
-        energy = pulp.LpAffineExpression(en_terms)
-        loss = pulp.LpAffineExpression(loss_terms)
+        latency, energy, loss = _expr(lat_terms), _expr(en_terms), _expr(loss_terms)
         if deadline:
             prob += latency <= c.deadline_s, "deadline"
         if loss_terms:
@@ -224,7 +225,9 @@ class DeepXPlanner(Planner):
     def _solver(self) -> Any:
         if self.solver == "highs":
             return pulp.HiGHS(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap)
-        return pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap)
+        with warnings.catch_warnings():  # PuLP 3.3 warns that bundled CBC leaves in 4.0
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap)
 
     def _solve(self, model: _Model) -> tuple[str, float | None]:
         model.prob.solve(self._solver())
@@ -242,17 +245,18 @@ class DeepXPlanner(Planner):
         model = self.build(problem)
         status, gap = self._solve(model)
         elapsed = time.perf_counter() - start
-        if status != "Optimal" or not _has_solution(model):
-            if status in ("Infeasible", "Not Solved", "Undefined") and not _has_solution(model):
-                raise InfeasibleError(self.diagnose(problem))
-            raise PlanError(f"deepx: solver {self.solver} returned {status} after "
-                            f"{elapsed:.2f} s (time limit {self.time_limit_s} s)")
+        if status == "Infeasible":
+            raise InfeasibleError(self.diagnose(problem))
         chosen = {}
         for (layer, p, v), var in model.x.items():
             if (var.varValue or 0) > 0.5:
                 chosen[layer] = Placement(layer, p, v)
+        if status != "Optimal" and len(chosen) != len(problem.layers):
+            raise PlanError(f"deepx: solver {self.solver} returned {status} without a plan after "
+                            f"{elapsed:.2f} s (time limit {self.time_limit_s} s)")
+        optimal = status == "Optimal" and (gap or 0.0) <= max(self.gap * 10, 1e-6)
         return evaluate(problem, chosen, self.name, solver=self.solver, solve_time_s=elapsed,
-                        gap=gap, status="optimal" if (gap or 0) <= self.gap * 10 else "feasible")
+                        gap=gap, status="optimal" if optimal else "feasible")
 
     # ---------------------------------------------------------------- why infeasible
     def diagnose(self, problem: Problem) -> str:
@@ -276,8 +280,12 @@ class DeepXPlanner(Planner):
         return "no plan meets all constraints together (deadline, accuracy, memory, energy)"
 
 
-def _has_solution(model: _Model) -> bool:
-    return any(var.varValue is not None for var in model.x.values())
+def _expr(terms: list[tuple[pulp.LpVariable, float]]) -> pulp.LpAffineExpression:
+    """Sum (variable, coefficient) pairs into one expression, merging repeats."""
+    merged: dict[pulp.LpVariable, float] = {}
+    for var, coef in terms:
+        merged[var] = merged.get(var, 0.0) + coef
+    return pulp.LpAffineExpression(list(merged.items()))
 
 
 def _memory_message(problem: Problem) -> str:

@@ -21,7 +21,7 @@ from typing import Literal
 
 import networkx as nx
 
-from deepx_sim.costs import Conditions, CostModel, Variant
+from deepx_sim.costs import FULL, Conditions, CostModel, Variant
 from deepx_sim.errors import PlanError
 from deepx_sim.graph.layers import Layer, LayerKind, get_layer, layers_in_order
 from deepx_sim.graph.profiles import Profile
@@ -67,7 +67,7 @@ class Constraints:
 class Placement:
     layer: str
     processor: str
-    variant: Variant = Variant()
+    variant: Variant = FULL
 
 
 @dataclass(frozen=True)

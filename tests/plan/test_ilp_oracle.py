@@ -1,0 +1,47 @@
+"""The ILP against brute force and against the minimum cut."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepx_sim.errors import InfeasibleError
+from deepx_sim.plan import BruteForcePlanner, Constraints, DeepXPlanner, Problem
+from deepx_sim.plan.baselines import DADSPlanner
+from tests.plan.conftest import random_platform, random_problem
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_ilp_equals_brute_force_on_random_dags(seed: int) -> None:
+    problem = random_problem(seed, objective=["energy", "latency", "weighted"][seed % 3])
+    try:
+        oracle = BruteForcePlanner().plan(problem)
+    except InfeasibleError:
+        with pytest.raises(InfeasibleError):
+            DeepXPlanner().plan(problem)
+        return
+    ilp = DeepXPlanner().plan(problem)
+    assert ilp.objective_value == pytest.approx(oracle.objective_value, rel=1e-6, abs=1e-12)
+    assert ilp.status == "optimal"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_ilp_equals_min_cut_on_two_processor_latency_problems(seed: int) -> None:
+    import numpy as np
+
+    base = random_problem(1000 + seed)
+    platform = random_platform(np.random.default_rng(seed), n_local=1)
+    problem = Problem(base.graph, platform, base.conditions,
+                      Constraints(deadline_s=100.0, objective="latency"), rank_fractions=())
+    dads = DADSPlanner().plan(problem)
+    ilp = DeepXPlanner().plan(problem)
+    assert ilp.latency_s == pytest.approx(dads.latency_s, rel=1e-7)
+
+
+def test_cbc_and_highs_agree() -> None:
+    problem = random_problem(7)
+    try:
+        highs = DeepXPlanner(solver="highs").plan(problem)
+    except InfeasibleError:
+        pytest.skip("instance infeasible")
+    cbc = DeepXPlanner(solver="cbc").plan(problem)
+    assert cbc.objective_value == pytest.approx(highs.objective_value, rel=1e-6)
