@@ -140,6 +140,132 @@ def cmd_platform(args: argparse.Namespace) -> None:
             print(f"  - {s}")
 
 
+def _problem(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from deepx_sim.costs import Conditions
+    from deepx_sim.graph import load_model
+    from deepx_sim.graph.profiles import load_profile
+    from deepx_sim.plan import Constraints, Problem
+    from deepx_sim.platform import load_platform
+
+    graph = load_model(args.model, _input_shapes(getattr(args, "input_shape", None)))
+    platform = load_platform(args.platform)
+    link = args.link
+    if link is None and platform.links:
+        link = platform.links[0].name
+    conditions = Conditions(link=link, uplink_mbps=args.bandwidth_mbps,
+                            downlink_mbps=args.downlink_mbps, rtt_ms=args.rtt_ms,
+                            cloud_reachable=not args.no_cloud)
+    constraints = Constraints(deadline_s=args.deadline_ms / 1000.0,
+                              max_accuracy_loss=args.max_accuracy_loss,
+                              energy_budget_j=args.energy_budget_j, objective=args.objective)
+    profile = load_profile(args.profile, graph, platform) if args.profile else None
+    return Problem(graph, platform, conditions, constraints, profile=profile)
+
+
+def _plan_lines(plan) -> list[str]:  # type: ignore[no-untyped-def]
+    gap = "n/a" if plan.gap is None else f"{plan.gap:.2g}"
+    lines = [
+        f"planner {plan.planner}: {plan.status}; solver {plan.solver or '-'}, "
+        f"{plan.solve_time_s * 1000:.1f} ms, gap {gap}",
+        f"latency {plan.latency_s * 1000:.2f} ms (deadline {plan.constraints.deadline_s * 1000:g} ms)"
+        f", device energy {plan.energy_j * 1000:.2f} mJ, accuracy loss {plan.accuracy_loss:.4f}",
+        "energy by part: " + ", ".join(f"{k} {v * 1000:.2f} mJ"
+                                       for k, v in plan.energy_breakdown_j.items()),
+        "memory: " + ", ".join(f"{k} {_mib(v)}" for k, v in plan.memory_bytes.items()),
+        "blocks:",
+    ]
+    ranks = {p.layer: p.variant for p in plan.placements}
+    for proc, layers in plan.blocks():
+        compressed = [f"{n}(k={ranks[n].rank})" for n in layers if ranks[n].rank is not None]
+        extra = f"  compressed: {', '.join(compressed)}" if compressed else ""
+        lines.append(f"  {proc:<6} {layers[0]} .. {layers[-1]} ({len(layers)} layers){extra}")
+    return lines
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from deepx_sim.plan import get_planner
+
+    problem = _problem(args)
+    options = {"solver": args.solver, "time_limit_s": args.time_limit_s, "gap": args.gap}
+    planner = get_planner(args.planner, **(options if args.planner == "deepx" else {}))
+    plan = planner.plan(problem)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+        return
+    print(f"{problem.model_name} on {problem.platform.name} "
+          f"(link {problem.conditions.link or '-'})")
+    print("\n".join(_plan_lines(plan)))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from deepx_sim.plan import get_planner
+    from deepx_sim.plan.baselines import BASELINES
+
+    problem = _problem(args)
+    results: dict[str, object] = {}
+    for name in ["deepx", *BASELINES]:
+        try:
+            results[name] = get_planner(name).plan(problem)
+        except DeepxError as exc:
+            results[name] = str(exc)
+    deepx = results["deepx"] if not isinstance(results["deepx"], str) else None
+    rows = []
+    for name, plan in results.items():
+        if isinstance(plan, str):
+            rows.append([name, "-", "-", "-", "-", "-", plan.split(": ", 1)[-1]])
+            continue
+        ratio = f"{plan.energy_j / deepx.energy_j:.2f}x" if deepx and deepx.energy_j > 0 else "-"
+        lat_ratio = f"{plan.latency_s / deepx.latency_s:.2f}x" if deepx else "-"
+        rows.append([name, f"{plan.energy_j * 1000:.2f}", ratio, f"{plan.latency_s * 1000:.1f}",
+                     lat_ratio, f"{plan.accuracy_loss:.3f}", plan.status])
+    print(f"{problem.model_name} on {problem.platform.name}, link {problem.conditions.link or '-'}"
+          f", deadline {problem.constraints.deadline_s * 1000:g} ms, accuracy budget "
+          f"{problem.constraints.max_accuracy_loss:g}\n")
+    print(_table(rows, ["planner", "energy mJ", "vs deepx", "latency ms", "vs deepx",
+                        "acc loss", "status"]))
+    print("\n'vs deepx' is the baseline's energy (latency) divided by DeepX's: the papers' "
+          "'DeepX improves energy by N x'.")
+
+
+def cmd_quality(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from deepx_sim.plan.quality import default_instances, run_quality
+
+    instances = default_instances()
+    if args.models:
+        instances = [i for i in instances if i.model in args.models]
+    if args.limit:
+        instances = instances[: args.limit]
+    planners = args.planner or ["deepx", "neurosurgeon", "dads", "greedy", "cpu-only",
+                                "gpu-only", "cloud-only"]
+    frame = pd.DataFrame(run_quality(planners, instances))
+    if args.out:
+        frame.to_csv(args.out, index=False)
+    summary = frame.groupby("planner").agg(
+        instances=("instance", "count"), feasible=("feasible", "sum"),
+        mean_ratio=("ratio", "mean"), worst_ratio=("ratio", "max"),
+        mean_time_ms=("time_s", lambda t: 1000 * t.mean()))
+    print(f"{len(instances)} instances; ratio = objective / best feasible objective known\n")
+    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+def _add_problem_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="zoo model or .onnx file")
+    p.add_argument("--platform", required=True, help="platform name or YAML file")
+    p.add_argument("--link", help="wireless link to the cloud (default: the platform's first)")
+    p.add_argument("--bandwidth-mbps", type=float, help="uplink bandwidth (default: the link's)")
+    p.add_argument("--downlink-mbps", type=float, help="downlink bandwidth (default: the link's)")
+    p.add_argument("--rtt-ms", type=float, help="round-trip time (default: the link's)")
+    p.add_argument("--no-cloud", action="store_true", help="the cloud is unreachable")
+    p.add_argument("--deadline-ms", type=float, default=5000.0, help="default 5000 (DeepX)")
+    p.add_argument("--max-accuracy-loss", type=float, default=0.05, help="default 0.05 (DeepX)")
+    p.add_argument("--energy-budget-j", type=float)
+    p.add_argument("--objective", choices=["energy", "latency", "weighted"], default="energy")
+    p.add_argument("--profile", help="measured per-layer latencies (CSV or JSON)")
+    p.add_argument("--input-shape", action="append", metavar="[NAME=]DxDx...")
+
+
 # ------------------------------------------------------------------ parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +297,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_platform)
 
+    from deepx_sim.plan import planner_names
+
+    p = sub.add_parser("plan", help="plan one inference (DeepX ILP or a baseline)")
+    _add_problem_args(p)
+    p.add_argument("--planner", default="deepx", choices=planner_names())
+    p.add_argument("--solver", choices=["highs", "cbc"], default="highs")
+    p.add_argument("--time-limit-s", type=float, default=60.0)
+    p.add_argument("--gap", type=float, default=1e-6, help="relative MIP gap to stop at")
+    p.add_argument("--json", action="store_true", help="machine-readable plan (see README)")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("compare", help="DeepX against every baseline, with energy ratios")
+    _add_problem_args(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("quality", help="planner quality suite: objective vs best known")
+    p.add_argument("--planner", action="append", choices=planner_names())
+    p.add_argument("--models", nargs="*", help="restrict to these models")
+    p.add_argument("--limit", type=int, help="run only the first N instances")
+    p.add_argument("--out", help="write every row to this CSV")
+    p.set_defaults(func=cmd_quality)
     return parser
 
 

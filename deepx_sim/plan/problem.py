@@ -313,13 +313,17 @@ def evaluate(problem: Problem, assignment: Mapping[str, Placement], planner: str
     if problems:
         status = "violates " + ",".join(problems)
     ordered = tuple(assignment[lay.name] for lay in problem.layers)
+    conditions = problem.conditions
+    if costs.link is not None:  # report the values used, not "nominal"
+        conditions = replace(conditions, link=costs.link.name, uplink_mbps=costs.uplink_mbps,
+                             downlink_mbps=costs.downlink_mbps, rtt_ms=costs.rtt_s * 1000)
     return Plan(
         planner=planner, model=problem.model_name, platform=problem.platform.name,
         placements=ordered, latency_s=latency, energy_j=total_energy,
         energy_breakdown_j={k: v for k, v in energy.items() if v != 0.0 or k in memory},
         memory_bytes=memory, accuracy_loss=loss,
         objective_value=c.objective_value(total_energy, latency),
-        conditions=problem.conditions, constraints=c, uses_radio=uses_radio, status=status,
+        conditions=conditions, constraints=c, uses_radio=uses_radio, status=status,
         **info,  # type: ignore[arg-type]
     )
 
