@@ -26,6 +26,12 @@ def _timed(planner: Planner, problem: Problem, where: dict[str, str], start: flo
                     solve_time_s=time.perf_counter() - start, **extra)  # type: ignore[arg-type]
 
 
+def _split_processors(problem: Problem) -> tuple[list[str], list[str]]:
+    """The available (local, remote) processor names."""
+    remote = [p for p in problem.processors if problem.platform.processor(p).is_remote]
+    return [p for p in problem.processors if p not in remote], remote
+
+
 class SingleProcessorPlanner(Planner):
     """Every layer on the first processor of one kind (the input stays on the sensor)."""
 
@@ -54,8 +60,7 @@ class NeurosurgeonPlanner(Planner):
 
     def plan(self, problem: Problem) -> Plan:
         start = time.perf_counter()
-        remote = [p for p in problem.processors if problem.platform.processor(p).is_remote]
-        local = [p.name for p in problem.platform.local_processors if p.name in problem.processors]
+        local, remote = _split_processors(problem)
         best: Plan | None = None
         n = len(problem.layers)
         for device in local:
@@ -85,8 +90,7 @@ class DADSPlanner(Planner):
 
     def plan(self, problem: Problem) -> Plan:
         start = time.perf_counter()
-        remote = [p for p in problem.processors if problem.platform.processor(p).is_remote]
-        local = [p.name for p in problem.platform.local_processors if p.name in problem.processors]
+        local, remote = _split_processors(problem)
         best: Plan | None = None
         for device in local:
             candidates = [{lay.name: (problem.sensor if lay.kind == LayerKind.INPUT else device)
