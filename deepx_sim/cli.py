@@ -159,7 +159,17 @@ def _problem(args: argparse.Namespace):  # type: ignore[no-untyped-def]
                               max_accuracy_loss=args.max_accuracy_loss,
                               energy_budget_j=args.energy_budget_j, objective=args.objective)
     profile = load_profile(args.profile, graph, platform) if args.profile else None
-    return Problem(graph, platform, conditions, constraints, profile=profile)
+    precisions = None
+    if args.precisions:
+        try:
+            precisions = tuple(int(b) for b in args.precisions.split(","))
+        except ValueError:
+            raise DeepxError(f"--precisions {args.precisions!r}: expected bits such as 32,16,8") from None
+        bad = [b for b in precisions if b not in (64, 32, 16, 8)]
+        if bad:
+            raise DeepxError(f"--precisions: {bad} not allowed; choose from 64, 32, 16, 8")
+    return Problem(graph, platform, conditions, constraints, profile=profile,
+                   precisions=precisions)
 
 
 def _plan_lines(plan) -> list[str]:  # type: ignore[no-untyped-def]
@@ -263,6 +273,8 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--energy-budget-j", type=float)
     p.add_argument("--objective", choices=["energy", "latency", "weighted"], default="energy")
     p.add_argument("--profile", help="measured per-layer latencies (CSV or JSON)")
+    p.add_argument("--precisions", help="weight precisions the planner may pick, e.g. 32,16,8 "
+                                        "(default: 32, or a processor's widest)")
     p.add_argument("--input-shape", action="append", metavar="[NAME=]DxDx...")
 
 

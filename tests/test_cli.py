@@ -54,3 +54,41 @@ def test_errors_are_one_line_with_status_2(capsys: pytest.CaptureFixture[str]) -
     assert "Traceback" not in err
     code, _, err = run(capsys, "platform", "/nonexistent/x.yaml")
     assert code == 2 and "no such hardware file" in err
+
+
+def test_plan_json_has_the_documented_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "plan", "--model", "speakerid", "--platform", "tegra_k1",
+                       "--link", "lte", "--bandwidth-mbps", "2", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["status"] == "optimal" and data["planner"] == "deepx"
+    assert {"latency_s", "energy_j", "accuracy_loss", "solve_time_s", "gap",
+            "memory_bytes"} <= set(data)
+    assert data["conditions"]["uplink_mbps"] == 2.0
+    assert [a["layer"] for a in data["assignment"]][:2] == ["input", "fc1"]
+    assert set(data["assignment"][1]) == {"layer", "processor", "rank", "bits"}
+
+
+def test_plan_with_lower_precisions(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "plan", "--model", "alexnet", "--platform", "snapdragon_8_gen_3",
+                       "--precisions", "32,16,8", "--json")
+    bits = {a["bits"] for a in json.loads(out)["assignment"]}
+    assert code == 0 and bits <= {32, 16, 8}
+    code, _, err = run(capsys, "plan", "--model", "alexnet", "--platform", "tegra_k1",
+                       "--precisions", "32,12")
+    assert code == 2 and "[12] not allowed" in err
+
+
+def test_impossible_plan_and_compare(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "plan", "--model", "alexnet", "--platform", "tegra_k1",
+                       "--deadline-ms", "10")
+    assert code == 2 and "deadline 10 ms cannot be met: the fastest plan takes" in err
+    code, out, _ = run(capsys, "compare", "--model", "alexnet", "--platform", "tegra_k1",
+                       "--link", "wifi")
+    assert code == 0 and "cloud-only" in out and "1.00x" in out
+
+
+def test_quality_command(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    out_csv = tmp_path / "q.csv"
+    code, out, _ = run(capsys, "quality", "--models", "speakerid", "--limit", "3",
+                       "--planner", "deepx", "--planner", "greedy", "--out", str(out_csv))
+    assert code == 0 and "mean_ratio" in out and out_csv.is_file()

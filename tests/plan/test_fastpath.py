@@ -52,3 +52,26 @@ def test_fast_path_is_never_better_than_the_ilp_and_rarely_worse(fast: FastRepla
 def test_unreachable_cloud_never_gets_a_cloud_plan(fast: FastReplanner) -> None:
     plan = fast.plan(Conditions(link="lte", cloud_reachable=False))
     assert "cloud" not in plan.processors_used
+
+
+def test_accuracy_uses_real_singular_values_when_weights_exist() -> None:
+    from deepx_sim.costs import Variant
+    from deepx_sim.graph.builder import GraphBuilder
+    from deepx_sim.graph.weights import WeightStore
+    from deepx_sim.plan.variants import ACCURACY_PER_ERR2, AccuracyModel
+
+    b = GraphBuilder("w", (1, 4))
+    b.fc(3, name="fc")
+    g = b.build()
+    # W = U diag(3, 2, 1) V^T: dropping to rank 1 loses (4 + 1) / (9 + 4 + 1) of the energy
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    v, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    store = WeightStore()
+    store.set("fc", "weight", u @ np.diag([3.0, 2.0, 1.0]) @ v[:, :3].T)
+    g.graph["weights"] = store
+    model = AccuracyModel(g)
+    layer = g.nodes["fc"]["layer"]
+    assert model.spectrum_source(layer) == "weights"
+    assert model.loss(layer, Variant(rank=1)) == pytest.approx(ACCURACY_PER_ERR2 * 5 / 14)
+    assert model.loss(layer, Variant(rank=3)) == pytest.approx(0.0, abs=1e-12)
