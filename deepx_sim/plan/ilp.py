@@ -35,7 +35,7 @@ from deepx_sim.costs import Variant
 from deepx_sim.errors import InfeasibleError, PlanError
 from deepx_sim.graph.layers import LayerKind
 from deepx_sim.plan.base import Planner
-from deepx_sim.plan.problem import Constraints, Placement, Plan, Problem, evaluate
+from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate
 
 SOLVERS = ("highs", "cbc")
 
@@ -303,7 +303,3 @@ def _memory_message(problem: Problem) -> str:
     return (f"memory cannot be met: within accuracy loss {budget:g} the largest layer still needs "
             f"{smallest:,} B of parameters, and the layers together do not fit the processors' "
             f"memory (largest: {best:,} B)")
-
-
-def default_constraints() -> Constraints:
-    return Constraints()

@@ -23,7 +23,7 @@ import networkx as nx
 
 from deepx_sim.costs import FULL, Conditions, CostModel, Variant
 from deepx_sim.errors import PlanError
-from deepx_sim.graph.layers import Layer, LayerKind, get_layer, layers_in_order
+from deepx_sim.graph.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.graph.profiles import Profile
 from deepx_sim.plan.variants import RANK_FRACTIONS, AccuracyModel, candidate_ranks
 from deepx_sim.platform import Platform
@@ -337,7 +337,3 @@ def placements(problem: Problem, where: Mapping[str, str],
         variant = (variants or {}).get(lay.name) or problem.variants(lay, proc)[0]
         out[lay.name] = Placement(lay.name, proc, variant)
     return out
-
-
-def layer(problem: Problem, name: str) -> Layer:
-    return get_layer(problem.graph, name)
