@@ -297,10 +297,6 @@ class Platform(_Frozen):
         data["sensor_processor"] = self.sensor
         return data
 
-    def without_remote(self) -> Platform:
-        """The same device with the cloud processors and links removed."""
-        return self.model_copy(update={"processors": self.local_processors, "links": []})
-
 
 # ------------------------------------------------------------------ loading
 

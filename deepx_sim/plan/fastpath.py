@@ -61,6 +61,10 @@ class FastReplanner:
         self._keys: set[tuple[tuple[str, object], ...]] = set()
         self.full_solves = 0
         self._arrays: tuple[np.ndarray, ...] | None = None
+        # features are taken once under nominal, unloaded conditions (one cost model, cached)
+        self._nominal = problem.with_conditions(replace(problem.conditions, free_fraction={},
+                                                        uplink_mbps=None, downlink_mbps=None,
+                                                        rtt_ms=None, cloud_reachable=True))
 
     # ------------------------------------------------------------ pool
     def warm(self, uplinks_mbps: tuple[float, ...] = DEFAULT_UPLINKS_MBPS,
@@ -94,10 +98,7 @@ class FastReplanner:
         if key in self._keys:
             return
         self._keys.add(key)
-        # features are taken under nominal, unloaded conditions
-        nominal = self.problem.with_conditions(replace(self.problem.conditions, free_fraction={},
-                                                       uplink_mbps=None, downlink_mbps=None,
-                                                       rtt_ms=None, cloud_reachable=True))
+        nominal = self._nominal
         costs = nominal.costs
         busy = np.zeros(len(self.local))
         fixed_energy = {p: 0.0 for p in self.local}
