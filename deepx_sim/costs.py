@@ -27,8 +27,9 @@ Transfers of a tensor between processors:
 - same processor: free;
 - two local processors: through shared memory at its bandwidth, the
   producing processor busy meanwhile;
-- device <-> cloud: rtt/2 + bits / link rate, the radio drawing the Huang et al.
-  transfer power a * rate + b meanwhile.  Promotion (latency and energy) and the
+- device <-> cloud: bits / link rate + rtt/2, the radio drawing the Huang et al.
+  power a * rate + b while bits move and b during the propagation delay
+  (energy = a * megabits + b * time).  Promotion (latency and energy) and the
   tail (energy) are paid once per burst of radio activity: see
   :meth:`CostModel.radio_burst`.
 """
@@ -274,13 +275,15 @@ class CostModel:
             raise CostError(f"no link between remote processors {src!r} and {dst!r}")
         if self.link is None or not self.conditions.cloud_reachable:
             raise CostError(f"the cloud is not reachable: cannot move data {src!r} -> {dst!r}")
+        megabits = size_bytes * 8 / 1e6
+        radio = self.link.radio
         if not p_dst.is_remote:
-            time_s = self.rtt_s / 2 + size_bytes * 8 / (self.downlink_mbps * 1e6)
-            power_w = self.link.radio.transfer_power_w(down_mbps=self.downlink_mbps)
-            return TransferCost(time_s, power_w * time_s, size_bytes, "downlink")
-        time_s = self.rtt_s / 2 + size_bytes * 8 / (self.uplink_mbps * 1e6)
-        power_w = self.link.radio.transfer_power_w(up_mbps=self.uplink_mbps)
-        return TransferCost(time_s, power_w * time_s, size_bytes, "uplink")
+            time_s = megabits / self.downlink_mbps + self.rtt_s / 2
+            energy_j = radio.transfer_energy_j(time_s, down_megabits=megabits)
+            return TransferCost(time_s, energy_j, size_bytes, "downlink")
+        time_s = megabits / self.uplink_mbps + self.rtt_s / 2
+        energy_j = radio.transfer_energy_j(time_s, up_megabits=megabits)
+        return TransferCost(time_s, energy_j, size_bytes, "uplink")
 
     def radio_burst(self) -> tuple[float, float]:
         """(latency_s, energy_j) a request pays once if it uses the radio at all:

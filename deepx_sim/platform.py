@@ -172,6 +172,15 @@ class RadioModel(_Frozen):
         return (self.a_up_mw_per_mbps * up_mbps + self.a_down_mw_per_mbps * down_mbps
                 + self.base_mw) / 1000.0
 
+    def transfer_energy_j(self, time_s: float, up_megabits: float = 0.0,
+                          down_megabits: float = 0.0) -> float:
+        """Energy of a transfer lasting ``time_s`` that moves the given data: the
+        power model integrated over time, so the throughput terms depend only on
+        the data moved (mW/Mbps x Mb) and the base power on the duration.  Exact
+        under a bandwidth that changes during the transfer."""
+        return (self.a_up_mw_per_mbps * up_megabits + self.a_down_mw_per_mbps * down_megabits
+                + self.base_mw * time_s) / 1000.0
+
 
 # Huang et al., "A Close Examination of Performance and Power Characteristics of
 # 4G LTE Networks", MobiSys 2012, Tables 3-4 (as cited in ../shared/reference/FACTS.md).

@@ -83,10 +83,13 @@ def test_transfers_closed_form(alexnet_k1: CostModel) -> None:
     up = alexnet_k1.transfer_cost(size, "cpu", "cloud")
     up_s = 0.010 + size * 8 / 15e6  # rtt/2 + bits / 15 Mbps
     assert up.latency_s == pytest.approx(up_s)
-    assert up.energy_j == pytest.approx((283.17 * 15 + 132.86) / 1000 * up_s)
+    # Huang power a*rate + b while bits move, b alone during the rtt/2
+    assert up.energy_j == pytest.approx((283.17 * 15 + 132.86) / 1000 * (size * 8 / 15e6)
+                                        + 0.13286 * 0.010)
     down = alexnet_k1.transfer_cost(4000, "cloud", "cpu")
     down_s = 0.010 + 4000 * 8 / 30e6
-    assert down.energy_j == pytest.approx((137.01 * 30 + 132.86) / 1000 * down_s)
+    assert down.energy_j == pytest.approx((137.01 * 30 + 132.86) / 1000 * (down_s - 0.010)
+                                          + 0.13286 * 0.010)
     assert alexnet_k1.transfer_cost(size, "gpu", "gpu").latency_s == 0
 
 

@@ -168,8 +168,8 @@ class FastReplanner:
             down_s = n_down * rtt_s / 2 + b_down * 8 / (down * 1e6)
             cloud_s = cloud_busy / conditions.free_fraction.get(self.link.remote, 1.0)
             radio_model = self.link.radio
-            radio_j = (up_s * radio_model.transfer_power_w(up_mbps=up)
-                       + down_s * radio_model.transfer_power_w(down_mbps=down)
+            radio_j = (radio_model.transfer_energy_j(up_s + down_s, up_megabits=b_up * 8 / 1e6,
+                                                     down_megabits=b_down * 8 / 1e6)
                        + cloud_s * radio_model.connected_wait_power_w
                        + radio * (radio_model.promotion_energy_j + radio_model.tail_energy_j))
             latency = latency + up_s + down_s + cloud_s + radio * radio_model.promotion_s
