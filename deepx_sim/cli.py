@@ -237,6 +237,43 @@ def cmd_compare(args: argparse.Namespace) -> None:
           "'DeepX improves energy by N x'.")
 
 
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from deepx_sim.results import write_table
+    from deepx_sim.scenario import run_scenario
+
+    result = run_scenario(args.scenario)
+    summary = dict(result.summary)
+    if args.out:
+        summary["records_file"] = str(write_table(result.records, args.out))
+    if args.json:
+        print(json.dumps({"summary": summary, "run_energy_j": result.run_energy_j,
+                          "events": result.events}, indent=2, default=float))
+        return
+    s = summary
+    print(f"{s['scenario']}: {s['requests']} requests, policy {s['policy']}, "
+          f"{s['horizon_s']:.1f} s simulated in {s['wall_s']:.2f} s\n")
+    rows = [
+        ["latency p50 / p95 / p99", f"{s['latency_p50_s'] * 1000:.1f} / {s['latency_p95_s'] * 1000:.1f}"
+         f" / {s['latency_p99_s'] * 1000:.1f} ms"],
+        ["deadline misses", f"{s['deadline_miss_rate'] * 100:.2f} %"],
+        ["fell back on device", f"{s['fallback_rate'] * 100:.2f} %"],
+        ["energy per request (mean)", f"{s['energy_mean_j'] * 1000:.2f} mJ"],
+        ["distinct plans used", str(s["distinct_plans"])],
+        ["radio promotions", str(s["radio_promotions"])],
+        ["mean device power", f"{s['mean_power_w'] * 1000:.1f} mW"],
+        ["battery drain", f"{s['battery_drain_pct_per_h']:.2f} %/h (inference alone "
+         f"{s['inference_drain_pct_per_h']:.2f} %/h)"],
+    ]
+    print(_table(rows, ["metric", "value"]))
+    total_j = sum(result.run_energy_j.values())
+    parts = [[k.removesuffix("_j"), f"{v:.3f}", f"{v / total_j * 100:.1f} %" if total_j else "-"]
+             for k, v in result.run_energy_j.items() if v]
+    print()
+    print(_table(parts, ["run energy", "J", "share"]))
+    if args.out:
+        print(f"\nper-request records: {summary['records_file']}")
+
+
 def cmd_quality(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -323,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="DeepX against every baseline, with energy ratios")
     _add_problem_args(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("simulate", help="simulate a scenario file: latency, energy, misses")
+    p.add_argument("scenario", help="scenario YAML (see scenarios/ and the README)")
+    p.add_argument("--out", help="write per-request records here (.parquet or .csv)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("quality", help="planner quality suite: objective vs best known")
     p.add_argument("--planner", action="append", choices=planner_names())

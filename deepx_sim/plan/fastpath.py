@@ -153,6 +153,17 @@ class FastReplanner:
                                      time.perf_counter() - start)
         return self._solve(conditions)
 
+    def choose(self, conditions: Conditions) -> tuple[Plan, float, float]:
+        """Like :meth:`plan` but returns the pooled Plan object itself (its costs are
+        those of the conditions it was solved under) with the predicted latency_s
+        and energy_j under ``conditions``: the simulator's per-request call."""
+        best = self._best(conditions) if self.candidates else None
+        if best is None:
+            plan = self._solve(conditions)
+            return plan, plan.latency_s, plan.energy_j
+        index, latency_s, energy_j, _ = best
+        return self.candidates[index].plan, latency_s, energy_j
+
     def _best(self, conditions: Conditions) -> tuple[int, float, float, float] | None:
         busy, fixed_lat, fixed_en, cloud_busy, n_up, b_up, n_down, b_down, radio = self._stack()
         cons = self.problem.constraints

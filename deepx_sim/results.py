@@ -1,0 +1,41 @@
+"""Records to files: tables written atomically as Parquet or CSV."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from deepx_sim.errors import DeepxError
+
+TABLE_SUFFIXES = (".parquet", ".csv")
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` as Parquet or CSV (by suffix) through a temporary file, so a
+    failed or interrupted write never leaves a half-written table behind."""
+    path = Path(path)
+    if path.suffix not in TABLE_SUFFIXES:
+        raise DeepxError(f"{path}: output must end in .parquet or .csv, got {path.suffix or 'no suffix'!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp_name, index=False)
+        else:
+            frame.to_csv(tmp_name, index=False)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise DeepxError(f"{path}: no such results file")
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)

@@ -1,0 +1,364 @@
+"""Scenario files: one YAML file describes one simulation run.
+
+Validated once at load (unknown fields are errors); relative paths are taken
+from the scenario file's folder.  Example (every field; most have defaults)::
+
+    name: alexnet-lte                # default: the file's stem
+    model: alexnet                   # zoo name or path to an .onnx file
+    platform: tegra_k1               # shipped name or path to a hardware YAML
+    seed: 1
+    duration_s: 600                  # arrivals happen in [0, duration_s)
+    conditions:
+      link: lte                      # default: the platform's first link
+      bandwidth_mbps: 5              # shortcut: constant uplink and downlink
+      uplink: {trace: traces/Verizon-LTE-short.up, format: mahimahi, bin_s: 1}
+      downlink: {markov: {good: 20, bad: 1, mean_good_s: 30, mean_bad_s: 10}}
+      rtt_ms: 70                     # default: the link's
+      outages: [[120, 150]]          # or {markov: {mean_up_s: 300, mean_down_s: 20}}
+      load:                          # share of a processor taken by other work
+        gpu: {random_walk: {start: 0.2, step_sd: 0.1, low: 0, high: 0.9, interval_s: 5}}
+    workload: {arrivals: poisson, rate_per_s: 2}   # or periodic + interval_s, trace + timestamps_s
+    policy: {kind: replan, planner: deepx, estimator: ewma, ewma_alpha: 0.3,
+             sample_interval_s: 1, replan_overhead_s: 0}
+    constraints: {deadline_ms: 5000, max_accuracy_loss: 0.05, objective: energy}
+    battery: {capacity_mah: 3000, voltage_v: 3.85}
+
+A signal (``uplink``, ``downlink``, each ``load`` entry) is exactly one of
+``constant``, ``trace`` (CSV ``time_s,<column>`` or Mahimahi), ``markov`` or
+``random_walk``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deepx_sim.costs import Conditions
+from deepx_sim.errors import DeepxError, ScenarioError, closest_names
+from deepx_sim.plan import planner_names
+from deepx_sim.plan.problem import Constraints, Problem
+from deepx_sim.platform import validation_message
+from deepx_sim.sim.conditions import (
+    Outages,
+    StepTrace,
+    arrival_times,
+    markov_two_state,
+    random_walk,
+    read_csv_trace,
+    read_mahimahi,
+)
+from deepx_sim.sim.engine import Battery, Simulation, SimulationResult
+from deepx_sim.sim.policies import POLICIES, Estimator, Policy, ReplanPolicy, World
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MarkovSpec(_Strict):
+    good: NonNegative
+    bad: NonNegative
+    mean_good_s: Positive
+    mean_bad_s: Positive
+
+
+class RandomWalkSpec(_Strict):
+    start: NonNegative
+    step_sd: NonNegative
+    low: NonNegative
+    high: NonNegative
+    interval_s: Positive = 1.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RandomWalkSpec:
+        if not self.low <= self.high:
+            raise ValueError(f"needs low <= high, got low={self.low}, high={self.high}")
+        return self
+
+
+class Signal(_Strict):
+    """A value over time: exactly one of constant, trace, markov, random_walk."""
+
+    constant: NonNegative | None = None
+    trace: str | None = None
+    format: Literal["csv", "mahimahi"] | None = None  # default: csv for *.csv, else mahimahi
+    column: str | None = None  # csv value column (default mbps, or load for loads)
+    bin_s: Positive = 1.0  # mahimahi bin width
+    repeat: bool = False  # csv: loop the trace (Mahimahi traces always loop)
+    scale: Positive = 1.0  # multiply every value
+    markov: MarkovSpec | None = None
+    random_walk: RandomWalkSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Signal:
+        given = [k for k in ("constant", "trace", "markov", "random_walk") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of constant, trace, markov, random_walk; "
+                             f"got {given or 'none'}")
+        return self
+
+
+class OutageMarkov(_Strict):
+    mean_up_s: Positive
+    mean_down_s: Positive
+
+
+class OutageSpec(_Strict):
+    markov: OutageMarkov
+
+
+class ConditionsSpec(_Strict):
+    link: str | None = None
+    bandwidth_mbps: Positive | None = None
+    uplink: Signal | None = None
+    downlink: Signal | None = None
+    rtt_ms: NonNegative | None = None
+    outages: list[tuple[NonNegative, NonNegative]] | OutageSpec = Field(default_factory=list)
+    load: dict[str, Signal] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shortcut(self) -> ConditionsSpec:
+        if self.bandwidth_mbps is not None and (self.uplink is not None or self.downlink is not None):
+            raise ValueError("bandwidth_mbps sets both directions: give it or uplink/downlink, not both")
+        return self
+
+
+class WorkloadSpec(_Strict):
+    arrivals: Literal["periodic", "poisson", "trace"] = "periodic"
+    interval_s: Positive | None = None
+    rate_per_s: Positive | None = None
+    timestamps_s: list[NonNegative] | None = None
+
+    @model_validator(mode="after")
+    def _needs(self) -> WorkloadSpec:
+        needed = {"periodic": "interval_s", "poisson": "rate_per_s", "trace": "timestamps_s"}[self.arrivals]
+        if getattr(self, needed) is None:
+            raise ValueError(f"arrivals {self.arrivals} needs {needed}")
+        return self
+
+
+class PolicySpec(_Strict):
+    kind: Literal["static", "replan", "oracle"] = "replan"
+    planner: str = "deepx"
+    estimator: Literal["last", "ewma", "current"] = "last"
+    sample_interval_s: Positive = 1.0
+    ewma_alpha: Annotated[float, Field(gt=0, le=1)] = 0.3
+    replan_overhead_s: NonNegative | Literal["measured"] = 0.0
+
+
+class ConstraintsSpec(_Strict):
+    deadline_ms: Positive = 5000.0
+    max_accuracy_loss: Annotated[float, Field(ge=0, le=1)] = 0.05
+    energy_budget_j: Positive | None = None
+    objective: Literal["energy", "latency", "weighted"] = "energy"
+    latency_weight_j_per_s: NonNegative = 1.0
+
+
+class BatterySpec(_Strict):
+    capacity_mah: Positive = 3000.0
+    voltage_v: Positive = 3.85
+
+
+class Scenario(_Strict):
+    name: str = "scenario"
+    model: str
+    platform: str
+    seed: int = 0
+    duration_s: Positive = 60.0
+    conditions: ConditionsSpec = Field(default_factory=ConditionsSpec)
+    workload: WorkloadSpec = Field(default_factory=lambda: WorkloadSpec(interval_s=1.0))
+    policy: PolicySpec = Field(default_factory=PolicySpec)
+    constraints: ConstraintsSpec = Field(default_factory=ConstraintsSpec)
+    battery: BatterySpec = Field(default_factory=BatterySpec)
+
+
+# ------------------------------------------------------------------ loading
+def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
+    """Validate a mapping as a scenario; errors name ``source`` and the field path."""
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: a scenario must be a mapping of fields, got {type(data).__name__}")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(validation_message(source, exc)) from None
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: must be a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
+    """(scenario, folder its relative paths start from)."""
+    path = Path(path)
+    data = read_yaml_mapping(path)
+    data.setdefault("name", path.stem)
+    return parse_scenario(data, str(path)), path.parent
+
+
+# ------------------------------------------------------------------ building a run
+def _rng(seed: int, stream: str) -> np.random.Generator:
+    """An independent, reproducible stream per purpose (order of use does not matter)."""
+    return np.random.default_rng([seed, zlib.crc32(stream.encode())])
+
+
+class _Builder:
+    def __init__(self, scenario: Scenario, base_dir: Path, source: str) -> None:
+        self.s, self.base_dir, self.source = scenario, base_dir, source
+
+    def fail(self, field: str, message: str) -> ScenarioError:
+        return ScenarioError(f"{self.source}: {field}: {message}")
+
+    def signal(self, spec: Signal, field: str, default_column: str) -> StepTrace:
+        s = self.s
+        if spec.constant is not None:
+            trace = StepTrace.constant(spec.constant, name=field)
+        elif spec.trace is not None:
+            path = Path(spec.trace)
+            path = path if path.is_absolute() else self.base_dir / path
+            if not path.is_file():
+                raise self.fail(f"{field}.trace", f"no such file {str(path)!r}")
+            fmt = spec.format or ("csv" if path.suffix == ".csv" else "mahimahi")
+            if fmt == "csv":
+                trace = read_csv_trace(path, spec.column or default_column, repeat=spec.repeat)
+            else:
+                trace = read_mahimahi(path, spec.bin_s)
+        elif spec.markov is not None:
+            m = spec.markov
+            trace = markov_two_state(_rng(s.seed, field), s.duration_s, m.good, m.bad,
+                                     m.mean_good_s, m.mean_bad_s, name=field)
+        else:
+            w = spec.random_walk
+            assert w is not None
+            trace = random_walk(_rng(s.seed, field), s.duration_s, w.start, w.step_sd, w.low, w.high,
+                                w.interval_s, name=field)
+        if spec.scale != 1.0:
+            trace = StepTrace(trace.times_s, tuple(v * spec.scale for v in trace.values),
+                              trace.period_s, trace.name)
+        return trace
+
+    def problem(self) -> Problem:
+        from deepx_sim.graph import load_model
+        from deepx_sim.platform import load_platform
+
+        s = self.s
+        model = s.model
+        if model.endswith(".onnx") and not Path(model).is_absolute():
+            model = str(self.base_dir / model)
+        try:
+            graph = load_model(model)
+        except DeepxError as exc:
+            raise self.fail("model", str(exc)) from None
+        platform_ref = s.platform
+        if platform_ref.endswith((".yaml", ".yml")) and not Path(platform_ref).is_absolute():
+            platform_ref = str(self.base_dir / platform_ref)
+        try:
+            platform = load_platform(platform_ref)
+        except DeepxError as exc:
+            raise self.fail("platform", str(exc)) from None
+        link = s.conditions.link
+        if link is not None and link not in {lk.name for lk in platform.links}:
+            raise self.fail("conditions.link", f"unknown link {link!r} on {platform.name}: "
+                            f"{closest_names(link, [lk.name for lk in platform.links])}")
+        if link is None and platform.links:
+            link = platform.links[0].name
+        c = s.constraints
+        try:
+            constraints = Constraints(
+                deadline_s=c.deadline_ms / 1000.0, max_accuracy_loss=c.max_accuracy_loss,
+                energy_budget_j=c.energy_budget_j, objective=c.objective,
+                latency_weight_j_per_s=c.latency_weight_j_per_s)
+        except DeepxError as exc:
+            raise self.fail("constraints", str(exc)) from None
+        return Problem(graph, platform, Conditions(link=link), constraints)
+
+    def world(self, problem: Problem) -> World:
+        s, cond = self.s, self.s.conditions
+        nominal = World.nominal(problem)
+        if cond.bandwidth_mbps is not None:
+            up = down = StepTrace.constant(cond.bandwidth_mbps, name="conditions.bandwidth_mbps")
+        else:
+            up = (self.signal(cond.uplink, "conditions.uplink", "mbps") if cond.uplink is not None
+                  else nominal.uplink_mbps)
+            down = (self.signal(cond.downlink, "conditions.downlink", "mbps") if cond.downlink is not None
+                    else nominal.downlink_mbps)
+        if isinstance(cond.outages, OutageSpec):
+            m = cond.outages.markov
+            outages = Outages.markov(_rng(s.seed, "conditions.outages"), s.duration_s, m.mean_up_s,
+                                     m.mean_down_s)
+        else:
+            try:
+                outages = Outages(tuple((float(a), float(b)) for a, b in cond.outages))
+            except ScenarioError as exc:
+                raise self.fail("conditions.outages", str(exc)) from None
+        if (cond.outages and problem.costs.link is None):
+            raise self.fail("conditions.outages", f"platform {problem.platform.name} has no link")
+        names = [p.name for p in problem.platform.processors]
+        free: dict[str, StepTrace] = {}
+        for proc, spec in cond.load.items():
+            field = f"conditions.load.{proc}"
+            if proc not in names:
+                raise self.fail(field, f"unknown processor {proc!r}: {closest_names(proc, names)}")
+            load = self.signal(spec, field, "load")
+            if any(v > 1 for v in load.values):
+                raise self.fail(field, f"a load is a share of the processor in [0, 1], "
+                                f"got {max(load.values)!r}")
+            if load.period_s is None and load.values[-1] >= 1:
+                raise self.fail(field, "the load must end below 1 (a processor taken forever "
+                                "never finishes our work)")
+            free[proc] = StepTrace(load.times_s, tuple(1.0 - v for v in load.values), load.period_s,
+                                   field)
+        rtt = cond.rtt_ms if cond.rtt_ms is not None else nominal.rtt_ms
+        return World(nominal.link, up, down, rtt, outages, free)
+
+    def policy(self, problem: Problem, world: World) -> Policy:
+        p = self.s.policy
+        if p.planner not in planner_names():
+            raise self.fail("policy.planner", f"unknown planner {p.planner!r}: "
+                            f"{closest_names(p.planner, planner_names())}")
+        try:
+            if p.kind == "replan":
+                estimator = Estimator(world, p.estimator, p.sample_interval_s, p.ewma_alpha)
+                return ReplanPolicy(problem, world, p.planner, estimator)
+            return POLICIES[p.kind](problem, world, p.planner)
+        except DeepxError as exc:
+            raise self.fail("policy", str(exc)) from None
+
+    def arrivals(self) -> list[float]:
+        w, s = self.s.workload, self.s
+        return arrival_times(w.arrivals, s.duration_s, _rng(s.seed, "workload"), interval_s=w.interval_s,
+                             rate_per_s=w.rate_per_s, timestamps_s=w.timestamps_s or ())
+
+
+def build_simulation(scenario: Scenario, base_dir: Path | str = ".", source: str = "scenario") -> Simulation:
+    """Everything a scenario names, loaded and checked, ready to ``run()``."""
+    b = _Builder(scenario, Path(base_dir), source)
+    problem = b.problem()
+    world = b.world(problem)
+    policy = b.policy(problem, world)
+    battery = Battery(scenario.battery.capacity_mah, scenario.battery.voltage_v)
+    return Simulation(problem, world, policy, b.arrivals(), duration_s=scenario.duration_s,
+                      replan_overhead_s=scenario.policy.replan_overhead_s, battery=battery)
+
+
+def run_scenario(path: str | Path) -> SimulationResult:
+    """Load a scenario file and simulate it."""
+    scenario, base_dir = load_scenario(path)
+    result = build_simulation(scenario, base_dir, str(path)).run()
+    result.summary["scenario"] = scenario.name
+    return result

@@ -1,0 +1,355 @@
+"""The SimPy engine: requests run their plans on shared processors and a radio.
+
+Each local processor is a SimPy resource of capacity 1, so concurrent
+requests queue; the radio link is one resource too (one transfer at a time).
+The cloud serves every request at once.  A compute step lasts its busy
+seconds stretched by the processor's background load (piecewise when the
+load changes mid-step); a transfer lasts the time its megabits take at the
+link's changing bandwidth, plus rtt/2 per tensor, plus a promotion if the
+radio was idle.
+
+Energy per request: processor energy (power x busy seconds of its work, as
+the planner counts it) and radio energy by state (:mod:`deepx_sim.sim.radio`).
+Per run, idle power fills the time each processor is not running our work,
+and the radio's idle (paging) power the time it is idle; the run's breakdown
+adds up to its total exactly.
+
+Under constant conditions a single request costs exactly what the planner
+predicted (tests/sim/test_prediction.py holds every planner to 1e-9).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import simpy
+
+from deepx_sim.errors import SimulationError
+from deepx_sim.plan.problem import Problem
+from deepx_sim.sim.policies import Decision, Policy, Step, World
+from deepx_sim.sim.radio import Radio, RadioEnergy
+
+
+@dataclass(frozen=True)
+class Battery:
+    capacity_mah: float = 3000.0
+    voltage_v: float = 3.85
+
+    def drain_pct_per_h(self, power_w: float) -> float:
+        """Share of a full charge used per hour at a steady ``power_w``."""
+        return power_w * 3600.0 / (self.capacity_mah * 3.6 * self.voltage_v) * 100.0
+
+
+@dataclass
+class _Request:
+    index: int
+    arrival_s: float
+    energy_j: dict[str, float]
+    radio: RadioEnergy = field(default_factory=RadioEnergy)
+    start_s: float = math.nan
+    finish_s: float = math.nan
+    wait_s: float = 0.0
+    decision: Decision | None = None
+    fallback: Decision | None = None
+    lost_cloud_s: float | None = None
+    replan_time_s: float = 0.0
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Per-request records and the run's summary; ``records`` is a DataFrame."""
+
+    records: pd.DataFrame
+    summary: dict[str, Any]
+    run_energy_j: dict[str, float]
+    events: dict[str, int]
+
+
+class Simulation:
+    """One run: a problem (model, platform, constraints), the true conditions
+    over time, a policy and arrival times.
+
+    ``replan_overhead_s`` charges planning to each replanned request: a number
+    of seconds, or ``"measured"`` for the planner's wall-clock time (this
+    makes records vary between runs).  The run lasts until the last request
+    finishes and the radio's tail runs out, and at least ``duration_s``.
+    """
+
+    def __init__(self, problem: Problem, world: World, policy: Policy, arrivals_s: Sequence[float], *,
+                 duration_s: float | None = None, replan_overhead_s: float | str = 0.0,
+                 battery: Battery | None = None) -> None:
+        if isinstance(replan_overhead_s, str) and replan_overhead_s != "measured":
+            raise SimulationError(f"replan_overhead_s must be seconds >= 0 or 'measured', "
+                                  f"got {replan_overhead_s!r}")
+        if not isinstance(replan_overhead_s, str) and not replan_overhead_s >= 0:
+            raise SimulationError(f"replan_overhead_s must be >= 0, got {replan_overhead_s!r}")
+        self.problem = problem
+        self.world = world
+        self.policy = policy
+        self.arrivals_s = list(arrivals_s)
+        self.duration_s = duration_s if duration_s is not None else (
+            self.arrivals_s[-1] if self.arrivals_s else 0.0)
+        self.replan_overhead_s = replan_overhead_s
+        self.battery = battery or Battery()
+        self.deadline_s = problem.constraints.deadline_s
+        platform = problem.platform
+        self.local = [p.name for p in platform.local_processors]
+        self.sensor = platform.sensor
+        link = problem.costs.link
+        self.radio = Radio(link.radio) if link is not None else None
+        self.half_rtt_s = world.rtt_ms / 2000.0
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> SimulationResult:
+        started = time.perf_counter()
+        env = simpy.Environment()
+        self.env = env
+        self.resources = {p: simpy.Resource(env, capacity=1) for p in self.local}
+        self.radio_resource = simpy.Resource(env, capacity=1)
+        self.occupied_s = dict.fromkeys(self.local, 0.0)
+        self.acquisitions = 0
+        self.timeouts = 0
+        self.requests: list[_Request] = []
+        env.process(self._source())
+        env.run()
+        end_s = max(self.duration_s, env.now)
+        horizon_s = self.radio.finish(end_s) if self.radio is not None else end_s
+        wall_s = time.perf_counter() - started
+        return self._result(horizon_s, wall_s)
+
+    def _source(self):  # type: ignore[no-untyped-def]
+        env = self.env
+        zero = dict.fromkeys(self.local, 0.0)
+        for index, t in enumerate(self.arrivals_s):
+            if t > env.now:
+                yield env.timeout(t - env.now)
+                self.timeouts += 1
+            req = _Request(index, env.now, dict(zero))
+            self.requests.append(req)
+            env.process(self._serve(req))
+
+    def _serve(self, req: _Request):  # type: ignore[no-untyped-def]
+        decision = self.policy.decide(self.env.now)
+        req.decision = decision
+        if self.policy.replans:
+            overhead = (decision.planning_s if self.replan_overhead_s == "measured"
+                        else float(self.replan_overhead_s))
+            if overhead > 0:
+                req.replan_time_s = overhead
+                proc = self.problem.platform.processor(self.sensor)
+                step = Step("compute", self.sensor, work_s=overhead, energy_j=proc.active_power_w * overhead)
+                yield from self._run((step,), req)
+        completed = yield from self._run(decision.compiled.steps, req)
+        if not completed:
+            req.lost_cloud_s = self.env.now
+            req.fallback = self.policy.fallback(self.env.now)
+            completed = yield from self._run(req.fallback.compiled.steps, req)
+            if not completed:
+                raise SimulationError(f"request {req.index}: the fallback plan "
+                                      f"{req.fallback.compiled.plan_id} still needs the cloud")
+        req.finish_s = self.env.now
+
+    def _run(self, steps: tuple[Step, ...], req: _Request):  # type: ignore[no-untyped-def]
+        """Run ``steps``; False if the cloud was lost (the caller falls back)."""
+        env = self.env
+        world = self.world
+        for step in steps:
+            kind = step.kind
+            if kind == "compute" or kind == "copy":
+                resource = self.resources[step.processor]
+                asked = env.now
+                claim = resource.request()
+                self.acquisitions += 1
+                yield claim
+                now = env.now
+                req.wait_s += now - asked
+                if req.start_s != req.start_s:  # nan: the first step to start
+                    req.start_s = now
+                duration = step.work_s
+                load = world.free_fraction.get(step.processor) if kind == "compute" else None
+                if load is not None:
+                    duration = load.finish_time(now, step.work_s) - now
+                    if math.isinf(duration):
+                        raise SimulationError(f"processor {step.processor!r} is fully loaded forever "
+                                              f"from t={now:.3f} s: its load trace must end below 1")
+                yield env.timeout(duration)
+                self.timeouts += 1
+                resource.release(claim)
+                req.energy_j[step.processor] += step.energy_j
+                self.occupied_s[step.processor] += duration
+            elif kind == "cloud":
+                now = env.now
+                if req.start_s != req.start_s:
+                    req.start_s = now
+                load = world.free_fraction.get(step.processor)
+                end = now + step.work_s if load is None else load.finish_time(now, step.work_s)
+                lost = world.outages.first_down(now, end)
+                if lost is not None:
+                    yield env.timeout(lost - now)
+                    self.timeouts += 1
+                    return False
+                yield env.timeout(end - now)
+                self.timeouts += 1
+            else:
+                ok = yield from self._transfer(step, req)
+                if not ok:
+                    return False
+        return True
+
+    def _transfer(self, step: Step, req: _Request):  # type: ignore[no-untyped-def]
+        env, world, radio = self.env, self.world, self.radio
+        assert radio is not None
+        if world.outages.is_down(env.now):
+            return False
+        asked = env.now
+        claim = self.radio_resource.request()
+        self.acquisitions += 1
+        yield claim
+        now = env.now
+        req.wait_s += now - asked
+        if req.start_s != req.start_s:
+            req.start_s = now
+        if world.outages.is_down(now):
+            self.radio_resource.release(claim)
+            return False
+        up = step.kind == "uplink"
+        trace = world.uplink_mbps if up else world.downlink_mbps
+        promotion_s = radio.connect(now, req.radio)
+        bits_from = now + promotion_s
+        bits_end = trace.finish_time(bits_from, step.megabits)
+        end = bits_end + step.transfers * self.half_rtt_s
+        lost = world.outages.first_down(now, end)
+        if lost is None and math.isinf(end):
+            lost = now  # the link delivers nothing from here on: treat it as lost
+        if lost is not None:
+            if lost > now:
+                yield env.timeout(lost - now)
+                self.timeouts += 1
+            moved = 0.0
+            if lost > bits_from:
+                moved = min(step.megabits, trace.integral_to(lost) - trace.integral_to(bits_from))
+            busy = max(0.0, lost - bits_from)
+            radio.transferred(req.radio, busy, moved if up else 0.0, 0.0 if up else moved, lost)
+            self.radio_resource.release(claim)
+            return False
+        yield env.timeout(end - now)
+        self.timeouts += 1
+        radio.transferred(req.radio, end - bits_from, step.megabits if up else 0.0,
+                          0.0 if up else step.megabits, end)
+        self.radio_resource.release(claim)
+        if up:
+            req.bytes_up += step.size_bytes
+        else:
+            req.bytes_down += step.size_bytes
+        return True
+
+    # ------------------------------------------------------------------ results
+    def _miss_reason(self, req: _Request, latency_s: float) -> str:
+        if latency_s <= self.deadline_s * (1 + 1e-9):
+            return ""
+        decision = req.decision
+        assert decision is not None
+        if req.fallback is not None:
+            return f"cloud unreachable at {req.lost_cloud_s:.3f} s: finished on the device"
+        if decision.predicted_latency_s > self.deadline_s * (1 + 1e-9):
+            return "no plan meets the deadline under the estimated conditions"
+        if req.wait_s > 0 and latency_s - req.wait_s <= self.deadline_s * (1 + 1e-9):
+            return f"queued {req.wait_s:.3f} s behind other requests"
+        return (f"slower than predicted ({decision.predicted_latency_s:.3f} s): conditions "
+                f"differed from the estimate")
+
+    def _result(self, horizon_s: float, wall_s: float) -> SimulationResult:
+        rows = []
+        true_up = self.world.uplink_mbps
+        for req in self.requests:
+            d = req.decision
+            assert d is not None
+            latency_s = req.finish_s - req.arrival_s
+            row: dict[str, Any] = {
+                "request": req.index, "arrival_s": req.arrival_s, "start_s": req.start_s,
+                "finish_s": req.finish_s, "latency_s": latency_s, "wait_s": req.wait_s,
+                "deadline_s": self.deadline_s,
+                "deadline_met": latency_s <= self.deadline_s * (1 + 1e-9),
+                "miss_reason": self._miss_reason(req, latency_s),
+            }
+            processor_j = sum(req.energy_j.values())
+            row["energy_j"] = processor_j + req.radio.total_j
+            for proc, e in req.energy_j.items():
+                row[f"energy_{proc}_j"] = e
+            row["energy_radio_j"] = req.radio.total_j
+            row["radio_promotion_j"] = req.radio.promotion_j
+            row["radio_transfer_j"] = req.radio.transfer_j
+            row["radio_tail_j"] = req.radio.tail_j
+            final = req.fallback or d
+            row.update({
+                "plan_id": d.compiled.plan_id, "planner": d.compiled.plan.planner,
+                "processors_used": d.compiled.processors_used,
+                "fallback_plan_id": req.fallback.compiled.plan_id if req.fallback else "",
+                "fallback": req.fallback is not None,
+                "bytes_sent": req.bytes_up, "bytes_received": req.bytes_down,
+                "replan_time_s": req.replan_time_s,
+                "predicted_latency_s": d.predicted_latency_s, "predicted_energy_j": d.predicted_energy_j,
+                "accuracy_loss": final.compiled.plan.accuracy_loss,
+                "estimated_uplink_mbps": d.conditions.uplink_mbps,
+                "true_uplink_mbps": true_up.value_at(req.arrival_s),
+                "note": d.note,
+            })
+            rows.append(row)
+        records = pd.DataFrame(rows)
+        run_energy = self._run_energy(records, horizon_s)
+        events = {"acquisitions": self.acquisitions, "timeouts": self.timeouts,
+                  "simpy_events": self.acquisitions + self.timeouts}
+        summary = summarize(records, run_energy, horizon_s, self.battery)
+        summary.update({"policy": self.policy.name, "wall_s": wall_s,
+                        "planner_full_solves": self.policy.full_solves,
+                        "radio_promotions": self.radio.promotions if self.radio else 0})
+        return SimulationResult(records, summary, run_energy, events)
+
+    def _run_energy(self, records: pd.DataFrame, horizon_s: float) -> dict[str, float]:
+        """The run's device energy by component; sums to the total exactly."""
+        platform = self.problem.platform
+        out: dict[str, float] = {}
+        for proc in self.local:
+            active = float(records[f"energy_{proc}_j"].sum()) if len(records) else 0.0
+            out[f"{proc}_active_j"] = active
+            idle_s = max(0.0, horizon_s - self.occupied_s[proc])
+            out[f"{proc}_idle_j"] = platform.processor(proc).idle_power_w * idle_s
+        if self.radio is not None:
+            for part in ("promotion", "transfer", "tail"):
+                out[f"radio_{part}_j"] = float(records[f"radio_{part}_j"].sum()) if len(records) else 0.0
+            out["radio_idle_j"] = self.radio.idle_j
+        return out
+
+
+def summarize(records: pd.DataFrame, run_energy_j: dict[str, float], horizon_s: float,
+              battery: Battery) -> dict[str, Any]:
+    """A run's headline numbers: latency percentiles, energy, misses, battery drain."""
+    n = len(records)
+    total_j = sum(run_energy_j.values())
+    mean_power_w = total_j / horizon_s if horizon_s > 0 else 0.0
+    inference_j = float(records["energy_j"].sum()) if n else 0.0
+    lat = records["latency_s"] if n else pd.Series(dtype=float)
+    return {
+        "requests": n,
+        "latency_p50_s": float(lat.quantile(0.50)) if n else math.nan,
+        "latency_p95_s": float(lat.quantile(0.95)) if n else math.nan,
+        "latency_p99_s": float(lat.quantile(0.99)) if n else math.nan,
+        "latency_mean_s": float(lat.mean()) if n else math.nan,
+        "energy_mean_j": inference_j / n if n else math.nan,
+        "deadline_miss_rate": float(1 - records["deadline_met"].mean()) if n else math.nan,
+        "fallback_rate": float(records["fallback"].mean()) if n else math.nan,
+        "distinct_plans": int(records["plan_id"].nunique()) if n else 0,
+        "horizon_s": horizon_s,
+        "inference_energy_j": inference_j,
+        "run_energy_j": total_j,
+        "mean_power_w": mean_power_w,
+        "battery_drain_pct_per_h": battery.drain_pct_per_h(mean_power_w),
+        "inference_drain_pct_per_h": battery.drain_pct_per_h(inference_j / horizon_s if horizon_s else 0.0),
+    }

@@ -1,0 +1,357 @@
+"""How the simulator gets plans: compiled plans, condition estimates and policies.
+
+The simulator asks a :class:`Policy` for a :class:`Decision` at each request's
+arrival and never talks to a planner directly.
+
+- ``static``: one plan, made at the link's nominal conditions with no load.
+- ``replan``: DeepX's behaviour; each request is planned from an estimate of
+  the current conditions (the last periodic sample, an EWMA of samples, or
+  the instantaneous value).  The ``deepx`` planner uses the fast path
+  (:class:`~deepx_sim.plan.fastpath.FastReplanner`); other planners are
+  called directly, memoised per estimate.
+- ``oracle``: plans with the true conditions at arrival, with a full solve.
+
+Every policy also answers :meth:`Policy.fallback`: the on-device plan a
+request switches to when the cloud is lost mid-request.  When no plan meets
+the constraints, a policy runs the fastest plan (the DeepX ILP minimising
+latency) and says so in the decision's note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from deepx_sim.costs import Conditions
+from deepx_sim.errors import PlanError, ScenarioError
+from deepx_sim.plan import get_planner
+from deepx_sim.plan.fastpath import FastReplanner
+from deepx_sim.plan.ilp import DeepXPlanner
+from deepx_sim.plan.problem import Constraints, Plan, Problem, transfers_of
+from deepx_sim.sim.conditions import Outages, StepTrace
+
+StepKind = Literal["compute", "copy", "uplink", "downlink", "cloud"]
+#: Estimates below this are clamped: a planner needs a positive bandwidth.
+MIN_ESTIMATE_MBPS = 0.01
+MIN_FREE_FRACTION = 0.01
+
+
+# ----------------------------------------------------------------- compiled plans
+@dataclass(frozen=True)
+class Step:
+    """One thing a request does: a block of layers on a processor, an on-chip
+    copy, a radio transfer (possibly several tensors in a row), or cloud compute."""
+
+    kind: StepKind
+    processor: str  # processor held (compute, copy) or run on (cloud); the link for transfers
+    work_s: float = 0.0  # busy seconds at full speed (compute, cloud) or copy time
+    energy_j: float = 0.0  # processor energy of compute and copy steps
+    megabits: float = 0.0
+    transfers: int = 0  # tensors moved: each pays rtt/2
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class CompiledPlan:
+    plan_id: str
+    plan: Plan
+    steps: tuple[Step, ...]
+    processors_used: str
+    bytes_up: int
+    bytes_down: int
+
+
+def plan_id(plan: Plan) -> str:
+    """A short stable id of a plan's placements (same plan, same id, in any run)."""
+    text = ";".join(f"{p.layer}@{p.processor}/{p.variant.label()}" for p in plan.placements)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def compile_plan(problem: Problem, plan: Plan) -> CompiledPlan:
+    """The steps a request runs for ``plan``, in the planner's execution order.
+
+    A tensor is sent just before the first layer that needs it on the other
+    processor (a result computed on the device goes to the sensor at once);
+    consecutive layers on one processor merge into one step, as do consecutive
+    transfers over the same route.  Busy seconds come from
+    ``problem``'s cost model without background load.
+    """
+    costs = problem.costs
+    where = {p.layer: p.processor for p in plan.placements}
+    pending: dict[tuple[str, str], int] = {}
+    for producer, _src, dst, size in transfers_of(problem, where):
+        pending[(producer, dst)] = size
+    outputs = set(problem.output_layers())
+    steps: list[Step] = []
+
+    def push(step: Step) -> None:
+        last = steps[-1] if steps else None
+        if last is not None and last.kind == step.kind and last.processor == step.processor:
+            steps[-1] = Step(step.kind, step.processor, last.work_s + step.work_s,
+                             last.energy_j + step.energy_j, last.megabits + step.megabits,
+                             last.transfers + step.transfers, last.size_bytes + step.size_bytes)
+        else:
+            steps.append(step)
+
+    def send(producer: str, dst: str) -> None:
+        size = pending.pop((producer, dst))
+        src = where[producer]
+        t = costs.transfer_cost(size, src, dst)
+        if t.route == "shared_memory":
+            push(Step("copy", src, work_s=t.latency_s, energy_j=t.energy_j, size_bytes=size))
+        else:
+            assert costs.link is not None
+            push(Step(t.route, costs.link.name, megabits=size * 8 / 1e6, transfers=1,  # type: ignore[arg-type]
+                      size_bytes=size))
+
+    for place in plan.placements:
+        for pred in problem.graph.predecessors(place.layer):
+            if (pred, place.processor) in pending:
+                send(pred, place.processor)
+        c = costs.layer_cost(place.layer, place.processor, place.variant)
+        remote = problem.platform.processor(place.processor).is_remote
+        if c.busy_s > 0:
+            if remote:
+                push(Step("cloud", place.processor, work_s=c.busy_s))
+            else:
+                push(Step("compute", place.processor, work_s=c.busy_s, energy_j=c.energy_j))
+        if not remote and (place.layer, problem.sensor) in pending and place.layer in outputs:
+            send(place.layer, problem.sensor)  # an on-chip result goes home at once, not after radio use
+    for producer, dst in list(pending):  # results from the cloud
+        send(producer, dst)
+    return CompiledPlan(
+        plan_id=plan_id(plan), plan=plan, steps=tuple(steps),
+        processors_used="+".join(plan.processors_used),
+        bytes_up=sum(s.size_bytes for s in steps if s.kind == "uplink"),
+        bytes_down=sum(s.size_bytes for s in steps if s.kind == "downlink"),
+    )
+
+
+# ----------------------------------------------------------------- the world
+@dataclass(frozen=True)
+class World:
+    """The true conditions over time: link bandwidths, RTT, outages and the
+    free fraction of each loaded processor (processors not listed are idle)."""
+
+    link: str | None
+    uplink_mbps: StepTrace
+    downlink_mbps: StepTrace
+    rtt_ms: float
+    outages: Outages = field(default_factory=Outages)
+    free_fraction: Mapping[str, StepTrace] = field(default_factory=dict)
+
+    @classmethod
+    def nominal(cls, problem: Problem) -> World:
+        """Constant conditions at the link's nominal values (or no link at all)."""
+        link = problem.costs.link
+        if link is None:
+            return cls(None, StepTrace.constant(1.0), StepTrace.constant(1.0), 0.0)
+        return cls(link.name, StepTrace.constant(link.uplink_mbps), StepTrace.constant(link.downlink_mbps),
+                   link.rtt_ms)
+
+    def conditions_at(self, t: float, uplink_mbps: float | None = None,
+                      downlink_mbps: float | None = None,
+                      free: Mapping[str, float] | None = None) -> Conditions:
+        """Conditions at ``t``: the true values unless estimates are given."""
+        up = self.uplink_mbps.value_at(t) if uplink_mbps is None else uplink_mbps
+        down = self.downlink_mbps.value_at(t) if downlink_mbps is None else downlink_mbps
+        if free is None:
+            free = {p: max(MIN_FREE_FRACTION, tr.value_at(t)) for p, tr in self.free_fraction.items()}
+        return Conditions(link=self.link, uplink_mbps=max(MIN_ESTIMATE_MBPS, up),
+                          downlink_mbps=max(MIN_ESTIMATE_MBPS, down), rtt_ms=self.rtt_ms,
+                          free_fraction=free, cloud_reachable=not self.outages.is_down(t))
+
+
+EstimatorKind = Literal["last", "ewma", "current"]
+
+
+class Estimator:
+    """What the device believes the conditions are: it samples the true
+    bandwidths and loads every ``sample_interval_s`` and reports the last
+    sample (``last``), an exponentially weighted average of samples (``ewma``,
+    weight ``alpha`` on the newest), or the true value now (``current``).
+    Link outages are seen at once (a failed connection is noticed)."""
+
+    def __init__(self, world: World, kind: EstimatorKind = "last", sample_interval_s: float = 1.0,
+                 alpha: float = 0.3) -> None:
+        if kind not in ("last", "ewma", "current"):
+            raise ScenarioError(f"policy.estimator must be last, ewma or current, got {kind!r}")
+        if not sample_interval_s > 0:
+            raise ScenarioError(f"policy.sample_interval_s must be > 0, got {sample_interval_s!r}")
+        if not 0 < alpha <= 1:
+            raise ScenarioError(f"policy.ewma_alpha must be in (0, 1], got {alpha!r}")
+        self.world, self.kind = world, kind
+        self.interval_s, self.alpha = sample_interval_s, alpha
+        self._traces = {"up": world.uplink_mbps, "down": world.downlink_mbps,
+                        **{f"free:{p}": tr for p, tr in world.free_fraction.items()}}
+        self._next_sample = 0
+        self._ewma: dict[str, float] = {}
+
+    def _sampled(self, now_s: float) -> dict[str, float]:
+        last_index = math.floor(now_s / self.interval_s + 1e-12)
+        if self.kind == "last":
+            t = last_index * self.interval_s
+            return {k: tr.value_at(t) for k, tr in self._traces.items()}
+        while self._next_sample <= last_index:  # fold in every sample taken since the last call
+            t = self._next_sample * self.interval_s
+            for k, tr in self._traces.items():
+                v = tr.value_at(t)
+                prev = self._ewma.get(k)
+                self._ewma[k] = v if prev is None else self.alpha * v + (1 - self.alpha) * prev
+            self._next_sample += 1
+        return self._ewma
+
+    def estimate(self, now_s: float) -> Conditions:
+        if self.kind == "current":
+            return self.world.conditions_at(now_s)
+        v = self._sampled(now_s)
+        free = {k[5:]: min(1.0, max(MIN_FREE_FRACTION, x)) for k, x in v.items() if k.startswith("free:")}
+        return self.world.conditions_at(now_s, uplink_mbps=v["up"], downlink_mbps=v["down"], free=free)
+
+
+# ----------------------------------------------------------------- policies
+@dataclass(frozen=True)
+class Decision:
+    compiled: CompiledPlan
+    predicted_latency_s: float
+    predicted_energy_j: float
+    planning_s: float  # wall-clock time the planner took (0 when reused)
+    conditions: Conditions
+    note: str = ""
+
+
+def _conditions_key(c: Conditions) -> tuple[object, ...]:
+    return (c.link, c.uplink_mbps, c.downlink_mbps, c.rtt_ms, tuple(sorted(c.free_fraction.items())),
+            c.cloud_reachable)
+
+
+class Policy(ABC):
+    """Chooses a plan for each request; see the module docstring."""
+
+    kind: str = "policy"
+    replans: bool = False  # whether planning happens per request (its time can be charged)
+
+    def __init__(self, problem: Problem, world: World, planner: str = "deepx") -> None:
+        self.problem = problem
+        self.world = world
+        self.planner_name = planner
+        self.planner = get_planner(planner)
+        self._compiled: dict[int, CompiledPlan] = {}
+        self._memo: dict[tuple[object, ...], tuple[Plan, str]] = {}
+        self.full_solves = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.planner_name}"
+
+    def compiled(self, plan: Plan) -> CompiledPlan:
+        found = self._compiled.get(id(plan))
+        if found is None or found.plan is not plan:
+            found = compile_plan(self.problem, plan)
+            self._compiled[id(plan)] = found
+        return found
+
+    def _solve(self, conditions: Conditions) -> tuple[Plan, str]:
+        """A full planner call under ``conditions`` (memoised), or the fastest
+        plan when none meets the constraints."""
+        key = _conditions_key(conditions)
+        if key not in self._memo:
+            problem = self.problem.with_conditions(conditions)
+            self.full_solves += 1
+            try:
+                self._memo[key] = (self.planner.plan(problem), "")
+            except PlanError as exc:
+                note = f"{self.planner_name}: {exc}; ran the fastest plan"
+                self._memo[key] = (self._fastest(problem), note)
+        return self._memo[key]
+
+    def _fastest(self, problem: Problem) -> Plan:
+        c = problem.constraints
+        relaxed = Constraints(deadline_s=1e9, max_accuracy_loss=c.max_accuracy_loss, objective="latency")
+        return DeepXPlanner().plan(problem.with_constraints(relaxed))
+
+    def _decision(self, plan: Plan, conditions: Conditions, started: float, note: str = "",
+                  latency_s: float | None = None, energy_j: float | None = None) -> Decision:
+        return Decision(self.compiled(plan), plan.latency_s if latency_s is None else latency_s,
+                        plan.energy_j if energy_j is None else energy_j,
+                        time.perf_counter() - started, conditions, note)
+
+    @abstractmethod
+    def decide(self, now_s: float) -> Decision:
+        """The plan for a request arriving at ``now_s``."""
+
+    def fallback(self, now_s: float) -> Decision:
+        """The on-device plan for a request that lost the cloud at ``now_s``."""
+        started = time.perf_counter()
+        conditions = replace(self.world.conditions_at(now_s), cloud_reachable=False)
+        plan, note = self._solve(conditions)
+        return self._decision(plan, conditions, started, note)
+
+
+class StaticPolicy(Policy):
+    kind = "static"
+
+    def __init__(self, problem: Problem, world: World, planner: str = "deepx") -> None:
+        super().__init__(problem, world, planner)
+        self.nominal = Conditions(link=world.link)
+        started = time.perf_counter()
+        plan, note = self._solve(self.nominal)
+        self._decision_cached = self._decision(plan, self.nominal, started, note)
+
+    def decide(self, now_s: float) -> Decision:
+        return self._decision_cached
+
+    def fallback(self, now_s: float) -> Decision:
+        started = time.perf_counter()
+        conditions = replace(self.nominal, cloud_reachable=False)
+        plan, note = self._solve(conditions)
+        return self._decision(plan, conditions, started, note)
+
+
+class ReplanPolicy(Policy):
+    kind = "replan"
+    replans = True
+
+    def __init__(self, problem: Problem, world: World, planner: str = "deepx",
+                 estimator: Estimator | None = None) -> None:
+        super().__init__(problem, world, planner)
+        self.estimator = estimator or Estimator(world)
+        self.fast: FastReplanner | None = None
+        if planner == "deepx":
+            local = {p.name for p in problem.platform.local_processors}
+            loaded = tuple(p for p in world.free_fraction if p in local)
+            self.fast = FastReplanner(problem.with_conditions(Conditions(link=world.link)))
+            self.fast.warm(vary=loaded)
+
+    def decide(self, now_s: float) -> Decision:
+        started = time.perf_counter()
+        conditions = self.estimator.estimate(now_s)
+        if self.fast is not None:
+            try:
+                plan, latency_s, energy_j = self.fast.choose(conditions)
+            except PlanError:
+                plan, note = self._solve(conditions)
+                return self._decision(plan, conditions, started, note)
+            return self._decision(plan, conditions, started, "", latency_s, energy_j)
+        plan, note = self._solve(conditions)
+        return self._decision(plan, conditions, started, note)
+
+
+class OraclePolicy(Policy):
+    kind = "oracle"
+    replans = True
+
+    def decide(self, now_s: float) -> Decision:
+        started = time.perf_counter()
+        conditions = self.world.conditions_at(now_s)
+        plan, note = self._solve(conditions)
+        return self._decision(plan, conditions, started, note)
+
+
+POLICIES: dict[str, type[Policy]] = {"static": StaticPolicy, "replan": ReplanPolicy,
+                                     "oracle": OraclePolicy}
