@@ -173,12 +173,13 @@ class Simulation:
                 if req.start_s != req.start_s:  # nan: the first step to start
                     req.start_s = now
                 duration = step.work_s
-                load = world.free_fraction.get(step.processor) if kind == "compute" else None
-                if load is not None:
+                load = world.free_fraction.get(step.processor)
+                if load is not None and duration > 0:
                     duration = load.finish_time(now, step.work_s) - now
                     if math.isinf(duration):
                         raise SimulationError(f"processor {step.processor!r} is fully loaded forever "
                                               f"from t={now:.3f} s: its load trace must end below 1")
+                duration += step.fixed_s
                 yield env.timeout(duration)
                 self.timeouts += 1
                 resource.release(claim)

@@ -49,7 +49,8 @@ class Step:
 
     kind: StepKind
     processor: str  # processor held (compute, copy) or run on (cloud); the link for transfers
-    work_s: float = 0.0  # busy seconds at full speed (compute, cloud) or copy time
+    work_s: float = 0.0  # busy seconds at full speed, stretched by background load
+    fixed_s: float = 0.0  # then on-chip copies out of the processor (not stretched)
     energy_j: float = 0.0  # processor energy of compute and copy steps
     megabits: float = 0.0
     transfers: int = 0  # tensors moved: each pays rtt/2
@@ -91,10 +92,14 @@ def compile_plan(problem: Problem, plan: Plan) -> CompiledPlan:
 
     def push(step: Step) -> None:
         last = steps[-1] if steps else None
-        if last is not None and last.kind == step.kind and last.processor == step.processor:
-            steps[-1] = Step(step.kind, step.processor, last.work_s + step.work_s,
-                             last.energy_j + step.energy_j, last.megabits + step.megabits,
-                             last.transfers + step.transfers, last.size_bytes + step.size_bytes)
+        same = last is not None and last.processor == step.processor
+        # a copy right after compute on its processor joins that hold (work first, then the copy)
+        if same and (last.kind == step.kind or (last.kind == "compute" and step.kind == "copy")) \
+                and not (step.kind == "compute" and last.fixed_s > 0):
+            steps[-1] = Step(last.kind, step.processor, last.work_s + step.work_s,
+                             last.fixed_s + step.fixed_s, last.energy_j + step.energy_j,
+                             last.megabits + step.megabits, last.transfers + step.transfers,
+                             last.size_bytes + step.size_bytes)
         else:
             steps.append(step)
 
@@ -103,7 +108,7 @@ def compile_plan(problem: Problem, plan: Plan) -> CompiledPlan:
         src = where[producer]
         t = costs.transfer_cost(size, src, dst)
         if t.route == "shared_memory":
-            push(Step("copy", src, work_s=t.latency_s, energy_j=t.energy_j, size_bytes=size))
+            push(Step("copy", src, fixed_s=t.latency_s, energy_j=t.energy_j, size_bytes=size))
         else:
             assert costs.link is not None
             push(Step(t.route, costs.link.name, megabits=size * 8 / 1e6, transfers=1,  # type: ignore[arg-type]
@@ -243,7 +248,12 @@ class Policy(ABC):
         self.planner = get_planner(planner)
         self._compiled: dict[int, CompiledPlan] = {}
         self._memo: dict[tuple[object, ...], tuple[Plan, str]] = {}
-        self.full_solves = 0
+        self._solves = 0
+
+    @property
+    def full_solves(self) -> int:
+        """Planner calls made so far (the fast path's pool solves included)."""
+        return self._solves
 
     @property
     def name(self) -> str:
@@ -262,7 +272,7 @@ class Policy(ABC):
         key = _conditions_key(conditions)
         if key not in self._memo:
             problem = self.problem.with_conditions(conditions)
-            self.full_solves += 1
+            self._solves += 1
             try:
                 self._memo[key] = (self.planner.plan(problem), "")
             except PlanError as exc:
@@ -327,6 +337,10 @@ class ReplanPolicy(Policy):
             loaded = tuple(p for p in world.free_fraction if p in local)
             self.fast = FastReplanner(problem.with_conditions(Conditions(link=world.link)))
             self.fast.warm(vary=loaded)
+
+    @property
+    def full_solves(self) -> int:
+        return self._solves + (self.fast.full_solves if self.fast is not None else 0)
 
     def decide(self, now_s: float) -> Decision:
         started = time.perf_counter()

@@ -122,7 +122,7 @@ def test_radio_gaps_cost_tail_power_beyond_the_prediction(seed: int) -> None:
     steps = compiled.steps
     radio_at = [i for i, s in enumerate(steps) if s.kind in radio_kinds]
     between = steps[radio_at[0]:radio_at[-1]] if radio_at else ()
-    gap_s = sum(s.work_s for s in between if s.kind not in radio_kinds)
+    gap_s = sum(s.work_s + s.fixed_s for s in between if s.kind not in radio_kinds)
     link = problem.costs.link
     first_stage = link.radio.tail[0] if link else None
     if first_stage is not None and gap_s > 0:
