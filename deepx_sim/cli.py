@@ -238,9 +238,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
-    from deepx_sim.results import write_table
+    from deepx_sim.results import check_table_path, write_table
     from deepx_sim.scenario import run_scenario
 
+    if args.out:
+        check_table_path(args.out)
     result = run_scenario(args.scenario)
     summary = dict(result.summary)
     if args.out:

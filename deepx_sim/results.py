@@ -13,12 +13,18 @@ from deepx_sim.errors import DeepxError
 TABLE_SUFFIXES = (".parquet", ".csv")
 
 
-def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``frame`` as Parquet or CSV (by suffix) through a temporary file, so a
-    failed or interrupted write never leaves a half-written table behind."""
+def check_table_path(path: str | Path) -> Path:
+    """Fail early (before any work) on an output name we cannot write."""
     path = Path(path)
     if path.suffix not in TABLE_SUFFIXES:
         raise DeepxError(f"{path}: output must end in .parquet or .csv, got {path.suffix or 'no suffix'!r}")
+    return path
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` as Parquet or CSV (by suffix) through a temporary file, so a
+    failed or interrupted write never leaves a half-written table behind."""
+    path = check_table_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)

@@ -51,6 +51,7 @@ from deepx_sim.sim.conditions import (
     random_walk,
     read_csv_trace,
     read_mahimahi,
+    read_timestamps,
 )
 from deepx_sim.sim.engine import Battery, Simulation, SimulationResult
 from deepx_sim.sim.policies import POLICIES, Estimator, Policy, ReplanPolicy, World
@@ -136,10 +137,15 @@ class WorkloadSpec(_Strict):
     interval_s: Positive | None = None
     rate_per_s: Positive | None = None
     timestamps_s: list[NonNegative] | None = None
+    timestamps_file: str | None = None  # CSV with a time_s column (relative to the scenario file)
 
     @model_validator(mode="after")
     def _needs(self) -> WorkloadSpec:
-        needed = {"periodic": "interval_s", "poisson": "rate_per_s", "trace": "timestamps_s"}[self.arrivals]
+        if self.arrivals == "trace":
+            if (self.timestamps_s is None) == (self.timestamps_file is None):
+                raise ValueError("arrivals trace needs exactly one of timestamps_s, timestamps_file")
+            return self
+        needed = {"periodic": "interval_s", "poisson": "rate_per_s"}[self.arrivals]
         if getattr(self, needed) is None:
             raise ValueError(f"arrivals {self.arrivals} needs {needed}")
         return self
@@ -341,8 +347,15 @@ class _Builder:
 
     def arrivals(self) -> list[float]:
         w, s = self.s.workload, self.s
+        stamps = list(w.timestamps_s or ())
+        if w.timestamps_file is not None:
+            path = Path(w.timestamps_file)
+            path = path if path.is_absolute() else self.base_dir / path
+            if not path.is_file():
+                raise self.fail("workload.timestamps_file", f"no such file {str(path)!r}")
+            stamps = read_timestamps(path)
         return arrival_times(w.arrivals, s.duration_s, _rng(s.seed, "workload"), interval_s=w.interval_s,
-                             rate_per_s=w.rate_per_s, timestamps_s=w.timestamps_s or ())
+                             rate_per_s=w.rate_per_s, timestamps_s=stamps)
 
 
 def build_simulation(scenario: Scenario, base_dir: Path | str = ".", source: str = "scenario") -> Simulation:

@@ -92,3 +92,47 @@ def test_quality_command(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     code, out, _ = run(capsys, "quality", "--models", "speakerid", "--limit", "3",
                        "--planner", "deepx", "--planner", "greedy", "--out", str(out_csv))
     assert code == 0 and "mean_ratio" in out and out_csv.is_file()
+
+
+def _scenario(tmp_path, **changes: object):  # type: ignore[no-untyped-def]
+    import yaml
+
+    data = {"model": "speakerid", "platform": "tegra_k1", "duration_s": 10,
+            "conditions": {"link": "wifi", "bandwidth_mbps": 8},
+            "workload": {"arrivals": "periodic", "interval_s": 0.5}, "policy": {"kind": "static"}}
+    data.update(changes)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_simulate_prints_a_summary_and_writes_records(capsys: pytest.CaptureFixture[str], tmp_path,
+                                                       suffix: str) -> None:
+    from deepx_sim.results import read_table
+
+    out_file = tmp_path / f"records{suffix}"
+    code, out, err = run(capsys, "simulate", str(_scenario(tmp_path)), "--out", str(out_file))
+    assert code == 0, err
+    assert "20 requests" in out and "latency p50 / p95 / p99" in out and "battery drain" in out
+    records = read_table(out_file)
+    assert len(records) == 20 and {"latency_s", "energy_j", "plan_id", "deadline_met"} <= set(records)
+    assert not list(tmp_path.glob(".records*"))  # no temporary file left behind
+
+
+def test_simulate_json(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    code, out, _ = run(capsys, "simulate", str(_scenario(tmp_path)), "--json")
+    data = json.loads(out)
+    assert code == 0 and data["summary"]["requests"] == 20
+    assert sum(data["run_energy_j"].values()) == pytest.approx(data["summary"]["run_energy_j"])
+
+
+def test_simulate_bad_scenario_is_one_clear_line(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    path = _scenario(tmp_path, policy={"kind": "static", "estimator": "psychic"})
+    code, _, err = run(capsys, "simulate", str(path))
+    assert code == 2
+    assert err.startswith("deepx-sim: error: ")
+    assert "run.yaml: policy.estimator must be one of 'last', 'ewma' or 'current', got 'psychic'" in err
+    assert "Traceback" not in err
+    code, _, err = run(capsys, "simulate", str(_scenario(tmp_path)), "--out", str(tmp_path / "x.txt"))
+    assert code == 2 and "must end in .parquet or .csv" in err

@@ -170,6 +170,29 @@ def read_csv_trace(path: Path, value_column: str, *, repeat: bool = False) -> St
     return StepTrace(tuple(times), tuple(values), period, name=str(path))
 
 
+def read_timestamps(path: Path) -> list[float]:
+    """Request arrival times from a CSV with a ``time_s`` column (seconds, >= 0)."""
+    try:
+        handle = path.open(newline="")
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read timestamps: {exc.strerror}") from None
+    out: list[float] = []
+    with handle:
+        reader = csv.DictReader(handle)
+        if "time_s" not in (reader.fieldnames or []):
+            raise ScenarioError(f"{path}: needs a column 'time_s'; the header has {reader.fieldnames}")
+        for row in reader:
+            try:
+                t = float(row["time_s"])
+            except (TypeError, ValueError):
+                t = math.nan
+            if not (t >= 0 and math.isfinite(t)):
+                raise ScenarioError(f"{path}:{reader.line_num}: time_s must be a number >= 0, "
+                                    f"got {row['time_s']!r}")
+            out.append(t)
+    return out
+
+
 def read_mahimahi(path: Path, bin_s: float = 1.0) -> StepTrace:
     """Mbps per ``bin_s`` bin of a Mahimahi trace; it repeats, as mm-link replays it."""
     if not bin_s > 0:

@@ -96,3 +96,13 @@ def test_shipped_scenarios_run(path: Path) -> None:
     result = build_simulation(short, base, str(path)).run()
     assert result.summary["requests"] > 0
     assert (result.records.finish_s >= result.records.arrival_s).all()
+
+
+def test_arrivals_from_a_timestamp_file(tmp_path: Path) -> None:
+    (tmp_path / "arrivals.csv").write_text("time_s\n0.5\n0.5\n3\n25\n")
+    data = with_change("workload", {"arrivals": "trace", "timestamps_file": "arrivals.csv"})
+    records = run_scenario(write(tmp_path, data)).records
+    assert records.arrival_s.tolist() == [0.5, 0.5, 3.0]  # 25 s is past duration_s
+    (tmp_path / "arrivals.csv").write_text("time_s\n1\nsoon\n")
+    with pytest.raises(ScenarioError, match=r"arrivals.csv:3: time_s must be a number >= 0, got 'soon'"):
+        run_scenario(write(tmp_path, data))
