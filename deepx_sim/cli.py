@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import re
 import sys
 import warnings
@@ -276,6 +278,82 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         print(f"\nper-request records: {summary['records_file']}")
 
 
+def _progress_bar(state: object) -> None:
+    from deepx_sim.sweep import Progress
+
+    assert isinstance(state, Progress)
+    todo = state.total - state.skipped
+    width = 30
+    filled = int(width * state.finished / todo) if todo else width
+    eta_s = state.eta_s
+    eta = "ETA -" if math.isnan(eta_s) else f"ETA {eta_s:.0f} s"
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {state.finished}/{todo} runs"
+          f" ({state.failed} failed, {state.skipped} already done), {eta}   ",
+          end="" if state.finished < todo else "\n", file=sys.stderr, flush=True)
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from deepx_sim.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.sweep)
+    try:
+        table = run_sweep(sweep, args.out, workers=args.workers, dask_address=args.dask,
+                          progress=None if args.quiet else _progress_bar, csv=args.csv)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished runs are saved in {args.out}; run the same command to resume",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    ok = int((table.status == "ok").sum()) if len(table) else 0
+    print(f"{sweep.name}: {ok} of {len(sweep.runs)} runs ok; table {args.out}/results.parquet"
+          + (" and results.csv" if args.csv else ""))
+    failed = table[table.status != "ok"] if len(table) else table
+    for _, row in failed.head(5).iterrows():
+        print(f"  failed {row['key']}: {row['error']}")
+    if len(failed) > 5:
+        print(f"  ... and {len(failed) - 5} more (see the error column)")
+
+
+def cmd_results(args: argparse.Namespace) -> None:
+    from deepx_sim.plots import apply_filters
+    from deepx_sim.sweep import load_results
+
+    table = apply_filters(load_results(args.dir), args.where or [])
+    if args.columns:
+        missing = [c for c in args.columns if c not in table.columns]
+        if missing:
+            raise DeepxError(f"no column {missing[0]!r}; columns: {', '.join(table.columns)}")
+        table = table[args.columns]
+    if args.csv:
+        table.to_csv(sys.stdout, index=False)
+        return
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", args.max_rows, "display.width", 200,
+                           "display.max_columns", 30, "display.float_format", "{:.6g}".format):
+        print(table.to_string(index=False) if len(table) else "no rows match")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deepx_sim.plots import apply_filters, plot_metric
+    from deepx_sim.sweep import load_results
+
+    table = apply_filters(load_results(args.dir), args.where or [])
+    table = table[table.status == "ok"]
+    if table.empty:
+        raise DeepxError(f"{args.dir}: no successful runs to plot")
+    ax = plot_metric(table, args.x, args.y, args.hue, logx=args.logx)
+    ax.set_title(args.title or f"{args.y} vs {args.x}")
+    ax.figure.tight_layout()
+    ax.figure.savefig(args.output, dpi=120)
+    plt.close(ax.figure)
+    print(f"wrote {args.output}")
+
+
 def cmd_quality(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -368,6 +446,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write per-request records here (.parquet or .csv)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("sweep", help="run a sweep of scenarios in parallel (resumable)")
+    p.add_argument("sweep", help="sweep YAML: a base scenario plus grid/zip axes")
+    p.add_argument("--out", required=True, help="results folder (re-running skips finished runs)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="local worker processes (default: one per core)")
+    p.add_argument("--dask", metavar="ADDRESS", help="run on this Dask scheduler instead")
+    p.add_argument("--csv", action="store_true", help="also write results.csv")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("results", help="print a sweep's results table, filtered")
+    p.add_argument("dir")
+    p.add_argument("--where", action="append", metavar="FIELD OP VALUE",
+                   help="keep rows where it holds, e.g. 'policy.planner=deepx' or 'latency_p95_s<0.5'")
+    p.add_argument("--columns", nargs="+")
+    p.add_argument("--csv", action="store_true", help="CSV on stdout")
+    p.add_argument("--max-rows", type=int, default=200)
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("plot", help="plot a metric of a sweep's runs")
+    p.add_argument("dir")
+    p.add_argument("--x", required=True)
+    p.add_argument("--y", required=True)
+    p.add_argument("--hue")
+    p.add_argument("--where", action="append", metavar="FIELD OP VALUE")
+    p.add_argument("--logx", action="store_true")
+    p.add_argument("--title")
+    p.add_argument("-o", "--output", required=True, help="image file (.png, .pdf, .svg)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("quality", help="planner quality suite: objective vs best known")
     p.add_argument("--planner", action="append", choices=planner_names())

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from deepx_sim.costs import Conditions
-from deepx_sim.errors import PlanError, ScenarioError
+from deepx_sim.errors import InfeasibleError, PlanError, ScenarioError
 from deepx_sim.plan import get_planner
 from deepx_sim.plan.fastpath import FastReplanner
 from deepx_sim.plan.ilp import DeepXPlanner
@@ -266,9 +266,10 @@ class Policy(ABC):
             self._compiled[id(plan)] = found
         return found
 
-    def _solve(self, conditions: Conditions) -> tuple[Plan, str]:
+    def _solve(self, conditions: Conditions, for_fallback: bool = False) -> tuple[Plan, str]:
         """A full planner call under ``conditions`` (memoised), or the fastest
-        plan when none meets the constraints."""
+        plan when none meets the constraints.  A planner that does not apply
+        (e.g. npu-only without an NPU) raises, except when a fallback is needed."""
         key = _conditions_key(conditions)
         if key not in self._memo:
             problem = self.problem.with_conditions(conditions)
@@ -276,6 +277,8 @@ class Policy(ABC):
             try:
                 self._memo[key] = (self.planner.plan(problem), "")
             except PlanError as exc:
+                if not (for_fallback or isinstance(exc, InfeasibleError)):
+                    raise
                 note = f"{self.planner_name}: {exc}; ran the fastest plan"
                 self._memo[key] = (self._fastest(problem), note)
         return self._memo[key]
@@ -299,7 +302,7 @@ class Policy(ABC):
         """The on-device plan for a request that lost the cloud at ``now_s``."""
         started = time.perf_counter()
         conditions = replace(self.world.conditions_at(now_s), cloud_reachable=False)
-        plan, note = self._solve(conditions)
+        plan, note = self._solve(conditions, for_fallback=True)
         return self._decision(plan, conditions, started, note)
 
 
@@ -319,7 +322,7 @@ class StaticPolicy(Policy):
     def fallback(self, now_s: float) -> Decision:
         started = time.perf_counter()
         conditions = replace(self.nominal, cloud_reachable=False)
-        plan, note = self._solve(conditions)
+        plan, note = self._solve(conditions, for_fallback=True)
         return self._decision(plan, conditions, started, note)
 
 
