@@ -18,6 +18,8 @@ from the scenario file's folder.  Example (every field; most have defaults)::
       load:                          # share of a processor taken by other work
         gpu: {random_walk: {start: 0.2, step_sd: 0.1, low: 0, high: 0.9, interval_s: 5}}
     workload: {arrivals: poisson, rate_per_s: 2}   # or periodic + interval_s, trace + timestamps_s
+    # static: one plan made at the run's average conditions; replan: per request
+    # from an estimate; oracle: per request from the true conditions
     policy: {kind: replan, planner: deepx, estimator: ewma, ewma_alpha: 0.3,
              sample_interval_s: 1, replan_overhead_s: 0}
     constraints: {deadline_ms: 5000, max_accuracy_loss: 0.05, objective: energy}
@@ -54,7 +56,7 @@ from deepx_sim.sim.conditions import (
     read_timestamps,
 )
 from deepx_sim.sim.engine import Battery, Simulation, SimulationResult
-from deepx_sim.sim.policies import POLICIES, Estimator, Policy, ReplanPolicy, World
+from deepx_sim.sim.policies import POLICIES, Estimator, Policy, ReplanPolicy, StaticPolicy, World
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -341,6 +343,8 @@ class _Builder:
             if p.kind == "replan":
                 estimator = Estimator(world, p.estimator, p.sample_interval_s, p.ewma_alpha)
                 return ReplanPolicy(problem, world, p.planner, estimator)
+            if p.kind == "static":
+                return StaticPolicy(problem, world, p.planner, world.mean_conditions(0.0, self.s.duration_s))
             return POLICIES[p.kind](problem, world, p.planner)
         except DeepxError as exc:
             raise self.fail("policy", str(exc)) from None

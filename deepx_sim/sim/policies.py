@@ -159,6 +159,15 @@ class World:
         return cls(link.name, StepTrace.constant(link.uplink_mbps), StepTrace.constant(link.downlink_mbps),
                    link.rtt_ms)
 
+    def mean_conditions(self, start_s: float, end_s: float) -> Conditions:
+        """Average bandwidths and free fractions over [start_s, end_s], cloud reachable."""
+        free = {p: max(MIN_FREE_FRACTION, tr.mean(start_s, end_s)) for p, tr in self.free_fraction.items()}
+        up = self.uplink_mbps.mean(start_s, end_s)
+        down = self.downlink_mbps.mean(start_s, end_s)
+        return Conditions(link=self.link, uplink_mbps=max(MIN_ESTIMATE_MBPS, up),
+                          downlink_mbps=max(MIN_ESTIMATE_MBPS, down), rtt_ms=self.rtt_ms,
+                          free_fraction=free)
+
     def conditions_at(self, t: float, uplink_mbps: float | None = None,
                       downlink_mbps: float | None = None,
                       free: Mapping[str, float] | None = None) -> Conditions:
@@ -307,11 +316,15 @@ class Policy(ABC):
 
 
 class StaticPolicy(Policy):
+    """One plan for every request, made under ``plan_at`` (default: the link's
+    nominal values, no load; scenarios pass the run's average conditions)."""
+
     kind = "static"
 
-    def __init__(self, problem: Problem, world: World, planner: str = "deepx") -> None:
+    def __init__(self, problem: Problem, world: World, planner: str = "deepx",
+                 plan_at: Conditions | None = None) -> None:
         super().__init__(problem, world, planner)
-        self.nominal = Conditions(link=world.link)
+        self.nominal = plan_at or Conditions(link=world.link)
         started = time.perf_counter()
         plan, note = self._solve(self.nominal)
         self._decision_cached = self._decision(plan, self.nominal, started, note)

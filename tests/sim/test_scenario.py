@@ -106,3 +106,15 @@ def test_arrivals_from_a_timestamp_file(tmp_path: Path) -> None:
     (tmp_path / "arrivals.csv").write_text("time_s\n1\nsoon\n")
     with pytest.raises(ScenarioError, match=r"arrivals.csv:3: time_s must be a number >= 0, got 'soon'"):
         run_scenario(write(tmp_path, data))
+
+
+def test_static_policy_plans_at_the_runs_average_conditions(tmp_path: Path) -> None:
+    data = with_change("conditions", {"link": "wifi", "bandwidth_mbps": 3})
+    data["policy"] = {"kind": "static"}
+    sim = build_simulation(*load_scenario(write(tmp_path, data)))
+    assert sim.policy.decide(0.0).conditions.uplink_mbps == 3
+    data["conditions"] = {"link": "wifi", "uplink": {"markov": {"good": 10, "bad": 2, "mean_good_s": 4,
+                                                                "mean_bad_s": 4}}}
+    sim = build_simulation(*load_scenario(write(tmp_path, data)))
+    expected = sim.world.uplink_mbps.mean(0, data["duration_s"])
+    assert sim.policy.decide(0.0).conditions.uplink_mbps == pytest.approx(expected)
