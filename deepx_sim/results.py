@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -21,22 +23,29 @@ def check_table_path(path: str | Path) -> Path:
     return path
 
 
-def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``frame`` as Parquet or CSV (by suffix) through a temporary file, so a
-    failed or interrupted write never leaves a half-written table behind."""
-    path = check_table_path(path)
+@contextmanager
+def atomic_path(path: Path) -> Iterator[str]:
+    """A temporary file beside ``path`` that replaces it only if the block succeeds,
+    so a failed or interrupted write never leaves a half-written file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        if path.suffix == ".parquet":
-            frame.to_parquet(tmp_name, index=False)
-        else:
-            frame.to_csv(tmp_name, index=False)
+        yield tmp_name
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` as Parquet or CSV (by suffix), atomically."""
+    path = check_table_path(path)
+    with atomic_path(path) as tmp_name:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp_name, index=False)
+        else:
+            frame.to_csv(tmp_name, index=False)
     return path
 
 

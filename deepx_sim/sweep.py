@@ -27,8 +27,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
-import tempfile
 import time
 import traceback
 import zlib
@@ -41,7 +39,7 @@ from typing import Any
 import pandas as pd
 
 from deepx_sim.errors import DeepxError, ScenarioError
-from deepx_sim.results import write_table
+from deepx_sim.results import atomic_path, write_table
 from deepx_sim.scenario import build_simulation, parse_scenario, read_yaml_mapping
 
 SWEEP_FIELDS = {"name", "base", "base_file", "grid", "zip", "repetitions", "keep_records"}
@@ -179,10 +177,8 @@ def load_sweep(path: str | Path) -> Sweep:
 
 # ------------------------------------------------------------------ running
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
         json.dump(payload, handle, indent=1, default=_plain)
-    os.replace(tmp, path)
 
 
 def _plain(value: Any) -> Any:
