@@ -261,6 +261,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
          f" / {s['latency_p99_s'] * 1000:.1f} ms"],
         ["deadline misses", f"{s['deadline_miss_rate'] * 100:.2f} %"],
         ["fell back on device", f"{s['fallback_rate'] * 100:.2f} %"],
+        ["sent to the cloud", f"{s['offload_rate'] * 100:.2f} %"],
         ["energy per request (mean)", f"{s['energy_mean_j'] * 1000:.2f} mJ"],
         ["distinct plans used", str(s["distinct_plans"])],
         ["radio promotions", str(s["radio_promotions"])],

@@ -95,6 +95,17 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
+def _deep_merge(under: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``under`` with ``over``'s fields laid on top; nested mappings merge field by field."""
+    merged = copy.deepcopy(under)
+    for name, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = _deep_merge(merged[name], value)
+        else:
+            merged[name] = copy.deepcopy(value)
+    return merged
+
+
 def run_key(scenario: dict[str, Any]) -> str:
     text = json.dumps(scenario, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -113,16 +124,16 @@ def expand(data: dict[str, Any], source: str, base_dir: Path) -> Sweep:
     if unknown:
         raise ScenarioError(f"{source}: {unknown[0]} is not a known field; a sweep has "
                             f"{', '.join(sorted(SWEEP_FIELDS))}")
-    if ("base" in data) == ("base_file" in data):
-        raise ScenarioError(f"{source}: give exactly one of base (a scenario) or base_file (its path)")
+    if "base" not in data and "base_file" not in data:
+        raise ScenarioError(f"{source}: give base (a scenario), base_file (its path), or both "
+                            "(base then overrides fields of base_file)")
+    base = data.get("base") or {}
+    if not isinstance(base, dict):
+        raise ScenarioError(f"{source}: base must be a scenario mapping, got {type(base).__name__}")
     if "base_file" in data:
         base_path = base_dir / str(data["base_file"])
-        base = read_yaml_mapping(base_path)
+        base = _deep_merge(read_yaml_mapping(base_path), base)
         base_dir = base_path.parent
-    else:
-        base = data["base"]
-        if not isinstance(base, dict):
-            raise ScenarioError(f"{source}: base must be a scenario mapping, got {type(base).__name__}")
     grid = data.get("grid") or {}
     zipped = data.get("zip") or {}
     for name, axes in (("grid", grid), ("zip", zipped)):

@@ -119,3 +119,23 @@ def test_load_results_is_exported_and_checks_the_folder(tmp_path: Path) -> None:
     table = deepx_sim.load_results(tmp_path / "out")
     assert list(table["policy.planner"]) == ["deepx", "cpu-only"]  # the sweep's order
     assert {"latency_p95_s", "energy_mean_j", "deadline_miss_rate", "seed", "status"} <= set(table.columns)
+
+
+def test_base_overrides_fields_of_base_file_and_keeps_the_rest(tmp_path: Path) -> None:
+    scenario = {"model": "speakerid", "platform": "tegra_k1", "duration_s": 10,
+                "conditions": {"link": "wifi", "rtt_ms": 30},
+                "workload": {"arrivals": "periodic", "interval_s": 1.0}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(scenario))
+    sweep_file = tmp_path / "sw.yaml"
+    sweep_file.write_text(yaml.safe_dump({"base_file": "s.yaml",
+                                          "base": {"duration_s": 4, "conditions": {"rtt_ms": 5}},
+                                          "grid": {"policy.kind": ["static", "replan"]}}))
+    runs = load_sweep(sweep_file).runs
+    assert len(runs) == 2
+    for run in runs:
+        assert run.scenario["duration_s"] == 4
+        assert run.scenario["conditions"] == {"link": "wifi", "rtt_ms": 5}
+        assert run.scenario["workload"]["interval_s"] == 1.0
+    sweep_file.write_text(yaml.safe_dump({"grid": {"policy.kind": ["static"]}}))
+    with pytest.raises(ScenarioError, match="give base"):
+        load_sweep(sweep_file)

@@ -346,6 +346,9 @@ def summarize(records: pd.DataFrame, run_energy_j: dict[str, float], horizon_s: 
         "energy_mean_j": inference_j / n if n else math.nan,
         "deadline_miss_rate": float(1 - records["deadline_met"].mean()) if n else math.nan,
         "fallback_rate": float(records["fallback"].mean()) if n else math.nan,
+        # share of requests that sent anything to the cloud
+        "offload_rate": float((records["bytes_sent"] > 0).mean()) if n else math.nan,
+        "accuracy_loss_mean": float(records["accuracy_loss"].mean()) if n else math.nan,
         "distinct_plans": int(records["plan_id"].nunique()) if n else 0,
         "horizon_s": horizon_s,
         "inference_energy_j": inference_j,

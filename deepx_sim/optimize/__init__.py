@@ -1,0 +1,1 @@
+"""Model optimisers (DXTK): rank choice, factorisations, separation, precision, cleaning."""
