@@ -14,6 +14,7 @@ import re
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from deepx_sim.errors import DeepxError
 
@@ -355,6 +356,42 @@ def cmd_plot(args: argparse.Namespace) -> None:
     print(f"wrote {args.output}")
 
 
+def cmd_compress(args: argparse.Namespace) -> None:
+    from deepx_sim.optimize.compress import compress, load_data, parse_optimizers
+    from deepx_sim.optimize.onnx_io import load_network, save_onnx
+
+    out = Path(args.out)
+    if out.suffix != ".onnx":
+        raise DeepxError(f"-o {out}: the output must end in .onnx")
+    if out.resolve() == Path(args.model).resolve():
+        raise DeepxError(f"-o {out}: would overwrite the input model; choose another name")
+    optimizers = parse_optimizers(args.optimizers)
+    net = load_network(args.model)
+    data = load_data(args.data, net) if args.data else None
+    outcome = compress(net, optimizers, args.max_accuracy_loss, data)
+    save_onnx(outcome.network, out)
+    before, after = net.summary(), outcome.network.summary()
+    rows = [[label, f"{before[key]:,}", f"{after[key]:,}",
+             f"{before[key] / after[key]:.2f}x" if after[key] else "-"]
+            for label, key in (("parameters", "params"), ("multiply-adds", "macs"),
+                               ("weight bytes", "weight_bytes"), ("memory bytes (with training state)",
+                                                                  "memory_bytes"))]
+    if outcome.base_accuracy is not None and outcome.accuracy is not None:
+        rows.append(["accuracy", f"{outcome.base_accuracy:.4f}", f"{outcome.accuracy:.4f}",
+                     f"loss {outcome.measured_loss:.4f}"])
+    print(f"{args.model} -> {out} ({', '.join(optimizers)}, budget {args.max_accuracy_loss:g})\n")
+    print(_table(rows, ["", "before", "after", "ratio"]))
+    print(f"\nestimated accuracy loss {outcome.estimated_loss:.4f}"
+          + ("" if data else " (no --data: settings chosen by the estimator)"))
+    changes = [[c.layer, c.optimizer, c.setting, f"{c.params_before:,}", f"{c.params_after:,}",
+                f"{c.rel_error:.4f}"] for r in outcome.reports for c in r.changes]
+    if changes:
+        print()
+        print(_table(changes, ["layer", "optimiser", "setting", "params before", "after", "rel. error"]))
+    for note in (n for r in outcome.reports for n in r.notes):
+        print(f"note: {note}")
+
+
 def cmd_quality(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -477,6 +514,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title")
     p.add_argument("-o", "--output", required=True, help="image file (.png, .pdf, .svg)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("compress", help="DXTK optimisers on an ONNX model within an accuracy budget")
+    p.add_argument("model", help="input .onnx file (a chain of Gemm/MatMul/Conv/Relu/MaxPool/... nodes)")
+    p.add_argument("-o", "--out", required=True, help="output .onnx file (written only on success)")
+    p.add_argument("--optimizers", default="pc,wf,cs,ps",
+                   help="comma list of wf, sf, cs, ps, pc (default pc,wf,cs,ps)")
+    p.add_argument("--max-accuracy-loss", type=float, default=0.05,
+                   help="accuracy budget as a fraction (default 0.05)")
+    p.add_argument("--data", help=".npz with x (inputs) and y (labels): measure accuracy, do not estimate")
+    p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("quality", help="planner quality suite: objective vs best known")
     p.add_argument("--planner", action="append", choices=planner_names())

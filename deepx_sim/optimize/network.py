@@ -84,7 +84,7 @@ class Op:
             return 0
         value_bytes = self.bits // 8
         weight = self.stored_weight_values() * value_bytes * (2 if self.sparse else 1)
-        bias = 0 if self.bias is None else self.bias.size * max(4, value_bytes)  # biases stay >= 32-bit
+        bias = 0 if self.bias is None else self.bias.size * 4  # biases stay float32 (tiny, accuracy-critical)
         scale = 0 if self.scale is None else self.scale.size * 4
         return int(weight + bias + scale)
 
@@ -118,7 +118,7 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int], pad: tuple[
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: tuple[int, int],
            pad: tuple[int, int]) -> np.ndarray:
-    n, c, kh, kw = weight.shape
+    n, _, kh, kw = weight.shape
     b, _, h, w = x.shape
     oh = (h + 2 * pad[0] - kh) // stride[0] + 1
     ow = (w + 2 * pad[1] - kw) // stride[1] + 1

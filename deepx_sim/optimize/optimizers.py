@@ -248,7 +248,8 @@ def precision_scaling(net: Network, bits: int) -> tuple[Network, Report]:
         ops.append(new)
         report.changes.append(LayerChange(op.name, "ps", f"{bits}-bit", op.params(), new.params(),
                                           _rel_error(w, new.float_weight()),
-                                          {"bytes_before": op.weight_bytes(), "bytes_after": new.weight_bytes()}))
+                                          {"bytes_before": op.weight_bytes(),
+                                           "bytes_after": new.weight_bytes()}))
     return net.copy_with(ops), report
 
 

@@ -238,7 +238,8 @@ def trained_model(name: str, seed: int = 0) -> tuple[Network, Dataset]:
         return Network(name, template.input_shape, ops, state), data
     net = train(template, data, epochs=int(recipe["epochs"]), seed=seed,  # type: ignore[call-overload]
                 lr=float(recipe["lr"]))  # type: ignore[arg-type]
-    arrays = {f"{op.name}/{role}": getattr(op, role) for op in net.weighted_ops() for role in ("weight", "bias")}
+    arrays = {f"{op.name}/{role}": getattr(op, role)
+              for op in net.weighted_ops() for role in ("weight", "bias")}
     arrays.update({f"state:{k}": a for k, a in net.training_state.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")

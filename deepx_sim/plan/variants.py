@@ -5,14 +5,17 @@ candidate rank k gets an estimated accuracy loss from its relative
 reconstruction error, the share of W's spectral energy that rank k drops:
 
     err2(k) = sum_{i>k} s_i^2 / sum_i s_i^2          (Eckart-Young: exact for SVD)
-    loss(k) = ACCURACY_PER_ERR2 * err2(k)
+    loss(k) = ACCURACY_PER_ERR2 * err2(k)          (hidden layers)
+    loss(k) = OUTPUT_ACCURACY_PER_ERR2 * err2(k)   (the classifier: last weighted layer)
 
 ``s_i`` are W's real singular values when the graph carries weights (ONNX
 import, trained models); otherwise a spectrum model stands in: trained fc
 layers have singular values decaying roughly as a power law, s_i = i^-gamma
-with gamma = SPECTRUM_DECAY.  Both constants are uncalibrated defaults
-(estimate) until the optimisers' measurements calibrate them; losses add up
-over layers and the sum must stay within the budget (DeepX: about 5 %).
+with gamma = SPECTRUM_DECAY (an estimate).  The two per-err2 constants are
+fitted by ``deepx_sim.optimize.calibration`` on measured test-accuracy losses
+of models trained in-project (``experiments/dxtk_accuracy.py`` reports the fit
+and its error; a test fails if they drift).  Losses add up over layers and
+the sum must stay within the budget (DeepX: about 5 %).
 
 Precision variants cost accuracy too: 16-bit floats nothing measurable, 8-bit
 integer weights a small per-layer loss (PRECISION_LOSS, estimate).
@@ -31,8 +34,10 @@ from deepx_sim.graph.layers import Layer, layers_in_order
 
 #: Power-law exponent of the default singular-value model (estimate).
 SPECTRUM_DECAY = 0.6
-#: Accuracy loss per unit of squared relative reconstruction error (estimate).
-ACCURACY_PER_ERR2 = 0.15
+#: Accuracy loss per unit of squared relative reconstruction error of a hidden
+#: layer, and of the classifier, fitted on the digits models (calibration.py).
+ACCURACY_PER_ERR2 = 0.144
+OUTPUT_ACCURACY_PER_ERR2 = 0.727
 #: Accuracy loss of a weighted layer run at a given weight precision (estimate).
 PRECISION_LOSS = {64: 0.0, 32: 0.0, 16: 0.0, 8: 0.002}
 #: Default rank grid as fractions of the break-even rank mn/(m+n).
@@ -70,8 +75,17 @@ class AccuracyModel:
     graph: nx.DiGraph
     decay: float = SPECTRUM_DECAY
     per_err2: float = ACCURACY_PER_ERR2
+    output_per_err2: float = OUTPUT_ACCURACY_PER_ERR2
     precision_loss: dict[int, float] = field(default_factory=lambda: dict(PRECISION_LOSS))
     _tails: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _outputs: frozenset[str] | None = field(default=None, repr=False)
+
+    def output_layers(self) -> frozenset[str]:
+        """Weighted layers with no weighted layer after them (the classifier)."""
+        if self._outputs is None:
+            weighted = {lay.name for lay in weighted_layers(self.graph)}
+            self._outputs = frozenset(n for n in weighted if not (nx.descendants(self.graph, n) & weighted))
+        return self._outputs
 
     def spectrum_source(self, layer: Layer) -> str:
         store = self.graph.graph.get("weights")
@@ -96,7 +110,8 @@ class AccuracyModel:
         return float(tail[min(rank, len(tail) - 1)])
 
     def loss(self, layer: Layer, variant: Variant) -> float:
-        loss = self.per_err2 * self.reconstruction_err2(layer, variant.rank)
+        per_err2 = self.output_per_err2 if layer.name in self.output_layers() else self.per_err2
+        loss = per_err2 * self.reconstruction_err2(layer, variant.rank)
         if layer.params > 0:
             loss += self.precision_loss.get(variant.bits, 0.0)
         return loss

@@ -27,9 +27,11 @@ def test_choice_equals_brute_force_on_speakerid(budget: float) -> None:
     def saved(lay, k):  # type: ignore[no-untyped-def]
         return 0 if k is None else lay.fc.m * lay.fc.n - k * (lay.fc.m + lay.fc.n)
 
-    best = max(sum(saved(lay, k) for lay, k in zip(fcs, combo, strict=True))
-               for combo in itertools.product(*grids)
-               if sum(steps(lay, k) for lay, k in zip(fcs, combo, strict=True)) * LOSS_STEP <= budget + 1e-12)
+    best = max(
+        sum(saved(lay, k) for lay, k in zip(fcs, combo, strict=True))
+        for combo in itertools.product(*grids)
+        if sum(steps(lay, k) for lay, k in zip(fcs, combo, strict=True)) * LOSS_STEP <= budget + 1e-12
+    )
     chosen = choose_ranks(graph, budget, accuracy, grid_points=12)
     got = sum(saved(get_layer(graph, n), k) for n, k in chosen.items())
     assert got == best

@@ -58,7 +58,7 @@ def test_accuracy_uses_real_singular_values_when_weights_exist() -> None:
     from deepx_sim.costs import Variant
     from deepx_sim.graph.builder import GraphBuilder
     from deepx_sim.graph.weights import WeightStore
-    from deepx_sim.plan.variants import ACCURACY_PER_ERR2, AccuracyModel
+    from deepx_sim.plan.variants import OUTPUT_ACCURACY_PER_ERR2, AccuracyModel
 
     b = GraphBuilder("w", (1, 4))
     b.fc(3, name="fc")
@@ -73,5 +73,6 @@ def test_accuracy_uses_real_singular_values_when_weights_exist() -> None:
     model = AccuracyModel(g)
     layer = g.nodes["fc"]["layer"]
     assert model.spectrum_source(layer) == "weights"
-    assert model.loss(layer, Variant(rank=1)) == pytest.approx(ACCURACY_PER_ERR2 * 5 / 14)
+    # its only layer is the classifier
+    assert model.loss(layer, Variant(rank=1)) == pytest.approx(OUTPUT_ACCURACY_PER_ERR2 * 5 / 14)
     assert model.loss(layer, Variant(rank=3)) == pytest.approx(0.0, abs=1e-12)

@@ -1,0 +1,113 @@
+"""`deepx-sim compress`: a valid ONNX out, before/after figures, clear errors, no partial files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from deepx_sim.cli import main
+from deepx_sim.optimize.network import Network, Op, dense
+from deepx_sim.optimize.onnx_io import load_network, save_onnx
+
+
+@pytest.fixture()
+def model(tmp_path: Path) -> tuple[Path, Path]:
+    """A small classifier with a learnable structure and labelled data for it."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 20)).astype(np.float32)
+    w_true = rng.standard_normal((4, 20))
+    y = (x @ w_true.T).argmax(axis=1)
+    hidden = np.vstack([w_true, rng.standard_normal((60, 20)) * 0.01]).astype(np.float32)
+    out = np.zeros((4, 64), np.float32)
+    out[:, :4] = np.eye(4)
+    net = Network(
+        "toy",
+        (20,),
+        [
+            dense("fc1", hidden, np.zeros(64, np.float32)),
+            Op("r", "relu"),
+            dense("fc2", out, np.zeros(4, np.float32)),
+        ],
+        training_state={"fc1/grad": np.zeros_like(hidden)},
+    )
+    path = save_onnx(net, tmp_path / "toy.onnx")
+    data = tmp_path / "data.npz"
+    np.savez(data, x=x, y=y)
+    return path, data
+
+
+def test_compress_writes_a_checked_model_and_reports_figures(
+    model: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, data = model
+    out = tmp_path / "small.onnx"
+    assert (
+        main(["compress", str(path), "-o", str(out), "--data", str(data), "--max-accuracy-loss", "0.02"]) == 0
+    )
+    onnx.checker.check_model(onnx.load(str(out)))
+    text = capsys.readouterr().out
+    for label in ("parameters", "multiply-adds", "weight bytes", "accuracy"):
+        assert label in text
+    before, after = load_network(path), load_network(out)
+    assert after.params() < before.params()
+    arrays = np.load(data)
+    assert before.accuracy(arrays["x"], arrays["y"]) - after.accuracy(arrays["x"], arrays["y"]) <= 0.02
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("no_weights", "has no fully connected or convolution layers"),
+        ("budget", "no setting of wf keeps the accuracy loss within"),
+        ("shape", "x has shape (10, 7); the model takes (N, 20)"),
+        ("labels", "y has shape (3,); expected (10,)"),
+        ("optimizer", "'xx' is not an optimiser"),
+        ("suffix", "the output must end in .onnx"),
+        ("unsupported", "operator Tanh"),
+    ],
+)
+def test_bad_input_gets_a_clear_message_and_no_output(
+    model: tuple[Path, Path], tmp_path: Path, setup: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, data = model
+    out = tmp_path / "out.onnx"
+    args = ["compress", str(path), "-o", str(out), "--data", str(data)]
+    if setup == "no_weights":
+        relu = helper.make_graph(
+            [helper.make_node("Relu", ["input"], ["y"], name="r")],
+            "relu",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["b", 20])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 20])],
+        )
+        onnx.save(
+            helper.make_model(relu, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "r.onnx")
+        )
+        args[1] = str(tmp_path / "r.onnx")
+    elif setup == "budget":  # estimated: every rank below full costs some accuracy
+        args = [*args[:4], "--optimizers", "wf", "--max-accuracy-loss", "0"]
+    elif setup in ("shape", "labels"):
+        bad = tmp_path / "bad.npz"
+        x = np.zeros((10, 7 if setup == "shape" else 20), np.float32)
+        np.savez(bad, x=x, y=np.zeros(10 if setup == "shape" else 3, np.int64))
+        args[-1] = str(bad)
+    elif setup == "optimizer":
+        args += ["--optimizers", "wf,xx"]
+    elif setup == "suffix":
+        args[3] = str(tmp_path / "out.txt")
+    elif setup == "unsupported":
+        g = helper.make_graph(
+            [helper.make_node("Tanh", ["input"], ["y"], name="t")],
+            "t",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["b", 20])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 20])],
+        )
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "t.onnx"))
+        args[1] = str(tmp_path / "t.onnx")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".out.onnx*"))
