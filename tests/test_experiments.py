@@ -81,3 +81,17 @@ def test_an_experiment_reports_bad_input_in_one_line(tmp_path: Path) -> None:
                            str(blocker / "sub")], capture_output=True, text=True)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and str(blocker) in done.stderr
+
+
+def test_dxtk_accuracy_measures_each_optimiser_on_real_weights(tmp_path: Path) -> None:
+    stdout = run_experiment("dxtk_accuracy", tmp_path)
+    table = pd.read_csv(tmp_path / "optimisers.csv")
+    lossless = table[table["setting"].isin(["cleaned, 32-bit", "16-bit"])]
+    assert (lossless["accuracy_loss"].abs() < 0.005).all()
+    # each lossy setting saves memory against the cleaned model
+    for model, part in table.groupby("model"):
+        cleaned = part[part["optimiser"] == "pc"]["memory_bytes"].iloc[0]
+        assert (part[part["optimiser"].isin(["wf", "sf", "cs"])]["memory_bytes"] < cleaned).all(), model
+    budgets = pd.read_csv(tmp_path / "budgets.csv")
+    assert (budgets["memory_after_bytes"] < budgets["memory_before_bytes"]).all()
+    assert "Estimator calibration" in stdout
