@@ -62,6 +62,20 @@ def _targets(net: Network, kind: str, layers: list[str] | None, optimizer: str) 
     return [op for op in ops if not op.origin]  # never re-factorise a factor
 
 
+def _pick_rank(optimizer: str, what: str, layer: str, ranks: dict[str, int] | None, fraction: float | None,
+               break_even: float, full: int) -> int:
+    """The rank asked for a layer: given explicitly, or a fraction of its break-even rank."""
+    if ranks is not None:
+        k = int(ranks[layer])
+    else:
+        if fraction is None or not 0 < fraction <= 1:
+            raise ModelError(f"{optimizer}: fraction must be in (0, 1], got {fraction!r}")
+        k = max(1, int(break_even * fraction))
+    if not 1 <= k <= full:
+        raise ModelError(f"{optimizer}: {what} for {layer!r} must be in 1..{full}, got {k}")
+    return k
+
+
 # ---------------------------------------------------------------- weight factorisation
 
 def svd_factors(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,14 +95,7 @@ def weight_factorization(net: Network, ranks: dict[str, int] | None = None, frac
         w = op.float_weight()
         m, n = w.shape
         break_even = m * n / (m + n)
-        if ranks is not None:
-            k = int(ranks[op.name])
-        else:
-            if fraction is None or not 0 < fraction <= 1:
-                raise ModelError(f"wf: fraction must be in (0, 1], got {fraction!r}")
-            k = max(1, int(break_even * fraction))
-        if not 1 <= k <= min(m, n):
-            raise ModelError(f"wf: rank for {op.name!r} must be in 1..{min(m, n)}, got {k}")
+        k = _pick_rank("wf", "rank", op.name, ranks, fraction, break_even, min(m, n))
         if k >= break_even:
             report.notes.append(f"{op.name}: rank {k} >= break-even {break_even:.1f}; left whole")
             continue
@@ -192,14 +199,7 @@ def conv_separation(net: Network, ranks: dict[str, int] | None = None, fraction:
             continue
         break_even = n_out * c_in * dh / (c_in + n_out)
         full = min(c_in * dh, n_out * dw)
-        if ranks is not None:
-            k = int(ranks[op.name])
-        else:
-            if fraction is None or not 0 < fraction <= 1:
-                raise ModelError(f"cs: fraction must be in (0, 1], got {fraction!r}")
-            k = max(1, int(break_even * fraction))
-        if not 1 <= k <= full:
-            raise ModelError(f"cs: K for {op.name!r} must be in 1..{full}, got {k}")
+        k = _pick_rank("cs", "K", op.name, ranks, fraction, break_even, full)
         if k >= break_even and k < full:
             report.notes.append(f"{op.name}: K {k} >= break-even {break_even:.1f}; left whole")
             continue
