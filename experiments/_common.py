@@ -47,6 +47,15 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     return 0
 
 
+def save_figure(fig, path) -> None:  # type: ignore[no-untyped-def]
+    """Lay out, write and close a matplotlib figure (scripts make many)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def table_text(frame, float_format: str = "{:.2f}") -> str:  # type: ignore[no-untyped-def]
     """A plain-text table for the console (no extra dependency such as tabulate)."""
     cells = [[str(c) for c in frame.columns]]

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import pandas as pd
-from _common import out_dir, parse_args, run, table_text
+from _common import out_dir, parse_args, run, save_figure, table_text
 
 from deepx_sim.costs import Conditions
 from deepx_sim.graph import load_model
@@ -91,9 +91,7 @@ def plot(table: pd.DataFrame, path: str) -> None:
         ax.set_title(platform)
     axes[0].set_ylabel("energy of strategy / energy of DeepX")
     axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from _common import out_dir, parse_args, run, table_text
+from _common import out_dir, parse_args, run, save_figure, table_text
 
 from deepx_sim.optimize.calibration import calibration_points, fit, prediction_errors
 from deepx_sim.optimize.compress import LabelledData, compress
@@ -127,9 +127,7 @@ def plot(table: pd.DataFrame, path: str) -> None:
         ax.set_title(model)
     axes[0][0].set_ylabel("test accuracy (%)")
     axes[0][0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

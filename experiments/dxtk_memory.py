@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 
 import pandas as pd
-from _common import out_dir, parse_args, run, table_text
+from _common import out_dir, parse_args, run, save_figure, table_text
 
 from deepx_sim.costs import Variant
 from deepx_sim.graph import load_model
@@ -83,9 +83,7 @@ def plot(table: pd.DataFrame, path: str) -> None:
     ax.set_yscale("log")
     ax.set_ylabel("model memory (MiB)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import HERE, out_dir, parse_args, run, table_text
+from _common import HERE, out_dir, parse_args, run, save_figure, table_text
 
 from deepx_sim.scenario import read_yaml_mapping
 from deepx_sim.sweep import expand, run_sweep
@@ -103,9 +103,7 @@ def plot_offload(summary: pd.DataFrame, path: Path) -> None:
         ax.set_title(f"DeepX on {link}: o deadline met, x offloaded")
     axes[0][0].set_ylabel("energy per request (J)")
     axes[0][0].legend(title="deadline", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def replan_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -129,9 +127,7 @@ def plot_replan(summary: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("deadline misses (%)")
     ax.set_ylabel("energy per request (mJ)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -25,7 +25,6 @@ import numpy as np
 
 from deepx_sim.errors import ModelError
 
-FLOAT_BITS = (64, 32, 16)
 ALLOWED_BITS = (64, 32, 16, 8)
 
 

@@ -24,7 +24,6 @@ from deepx_sim.errors import ModelError
 from deepx_sim.optimize.network import Network, Op
 from deepx_sim.results import atomic_path
 
-_FLOAT_TYPES = {64: "DOUBLE", 32: "FLOAT", 16: "FLOAT16"}
 TRAINING_PREFIX = "training_state/"
 
 
