@@ -42,6 +42,7 @@ from deepx_sim.errors import DeepxError, ScenarioError
 from deepx_sim.results import atomic_path, write_table
 from deepx_sim.scenario import build_simulation, parse_scenario, read_yaml_mapping
 
+MAX_BATCH = 8
 SWEEP_FIELDS = {"name", "base", "base_file", "grid", "zip", "repetitions", "keep_records"}
 
 
@@ -276,21 +277,35 @@ def run_sweep(sweep: Sweep, out_dir: str | Path, workers: int = 1, dask_address:
     return table
 
 
+def _run_batch(runs: list[Run], base_dir: str, out_dir: str, keep_records: bool) -> list[str]:
+    """Run several runs in a worker; each is on disk as it ends.  Only the statuses
+    travel back, so the parent's pickling stays small."""
+    return [run_one(run, base_dir, out_dir, keep_records)["status"] for run in runs]
+
+
+def _batch_size(n_runs: int, workers: int) -> int:
+    """Runs per task: a few, so short runs do not pay a round trip each, while the
+    queue still splits evenly over the workers and Ctrl-C stops soon."""
+    return max(1, min(MAX_BATCH, n_runs // (workers * 8)))
+
+
 def _run_processes(todo: list[Run], args: tuple[str, str, bool], workers: int,
                    finished: Callable[[dict[str, Any]], None]) -> None:
+    size = _batch_size(len(todo), workers)
+    batches: Iterator[list[Run]] = iter([todo[i:i + size] for i in range(0, len(todo), size)])
     pool = ProcessPoolExecutor(max_workers=workers)
-    queue: Iterator[Run] = iter(todo)
-    running: set[Future[dict[str, Any]]] = set()
+    running: set[Future[list[str]]] = set()
     try:
-        for run in itertools.islice(queue, 2 * workers):  # a short queue, so Ctrl-C cancels fast
-            running.add(pool.submit(run_one, run, *args))
+        for batch in itertools.islice(batches, 2 * workers):  # a short queue, so Ctrl-C cancels fast
+            running.add(pool.submit(_run_batch, batch, *args))
         while running:
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                finished(future.result())
-                nxt = next(queue, None)
+                for status in future.result():
+                    finished({"status": status})
+                nxt = next(batches, None)
                 if nxt is not None:
-                    running.add(pool.submit(run_one, nxt, *args))
+                    running.add(pool.submit(_run_batch, nxt, *args))
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
