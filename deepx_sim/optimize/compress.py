@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deepx_sim.errors import ModelError
-from deepx_sim.optimize.network import Network
+from deepx_sim.optimize.network import Network, Op
 from deepx_sim.optimize.optimizers import (
     OPTIMIZERS,
     Report,
@@ -72,10 +72,11 @@ def load_data(path: str | Path, net: Network) -> LabelledData:
     if not path.is_file():
         raise ModelError(f"{path}: no such data file")
     try:
-        arrays = np.load(path)
+        arrays = np.load(path, allow_pickle=False)
         files = set(arrays.files)
-    except Exception as exc:  # numpy raises several types for a bad archive
-        raise ModelError(f"{path}: not a readable .npz file ({exc})") from None
+    except Exception:  # numpy raises several types, with misleading texts, for a non-archive
+        raise ModelError(f"{path}: not a NumPy .npz archive; save one with numpy.savez(path, x=inputs, "
+                         "y=labels)") from None
     missing = sorted({"x", "y"} - files)
     if missing:
         raise ModelError(f"{path}: missing array {missing[0]!r}; a data file holds x (inputs) and "
@@ -101,6 +102,12 @@ def _search(candidates: list[int], ok: Callable[[int], bool]) -> int | None:
         else:
             lo = mid + 1
     return best
+
+
+def _separable(op: Op) -> bool:
+    """A conv convolution separation applies to: a square d x d kernel with d > 1."""
+    assert op.weight is not None
+    return op.weight.shape[2] == op.weight.shape[3] > 1
 
 
 def _break_even(op_weight: np.ndarray, optimizer: str) -> int:
@@ -147,6 +154,14 @@ def compress(net: Network, optimizers: list[str], max_accuracy_loss: float,
         raise ModelError(f"--max-accuracy-loss must be in [0, 1), got {max_accuracy_loss!r}")
     if not net.weighted_ops("dense") and not net.weighted_ops("conv"):
         raise ModelError(f"model {net.name!r} has no fully connected or convolution layers to optimise")
+    layers_for = {"wf": net.weighted_ops("dense"), "sf": net.weighted_ops("dense"),
+                  "cs": [op for op in net.weighted_ops("conv") if _separable(op)]}
+    unusable = [n for n in optimizers if n in layers_for and not layers_for[n]]
+    if unusable and not [n for n in optimizers if n not in unusable]:
+        raise ModelError(f"model {net.name!r} has no layers {', '.join(unusable)} can change: "
+                         + "; ".join(f"{n} ({OPTIMIZERS[n]}) needs "
+                                     + ("square d x d convolutions with d > 1" if n == "cs"
+                                        else "fully connected layers") for n in unusable))
     base = None if data is None else net.accuracy(data.x, data.y)
     outcome = Outcome(net, base_accuracy=base)
 
@@ -157,6 +172,9 @@ def compress(net: Network, optimizers: list[str], max_accuracy_loss: float,
         return estimate_loss(candidate, [*outcome.reports, *reports]) <= max_accuracy_loss
 
     for name in [n for n in ORDER if n in optimizers]:
+        if name in unusable:
+            outcome.reports.append(Report(name, notes=[f"{name}: the model has no layers it applies to"]))
+            continue
         current = outcome.network
         if name == "pc":
             current, report = parameter_cleaning(current)
@@ -184,7 +202,8 @@ def compress(net: Network, optimizers: list[str], max_accuracy_loss: float,
                     report.notes.append(f"{op.name}: no sparse setting within the budget; left whole")
         outcome.network = current
         outcome.reports.append(report)
-    lossy = [r for r in outcome.reports if r.optimizer in ("wf", "sf", "cs", "ps")]
+    lossy = [r for r in outcome.reports if r.optimizer in ("wf", "sf", "cs", "ps")
+             and r.optimizer not in unusable]
     if lossy and not any(r.changes for r in lossy) and not [n for n in optimizers if n == "pc"]:
         judged = "measured on " + data.source if data is not None else "estimated"
         raise ModelError(f"no setting of {', '.join(r.optimizer for r in lossy)} keeps the accuracy loss "

@@ -68,6 +68,8 @@ def test_compress_writes_a_checked_model_and_reports_figures(
         ("optimizer", "'xx' is not an optimiser"),
         ("suffix", "the output must end in .onnx"),
         ("unsupported", "operator Tanh"),
+        ("no_convs", "has no layers cs can change"),
+        ("not_npz", "not a NumPy .npz archive"),
     ],
 )
 def test_bad_input_gets_a_clear_message_and_no_output(
@@ -98,6 +100,11 @@ def test_bad_input_gets_a_clear_message_and_no_output(
         args += ["--optimizers", "wf,xx"]
     elif setup == "suffix":
         args[3] = str(tmp_path / "out.txt")
+    elif setup == "no_convs":
+        args += ["--optimizers", "cs"]
+    elif setup == "not_npz":
+        (tmp_path / "text.npz").write_text("x,y\n1,2\n")
+        args[-1] = str(tmp_path / "text.npz")
     elif setup == "unsupported":
         g = helper.make_graph(
             [helper.make_node("Tanh", ["input"], ["y"], name="t")],
