@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from deepx_sim.costs import Conditions
-from deepx_sim.graph import load_model
+from deepx_sim.model import load_model
 from deepx_sim.plan import Constraints, DeepXPlanner, Problem
 from deepx_sim.plan.fastpath import FastReplanner
 from deepx_sim.plan.variants import candidate_ranks

@@ -19,7 +19,7 @@ from pathlib import Path
 import simpy
 
 from deepx_sim.costs import Conditions
-from deepx_sim.graph import load_model
+from deepx_sim.model import load_model
 from deepx_sim.plan import Problem
 from deepx_sim.platform import load_platform
 from deepx_sim.scenario import build_simulation, load_scenario

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 from deepx_sim.costs import Conditions, CostModel, Variant
 from deepx_sim.errors import DeepxError
-from deepx_sim.graph import footprints, load_model, model_names
+from deepx_sim.model import footprints, load_model, model_names
 from deepx_sim.platform import Platform, load_platform, platform_names
 
 __all__ = [

@@ -42,7 +42,7 @@ def _mib(n: int) -> str:
 
 
 def _input_shapes(values: list[str] | None) -> dict[str | None, tuple[int, ...]]:
-    from deepx_sim.graph.onnx_import import parse_input_shape
+    from deepx_sim.model.onnx_import import parse_input_shape
 
     return dict(parse_input_shape(v) for v in values or [])
 
@@ -50,7 +50,7 @@ def _input_shapes(values: list[str] | None) -> dict[str | None, tuple[int, ...]]
 # ------------------------------------------------------------------ commands
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from deepx_sim.graph import ZOO, footprints, total
+    from deepx_sim.model import ZOO, footprints, total
 
     if args.json:
         out = []
@@ -71,8 +71,8 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    from deepx_sim.graph import load_model
-    from deepx_sim.graph.summary import model_summary
+    from deepx_sim.model import load_model
+    from deepx_sim.model.summary import model_summary
 
     graph = load_model(args.model, _input_shapes(args.input_shape))
     report = model_summary(graph, args.precision)
@@ -145,8 +145,8 @@ def cmd_platform(args: argparse.Namespace) -> None:
 
 def _problem(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from deepx_sim.costs import Conditions
-    from deepx_sim.graph import load_model
-    from deepx_sim.graph.profiles import load_profile
+    from deepx_sim.model import load_model
+    from deepx_sim.model.profiles import load_profile
     from deepx_sim.plan import Constraints, Problem
     from deepx_sim.platform import load_platform
 
@@ -357,8 +357,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
-    from deepx_sim.optimize.compress import compress, load_data, parse_optimizers
-    from deepx_sim.optimize.onnx_io import load_network, save_onnx
+    from deepx_sim.compress.onnx_io import load_network, save_onnx
+    from deepx_sim.compress.search import compress, load_data, parse_optimizers
 
     out = Path(args.out)
     if out.suffix != ".onnx":

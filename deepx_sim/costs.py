@@ -42,14 +42,14 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from deepx_sim.errors import CostError
-from deepx_sim.graph.layers import (
+from deepx_sim.model.layers import (
     DEFAULT_ACTIVATION_BITS,
     Layer,
     LayerKind,
     get_layer,
     tensor_bytes,
 )
-from deepx_sim.graph.profiles import Profile
+from deepx_sim.model.profiles import Profile
 from deepx_sim.platform import Link, Platform, Processor
 
 #: Layers that are views or identities at inference: no kernel runs.

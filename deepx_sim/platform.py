@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deepx_sim.errors import PlatformError, closest_names
-from deepx_sim.graph.layers import LayerKind
+from deepx_sim.model.layers import LayerKind
 
 PRECISION_BITS = {"fp64": 64, "fp32": 32, "fp16": 16, "int8": 8}
 BITS_PRECISION = {bits: name for name, bits in PRECISION_BITS.items()}

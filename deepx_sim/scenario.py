@@ -261,7 +261,7 @@ class _Builder:
         return trace
 
     def problem(self) -> Problem:
-        from deepx_sim.graph import load_model
+        from deepx_sim.model import load_model
         from deepx_sim.platform import load_platform
 
         s = self.s

@@ -25,7 +25,7 @@ import pandas as pd
 from _common import out_dir, parse_args, run, save_figure, table_text
 
 from deepx_sim.costs import Conditions
-from deepx_sim.graph import load_model
+from deepx_sim.model import load_model
 from deepx_sim.plan import Constraints, Problem, get_planner
 from deepx_sim.platform import load_platform
 

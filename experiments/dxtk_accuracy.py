@@ -25,17 +25,17 @@ import numpy as np
 import pandas as pd
 from _common import out_dir, parse_args, run, save_figure, table_text
 
-from deepx_sim.optimize.calibration import calibration_points, fit, prediction_errors
-from deepx_sim.optimize.compress import LabelledData, compress
-from deepx_sim.optimize.network import Network
-from deepx_sim.optimize.optimizers import (
+from deepx_sim.compress.calibration import calibration_points, fit, prediction_errors
+from deepx_sim.compress.network import Network
+from deepx_sim.compress.optimizers import (
     conv_separation,
     parameter_cleaning,
     precision_scaling,
     sparse_factorization,
     weight_factorization,
 )
-from deepx_sim.optimize.train import trained_model
+from deepx_sim.compress.search import LabelledData, compress
+from deepx_sim.compress.train import trained_model
 from deepx_sim.plan.variants import ACCURACY_PER_ERR2, OUTPUT_ACCURACY_PER_ERR2
 
 # DXTK Table 3 (Lane et al. 2016): size before -> after at the estimator threshold, accuracy loss

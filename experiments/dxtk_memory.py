@@ -27,11 +27,11 @@ from collections.abc import Sequence
 import pandas as pd
 from _common import out_dir, parse_args, run, save_figure, table_text
 
+from deepx_sim.compress.ranks import choose_ranks
 from deepx_sim.costs import Variant
-from deepx_sim.graph import load_model
-from deepx_sim.graph.layers import get_layer
-from deepx_sim.graph.memory import MIB, footprints, model_bytes
-from deepx_sim.optimize.ranks import choose_ranks
+from deepx_sim.model import load_model
+from deepx_sim.model.layers import get_layer
+from deepx_sim.model.memory import MIB, footprints, model_bytes
 from deepx_sim.plan.variants import AccuracyModel
 
 MODELS = ("speakerid", "ambient", "alexnet", "agenet", "gendernet")

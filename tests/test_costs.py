@@ -8,8 +8,8 @@ import pytest
 
 from deepx_sim.costs import Conditions, CostModel, Variant
 from deepx_sim.errors import CostError, PlatformError, ProfileError
-from deepx_sim.graph import load_model
-from deepx_sim.graph.profiles import load_profile
+from deepx_sim.model import load_model
+from deepx_sim.model.profiles import load_profile
 from deepx_sim.platform import load_platform
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from deepx_sim.costs import Conditions
-from deepx_sim.graph import load_model
+from deepx_sim.model import load_model
 from deepx_sim.plan import Constraints, Problem, get_planner
 from deepx_sim.platform import load_platform
 

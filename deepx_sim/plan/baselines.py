@@ -14,7 +14,7 @@ import time
 import networkx as nx
 
 from deepx_sim.errors import InfeasibleError, PlanError
-from deepx_sim.graph.layers import LayerKind
+from deepx_sim.model.layers import LayerKind
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, placements
 from deepx_sim.platform import ProcessorKind

@@ -33,7 +33,7 @@ import pulp
 
 from deepx_sim.costs import Variant
 from deepx_sim.errors import InfeasibleError, PlanError
-from deepx_sim.graph.layers import LayerKind
+from deepx_sim.model.layers import LayerKind
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate
 

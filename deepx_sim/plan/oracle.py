@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from deepx_sim.errors import InfeasibleError, PlanError
-from deepx_sim.graph.layers import LayerKind
+from deepx_sim.model.layers import LayerKind
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, transfers_of
 

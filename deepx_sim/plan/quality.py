@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from deepx_sim.costs import Conditions
 from deepx_sim.errors import DeepxError
-from deepx_sim.graph import load_model
+from deepx_sim.model import load_model
 from deepx_sim.plan import Constraints, Problem, get_planner
 from deepx_sim.platform import load_platform
 

@@ -12,7 +12,7 @@ reconstruction error, the share of W's spectral energy that rank k drops:
 import, trained models); otherwise a spectrum model stands in: trained fc
 layers have singular values decaying roughly as a power law, s_i = i^-gamma
 with gamma = SPECTRUM_DECAY (an estimate).  The two per-err2 constants are
-fitted by ``deepx_sim.optimize.calibration`` on measured test-accuracy losses
+fitted by ``deepx_sim.compress.calibration`` on measured test-accuracy losses
 of models trained in-project (``experiments/dxtk_accuracy.py`` reports the fit
 and its error; a test fails if they drift).  Losses add up over layers and
 the sum must stay within the budget (DeepX: about 5 %).
@@ -30,7 +30,7 @@ import networkx as nx
 import numpy as np
 
 from deepx_sim.costs import Variant
-from deepx_sim.graph.layers import Layer, layers_in_order
+from deepx_sim.model.layers import Layer, layers_in_order
 
 #: Power-law exponent of the default singular-value model (estimate).
 SPECTRUM_DECAY = 0.6

@@ -6,7 +6,7 @@ import networkx as nx
 import numpy as np
 
 from deepx_sim.costs import Conditions
-from deepx_sim.graph.builder import GraphBuilder
+from deepx_sim.model.builder import GraphBuilder
 from deepx_sim.plan.problem import Constraints, Problem
 from deepx_sim.platform import Platform
 

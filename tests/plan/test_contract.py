@@ -6,8 +6,8 @@ import pytest
 
 from deepx_sim.costs import Conditions
 from deepx_sim.errors import InfeasibleError, PlanError
-from deepx_sim.graph import load_model
-from deepx_sim.graph.layers import LayerKind
+from deepx_sim.model import load_model
+from deepx_sim.model.layers import LayerKind
 from deepx_sim.plan import Constraints, Problem, get_planner, planner_names
 from deepx_sim.plan.problem import RADIO, transfers_of
 from deepx_sim.platform import load_platform

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deepx_sim.costs import Conditions
-from deepx_sim.graph import load_model
+from deepx_sim.model import load_model
 from deepx_sim.plan import Constraints, DeepXPlanner, Problem
 from deepx_sim.plan.fastpath import FastReplanner
 from deepx_sim.platform import load_platform
@@ -56,8 +56,8 @@ def test_unreachable_cloud_never_gets_a_cloud_plan(fast: FastReplanner) -> None:
 
 def test_accuracy_uses_real_singular_values_when_weights_exist() -> None:
     from deepx_sim.costs import Variant
-    from deepx_sim.graph.builder import GraphBuilder
-    from deepx_sim.graph.weights import WeightStore
+    from deepx_sim.model.builder import GraphBuilder
+    from deepx_sim.model.weights import WeightStore
     from deepx_sim.plan.variants import OUTPUT_ACCURACY_PER_ERR2, AccuracyModel
 
     b = GraphBuilder("w", (1, 4))

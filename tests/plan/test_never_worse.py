@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from deepx_sim.graph import model_names
+from deepx_sim.model import model_names
 from deepx_sim.plan.quality import Instance, run_quality
 from deepx_sim.platform import load_platform, platform_names
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from deepx_sim.costs import Conditions
-from deepx_sim.graph import load_model
+from deepx_sim.model import load_model
 from deepx_sim.plan import Problem
 from deepx_sim.plan.problem import Constraints, evaluate
 from deepx_sim.platform import RADIO_PRESETS, load_platform

@@ -7,7 +7,7 @@ import pytest
 
 from deepx_sim.costs import Conditions
 from deepx_sim.errors import PlanError
-from deepx_sim.graph import load_model, model_names
+from deepx_sim.model import load_model, model_names
 from deepx_sim.plan import Problem, planner_names
 from deepx_sim.plan.problem import evaluate, placements
 from deepx_sim.platform import load_platform

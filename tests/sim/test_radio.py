@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from deepx_sim.costs import Conditions
-from deepx_sim.graph import load_model
+from deepx_sim.model import load_model
 from deepx_sim.plan import Problem
 from deepx_sim.platform import RADIO_PRESETS, load_platform
 from deepx_sim.sim import Simulation, StaticPolicy, World

@@ -17,7 +17,7 @@ import networkx as nx
 import numpy as np
 
 from deepx_sim.errors import ModelError
-from deepx_sim.graph.layers import (
+from deepx_sim.model.layers import (
     ConvSpec,
     FcSpec,
     Layer,
@@ -30,7 +30,7 @@ from deepx_sim.graph.layers import (
     tensor_bytes,
     validate_graph,
 )
-from deepx_sim.graph.weights import WeightStore
+from deepx_sim.model.weights import WeightStore
 
 MIN_OPSET = 7
 

@@ -7,11 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepx_sim.errors import ModelError
-from deepx_sim.graph.layers import total
-from deepx_sim.optimize.network import Network, Op, conv, conv2d, dense
-from deepx_sim.optimize.onnx_io import load_network, save_onnx
-from deepx_sim.optimize.optimizers import (
+from deepx_sim.compress.network import Network, Op, conv, conv2d, dense
+from deepx_sim.compress.onnx_io import load_network, save_onnx
+from deepx_sim.compress.optimizers import (
     conv_separation,
     parameter_cleaning,
     precision_scaling,
@@ -19,6 +17,8 @@ from deepx_sim.optimize.optimizers import (
     sparse_factorization,
     weight_factorization,
 )
+from deepx_sim.errors import ModelError
+from deepx_sim.model.layers import total
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -10,9 +10,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from deepx_sim.errors import ModelError
-from deepx_sim.graph import LayerKind, get_layer, load_model, total
-from deepx_sim.graph.builder import GraphBuilder
-from deepx_sim.graph.onnx_import import UnknownOperatorWarning, load_onnx, parse_input_shape
+from deepx_sim.model import LayerKind, get_layer, load_model, total
+from deepx_sim.model.builder import GraphBuilder
+from deepx_sim.model.onnx_import import UnknownOperatorWarning, load_onnx, parse_input_shape
 
 RNG = np.random.default_rng(0)
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepx_sim.optimize.network import Network
-from deepx_sim.optimize.optimizers import (
+from deepx_sim.compress.network import Network
+from deepx_sim.compress.optimizers import (
     Report,
     conv_separation,
     precision_scaling,

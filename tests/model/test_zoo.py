@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from deepx_sim.errors import ModelError
-from deepx_sim.graph import LayerKind, footprints, layers_in_order, load_model, total
-from deepx_sim.graph.layers import FcSpec, conv_output_hw
-from deepx_sim.graph.memory import MIB
+from deepx_sim.model import LayerKind, footprints, layers_in_order, load_model, total
+from deepx_sim.model.layers import FcSpec, conv_output_hw
+from deepx_sim.model.memory import MIB
 
 # (model, exact params, published multiply-adds, relative tolerance on MACs)
 # Sources: FACTS.md table: Caffe bvlc_alexnet; thop README (VGG-16);

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from deepx_sim.graph.layers import (
+from deepx_sim.model.layers import (
     DEFAULT_ACTIVATION_BITS,
     layers_in_order,
     tensor_bytes,

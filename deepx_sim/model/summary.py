@@ -11,8 +11,8 @@ from typing import Any
 
 import networkx as nx
 
-from deepx_sim.graph.layers import layers_in_order, total
-from deepx_sim.graph.memory import footprints
+from deepx_sim.model.layers import layers_in_order, total
+from deepx_sim.model.memory import footprints
 
 SCHEMA_VERSION = 1
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from deepx_sim.graph.layers import (
+from deepx_sim.model.layers import (
     ConvSpec,
     FcSpec,
     Layer,
@@ -16,8 +16,8 @@ from deepx_sim.graph.layers import (
     layers_in_order,
     total,
 )
-from deepx_sim.graph.memory import Footprints, footprints, peak_activation_bytes
-from deepx_sim.graph.zoo import ZOO, load_zoo_model, model_names
+from deepx_sim.model.memory import Footprints, footprints, peak_activation_bytes
+from deepx_sim.model.zoo import ZOO, load_zoo_model, model_names
 
 __all__ = [
     "ZOO",
@@ -42,7 +42,7 @@ def load_model(
 ) -> nx.DiGraph:
     """A zoo model by name, or an ONNX file by path (``.onnx``)."""
     if str(name_or_path).lower().endswith(".onnx"):
-        from deepx_sim.graph.onnx_import import load_onnx
+        from deepx_sim.model.onnx_import import load_onnx
 
         return load_onnx(name_or_path, input_shapes)
     return load_zoo_model(str(name_or_path))

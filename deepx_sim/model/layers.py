@@ -5,7 +5,7 @@ A *layer graph* is a :class:`networkx.DiGraph`:
 Graph attributes (``G.graph[...]``)
     ``name``         model name (str)
     ``source``       where it came from: ``"zoo"``, an ONNX path, ... (str)
-    ``weights``      optional :class:`~deepx_sim.graph.weights.WeightStore` giving the
+    ``weights``      optional :class:`~deepx_sim.model.weights.WeightStore` giving the
                      layers' real weights as numpy arrays, loaded lazily
 
 Node keys are layer names.  Node attributes (``G.nodes[name][...]``)

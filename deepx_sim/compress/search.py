@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deepx_sim.errors import ModelError
-from deepx_sim.optimize.network import Network, Op
-from deepx_sim.optimize.optimizers import (
+from deepx_sim.compress.network import Network, Op
+from deepx_sim.compress.optimizers import (
     OPTIMIZERS,
     Report,
     conv_separation,
@@ -30,6 +29,7 @@ from deepx_sim.optimize.optimizers import (
     sparse_factorization,
     weight_factorization,
 )
+from deepx_sim.errors import ModelError
 
 ORDER = ("pc", "sf", "wf", "cs", "ps")
 SF_SETTINGS = ((0.1, 4), (0.2, 8), (0.3, 16))  # (atoms as a share of min(m, n), nonzeros per column)
@@ -148,7 +148,7 @@ def _lowest_ranks(net: Network, optimizer: str,
 def compress(net: Network, optimizers: list[str], max_accuracy_loss: float,
              data: LabelledData | None = None) -> Outcome:
     """Apply ``optimizers`` within ``max_accuracy_loss`` (fraction, e.g. 0.05)."""
-    from deepx_sim.optimize.calibration import estimate_loss
+    from deepx_sim.compress.calibration import estimate_loss
 
     if not 0 <= max_accuracy_loss < 1:
         raise ModelError(f"--max-accuracy-loss must be in [0, 1), got {max_accuracy_loss!r}")

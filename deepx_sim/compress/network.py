@@ -223,7 +223,7 @@ class Network:
     # ------------------------------------------------------------ conversions
     def to_layer_graph(self) -> nx.DiGraph:
         """The project's layer graph (FLOPs, bytes, params) with these weights in its store."""
-        from deepx_sim.graph.layers import (
+        from deepx_sim.model.layers import (
             ConvSpec,
             FcSpec,
             LayerKind,
@@ -232,9 +232,9 @@ class Network:
             make_layer,
             new_layer_graph,
         )
-        from deepx_sim.graph.weights import WeightStore
+        from deepx_sim.model.weights import WeightStore
 
-        graph = new_layer_graph(self.name, "deepx_sim.optimize.Network")
+        graph = new_layer_graph(self.name, "deepx_sim.compress.Network")
         store = WeightStore()
         graph.graph["weights"] = store
         prev = add_layer(graph, make_layer("input", LayerKind.INPUT, [], (1, *self.input_shape)))
@@ -272,12 +272,12 @@ class Network:
         return graph
 
     def to_onnx(self, opset: int = 17):  # type: ignore[no-untyped-def]
-        from deepx_sim.optimize.onnx_io import network_to_onnx
+        from deepx_sim.compress.onnx_io import network_to_onnx
 
         return network_to_onnx(self, opset)
 
     def save_onnx(self, path: str | Path) -> Path:
-        from deepx_sim.optimize.onnx_io import save_onnx
+        from deepx_sim.compress.onnx_io import save_onnx
 
         return save_onnx(self, path)
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from deepx_sim.compress.network import Network, Op
 from deepx_sim.errors import ModelError
-from deepx_sim.optimize.network import Network, Op
 from deepx_sim.results import atomic_path
 
 TRAINING_PREFIX = "training_state/"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepx_sim.optimize.network import Network, Op, conv2d, dense, im2col
+from deepx_sim.compress.network import Network, Op, conv2d, dense, im2col
 
 TRAINED_MODELS = ("speakerid_digits", "cnn_digits")
 

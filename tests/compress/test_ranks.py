@@ -7,10 +7,10 @@ import math
 
 import pytest
 
+from deepx_sim.compress.ranks import LOSS_STEP, choose_ranks, rank_grid
 from deepx_sim.costs import Variant
-from deepx_sim.graph import load_model
-from deepx_sim.graph.layers import get_layer
-from deepx_sim.optimize.ranks import LOSS_STEP, choose_ranks, rank_grid
+from deepx_sim.model import load_model
+from deepx_sim.model.layers import get_layer
 from deepx_sim.plan.variants import AccuracyModel
 
 

@@ -14,7 +14,7 @@ import networkx as nx
 import numpy as np
 
 from deepx_sim.costs import Variant
-from deepx_sim.graph.layers import Layer
+from deepx_sim.model.layers import Layer
 from deepx_sim.plan.variants import AccuracyModel, weighted_layers
 
 LOSS_STEP = 1e-4

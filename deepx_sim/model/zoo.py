@@ -1,7 +1,7 @@
 """The model zoo: exact architectures of the papers' models and modern ones.
 
 Every model is built at batch 1.  Parameter counts and multiply-adds are checked
-against published numbers in tests/graph/test_zoo.py.
+against published numbers in tests/model/test_zoo.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from deepx_sim.errors import ModelError, closest_names
-from deepx_sim.graph.builder import GraphBuilder
+from deepx_sim.model.builder import GraphBuilder
 
 
 @dataclass(frozen=True)

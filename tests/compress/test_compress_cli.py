@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from deepx_sim.cli import main
-from deepx_sim.optimize.network import Network, Op, dense
-from deepx_sim.optimize.onnx_io import load_network, save_onnx
+from deepx_sim.compress.network import Network, Op, dense
+from deepx_sim.compress.onnx_io import load_network, save_onnx
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import math
 import networkx as nx
 
 from deepx_sim.errors import ModelError
-from deepx_sim.graph.layers import (
+from deepx_sim.model.layers import (
     ConvSpec,
     FcSpec,
     LayerKind,

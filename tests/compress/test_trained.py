@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deepx_sim.optimize.calibration import calibration_points, fit, prediction_errors
-from deepx_sim.optimize.train import trained_model
+from deepx_sim.compress.calibration import calibration_points, fit, prediction_errors
+from deepx_sim.compress.train import trained_model
 from deepx_sim.plan.variants import ACCURACY_PER_ERR2, OUTPUT_ACCURACY_PER_ERR2
 
 #: Stated tolerances of the estimator on the digits models (see experiments/dxtk_accuracy.py).

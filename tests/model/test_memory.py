@@ -5,9 +5,9 @@ from __future__ import annotations
 import networkx as nx
 import numpy as np
 
-from deepx_sim.graph.builder import GraphBuilder
-from deepx_sim.graph.layers import layers_in_order
-from deepx_sim.graph.memory import peak_activation_bytes
+from deepx_sim.model.builder import GraphBuilder
+from deepx_sim.model.layers import layers_in_order
+from deepx_sim.model.memory import peak_activation_bytes
 
 
 def brute_force_peak(graph: nx.DiGraph, bits: int = 32) -> int:

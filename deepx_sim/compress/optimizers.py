@@ -21,8 +21,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from deepx_sim.compress.network import ALLOWED_BITS, Network, Op
 from deepx_sim.errors import ModelError
-from deepx_sim.optimize.network import ALLOWED_BITS, Network, Op
 
 
 @dataclass
