@@ -36,7 +36,7 @@ from deepx_sim.compress.optimizers import (
 )
 from deepx_sim.compress.search import LabelledData, compress
 from deepx_sim.compress.train import trained_model
-from deepx_sim.plan.variants import ACCURACY_PER_ERR2, OUTPUT_ACCURACY_PER_ERR2
+from deepx_sim.accuracy import ACCURACY_PER_ERR2, OUTPUT_ACCURACY_PER_ERR2
 
 # DXTK Table 3 (Lane et al. 2016): size before -> after at the estimator threshold, accuracy loss
 PAPER_TABLE3 = {"SpeakerID (DNN)": (28.0, 2.0, 0.032), "AlexNet (CNN)": (233.0, 57.0, 0.049)}

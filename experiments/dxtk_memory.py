@@ -32,7 +32,7 @@ from deepx_sim.costs import Variant
 from deepx_sim.model import load_model
 from deepx_sim.model.layers import get_layer
 from deepx_sim.model.memory import MIB, footprints, model_bytes
-from deepx_sim.plan.variants import AccuracyModel
+from deepx_sim.accuracy import AccuracyModel
 
 MODELS = ("speakerid", "ambient", "alexnet", "agenet", "gendernet")
 # DXTK (Lane et al. 2016) Figure 6: original and fully optimised footprints (MiB;

@@ -7,7 +7,7 @@ import pytest
 
 from deepx_sim.compress.calibration import calibration_points, fit, prediction_errors
 from deepx_sim.compress.train import trained_model
-from deepx_sim.plan.variants import ACCURACY_PER_ERR2, OUTPUT_ACCURACY_PER_ERR2
+from deepx_sim.accuracy import ACCURACY_PER_ERR2, OUTPUT_ACCURACY_PER_ERR2
 
 #: Stated tolerances of the estimator on the digits models (see experiments/dxtk_accuracy.py).
 MAX_MEAN_ABS_ERROR = 0.09  # mean |estimated - measured| accuracy loss over the calibration points

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from deepx_sim.errors import ModelError
 from deepx_sim.model import LayerKind, get_layer, load_model, total
 from deepx_sim.model.builder import GraphBuilder
-from deepx_sim.model.onnx_import import UnknownOperatorWarning, load_onnx, parse_input_shape
+from deepx_sim.model.onnx import UnknownOperatorWarning, load_onnx, parse_input_shape
 
 RNG = np.random.default_rng(0)
 
