@@ -36,6 +36,7 @@ from deepx_sim.model.layers import (
     layers_in_order,
     make_layer,
     rewrite_graph,
+    with_nonzeros,
 )
 from deepx_sim.model.memory import layer_weight_bytes
 from deepx_sim.model.weights import Storage, WeightStore, as_stored, require_weights
@@ -260,8 +261,7 @@ def sparse_factorization(
             report.notes.append(f"{lay.name}: nnz(A) {nnz} >= n*k/2; left whole")
             continue
         first, second = _fc_pair(lay, f"{lay.name}_a", f"{lay.name}_b", k, f"sf:{lay.name}")
-        rows = first.macs // (k * n)  # only nonzeros are stored and multiplied
-        first = replace(first, weight_params=nnz, macs=rows * nnz, flops=2 * rows * nnz)
+        first = with_nonzeros(first, nnz)
         pairs[lay.name] = (first, second, {"weight": codes}, {"weight": dictionary}, Storage(sparse=True))
         report.changes.append(
             LayerChange(

@@ -203,6 +203,14 @@ class Layer:
         return tensor_bytes(self.input_elements, bits)
 
 
+def with_nonzeros(layer: Layer, nonzeros: int) -> Layer:
+    """An fc layer whose weight keeps only ``nonzeros`` values: only they are stored
+    and multiplied (sparse factorisation's codes)."""
+    assert layer.fc is not None
+    rows = layer.macs // (layer.fc.m * layer.fc.n)
+    return replace(layer, weight_params=nonzeros, macs=rows * nonzeros, flops=2 * rows * nonzeros)
+
+
 def tensor_bytes(elements: int, bits: int) -> int:
     """Bytes of ``elements`` values at ``bits`` each, rounded up to whole bytes."""
     return (elements * bits + 7) // 8

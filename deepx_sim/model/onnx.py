@@ -23,6 +23,7 @@ import json
 import math
 import warnings
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from deepx_sim.model.layers import (
     new_layer_graph,
     tensor_bytes,
     validate_graph,
+    with_nonzeros,
 )
 from deepx_sim.model.weights import Storage, WeightStore
 
@@ -149,6 +151,22 @@ def _read_model(path: Path) -> Any:
     if opset < MIN_OPSET:
         raise ModelError(f"{path}: opset_import is {opset}; opset {MIN_OPSET} or later is needed")
     return model
+
+
+def _checker_message(model: Any, node: Any) -> str:
+    """What onnx.checker finds wrong with ``node`` ('' if nothing): it explains a node
+    whose shape cannot be inferred (a missing attribute, a wrong input count)."""
+    import onnx
+
+    ctx = onnx.checker.C.CheckerContext()
+    ctx.ir_version = model.ir_version
+    ctx.opset_imports = {o.domain: o.version for o in model.opset_import}
+    try:
+        onnx.checker.check_node(node, ctx)
+    except Exception as exc:  # the checker raises ValidationError and protobuf errors
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
+    return ""
 
 
 def _check_order(path: Path, graph_def: Any, available: set[str]) -> None:
@@ -326,6 +344,7 @@ class _Reader:
             array, storage, axis = self.stored[tensor]
             out_axis = array.ndim - 1 if transpose else 0
             if storage.scale is None or axis == out_axis:
+                storage = replace(storage, sparse=layer in self.sparse)
                 self.store.set(layer, role, array.T if transpose else array, storage)
                 return
         if tensor in self.initializers:
@@ -376,15 +395,20 @@ class _Reader:
         act_inputs = [t for t in node.input if t in self.producer]
         in_shapes = [self.shapes.get(t, ()) for t in act_inputs]
         out_name = node.output[0] if node.output else ""
+        maker = _LayerMaker(self, node, name, in_shapes, self.shapes.get(out_name, ()))
+        maker.check_inputs()
         if out_name not in self.shapes:
             raise ModelError(
                 f"{self.path}: node {name!r} ({node.op_type}): shape inference gave no static shape for "
-                f"output {out_name!r} (inputs {[self.shapes.get(t) for t in node.input]}); check the "
-                "node's attributes and input shapes, or fix dynamic inputs with --input-shape"
+                f"output {out_name!r} (inputs {[self.shapes.get(t) for t in node.input]}); "
+                + (f"onnx.checker says: {why}" if (why := _checker_message(self.model, node)) else
+                   "check the node's attributes and input shapes, or fix dynamic inputs with --input-shape")
             )
-        layer = _LayerMaker(self, node, name, in_shapes, self.shapes[out_name]).make()
+        layer = maker.make()
         if name in self.origins:
             layer = make_layer_origin(layer, self.origins[name])
+        if name in self.sparse and layer.fc is not None:
+            layer = with_nonzeros(layer, int(np.count_nonzero(self.store.stored(name))))
         add_layer(graph, layer, dict.fromkeys(self.producer[t] for t in act_inputs))
         for t in act_inputs:  # edge size is the tensor's own, for multi-output producers
             elements = math.prod(self.shapes.get(t, ()))
@@ -437,14 +461,10 @@ class _Reader:
 
 
 def _refresh(old: Layer, new: Layer) -> Layer:
-    from dataclasses import replace
-
     return replace(new, order=old.order, attrs=old.attrs, origin=old.origin)
 
 
 def make_layer_origin(layer: Layer, origin: str) -> Layer:
-    from dataclasses import replace
-
     return replace(layer, origin=origin)
 
 
@@ -487,6 +507,24 @@ class _LayerMaker:
                     if value is not None:
                         kept[key] = float(value)
         return kept
+
+    def check_inputs(self) -> None:
+        """Weight and input shapes that cannot go together (named before shape inference's silence)."""
+        w_shape = self.r.shapes.get(self.inputs[1]) if len(self.inputs) > 1 else None
+        x_shape = self.in_shapes[0] if self.in_shapes else ()
+        if not w_shape or not x_shape or not self.r.is_static(self.inputs[1]):
+            return
+        if self.op == "Conv" and len(w_shape) == 4 and len(x_shape) == 4:
+            groups = int(self.attrs.get("group", 1))
+            if x_shape[1] != w_shape[1] * groups:
+                raise self.fail(f"input has {x_shape[1]} channels, the weight {w_shape} with group {groups} "
+                                f"expects {w_shape[1] * groups}")
+        elif self.op in ("Gemm", "MatMul") and len(w_shape) == 2:
+            trans_b = self.op == "Gemm" and int(self.attrs.get("transB", 0)) == 1
+            n = w_shape[1] if trans_b else w_shape[0]
+            if x_shape[-1] != n:
+                raise self.fail(f"input's last dimension {x_shape[-1]} does not match the weight {w_shape} "
+                                f"(transB={int(trans_b)}), which takes {n}")
 
     def make(self) -> Layer:
         if self.op == "Conv":
