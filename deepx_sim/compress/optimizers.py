@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 import networkx as nx
 import numpy as np
 
-from deepx_sim.accuracy import break_even_rank
+from deepx_sim.accuracy import break_even_rank, separable
 from deepx_sim.errors import ModelError
 from deepx_sim.model.layers import (
     ConvSpec,
@@ -273,18 +273,6 @@ def sparse_factorization(
 
 
 # ---------------------------------------------------------------- convolution separation
-
-
-def separable(lay: Layer) -> bool:
-    """A conv convolution separation applies to: square d x d (d > 1), ungrouped, undilated."""
-    c = lay.conv
-    return (
-        c is not None
-        and lay.kind == LayerKind.CONV
-        and c.groups == 1
-        and c.dilation == (1, 1)
-        and c.kernel[0] == c.kernel[1] > 1
-    )
 
 
 def _conv_pair(lay: Layer, k: int) -> tuple[Layer, Layer]:

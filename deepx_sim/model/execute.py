@@ -198,6 +198,16 @@ def concat_axis(lay: Layer) -> int:
     return diff[0] if diff else 1
 
 
+def run_layer(graph: nx.DiGraph, lay: Layer, values: dict[str, np.ndarray], store: WeightStore) -> np.ndarray:
+    """``lay``'s output from its inputs' outputs in ``values`` (layer name -> array): the
+    step :func:`run` repeats, public for partial re-runs (accuracy measurement)."""
+    preds = list(graph.predecessors(lay.name))
+    args = [values[p] for p in preds]
+    if len(preds) == 1 and len(lay.input_shapes) > 1:  # x op x reads one tensor twice
+        args = args * len(lay.input_shapes)
+    return _run_layer(lay, args, store)
+
+
 def run(graph: nx.DiGraph, x: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
     """Outputs of the graph's last layer for inputs ``x`` (one array for a
     one-input model, else {input layer: array}); batch size free."""
@@ -217,12 +227,8 @@ def run(graph: nx.DiGraph, x: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
                     f"(batch, {', '.join(map(str, lay.output_shape[1:]))}), got {out.shape}"
                 )
         else:
-            preds = list(graph.predecessors(lay.name))
-            args = [values[p] for p in preds]
-            if len(preds) == 1 and len(lay.input_shapes) > 1:  # x op x reads one tensor twice
-                args = args * len(lay.input_shapes)
-            out = _run_layer(lay, args, store)
-            for p in preds:
+            out = run_layer(graph, lay, values, store)
+            for p in graph.predecessors(lay.name):
                 consumers[p] -= 1
                 if consumers[p] == 0:
                     del values[p]

@@ -1,5 +1,5 @@
-"""What a variant costs in accuracy: the one place for the loss rule, the
-classifier, the break-even rank and the rank ladder.
+"""The estimate of what a rank costs when it cannot be measured: the err2 loss rule,
+the spectral model, the classifier, the break-even rank and the rank ladder.
 
 Runtime Layer Compression replaces an fc layer W (m x n) by U_k V_k, DXTK's
 optimisers factorise fc and conv layers.  Each
@@ -26,20 +26,18 @@ integer weights a small per-layer loss (PRECISION_LOSS, estimate).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 import networkx as nx
 import numpy as np
 
-from deepx_sim.costs import Variant
 from deepx_sim.errors import ModelError
 from deepx_sim.model.layers import Layer, break_even_rank, layers_in_order
 
 __all__ = [
     "ACCURACY_PER_ERR2", "OUTPUT_ACCURACY_PER_ERR2", "PRECISION_LOSS", "RANK_FRACTIONS", "SPECTRUM_DECAY",
-    "AccuracyModel", "break_even_rank", "candidate_ranks", "classifier_layers", "err2_loss",
-    "geometric_fractions", "rank_ladder", "tail_energy", "weighted_layers",
+    "break_even_rank", "candidate_ranks", "classifier_layers", "err2_loss",
+    "geometric_fractions", "model_spectrum", "rank_ladder", "tail_energy", "weighted_layers",
 ]
 
 #: Power-law exponent of the default singular-value model (estimate).
@@ -55,7 +53,7 @@ RANK_FRACTIONS = (0.9, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05)
 
 
 @lru_cache(maxsize=256)
-def _model_spectrum(rank: int, decay: float) -> np.ndarray:
+def model_spectrum(rank: int, decay: float) -> np.ndarray:
     return np.arange(1, rank + 1, dtype=float) ** -decay
 
 
@@ -111,53 +109,6 @@ def checked_matrix(layer: Layer, weight: np.ndarray) -> np.ndarray:
         raise ModelError(f"layer {layer.name!r}: its weight holds {bad} NaN or infinite values; "
                          "the accuracy model needs finite weights")
     return np.asarray(weight, dtype=float).reshape(weight.shape[0], -1)
-
-
-@dataclass
-class AccuracyModel:
-    """Estimated accuracy loss of (layer, variant); real spectra where weights exist."""
-
-    graph: nx.DiGraph
-    decay: float = SPECTRUM_DECAY
-    per_err2: float = ACCURACY_PER_ERR2
-    output_per_err2: float = OUTPUT_ACCURACY_PER_ERR2
-    precision_loss: dict[int, float] = field(default_factory=lambda: dict(PRECISION_LOSS))
-    _tails: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    _outputs: frozenset[str] | None = field(default=None, repr=False)
-
-    def output_layers(self) -> frozenset[str]:
-        """The classifier (see :func:`classifier_layers`)."""
-        if self._outputs is None:
-            self._outputs = classifier_layers(self.graph)
-        return self._outputs
-
-    def spectrum_source(self, layer: Layer) -> str:
-        store = self.graph.graph.get("weights")
-        return "weights" if store is not None and store.has(layer.name) else "model"
-
-    def tail(self, layer: Layer) -> np.ndarray:
-        if layer.name not in self._tails:
-            assert layer.fc is not None
-            store = self.graph.graph.get("weights")
-            if store is not None and store.has(layer.name):
-                s = np.linalg.svd(checked_matrix(layer, store.get(layer.name)), compute_uv=False)
-            else:
-                s = _model_spectrum(min(layer.fc.m, layer.fc.n), self.decay)
-            self._tails[layer.name] = tail_energy(s)
-        return self._tails[layer.name]
-
-    def reconstruction_err2(self, layer: Layer, rank: int | None) -> float:
-        if rank is None or layer.fc is None:
-            return 0.0
-        tail = self.tail(layer)
-        return float(tail[min(rank, len(tail) - 1)])
-
-    def loss(self, layer: Layer, variant: Variant) -> float:
-        per_err2 = self.output_per_err2 if layer.source_layer in self.output_layers() else self.per_err2
-        loss = per_err2 * self.reconstruction_err2(layer, variant.rank)
-        if layer.params > 0:
-            loss += self.precision_loss.get(variant.bits, 0.0)
-        return loss
 
 
 def weighted_layers(graph: nx.DiGraph) -> list[Layer]:
