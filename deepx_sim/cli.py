@@ -15,8 +15,12 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from deepx_sim.errors import DeepxError
+
+if TYPE_CHECKING:
+    from deepx_sim.compress.search import Outcome
 
 MIB = 1024 * 1024
 
@@ -362,7 +366,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
-    from deepx_sim.compress.search import compress, load_data, parse_optimizers
+    from deepx_sim.accuracy import load_inputs, load_labelled
+    from deepx_sim.compress.search import compress, parse_optimizers
     from deepx_sim.model.memory import stored_sizes
     from deepx_sim.model.onnx import load_onnx, save_onnx
 
@@ -371,10 +376,13 @@ def cmd_compress(args: argparse.Namespace) -> None:
         raise DeepxError(f"-o {out}: the output must end in .onnx")
     if out.resolve() == Path(args.model).resolve():
         raise DeepxError(f"-o {out}: would overwrite the input model; choose another name")
+    if not 0 <= args.max_accuracy_loss < 1:
+        raise DeepxError(f"--max-accuracy-loss must be in [0, 1), got {args.max_accuracy_loss!r}")
     optimizers = parse_optimizers(args.optimizers)
     graph = load_onnx(args.model, _input_shapes(args.input_shape))
-    data = load_data(args.data, graph) if args.data else None
-    outcome = compress(graph, optimizers, args.max_accuracy_loss, data)
+    source = (load_labelled(args.data, graph) if args.data
+              else load_inputs(args.inputs, graph) if args.inputs else None)
+    outcome = compress(graph, optimizers, args.max_accuracy_loss, source)
     save_onnx(outcome.graph, out)
     before, after = stored_sizes(graph).as_dict(), stored_sizes(outcome.graph).as_dict()
     rows = [[label, f"{before[key]:,}", f"{after[key]:,}",
@@ -382,20 +390,49 @@ def cmd_compress(args: argparse.Namespace) -> None:
             for label, key in (("parameters", "params"), ("multiply-adds", "macs"),
                                ("weight bytes", "weight_bytes"), ("memory bytes (with training state)",
                                                                   "memory_bytes"))]
-    if outcome.base_accuracy is not None and outcome.accuracy is not None:
-        rows.append(["accuracy", f"{outcome.base_accuracy:.4f}", f"{outcome.accuracy:.4f}",
-                     f"loss {outcome.measured_loss:.4f}"])
-    print(f"{args.model} -> {out} ({', '.join(optimizers)}, budget {args.max_accuracy_loss:g})\n")
+    print(f"{args.model} -> {out} ({', '.join(optimizers)}, budget {args.max_accuracy_loss:g} "
+          f"{outcome.unit})\n")
     print(_table(rows, ["", "before", "after", "ratio"]))
-    print(f"\nestimated accuracy loss {outcome.estimated_loss:.4f}"
-          + ("" if data else " (no --data: settings chosen by the estimator)"))
+    print()
+    print("\n".join(_compress_judgement(outcome)))
     changes = [[c.layer, c.optimizer, c.setting, f"{c.params_before:,}", f"{c.params_after:,}",
-                f"{c.rel_error:.4f}"] for r in outcome.reports for c in r.changes]
+                f"{c.rel_error:.4f}",
+                f"{outcome.layer_losses[c.layer]:.4f}" if c.layer in outcome.layer_losses else "-"]
+               for r in outcome.reports for c in r.changes]
     if changes:
         print()
-        print(_table(changes, ["layer", "optimiser", "setting", "params before", "after", "rel. error"]))
+        print(_table(changes, ["layer", "optimiser", "setting", "params before", "after", "rel. error",
+                               "curve loss alone"]))
     for note in (n for r in outcome.reports for n in r.notes):
         print(f"note: {note}")
+
+
+def _compress_judgement(outcome: Outcome) -> list[str]:
+    """How compress judged its choice: the source, its unit, and the scores on both parts."""
+    source = outcome.source
+    lines = [f"judged on {source.origin}: {source.unit} = {source.meaning}"]
+    if source.kind == "synthetic":
+        lines.append("no --data or --inputs: this is a fidelity ESTIMATE, not a measured accuracy; give "
+                     "--inputs or --data to measure on real inputs")
+    parts = [("chosen on", outcome.chosen_on, outcome.chosen_score, outcome.before["chosen"]),
+             ("held apart", outcome.held_apart, outcome.held_score, outcome.before["held"])]
+    rows = []
+    for label, part, score, base in parts:
+        assert score is not None
+        row = [f"{label} ({part.rows} rows)", f"{score.loss:.4f}", f"{score.agreement:.4f}",
+               f"{score.output_error:.4f}"]
+        if base is not None:
+            row += [f"{base:.4f}", f"{score.accuracy:.4f}"]
+        rows.append(row)
+    header = ["", "loss", "top-1 agreement", "output error"]
+    if outcome.before["chosen"] is not None:
+        header += ["accuracy before", "after"]
+    lines += ["", _table(rows, header), "", f"ranks chosen from {outcome.curves}" if outcome.curves else ""]
+    if outcome.backoffs:
+        lines.append(f"the held-apart loss exceeded the budget by more than 1 point; the choice was redone "
+                     f"{outcome.backoffs} time(s) within a smaller budget, so the held-apart rows steered "
+                     "it and their figure is not an independent check")
+    return lines
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
@@ -528,8 +565,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizers", default="pc,wf,cs,ps",
                    help="comma list of wf, sf, cs, ps, pc (default pc,wf,cs,ps)")
     p.add_argument("--max-accuracy-loss", type=float, default=0.05,
-                   help="accuracy budget as a fraction (default 0.05)")
-    p.add_argument("--data", help=".npz with x (inputs) and y (labels): measure accuracy, do not estimate")
+                   help="budget as a fraction (default 0.05), in the unit of --data, --inputs or "
+                        "synthetic inputs")
+    given = p.add_mutually_exclusive_group()
+    given.add_argument("--data", help=".npz with x (inputs) and y (labels): the budget is an accuracy loss")
+    given.add_argument("--inputs", help=".npy of unlabelled inputs: the budget is a fidelity loss "
+                                        "(1 - top-1 agreement with the original)")
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("quality", help="planner quality suite: objective vs best known")

@@ -138,10 +138,15 @@ def profile_macs(graph: nx.DiGraph, rows: int, points: int = PROFILE_POINTS) -> 
     return float(runs * rows)
 
 
+def one_blas_thread() -> threadpool_limits:
+    """A context running BLAS/LAPACK on one thread, for SVDs: OpenBLAS's threaded SVD is
+    10-25x slower than one thread when the cores are shared (measured 23 s against
+    0.9 s for 1000 x 1000 on this project's 2-core machine under load)."""
+    return threadpool_limits(1, user_api="blas")
+
+
 def _svd_full(fn, w: np.ndarray, full: int):  # type: ignore[no-untyped-def]
-    # OpenBLAS's threaded SVD is 10-25x slower than one thread when the cores are
-    # shared (measured 23 s against 0.9 s for 1000 x 1000 here): use one thread
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         return fn(w, full)
 
 

@@ -36,10 +36,13 @@ SYNTHETIC_SEED = 0
 #: Rows run through the model at once (bounds the executor's memory).
 BATCH_ROWS = 1024
 
-UNITS = {
-    "labels": "accuracy loss",
-    "inputs": "fidelity loss (1 - top-1 agreement with the original)",
-    "synthetic": "estimated fidelity loss (1 - top-1 agreement with the original on synthetic inputs)",
+#: The unit a budget and a loss are read in, per source, and what it means.
+UNITS = {"labels": "accuracy loss", "inputs": "fidelity loss", "synthetic": "estimated fidelity loss"}
+MEANINGS = {
+    "labels": "the original model's accuracy minus the changed model's, on labelled rows",
+    "inputs": "1 - top-1 agreement with the original model, on unlabelled rows",
+    "synthetic": "1 - top-1 agreement with the original model on synthetic inputs, an estimate of "
+                 "fidelity on real inputs",
 }
 
 
@@ -56,6 +59,10 @@ class Source:
     @property
     def unit(self) -> str:
         return UNITS[self.kind]
+
+    @property
+    def meaning(self) -> str:
+        return MEANINGS[self.kind]
 
     @property
     def rows(self) -> int:

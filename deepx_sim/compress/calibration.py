@@ -23,6 +23,7 @@ import networkx as nx
 import numpy as np
 
 from deepx_sim.accuracy import PRECISION_LOSS, classifier_layers, err2_loss
+from deepx_sim.accuracy.sensitivity import one_blas_thread
 from deepx_sim.compress.optimizers import (
     Report,
     conv_separation,
@@ -67,6 +68,12 @@ def calibration_points(models: dict[str, tuple[nx.DiGraph, np.ndarray, np.ndarra
     """(sum err2, measured loss) for wf on each dense layer and cs on each conv
     layer alone, and for all of them at once, at each ``fraction`` of the
     break-even rank; precision scaling at 16 and 8 bits."""
+    with one_blas_thread():
+        return _points(models, fractions)
+
+
+def _points(models: dict[str, tuple[nx.DiGraph, np.ndarray, np.ndarray]],
+            fractions: tuple[float, ...]) -> list[Point]:
     points: list[Point] = []
     for model, (graph, x, y) in models.items():
         base = accuracy(graph, x, y)

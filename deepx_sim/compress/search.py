@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import networkx as nx
-from threadpoolctl import threadpool_limits
 
 from deepx_sim.accuracy import Profile, Score, Source, classifier_layers, err2_loss, synthetic
 from deepx_sim.accuracy.estimate import tail_energy
@@ -39,6 +38,7 @@ from deepx_sim.accuracy.sensitivity import (
     factors,
     low_rank,
     measure_profile,
+    one_blas_thread,
     profiled_layers,
     rank_knob,
     settings_for,
@@ -226,7 +226,7 @@ def _apply_ranks(graph: nx.DiGraph, layers: list[Layer],
     fc = {name: k for name, k in choice.items() if name in fc_names}
     conv = {name: k for name, k in choice.items() if name not in fc_names}
     reports = []
-    with threadpool_limits(1, user_api="blas"):  # see sensitivity._svd_full
+    with one_blas_thread():
         if fc:
             graph, report = weight_factorization(graph, ranks=fc)
             reports.append(report)

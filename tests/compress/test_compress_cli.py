@@ -14,7 +14,7 @@ from deepx_sim.model.builder import GraphBuilder
 from deepx_sim.model.execute import accuracy
 from deepx_sim.model.layers import total
 from deepx_sim.model.onnx import load_onnx, save_onnx
-from tests.compress.conftest import with_weights
+from tests.compress.conftest import small_mlp, with_weights
 
 
 @pytest.fixture()
@@ -61,14 +61,24 @@ def test_compress_writes_a_checked_model_and_reports_figures(
     ("setup", "message"),
     [
         ("no_weights", "has no fully connected or convolution layers"),
-        ("budget", "no setting of wf keeps the accuracy loss within"),
+        ("budget", "no setting of wf keeps the loss within --max-accuracy-loss 0"),
         ("shape", "x has shape (10, 7); the model takes (N, 20)"),
         ("labels", "y has shape (3,); expected (10,)"),
         ("optimizer", "'xx' is not an optimiser"),
         ("suffix", "the output must end in .onnx"),
         ("unsupported", "(Neg, kind other) cannot be executed"),
         ("no_convs", "has no layers cs can change"),
-        ("not_npz", "not a NumPy .npz archive"),
+        ("not_npz", "not a NumPy .npy or .npz file"),
+        ("empty", "the file is empty; expected a NumPy data (.npz) file"),
+        ("nan", "x holds NaN or infinite values in 2 of 10 rows; inputs must be finite"),
+        ("class", "y holds class 7; the model has 4 outputs (classes 0..3)"),
+        ("inputs_shape", "x has shape (10, 3, 4); the model takes (N, 20)"),
+        ("inputs_dtype", "x has dtype <U1; expected numbers (float32) of shape (N, 20)"),
+        ("inputs_empty", "the file is empty; expected a NumPy inputs (.npy) file"),
+        ("inputs_inf", "x holds NaN or infinite values in 1 of 10 rows"),
+        ("inputs_no_rows", "x has no rows; expected at least 2 rows of shape (N, 20)"),
+        ("budget_high", "--max-accuracy-loss must be in [0, 1), got 1.0"),
+        ("budget_negative", "--max-accuracy-loss must be in [0, 1), got -0.1"),
     ],
 )
 def test_bad_input_gets_a_clear_message_and_no_output(
@@ -77,6 +87,7 @@ def test_bad_input_gets_a_clear_message_and_no_output(
     path, data = model
     out = tmp_path / "out.onnx"
     args = ["compress", str(path), "-o", str(out), "--data", str(data)]
+    x = np.zeros((10, 20), np.float32)
     if setup == "no_weights":
         relu = helper.make_graph(
             [helper.make_node("Relu", ["input"], ["y"], name="r")],
@@ -88,13 +99,37 @@ def test_bad_input_gets_a_clear_message_and_no_output(
             helper.make_model(relu, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "r.onnx")
         )
         args[1] = str(tmp_path / "r.onnx")
-    elif setup == "budget":  # estimated: every rank below full costs some accuracy
-        args = [*args[:4], "--optimizers", "wf", "--max-accuracy-loss", "0"]
-    elif setup in ("shape", "labels"):
+    elif setup == "budget":  # a full-rank random layer: every rank that saves weights flips some outputs
+        save_onnx(small_mlp(np.random.default_rng(1)), tmp_path / "full.onnx")
+        args = ["compress", str(tmp_path / "full.onnx"), "-o", str(out), "--optimizers", "wf",
+                "--max-accuracy-loss", "0"]
+    elif setup in ("shape", "labels", "nan", "class"):
         bad = tmp_path / "bad.npz"
-        x = np.zeros((10, 7 if setup == "shape" else 20), np.float32)
-        np.savez(bad, x=x, y=np.zeros(10 if setup == "shape" else 3, np.int64))
+        y = np.zeros(10 if setup != "labels" else 3, np.int64)
+        if setup == "shape":
+            x = np.zeros((10, 7), np.float32)
+        elif setup == "nan":
+            x[2, 3], x[5, 0] = np.nan, np.inf
+        elif setup == "class":
+            y[4] = 7
+        np.savez(bad, x=x, y=y)
         args[-1] = str(bad)
+    elif setup.startswith("inputs_"):
+        bad = tmp_path / "bad.npy"
+        if setup == "inputs_empty":
+            bad.write_bytes(b"")
+        else:
+            arrays = {"inputs_shape": np.zeros((10, 3, 4), np.float32),
+                      "inputs_dtype": np.array([list("a" * 20)] * 10),
+                      "inputs_no_rows": np.zeros((0, 20), np.float32), "inputs_inf": x.copy()}
+            arrays["inputs_inf"][9, 9] = -np.inf
+            np.save(bad, arrays[setup])
+        args[-2:] = ["--inputs", str(bad)]
+    elif setup == "empty":
+        (tmp_path / "empty.npz").write_bytes(b"")
+        args[-1] = str(tmp_path / "empty.npz")
+    elif setup.startswith("budget_"):
+        args += ["--max-accuracy-loss", "1.0" if setup == "budget_high" else "-0.1"]
     elif setup == "optimizer":
         args += ["--optimizers", "wf,xx"]
     elif setup == "suffix":
@@ -113,4 +148,7 @@ def test_bad_input_gets_a_clear_message_and_no_output(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    if setup not in ("no_weights", "budget", "optimizer", "suffix", "unsupported", "no_convs") \
+            and not setup.startswith("budget_"):
+        assert str(tmp_path) in err  # names the data file
     assert not out.exists() and not list(tmp_path.glob(".out.onnx*"))

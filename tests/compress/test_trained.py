@@ -38,6 +38,7 @@ def test_trained_models_reach_published_digits_accuracy(nets: dict[str, tuple]) 
     assert sizes.training_state_bytes == 5 * sizes.weight_bytes  # float32 gradients, float64 Adam moments
 
 
+@pytest.mark.slow
 def test_the_estimator_has_not_drifted(nets: dict[str, tuple]) -> None:
     points = calibration_points(nets)
     hidden, output = fit(points)
