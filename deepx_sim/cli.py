@@ -245,6 +245,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
           f"{problem.constraints.max_accuracy_loss:g}\n")
     print(_table(rows, ["planner", "energy mJ", "vs deepx", "latency ms", "vs deepx",
                         "acc loss", "status"]))
+    print(f"\nacc loss: {problem.accuracy.accuracy_source if problem.accuracy else '-'}")
     print("\n'vs deepx' is the baseline's energy (latency) divided by DeepX's: the papers' "
           "'DeepX improves energy by N x'.")
 

@@ -92,6 +92,7 @@ class Plan:
     solve_time_s: float = 0.0
     gap: float | None = None
     notes: tuple[str, ...] = ()
+    accuracy_source: str = ""  # where accuracy_loss comes from (AccuracyModel.accuracy_source)
 
     @property
     def assignment(self) -> dict[str, Placement]:
@@ -146,6 +147,7 @@ class Plan:
                  "bits": p.variant.bits} for p in self.placements
             ],
             "notes": list(self.notes),
+            "accuracy_source": self.accuracy_source,
         }
 
 
@@ -322,6 +324,7 @@ def evaluate(problem: Problem, assignment: Mapping[str, Placement], planner: str
         placements=ordered, latency_s=latency, energy_j=total_energy,
         energy_breakdown_j={k: v for k, v in energy.items() if v != 0.0 or k in memory},
         memory_bytes=memory, accuracy_loss=loss,
+        accuracy_source=problem.accuracy.accuracy_source if problem.accuracy else "",
         objective_value=c.objective_value(total_energy, latency),
         conditions=conditions, constraints=c, uses_radio=uses_radio, status=status,
         **info,  # type: ignore[arg-type]

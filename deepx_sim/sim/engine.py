@@ -298,6 +298,7 @@ class Simulation:
                 "replan_time_s": req.replan_time_s,
                 "predicted_latency_s": d.predicted_latency_s, "predicted_energy_j": d.predicted_energy_j,
                 "accuracy_loss": final.compiled.plan.accuracy_loss,
+                "accuracy_source": final.compiled.plan.accuracy_source,
                 "estimated_uplink_mbps": d.conditions.uplink_mbps,
                 "true_uplink_mbps": true_up.value_at(req.arrival_s),
                 "note": d.note,

@@ -70,7 +70,7 @@ def test_accuracy_uses_real_singular_values_when_weights_exist() -> None:
     store = WeightStore()
     store.set("fc", "weight", u @ np.diag([3.0, 2.0, 1.0]) @ v[:, :3].T)
     g.graph["weights"] = store
-    model = AccuracyModel(g)
+    model = AccuracyModel(g, measure=False)  # the err2 rule (measured curves: test_accuracy_sensitivity)
     layer = g.nodes["fc"]["layer"]
     assert model.spectrum_source(layer) == "weights"
     # its only layer is the classifier
