@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from _common import out_dir, parse_args, run, save_figure, table_text
 
-from deepx_sim.accuracy import ACCURACY_PER_ERR2, OUTPUT_ACCURACY_PER_ERR2
+from deepx_sim.accuracy import ACCURACY_PER_ERR2, OUTPUT_ACCURACY_PER_ERR2, Source
 from deepx_sim.compress.calibration import calibration_points, fit, prediction_errors
 from deepx_sim.compress.optimizers import (
     conv_separation,
@@ -35,7 +35,7 @@ from deepx_sim.compress.optimizers import (
     sparse_factorization,
     weight_factorization,
 )
-from deepx_sim.compress.search import LabelledData, compress
+from deepx_sim.compress.search import compress
 from deepx_sim.compress.train import trained_model
 from deepx_sim.model.execute import accuracy
 from deepx_sim.model.layers import LayerKind, layers_in_order, total
@@ -105,7 +105,8 @@ def budgets(name: str, net: nx.DiGraph, data: object, quick: bool) -> list[dict]
     x_test, y_test = data.x_test, data.y_test  # type: ignore[attr-defined]
     rows = []
     for budget in (0.05,) if quick else (0.01, 0.03, 0.05, 0.1):
-        outcome = compress(net, ["pc", "wf", "cs", "ps"], budget, LabelledData(x_val, y_val, "train split"))
+        train = Source("labels", x_val, y_val, "train split")
+        outcome = compress(net, ["pc", "wf", "cs", "ps"], budget, train)
         rows.append(
             {
                 "model": name,
@@ -116,7 +117,7 @@ def budgets(name: str, net: nx.DiGraph, data: object, quick: bool) -> list[dict]
                 "test_accuracy_before": accuracy(net, x_test, y_test),
                 "test_accuracy_after": accuracy(outcome.graph, x_test, y_test),
                 "test_loss": accuracy(net, x_test, y_test) - accuracy(outcome.graph, x_test, y_test),
-                "estimated_loss": outcome.estimated_loss,
+                "estimated_loss": outcome.chosen_score.loss if outcome.chosen_score else None,
             }
         )
     return rows

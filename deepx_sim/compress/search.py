@@ -337,12 +337,13 @@ def _pipeline(graph: nx.DiGraph, optimizers: list[str], judge: _Judge, budget: f
 
 
 def compress(graph: nx.DiGraph, optimizers: list[str], max_accuracy_loss: float,
-             source: Source | None = None, held_share: float = HELD_SHARE) -> Outcome:
+             source: Source | None = None, held_share: float = HELD_SHARE, seed: int = 0) -> Outcome:
     """Apply ``optimizers`` within ``max_accuracy_loss`` (a fraction, in ``source``'s
-    unit; synthetic inputs when no source is given), checked on held-apart rows."""
+    unit; synthetic inputs when no source is given), checked on held-apart rows
+    (``held_share`` of them, drawn with ``seed``)."""
     unusable = _check_model(graph, optimizers, max_accuracy_loss)
     source = source if source is not None else synthetic(graph)
-    chosen_on, held_apart = source.split(held_share)
+    chosen_on, held_apart = source.split(held_share, seed)
     judge = _Judge(graph, chosen_on, held_apart, max_accuracy_loss)
     outcome = Outcome(graph, source, chosen_on, held_apart, max_accuracy_loss,
                       before={"chosen": judge.chosen.accuracy, "held": judge.held.accuracy})

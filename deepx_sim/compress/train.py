@@ -26,12 +26,13 @@ from pathlib import Path
 import networkx as nx
 import numpy as np
 
+from deepx_sim.cache import cache_root
 from deepx_sim.model.builder import GraphBuilder
 from deepx_sim.model.execute import conv2d, im2col
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.weights import WeightStore
 
-TRAINED_MODELS = ("speakerid_digits", "cnn_digits")
+TRAINED_MODELS = ("speakerid_digits", "cnn_digits", "small_noisy_digits")
 
 
 @dataclass(frozen=True)
@@ -43,22 +44,27 @@ class Dataset:
     source: str
 
 
-def digits(image: bool = False, seed: int = 0, test_share: float = 0.3) -> Dataset:
+def digits(image: bool = False, seed: int = 0, test_share: float = 0.3, noise: float = 0.0) -> Dataset:
     """The digits split into train and test (stratified); pixels scaled to [0, 1].
 
-    ``image``: (N, 1, 8, 8) for a CNN instead of (N, 64)."""
+    ``image``: (N, 1, 8, 8) for a CNN instead of (N, 64).  ``noise``: the standard
+    deviation of Gaussian noise added to every pixel, train and test (a harder task)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     data = load_digits()
     x = (data.data / 16.0).astype(np.float32)
+    if noise:
+        x = (x + noise * np.random.default_rng(seed + 1).standard_normal(x.shape)).astype(np.float32)
     y = data.target.astype(np.int64)
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=test_share, random_state=seed, stratify=y
     )
     if image:
         x_train, x_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
-    return Dataset(x_train, y_train, x_test, y_test, "sklearn.datasets.load_digits (UCI optdigits)")
+    source = "sklearn.datasets.load_digits (UCI optdigits)"
+    source += f" + N(0, {noise:g}) pixel noise" if noise else ""
+    return Dataset(x_train, y_train, x_test, y_test, source)
 
 
 def _cols(x: np.ndarray, lay: Layer) -> np.ndarray:
@@ -230,8 +236,9 @@ def _he(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> np.nda
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
 
 
-def speakerid_template(seed: int, inputs: int = 64, hidden: int = 1000, classes: int = 10) -> nx.DiGraph:
-    b = GraphBuilder("speakerid_digits", (1, inputs), source="trained in-project")
+def speakerid_template(seed: int, inputs: int = 64, hidden: int = 1000, classes: int = 10,
+                       name: str = "speakerid_digits") -> nx.DiGraph:
+    b = GraphBuilder(name, (1, inputs), source="trained in-project")
     for i in (1, 2):
         b.fc(hidden, name=f"fc{i}")
         b.relu(name=f"relu{i}")
@@ -275,12 +282,15 @@ def _initialised(graph: nx.DiGraph, seed: int) -> nx.DiGraph:
 _RECIPES = {
     "speakerid_digits": {"template": speakerid_template, "image": False, "epochs": 25, "lr": 1e-3},
     "cnn_digits": {"template": cnn_template, "image": True, "epochs": 20, "lr": 2e-3},
+    # the harder task: 32 hidden units and pixel noise of 0.35 leave little redundancy
+    "small_noisy_digits": {"template": lambda seed: speakerid_template(seed, hidden=32,
+                                                                       name="small_noisy_digits"),
+                           "image": False, "epochs": 40, "lr": 3e-3, "noise": 0.35},
 }
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("DEEPX_SIM_CACHE") or Path.home() / ".cache" / "deepx_sim"
-    return Path(root) / "trained"
+    return cache_root() / "trained"
 
 
 def trained_model(name: str, seed: int = 0) -> tuple[nx.DiGraph, Dataset]:
@@ -290,10 +300,11 @@ def trained_model(name: str, seed: int = 0) -> tuple[nx.DiGraph, Dataset]:
     if name not in _RECIPES:
         raise ModelError(f"no trained model {name!r}; choose from {', '.join(TRAINED_MODELS)}")
     recipe = _RECIPES[name]
-    data = digits(image=bool(recipe["image"]), seed=seed)
+    data = digits(image=bool(recipe["image"]), seed=seed, noise=float(recipe.get("noise", 0.0)))
     key = hashlib.sha1(
         json.dumps(
-            {"name": name, "seed": seed, "epochs": recipe["epochs"], "lr": recipe["lr"], "version": 2}
+            {"name": name, "seed": seed, "epochs": recipe["epochs"], "lr": recipe["lr"], "version": 2,
+             **({"noise": recipe["noise"]} if "noise" in recipe else {})}
         ).encode()
     ).hexdigest()[:12]
     path = cache_dir() / f"{name}-{key}.npz"
