@@ -58,10 +58,15 @@ class LayerKind(StrEnum):
     ADD = "add"
     CONCAT = "concat"
     FLATTEN = "flatten"
+    VIEW = "view"  # data movement without arithmetic: transpose, slice, split, expand, cast
     DROPOUT = "dropout"
     SOFTMAX = "softmax"
     OTHER = "other"
 
+
+#: Layer kinds that run no kernel at inference (identities and views): free unless
+#: their tensor crosses processors.
+NO_KERNEL_KINDS = frozenset({LayerKind.INPUT, LayerKind.FLATTEN, LayerKind.VIEW, LayerKind.DROPOUT})
 
 #: Layer kinds that carry a weight matrix or kernel the DXTK optimisers rewrite.
 WEIGHTED_KINDS = frozenset({LayerKind.CONV, LayerKind.DEPTHWISE_CONV, LayerKind.FC})
@@ -73,6 +78,7 @@ _FLOPS_PER_OUTPUT = {
     LayerKind.BATCHNORM: 2,  # inference BN folds to one scale and one shift
     LayerKind.DROPOUT: 0,  # identity at inference
     LayerKind.FLATTEN: 0,  # a view
+    LayerKind.VIEW: 0,  # data movement only
     LayerKind.SOFTMAX: 3,  # exp, sum, divide
     LayerKind.OTHER: 1,  # unknown operator: one operation per output element
 }
@@ -283,8 +289,8 @@ def make_layer(
     elif kind == LayerKind.POOL:
         if pool is None:
             raise ModelError(f"layer {name!r}: a pool layer needs a PoolSpec")
-        if pool.global_pool:
-            window = math.prod(in_shapes[0][2:]) if len(in_shapes[0]) > 2 else 1
+        if pool.global_pool:  # every input element read once, whatever the axes reduced
+            window = math.prod(in_shapes[0]) // max(1, out_elems)
         else:
             window = pool.kernel[0] * pool.kernel[1]
         flops = out_elems * window  # one compare or add per window element

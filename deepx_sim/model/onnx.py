@@ -49,12 +49,16 @@ from deepx_sim.model.layers import (
 from deepx_sim.model.weights import Storage, WeightStore
 
 MIN_OPSET = 7
+#: Reductions read as pooling over the reduced axes (global average pooling is ReduceMean over H, W).
+REDUCTIONS = {"ReduceMean": "avg", "ReduceMax": "max", "ReduceSum": "sum"}
 WRITE_OPSET = 17
 TRAINING_PREFIX = "training_state/"
 SPARSE_KEY = "deepx_sim.sparse_layers"
 ORIGIN_KEY = "deepx_sim.origins"
 
-_SIMPLE_KINDS: dict[str, LayerKind] = {
+#: The operator table: the layer kind of every ONNX operator we model (conv, fc and
+#: pooling have their own readers below).  Anything else is an ``other`` layer.
+OP_KINDS: dict[str, LayerKind] = {
     **{
         op: LayerKind.ACTIVATION
         for op in (
@@ -78,6 +82,8 @@ _SIMPLE_KINDS: dict[str, LayerKind] = {
     },
     **{op: LayerKind.ADD for op in ("Add", "Sum", "Sub", "Mul", "Div")},
     **{op: LayerKind.FLATTEN for op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity")},
+    **{op: LayerKind.VIEW for op in ("Transpose", "Slice", "Split", "Expand", "Cast")},
+    **{op: LayerKind.POOL for op in REDUCTIONS},
     "Concat": LayerKind.CONCAT,
     "Dropout": LayerKind.DROPOUT,
     "Softmax": LayerKind.SOFTMAX,
@@ -96,6 +102,9 @@ _KEPT_ATTRS = {
     "Softmax": ("axis",),
     "LogSoftmax": ("axis",),
     "Concat": ("axis",),
+    "Transpose": ("perm",),
+    "Split": ("axis",),
+    "Cast": ("to",),
 }
 
 
@@ -401,8 +410,12 @@ class _Reader:
             raise ModelError(
                 f"{self.path}: node {name!r} ({node.op_type}): shape inference gave no static shape for "
                 f"output {out_name!r} (inputs {[self.shapes.get(t) for t in node.input]}); "
-                + (f"onnx.checker says: {why}" if (why := _checker_message(self.model, node)) else
-                   "check the node's attributes and input shapes, or fix dynamic inputs with --input-shape")
+                + (
+                    f"onnx.checker says: {why}"
+                    if (why := _checker_message(self.model, node))
+                    else "check the node's attributes and input shapes, or fix dynamic inputs with "
+                    "--input-shape"
+                )
             )
         layer = maker.make()
         if name in self.origins:
@@ -460,6 +473,11 @@ class _Reader:
         validate_graph(graph)
 
 
+def _frozen(value: Any) -> Any:
+    """Attribute values as a frozen Layer can hold them (lists become tuples)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
 def _refresh(old: Layer, new: Layer) -> Layer:
     return replace(new, order=old.order, attrs=old.attrs, origin=old.origin)
 
@@ -499,7 +517,7 @@ class _LayerMaker:
         return ModelError(f"{self.r.path}: node {self.name!r} ({self.op}): {why}")
 
     def kept(self) -> dict[str, Any]:
-        kept = {k: self.attrs[k] for k in _KEPT_ATTRS.get(self.op, ()) if k in self.attrs}
+        kept = {k: _frozen(self.attrs[k]) for k in _KEPT_ATTRS.get(self.op, ()) if k in self.attrs}
         if self.op == "Clip":  # opset >= 11 gives min and max as inputs
             for position, key in ((1, "min"), (2, "max")):
                 if len(self.inputs) > position and self.inputs[position]:
@@ -517,14 +535,18 @@ class _LayerMaker:
         if self.op == "Conv" and len(w_shape) == 4 and len(x_shape) == 4:
             groups = int(self.attrs.get("group", 1))
             if x_shape[1] != w_shape[1] * groups:
-                raise self.fail(f"input has {x_shape[1]} channels, the weight {w_shape} with group {groups} "
-                                f"expects {w_shape[1] * groups}")
+                raise self.fail(
+                    f"input has {x_shape[1]} channels, the weight {w_shape} with group {groups} "
+                    f"expects {w_shape[1] * groups}"
+                )
         elif self.op in ("Gemm", "MatMul") and len(w_shape) == 2:
             trans_b = self.op == "Gemm" and int(self.attrs.get("transB", 0)) == 1
             n = w_shape[1] if trans_b else w_shape[0]
             if x_shape[-1] != n:
-                raise self.fail(f"input's last dimension {x_shape[-1]} does not match the weight {w_shape} "
-                                f"(transB={int(trans_b)}), which takes {n}")
+                raise self.fail(
+                    f"input's last dimension {x_shape[-1]} does not match the weight {w_shape} "
+                    f"(transB={int(trans_b)}), which takes {n}"
+                )
 
     def make(self) -> Layer:
         if self.op == "Conv":
@@ -533,6 +555,8 @@ class _LayerMaker:
             return self.gemm()
         if self.op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"):
             return self.pool()
+        if self.op in REDUCTIONS:
+            return self.reduction()
         if self.op == "BatchNormalization":
             for role, tensor in zip(("scale", "bias", "mean", "var"), self.inputs[1:5], strict=False):
                 self.r.register(self.name, role, tensor)
@@ -546,11 +570,11 @@ class _LayerMaker:
                 extra_params=2 * channels,
                 attrs=self.kept(),
             )
-        kind = _SIMPLE_KINDS.get(self.op)
+        kind = OP_KINDS.get(self.op)
         if kind is None:
             self.r.unknown_ops[self.op] = self.r.unknown_ops.get(self.op, 0) + 1
             kind = LayerKind.OTHER
-        attrs = self.kept()
+        attrs = {**self.kept(), **self.view_attrs()}
         if kind == LayerKind.ADD:
             const = [i for i, t in enumerate(self.inputs) if t and self.r.is_static(t)]
             if const:
@@ -627,6 +651,38 @@ class _LayerMaker:
             fc=FcSpec(m=m, n=n, bias=has_bias),
             op_type=self.op,
         )
+
+    def constant_input(self, position: int) -> list[int] | None:
+        if len(self.inputs) > position and self.inputs[position]:
+            value = self.r.static(self.inputs[position])
+            return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
+        return None
+
+    def reduction(self) -> Layer:
+        """ReduceMean/Max/Sum as pooling over the reduced axes (all axes when none given)."""
+        rank = len(self.in_shapes[0]) if self.in_shapes else 0
+        axes = self.attrs.get("axes") or self.constant_input(1) or list(range(rank))
+        axes = sorted(int(a) % max(rank, 1) for a in axes)
+        spec = PoolSpec((1, 1), (1, 1), (0, 0), REDUCTIONS[self.op], global_pool=True)
+        return make_layer(
+            self.name,
+            LayerKind.POOL,
+            self.in_shapes[:1],
+            self.out_shape,
+            pool=spec,
+            op_type=self.op,
+            attrs={"axes": tuple(axes), "keepdims": int(self.attrs.get("keepdims", 1))},
+        )
+
+    def view_attrs(self) -> dict[str, Any]:
+        """What a Slice reads from its constant inputs (starts, ends, axes, steps)."""
+        if self.op != "Slice":
+            return {}
+        if "starts" in self.attrs:  # opset < 10
+            return {k: tuple(self.attrs[k]) for k in ("starts", "ends", "axes") if k in self.attrs}
+        names = ("starts", "ends", "axes", "steps")
+        found = {name: self.constant_input(i + 1) for i, name in enumerate(names)}
+        return {k: tuple(v) for k, v in found.items() if v is not None}
 
     def pool(self) -> Layer:
         mode = "max" if "Max" in self.op else "avg"
@@ -823,6 +879,15 @@ class _Writer:
 
         p = lay.pool
         assert p is not None
+        if p.global_pool and lay.op_type in REDUCTIONS:
+            return helper.make_node(
+                lay.op_type,
+                [x],
+                [lay.name],
+                name=lay.name,
+                axes=list(lay.attr("axes")),
+                keepdims=int(lay.attr("keepdims", 1)),
+            )
         if p.global_pool:
             op = "GlobalMaxPool" if p.mode == "max" else "GlobalAveragePool"
             return helper.make_node(op, [x], [lay.name], name=lay.name)
@@ -860,6 +925,18 @@ class _Writer:
             )
         elif kind == LayerKind.CONCAT:
             attrs["axis"] = concat_axis(lay)
+        elif kind == LayerKind.VIEW and op == "Slice":
+            names = [
+                self.init(f"{name}/{key}", np.array(lay.attr(key), dtype=np.int64))
+                for key in ("starts", "ends", "axes", "steps")
+                if lay.attr(key) is not None
+            ]
+            return helper.make_node("Slice", [ins[0], *names], [name], name=name)
+        elif kind == LayerKind.VIEW and op == "Expand":
+            shape = self.init(f"{name}/shape", np.array([1, *lay.output_shape[1:]], dtype=np.int64))
+            return helper.make_node("Expand", [ins[0], shape], [name], name=name)
+        elif kind == LayerKind.VIEW and op == "Split":
+            raise ModelError(f"layer {name!r} (Split) cannot be written to ONNX: one layer, several outputs")
         elif kind == LayerKind.FLATTEN:
             rest = lay.output_shape[1:]
             if len(lay.output_shape) == 2 and math.prod(lay.input_shapes[0][1:]) == rest[0]:

@@ -28,8 +28,10 @@ def weight_matrix(weight: np.ndarray, layer: str) -> np.ndarray:
     finite = np.isfinite(matrix)
     if not finite.all():
         bad = int(matrix.size - finite.sum())
-        raise ModelError(f"layer {layer!r}: its weight holds {bad} NaN or infinite values; the accuracy model "
-                         "needs finite weights")
+        raise ModelError(
+            f"layer {layer!r}: its weight holds {bad} NaN or infinite values; the accuracy model "
+            "needs finite weights"
+        )
     return matrix
 
 
