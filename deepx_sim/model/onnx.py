@@ -326,6 +326,13 @@ class _Reader:
                 self.constants[node.output[0]] = source.astype(np.float32)
         elif node.op_type == "DequantizeLinear" and all(self.is_static(t) for t in node.input if t):
             self._fold_dequantize(node)
+        elif OP_KINDS.get(node.op_type) in (LayerKind.VIEW, LayerKind.FLATTEN, LayerKind.CONCAT) and all(
+            self.is_static(t) for t in node.input if t
+        ):
+            value = self._evaluate(node)  # a view of constants (a weight transposed, a bias expanded)
+            if value is None:
+                return False
+            self.constants[node.output[0]] = value
         else:
             return False
         out = node.output[0]
@@ -383,6 +390,10 @@ class _Reader:
         input_dims = self._inputs(overrides)
         _check_order(self.path, self.graph_def, set(input_dims) | set(self.initializers))
         self._infer_shapes(input_dims)
+        for _ in range(8):  # shape arithmetic folded to constants, then shapes inferred again
+            if not self._fold_shape_arithmetic() or not self._unshaped():
+                break
+            self._infer_shapes(input_dims)
         graph = new_layer_graph(self.path.stem, str(self.path))
         graph.graph["weights"] = self.store
         for name, shape in input_dims.items():
@@ -399,6 +410,75 @@ class _Reader:
             self._add_node(graph, node, name)
         self._finish(graph)
         return graph
+
+    def _unshaped(self) -> bool:
+        return any(out and out not in self.shapes for node in self.graph_def.node for out in node.output[:1])
+
+    def _shape_static(self, tensor: str) -> bool:
+        """A tensor of shape arithmetic: a small integer constant (never a weight)."""
+        if tensor in self.constants:
+            return True
+        proto = self.initializers.get(tensor)
+        small_integers = proto is not None and proto.data_type in (6, 7)  # INT32, INT64
+        return small_integers and math.prod(proto.dims) <= 1024  # type: ignore[union-attr]
+
+    def _evaluate(self, node: Any) -> np.ndarray | None:
+        """``node``'s first output from its static inputs, by ONNX's reference evaluator."""
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+
+        inputs = [t for t in node.input if t]
+        sub = helper.make_model(
+            helper.make_graph(
+                [node],
+                "fold",
+                [helper.make_tensor_value_info(t, 0, None) for t in inputs],
+                [helper.make_tensor_value_info(o, 0, None) for o in node.output],
+            ),
+            opset_imports=self.model.opset_import,
+        )
+        try:
+            return np.asarray(ReferenceEvaluator(sub).run(None, {t: self.static(t) for t in inputs})[0])
+        except Exception:  # the reference evaluator raises many types for ops it cannot run
+            return None
+
+    def _fold_shape_arithmetic(self) -> bool:
+        """Evaluate the nodes that compute shapes (Shape of a known shape, and integer
+        arithmetic on constants) with ONNX's reference evaluator, so that Reshape, Slice
+        and Expand see constant inputs; returns whether anything new was folded."""
+        from onnx import numpy_helper
+
+        folded, kept = False, []
+        for node in self.graph_def.node:
+            inputs = [t for t in node.input if t]
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                value = numpy_helper.to_array(node.attribute[0].t)
+                if value.dtype.kind not in "iu":  # float constants stay for the layer reader
+                    kept.append(node)
+                    continue
+            elif node.op_type == "Shape" and inputs[0] in self.shapes:
+                start, end = _attrs(node).get("start", 0), _attrs(node).get("end")
+                value = np.array(self.shapes[inputs[0]][start:end], dtype=np.int64)
+            elif (
+                inputs
+                and node.op_type not in ("Cast", "DequantizeLinear", "Identity")
+                and all(self._shape_static(t) for t in inputs)
+            ):
+                value = self._evaluate(node)
+                if value is None:  # an op the reference cannot run: leave it to shape inference
+                    kept.append(node)
+                    continue
+            else:
+                kept.append(node)
+                continue
+            proto = numpy_helper.from_array(np.asarray(value), node.output[0])
+            self.graph_def.initializer.append(proto)
+            self.initializers[node.output[0]] = proto
+            folded = True
+        if folded:
+            del self.graph_def.node[:]
+            self.graph_def.node.extend(kept)
+        return folded
 
     def _add_node(self, graph: nx.DiGraph, node: Any, name: str) -> None:
         act_inputs = [t for t in node.input if t in self.producer]
