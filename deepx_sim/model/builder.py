@@ -82,12 +82,14 @@ class GraphBuilder:
 
     def fc(self, m: int, bias: bool = True, name: str | None = None,
            inputs: str | list[str] | None = None) -> str:
+        """A linear layer on the last axis: (N, n) -> (N, m), or (N, tokens, n) -> (N, tokens, m)."""
         ins = self._inputs(inputs)
         shape = self.shape(ins[0])
-        if len(shape) != 2:
-            raise ModelError(f"fc layer {name!r} needs a flat (N, features) input, got {shape}")
-        return self._add(name or self._auto_name("fc"), LayerKind.FC, ins, (shape[0], m),
-                         fc=FcSpec(m=m, n=shape[1], bias=bias))
+        if len(shape) < 2:
+            raise ModelError(f"fc layer {name!r} needs a (N, ..., features) input, got {shape}")
+        return self._add(name or self._auto_name("fc"), LayerKind.FC, ins, (*shape[:-1], m),
+                         fc=FcSpec(m=m, n=shape[-1], bias=bias),
+                         op_type="Gemm" if len(shape) == 2 else "MatMul")
 
     def pool(self, kernel: int, stride: int, padding: int = 0, mode: str = "max",
              ceil_mode: bool = False, name: str | None = None,
