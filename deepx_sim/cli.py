@@ -24,7 +24,7 @@ from deepx_sim.errors import DeepxError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from deepx_sim.sweep import Sweep
+    from deepx_sim.sweep import FolderState, Sweep
 
 MIB = 1024 * 1024
 
@@ -334,12 +334,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     check_output_path(args.out, "dir", "--out")
     sweep = load_sweep(args.sweep)
-    state = folder_state(sweep, args.out)
-    if state.changed or state.stale:
-        made_from = ("an earlier version of " if state.previous == sweep.source_file else "") + (
-            state.previous or "another sweep")
-        print(f"{args.out} was made from {made_from}: {state.kept} runs kept, {state.stale} stale "
-              "(left on disk, not in the table; results and plot --all-runs show them)")
+    before = folder_state(sweep, args.out)  # read now: the sweep rewrites the folder's index
     try:
         with _sigterm_raises():
             table = run_sweep(sweep, args.out, workers=args.workers, dask_address=args.dask,
@@ -349,7 +344,19 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         print(f"\n{how}: finished runs are saved in {args.out}; run the same command to resume",
               file=sys.stderr)
         raise SystemExit(code) from None
+    _report_folder(before, sweep, args.out)
     _report_sweep(sweep, table, args)
+
+
+def _report_folder(state: FolderState, sweep: Sweep, out: str) -> None:
+    """Say what an old folder held: runs kept from before, stale runs set aside."""
+    hidden = "left on disk, not in the table; results and plot --all-runs show them"
+    if state.changed:
+        made_from = ("an earlier version of " if state.previous == sweep.source_file else "") + (
+            state.previous or "another sweep")
+        print(f"{out} was made from {made_from}: {state.kept} runs kept, {state.stale} stale ({hidden})")
+    elif state.stale:
+        print(f"{out} also holds {state.stale} stale runs of earlier sweeps ({hidden})")
 
 
 def _report_sweep(sweep: Sweep, table: pd.DataFrame, args: argparse.Namespace) -> None:
@@ -397,7 +404,7 @@ def cmd_results(args: argparse.Namespace) -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 30,
                            "display.float_format", "{:.6g}".format):
         print(table.to_string(index=False, max_rows=args.max_rows or None) if len(table)
-              else "no rows match")
+              else "no rows match" if args.where else f"{args.dir}: no runs yet")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:

@@ -72,12 +72,12 @@ def figure_formats() -> list[str]:
 def check_figure_path(path: str | Path, label: str = "output") -> Path:
     """Fail before any work on a figure name we cannot write: a suffix matplotlib
     does not know, or a place we cannot write to (see check_output_path)."""
-    path = Path(path)
+    path = check_output_path(path, "file", label)
     formats = figure_formats()
     if path.suffix.lstrip(".").lower() not in formats:
         raise DeepxError(f"{label} {path}: unknown image format {path.suffix or '(no suffix)'!r}; "
                          f"end the name in one of: {', '.join('.' + f for f in formats)}")
-    return check_output_path(path, "file", label)
+    return path
 
 
 def save_figure(figure: Any, path: str | Path, dpi: int = 120) -> Path:
