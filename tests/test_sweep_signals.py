@@ -67,19 +67,27 @@ def _sweep_command(tmp_path: Path) -> list[str]:
             "--out", str(tmp_path / "out"), "--workers", "2", "--quiet"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+# Ctrl-C: the terminal sends SIGINT to the whole process group, workers included
+EXITS = {signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL, signal.SIGINT: 130}
+
+
+@pytest.mark.parametrize("sig", list(EXITS), ids=["SIGTERM", "SIGKILL", "Ctrl-C"])
 def test_killing_the_parent_leaves_no_worker_and_the_sweep_resumes(tmp_path: Path, sig: int) -> None:
     _sweep_file(tmp_path)
     runs = tmp_path / "out" / "runs"
     # output to files, not pipes: an orphan holding a pipe would hang the test, not fail it
     with open(tmp_path / "stderr.txt", "w") as err_file:
-        proc = subprocess.Popen(_sweep_command(tmp_path), stdout=subprocess.DEVNULL, stderr=err_file)
+        proc = subprocess.Popen(_sweep_command(tmp_path), stdout=subprocess.DEVNULL, stderr=err_file,
+                                start_new_session=True)  # its own process group, as in a terminal
     workers: list[int] = []
     try:
         assert _wait_for(lambda: len(_children(proc.pid)) >= 2 and runs.is_dir()
                          and len(list(runs.glob("*.json"))) >= 2, 60), "the sweep did not start"
         workers = _children(proc.pid)
-        proc.send_signal(sig)
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         proc.wait(timeout=30)
         assert _wait_for(lambda: not any(_alive(pid) for pid in workers), 5), \
             f"workers still alive 5 s after the parent's {signal.Signals(sig).name}"
@@ -88,11 +96,11 @@ def test_killing_the_parent_leaves_no_worker_and_the_sweep_resumes(tmp_path: Pat
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
     err = (tmp_path / "stderr.txt").read_text()
-    if sig == signal.SIGTERM:
-        assert proc.returncode == 143
-        assert "terminated: finished runs are saved" in err and "Traceback" not in err
-    else:
-        assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == EXITS[sig], err
+    if sig != signal.SIGKILL:
+        how = "terminated" if sig == signal.SIGTERM else "interrupted"
+        assert err.strip() == (f"{how}: finished runs are saved in {tmp_path / 'out'}; "
+                               "run the same command to resume")
     written = len(list(runs.glob("*.json")))
     time.sleep(1.0)
     assert len(list(runs.glob("*.json"))) == written < 24  # nobody writes any more
