@@ -102,8 +102,11 @@ def test_killing_the_parent_leaves_no_worker_and_the_sweep_resumes(tmp_path: Pat
         assert err.strip() == (f"{how}: finished runs are saved in {tmp_path / 'out'}; "
                                "run the same command to resume")
     written = len(list(runs.glob("*.json")))
-    time.sleep(1.0)
+    time.sleep(0.5)
     assert len(list(runs.glob("*.json"))) == written < 24  # nobody writes any more
+    if sig != signal.SIGKILL:
+        return
+    # resuming (once, to keep the suite short) completes the sweep and removes temporary files
     resumed = subprocess.run(_sweep_command(tmp_path), capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert "long: 24 of 24 runs ok" in resumed.stdout
