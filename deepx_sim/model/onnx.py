@@ -271,11 +271,37 @@ class _Reader:
             result[inp.name] = shape
         return result
 
+    def _skeleton(self) -> Any:
+        """The model without its large initialisers' bytes, each declared as an input of its
+        type and shape: shape inference copies and serialises what it is given, and a
+        VGG-16's 553 MB of weights made that the slowest, largest step of an import."""
+        from onnx import helper
+
+        g = self.model.graph
+        small = [p for p in self.initializers.values() if math.prod(p.dims) <= 1024]  # shape arithmetic
+        declared = {i.name for i in g.input}  # old exporters list initialisers as inputs too
+        large = [
+            helper.make_tensor_value_info(name, p.data_type, list(p.dims))
+            for name, p in self.initializers.items()
+            if math.prod(p.dims) > 1024 and name not in declared
+        ]
+        graph = helper.make_graph(
+            list(g.node),
+            g.name,
+            [*g.input, *large],
+            list(g.output),
+            initializer=small,
+            value_info=list(g.value_info),
+        )
+        light = helper.make_model(graph, opset_imports=list(self.model.opset_import))
+        light.ir_version = self.model.ir_version
+        return light
+
     def _infer_shapes(self, input_dims: dict[str, Shape]) -> None:
         from onnx import shape_inference
 
         try:
-            inferred = shape_inference.infer_shapes(self.model, strict_mode=False, data_prop=True)
+            inferred = shape_inference.infer_shapes(self._skeleton(), strict_mode=False, data_prop=True)
         except Exception as exc:
             raise ModelError(f"{self.path}: ONNX shape inference failed: {exc}") from None
         for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
