@@ -55,9 +55,10 @@ def build(name: str) -> nx.DiGraph:
 def timed_plan(path: Path, cache: Path) -> tuple[float, float]:
     """(wall s, peak GB) of one `deepx-sim plan` in a fresh process."""
     env = {**os.environ, "DEEPX_SIM_CACHE": str(cache)}
-    code = ("import resource, sys; from deepx_sim.cli import main; rc = main(sys.argv[1:]); "
-            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
-            "sys.exit(rc)")
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent that forked
+    code = ("import sys; from deepx_sim.cli import main; rc = main(sys.argv[1:]); "
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+            "print('PEAK', hwm, file=sys.stderr); sys.exit(rc)")
     args = [sys.executable, "-c", code, "plan", "--model", str(path), "--platform", "tegra_k1",
             "--link", "wifi"]
     start = time.perf_counter()

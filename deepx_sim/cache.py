@@ -38,6 +38,9 @@ def array_digest(array: np.ndarray) -> str:
 
     h = xxhash.xxh3_128()
     h.update(f"{array.dtype.str}{array.shape}".encode())
+    if array.flags.f_contiguous and not array.flags.c_contiguous:  # a transposed weight: no copy
+        h.update(b"F")
+        array = array.T
     h.update(memoryview(np.ascontiguousarray(array)).cast("B"))
     return h.hexdigest()
 

@@ -108,6 +108,12 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray, Layer], np.ndarray]] = {
     "Softsign": lambda x, _: x / (1 + np.abs(x)),
     "Erf": lambda x, _: _erf(x),
     "Gelu": lambda x, _: 0.5 * x * (1 + _erf(x / np.sqrt(2))),
+    "Sqrt": lambda x, _: np.sqrt(x),
+    "Exp": lambda x, _: np.exp(x),
+    "Log": lambda x, _: np.log(x),
+    "Reciprocal": lambda x, _: 1 / x,
+    "Neg": lambda x, _: -x,
+    "Abs": lambda x, _: np.abs(x),
 }
 
 _ELEMENTWISE: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -141,6 +147,17 @@ def _run_layer(lay: Layer, inputs: list[np.ndarray], store: WeightStore) -> np.n
         return y + store.get(lay.name, "bias") if store.has(lay.name, "bias") else y
     if kind == LayerKind.POOL:
         return _pool(x, lay)
+    if kind == LayerKind.MATMUL:
+        return np.matmul(x, inputs[1])
+    if kind == LayerKind.EMBEDDING:
+        return np.take(store.get(lay.name), x.astype(np.int64), axis=int(lay.attr("axis", 0)))
+    if kind == LayerKind.LAYERNORM:
+        axis = int(lay.attr("axis", -1))
+        axes = tuple(range(axis % x.ndim, x.ndim))
+        centred = x - x.mean(axis=axes, keepdims=True)
+        normal = centred / np.sqrt((centred**2).mean(axis=axes, keepdims=True) + lay.attr("epsilon", 1e-5))
+        out = normal * store.get(lay.name, "scale")
+        return out + store.get(lay.name, "bias") if store.has(lay.name, "bias") else out
     if kind == LayerKind.ACTIVATION:
         if lay.op_type not in ACTIVATIONS:
             raise ModelError(
@@ -195,6 +212,8 @@ def _view(lay: Layer, x: np.ndarray) -> np.ndarray:
         return np.broadcast_to(x, (x.shape[0], *lay.output_shape[1:])).copy()
     if lay.op_type == "Cast" and lay.attr("to", 1) == 1:  # to float32
         return x
+    if lay.op_type == "Gather" and lay.attr("indices") is not None:
+        return np.take(x, np.asarray(lay.attr("indices")), axis=int(lay.attr("axis", 0)))
     raise ModelError(f"layer {lay.name!r} ({lay.op_type}) cannot be executed in numpy")
 
 

@@ -51,10 +51,13 @@ class LayerKind(StrEnum):
     CONV = "conv"
     DEPTHWISE_CONV = "depthwise_conv"
     FC = "fc"
+    MATMUL = "matmul"  # product of two activations (attention scores and context)
+    EMBEDDING = "embedding"  # table lookup: parameters, no arithmetic
     POOL = "pool"
     ACTIVATION = "activation"
     LRN = "lrn"
     BATCHNORM = "batchnorm"
+    LAYERNORM = "layernorm"
     ADD = "add"
     CONCAT = "concat"
     FLATTEN = "flatten"
@@ -76,6 +79,8 @@ _FLOPS_PER_OUTPUT = {
     LayerKind.INPUT: 0,
     LayerKind.ACTIVATION: 1,  # max(0, x) or a table lookup
     LayerKind.BATCHNORM: 2,  # inference BN folds to one scale and one shift
+    LayerKind.LAYERNORM: 8,  # mean, variance (3), normalise (2), scale and shift (2): an estimate
+    LayerKind.EMBEDDING: 0,  # a lookup moves bytes, computes nothing
     LayerKind.DROPOUT: 0,  # identity at inference
     LayerKind.FLATTEN: 0,  # a view
     LayerKind.VIEW: 0,  # data movement only
@@ -294,6 +299,10 @@ def make_layer(
         else:
             window = pool.kernel[0] * pool.kernel[1]
         flops = out_elems * window  # one compare or add per window element
+    elif kind == LayerKind.MATMUL:
+        # (..., p, q) x (..., q, r): every output element is a q-long dot product
+        macs = out_elems * in_shapes[0][-1]
+        flops = 2 * macs
     elif kind == LayerKind.LRN:
         flops = out_elems * 8  # window of 5 squares, a sum, a power and a divide
     elif kind in (LayerKind.ADD, LayerKind.CONCAT):

@@ -80,7 +80,8 @@ OP_KINDS: dict[str, LayerKind] = {
             "ThresholdedRelu",
         )
     },
-    **{op: LayerKind.ADD for op in ("Add", "Sum", "Sub", "Mul", "Div")},
+    **{op: LayerKind.ACTIVATION for op in ("Sqrt", "Exp", "Log", "Reciprocal", "Neg", "Abs")},
+    **{op: LayerKind.ADD for op in ("Add", "Sum", "Sub", "Mul", "Div", "Pow")},
     **{op: LayerKind.FLATTEN for op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity")},
     **{op: LayerKind.VIEW for op in ("Transpose", "Slice", "Split", "Expand", "Cast")},
     **{op: LayerKind.POOL for op in REDUCTIONS},
@@ -90,6 +91,7 @@ OP_KINDS: dict[str, LayerKind] = {
     "LogSoftmax": LayerKind.SOFTMAX,
     "LRN": LayerKind.LRN,
     "BatchNormalization": LayerKind.BATCHNORM,
+    "LayerNormalization": LayerKind.LAYERNORM,
 }
 #: Operator attributes a layer keeps for the executor and the writer.
 _KEPT_ATTRS = {
@@ -104,6 +106,8 @@ _KEPT_ATTRS = {
     "Concat": ("axis",),
     "Transpose": ("perm",),
     "Split": ("axis",),
+    "Gather": ("axis",),
+    "LayerNormalization": ("axis", "epsilon"),
     "Cast": ("to",),
 }
 
@@ -672,6 +676,22 @@ class _LayerMaker:
             return self.pool()
         if self.op in REDUCTIONS:
             return self.reduction()
+        if self.op == "Gather":
+            return self.gather()
+        if self.op == "LayerNormalization":
+            for role, tensor in zip(("scale", "bias"), self.inputs[1:3], strict=False):
+                if tensor:
+                    self.r.register(self.name, role, tensor)
+            params = sum(math.prod(self.r.shapes.get(t, ())) for t in self.inputs[1:3] if t)
+            return make_layer(
+                self.name,
+                LayerKind.LAYERNORM,
+                self.in_shapes[:1],
+                self.out_shape,
+                op_type=self.op,
+                extra_params=params,
+                attrs=self.kept(),
+            )
         if self.op == "BatchNormalization":
             for role, tensor in zip(("scale", "bias", "mean", "var"), self.inputs[1:5], strict=False):
                 self.r.register(self.name, role, tensor)
@@ -706,11 +726,6 @@ class _LayerMaker:
         c_out, c_in_per_group, kh, kw = w_shape
         groups = int(self.attrs.get("group", 1))
         pads = tuple(int(p) for p in self.attrs.get("pads", (0, 0, 0, 0)))
-        if self.in_shapes and len(self.in_shapes[0]) == 4 and self.in_shapes[0][1] != c_in_per_group * groups:
-            raise self.fail(
-                f"input has {self.in_shapes[0][1]} channels, the weight {w_shape} with group "
-                f"{groups} expects {c_in_per_group * groups}"
-            )
         has_bias = len(self.inputs) > 2 and bool(self.inputs[2])
         spec = ConvSpec(
             c_in_per_group * groups,
@@ -733,26 +748,12 @@ class _LayerMaker:
     def gemm(self) -> Layer:
         b_shape = self.r.shapes.get(self.inputs[1]) if len(self.inputs) > 1 else None
         if not (self.r.is_static(self.inputs[1]) and b_shape and len(b_shape) == 2):
-            # activation x activation product (attention): 2 * out elements * inner dim
-            inner = self.in_shapes[0][-1] if self.in_shapes and self.in_shapes[0] else 1
-            return make_layer(
-                self.name,
-                LayerKind.OTHER,
-                self.in_shapes,
-                self.out_shape,
-                op_type=self.op,
-                flops_override=2 * math.prod(self.out_shape) * inner,
-            )
+            # activation x activation product (attention scores, context)
+            return make_layer(self.name, LayerKind.MATMUL, self.in_shapes, self.out_shape, op_type=self.op)
         trans_b = self.op == "Gemm" and int(self.attrs.get("transB", 0)) == 1
         if self.op == "Gemm" and int(self.attrs.get("transA", 0)):
             raise self.fail("Gemm with transA=1 is not supported")
         m, n = (b_shape[0], b_shape[1]) if trans_b else (b_shape[1], b_shape[0])
-        x_dim = self.in_shapes[0][-1] if self.in_shapes and self.in_shapes[0] else None
-        if x_dim is not None and x_dim != n:
-            raise self.fail(
-                f"input's last dimension {x_dim} does not match the weight {b_shape} "
-                f"(transB={int(trans_b)}), which takes {n}"
-            )
         has_bias = self.op == "Gemm" and len(self.inputs) > 2 and bool(self.inputs[2])
         alpha, beta = float(self.attrs.get("alpha", 1.0)), float(self.attrs.get("beta", 1.0))
         self.r.register(self.name, "weight", self.inputs[1], transpose=not trans_b, factor=alpha)
@@ -772,6 +773,25 @@ class _LayerMaker:
             value = self.r.static(self.inputs[position])
             return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
         return None
+
+    def gather(self) -> Layer:
+        """A lookup in a constant table (an embedding) or a selection from an activation."""
+        data, indices = self.inputs[0], self.inputs[1]
+        if self.r.is_static(data):
+            self.r.register(self.name, "weight", data)
+            return make_layer(
+                self.name,
+                LayerKind.EMBEDDING,
+                self.in_shapes,
+                self.out_shape,
+                op_type=self.op,
+                extra_params=math.prod(self.r.shapes.get(data, ())),
+            )
+        chosen = self.r.static(indices)
+        attrs = {**self.kept(), **({} if chosen is None else {"indices": _frozen(chosen.tolist())})}
+        return make_layer(
+            self.name, LayerKind.VIEW, self.in_shapes[:1], self.out_shape, op_type=self.op, attrs=attrs
+        )
 
     def reduction(self) -> Layer:
         """ReduceMean/Max/Sum as pooling over the reduced axes (all axes when none given)."""
@@ -962,6 +982,20 @@ class _Writer:
             node = self.fc(lay, preds[0])
         elif kind == LayerKind.POOL:
             node = self.pool(lay, preds[0])
+        elif kind == LayerKind.LAYERNORM:
+            ins = [preds[0]] + [
+                self.init(f"{name}/{r}", self.store.get(name, r))
+                for r in ("scale", "bias")
+                if self.store.has(name, r)
+            ]
+            node = helper.make_node(
+                "LayerNormalization",
+                ins,
+                [name],
+                name=name,
+                axis=int(lay.attr("axis", -1)),
+                epsilon=float(lay.attr("epsilon", 1e-5)),
+            )
         elif kind == LayerKind.BATCHNORM:
             ins = [preds[0]] + [
                 self.init(f"{name}/{r}", self.store.get(name, r)) for r in ("scale", "bias", "mean", "var")
@@ -1050,6 +1084,13 @@ class _Writer:
         elif kind == LayerKind.VIEW and op == "Expand":
             shape = self.init(f"{name}/shape", np.array([1, *lay.output_shape[1:]], dtype=np.int64))
             return helper.make_node("Expand", [ins[0], shape], [name], name=name)
+        elif kind == LayerKind.MATMUL:
+            return helper.make_node("MatMul", ins, [name], name=name)
+        elif kind == LayerKind.VIEW and op == "Gather" and lay.attr("indices") is not None:
+            indices = self.init(f"{name}/indices", np.array(lay.attr("indices"), dtype=np.int64))
+            return helper.make_node(
+                "Gather", [ins[0], indices], [name], name=name, axis=int(lay.attr("axis", 0))
+            )
         elif kind == LayerKind.VIEW and op == "Split":
             raise ModelError(f"layer {name!r} (Split) cannot be written to ONNX: one layer, several outputs")
         elif kind == LayerKind.FLATTEN:
