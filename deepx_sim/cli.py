@@ -83,6 +83,10 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     from deepx_sim.model.summary import model_summary
 
     graph = load_model(args.model, _input_shapes(args.input_shape))
+    if args.fuse:
+        from deepx_sim.model.fusion import fuse
+
+        graph = fuse(graph)
     report = model_summary(graph, args.precision)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -530,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", metavar="[NAME=]DxDx...",
                    help="fix a dynamic ONNX input, e.g. input=1x3x224x224")
     p.add_argument("--totals-only", action="store_true", help="skip the per-layer table")
+    p.add_argument("--fuse", action="store_true",
+                   help="show fused units (conv/fc + batchnorm + activation, add + activation)")
     p.add_argument("--json", action="store_true", help="machine-readable output (see README)")
     p.set_defaults(func=cmd_inspect)
 
