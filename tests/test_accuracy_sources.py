@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepx_sim import cache
 from deepx_sim.accuracy import Source, load_inputs, load_labelled, synthetic
 from deepx_sim.accuracy.sources import reference
 from deepx_sim.cli import main
@@ -25,7 +24,6 @@ from tests.compress.conftest import small_mlp
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEEPX_SIM_CACHE", str(tmp_path / "cache"))
-    cache.clear_memory()
 
 
 def test_synthetic_inputs_are_standard_normal_and_seeded() -> None:

@@ -17,7 +17,6 @@ from deepx_sim.accuracy.estimate import (
     SPECTRUM_DECAY,
     break_even_rank,
     candidate_ranks,
-    checked_matrix,
     classifier_layers,
     err2_loss,
     geometric_fractions,
@@ -32,7 +31,7 @@ from deepx_sim.accuracy.sources import Reference, Score, Source, load_inputs, lo
 __all__ = [
     "ACCURACY_PER_ERR2", "OUTPUT_ACCURACY_PER_ERR2", "PRECISION_LOSS", "RANK_FRACTIONS", "SPECTRUM_DECAY",
     "AccuracyModel", "Curve", "Profile", "Reference", "Score", "Source", "break_even_rank",
-    "candidate_ranks", "checked_matrix", "classifier_layers", "err2_loss", "geometric_fractions",
+    "candidate_ranks", "classifier_layers", "err2_loss", "geometric_fractions",
     "load_inputs", "load_labelled", "measure_profile", "rank_ladder", "separable", "synthetic",
     "tail_energy", "weighted_layers",
 ]

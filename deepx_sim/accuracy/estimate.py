@@ -31,7 +31,6 @@ from functools import lru_cache
 import networkx as nx
 import numpy as np
 
-from deepx_sim.errors import ModelError
 from deepx_sim.model.layers import Layer, break_even_rank, layers_in_order
 
 __all__ = [
@@ -100,15 +99,6 @@ def classifier_layers(graph: nx.DiGraph) -> frozenset[str]:
     weighted = {lay.name for lay in weighted_layers(graph)}
     last = {n for n in weighted if not (nx.descendants(graph, n) & weighted)}
     return frozenset(graph.nodes[n]["layer"].source_layer for n in last)
-
-
-def checked_matrix(layer: Layer, weight: np.ndarray) -> np.ndarray:
-    """The weight as a 2-D float matrix; a clear error for NaN or infinity."""
-    if not np.all(np.isfinite(weight)):
-        bad = int(np.size(weight) - np.count_nonzero(np.isfinite(weight)))
-        raise ModelError(f"layer {layer.name!r}: its weight holds {bad} NaN or infinite values; "
-                         "the accuracy model needs finite weights")
-    return np.asarray(weight, dtype=float).reshape(weight.shape[0], -1)
 
 
 def weighted_layers(graph: nx.DiGraph) -> list[Layer]:

@@ -21,7 +21,6 @@ from deepx_sim.accuracy.estimate import (
     OUTPUT_ACCURACY_PER_ERR2,
     PRECISION_LOSS,
     SPECTRUM_DECAY,
-    checked_matrix,
     classifier_layers,
     model_spectrum,
     tail_energy,
@@ -31,6 +30,7 @@ from deepx_sim.accuracy.sources import Source, synthetic
 from deepx_sim.costs import Variant
 from deepx_sim.errors import ModelError
 from deepx_sim.model.layers import Layer
+from deepx_sim.model.spectra import singular_values
 from deepx_sim.model.weights import weight_store
 
 
@@ -95,7 +95,7 @@ class AccuracyModel:
             assert layer.fc is not None
             store = weight_store(self.graph)
             if store is not None and store.has(layer.name):
-                s = np.linalg.svd(checked_matrix(layer, store.get(layer.name)), compute_uv=False)
+                s = singular_values(store.get(layer.name), layer.name)
             else:
                 s = model_spectrum(min(layer.fc.m, layer.fc.n), self.decay)
             self._tails[layer.name] = tail_energy(s)

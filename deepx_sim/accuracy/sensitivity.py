@@ -18,6 +18,7 @@ inputs, the labels and the ladder.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from deepx_sim.accuracy.estimate import RANK_FRACTIONS, geometric_fractions, rank_ladder
 from deepx_sim.accuracy.sources import Reference, Source, reference
-from deepx_sim.cache import cached
+from deepx_sim.cache import array_digest, cached
 from deepx_sim.errors import ModelError
 from deepx_sim.model.execute import run_layer
 from deepx_sim.model.layers import Layer, LayerKind, break_even_rank, layers_in_order
@@ -156,7 +157,7 @@ def factors(lay: Layer, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     knob = rank_knob(lay)
     assert knob is not None
     fn = svd_factors if knob[0] == "rank" else separate_conv
-    arrays = cached("lowrank", [_VERSION, knob[0], w],
+    arrays = cached("lowrank", key_of(_VERSION, knob[0], w),
                     lambda: dict(zip(("a", "b"), _svd_full(fn, w, knob[2]), strict=True)))
     return arrays["a"], arrays["b"]
 
@@ -248,6 +249,15 @@ def _measure(graph: nx.DiGraph, ref: Reference, points: int) -> dict[str, np.nda
     return arrays
 
 
+def key_of(*parts: object) -> str:
+    """A cache key for ``parts``: arrays by :func:`array_digest`, anything else by ``repr``."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        h.update((array_digest(part) if isinstance(part, np.ndarray) else repr(part)).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
 def _weights_key(graph: nx.DiGraph) -> list[object]:
     """What a profile depends on in the model: layer specs and every stored array."""
     store = require_weights(graph, "measuring accuracy")
@@ -271,7 +281,7 @@ def measure_profile(graph: nx.DiGraph, source: Source, points: int = PROFILE_POI
             f"{macs / 1e9:,.0f} G multiply-accumulates, above the limit of {max_macs / 1e9:,.0f} G")
     key = [_VERSION, points, PROFILE_BITS, RANK_FRACTIONS, source.kind, source.x,
            source.y if source.y is not None else "no labels", *_weights_key(graph)]
-    arrays = cached("sensitivity", key, lambda: _measure(graph, reference(graph, source), points))
+    arrays = cached("sensitivity", key_of(*key), lambda: _measure(graph, reference(graph, source), points))
     curves = {}
     for j, name in enumerate(str(n) for n in arrays["names"]):
         layer, knob = name.split("\t")

@@ -3,12 +3,26 @@ accuracy measurements share (each is exact in Frobenius norm, Eckart-Young)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
+
+from deepx_sim.cache import array_digest
+
+#: Decompositions kept in memory, so a search over the ranks of one layer computes one SVD.
+_KEPT_SVDS = 4
+_svds: OrderedDict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
 
 
 def svd_factors(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
     """(V_k (k x n), U_k S_k (m x k)) with W ~ (U_k S_k) V_k."""
-    u, s, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
+    digest = array_digest(w)
+    if digest not in _svds:
+        _svds[digest] = np.linalg.svd(w.astype(np.float64), full_matrices=False)
+        while len(_svds) > _KEPT_SVDS:
+            _svds.popitem(last=False)
+    _svds.move_to_end(digest)
+    u, s, vt = _svds[digest]
     return vt[:rank].astype(np.float32), (u[:, :rank] * s[:rank]).astype(np.float32)
 
 

@@ -10,7 +10,6 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from deepx_sim import cache
 from deepx_sim.accuracy import Source
 from deepx_sim.accuracy.sources import reference
 from deepx_sim.cli import main
@@ -25,7 +24,6 @@ from tests.compress.conftest import residual_cnn, small_cnn, with_weights
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEEPX_SIM_CACHE", str(tmp_path / "cache"))
-    cache.clear_memory()
 
 
 def low_rank_mlp(sizes: tuple[int, ...], rank: int, noise: float, seed: int = 0) -> nx.DiGraph:
