@@ -41,7 +41,8 @@ def array_digest(array: np.ndarray) -> str:
     if array.flags.f_contiguous and not array.flags.c_contiguous:  # a transposed weight: no copy
         h.update(b"F")
         array = array.T
-    h.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    if array.size:  # an empty array has no bytes (and memoryview cannot cast its zero shape)
+        h.update(memoryview(np.ascontiguousarray(array)).cast("B"))
     return h.hexdigest()
 
 

@@ -107,10 +107,11 @@ def test_the_accuracy_model_reads_measured_curves_and_says_so() -> None:
     curve = profile.curve("fc1", "rank")
     assert curve is not None
     k = int(curve.settings[2])
-    assert model.loss(fc1, Variant(rank=k)) == curve.at(k)
+    assert model.loss(fc1, Variant(rank=k)) == profile.interaction * curve.at(k)
     bits = profile.curve("fc1", "bits")
     assert bits is not None
-    assert model.loss(fc1, Variant(bits=8, rank=k)) == pytest.approx(curve.at(k) + bits.at(8))
+    assert model.loss(fc1, Variant(bits=8, rank=k)) == pytest.approx(profile.interaction * curve.at(k)
+                                                                      + bits.at(8))
     assert model.accuracy_source.startswith("measured: estimated fidelity loss on synthetic inputs")
     x = np.random.default_rng(3).standard_normal((50, 30)).astype(np.float32)
     labelled = AccuracyModel(graph, source=Source("labels", x, np.zeros(50, np.int64), "mine.npz"))
@@ -131,3 +132,36 @@ def test_zoo_models_without_weights_keep_the_spectral_estimate() -> None:
     assert model.curves() is None
     assert model.accuracy_source.startswith("estimate: spectral model (no weights")
     assert model.loss(get_layer(model.graph, "fc2"), Variant(rank=50)) > 0
+
+
+def test_joint_points_are_measured_combinations_and_fix_the_interaction_factor() -> None:
+    graph = residual_cnn(np.random.default_rng(0))
+    source = synthetic(graph, rows=ROWS)
+    profile = measure_profile(graph, source)
+    ref = reference(graph, source)
+    assert len(profile.joint) >= 1
+    rank_curves = {layer: c for (layer, knob), c in profile.curves.items() if knob != "bits"}
+    expected_points = []
+    for level in sens.JOINT_LEVELS:
+        # the combination: every rank layer at its lowest rank within the level, made structurally
+        choice = {}
+        for layer, curve in rank_curves.items():
+            ok = [int(k) for k, loss in zip(curve.settings[:-1], curve.envelope()[:-1], strict=True)
+                  if loss <= level]
+            if ok:
+                choice[layer] = ok[0]
+        total = sum(rank_curves[n].at(k) for n, k in choice.items())
+        if len(choice) < 2 or total == 0:
+            continue
+        fc = {n: k for n, k in choice.items() if get_layer(graph, n).fc is not None}
+        changed = weight_factorization(graph, ranks=fc)[0] if fc else graph
+        conv = {n: k for n, k in choice.items() if n not in fc}
+        changed = conv_separation(changed, ranks=conv)[0] if conv else changed
+        expected_points.append((total, ref.score_model(changed).loss))
+    assert len(expected_points) == len(profile.joint) >= 1
+    for (total, measured), (got_total, got_measured) in zip(expected_points, profile.joint, strict=True):
+        assert got_total == pytest.approx(total)
+        assert abs(got_measured - measured) <= 1 / ROWS + 1e-12
+    sums, joint = profile.joint[:, 0], profile.joint[:, 1]
+    expected = max(1.0, float(sums @ joint / (sums @ sums)))
+    assert profile.interaction == pytest.approx(expected)

@@ -2,7 +2,10 @@
 
 A model with weights is measured: its per-layer curves (sensitivity.py) on a
 source (``source``; synthetic inputs when none is given, so a fidelity figure),
-measured once, cached on disk, read at the variant's rank and bits.  When a
+measured once, cached on disk, read at the variant's rank and bits.  The
+planner adds losses up without running the model, so rank losses are scaled by
+the profile's measured interaction factor (what combinations of ranks lost
+against their layers' losses added up, never below 1).  When a
 profile would cost more than ``max_macs`` the weights' real singular values go
 through the err2 rule instead; a model without weights (the zoo) gets the
 spectral model.  :attr:`AccuracyModel.accuracy_source` says which, in words, for
@@ -119,7 +122,7 @@ class AccuracyModel:
         if variant.rank is not None:
             if rank is None:
                 return None
-            loss += rank.at(variant.rank)
+            loss += profile.interaction * rank.at(variant.rank)
         return loss
 
     def loss(self, layer: Layer, variant: Variant) -> float:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
@@ -31,7 +31,7 @@ from deepx_sim.accuracy.sources import Reference, Source, reference
 from deepx_sim.cache import array_digest, cached
 from deepx_sim.errors import ModelError
 from deepx_sim.model.execute import run_layer
-from deepx_sim.model.layers import Layer, LayerKind, break_even_rank, layers_in_order
+from deepx_sim.model.layers import Layer, LayerKind, break_even_rank, get_layer, layers_in_order
 from deepx_sim.model.lowrank import recompose_conv, separate_conv, svd_factors
 from deepx_sim.model.weights import WeightStore, as_stored, require_weights
 
@@ -42,7 +42,9 @@ PROFILE_BITS = (16, 8)
 #: A profile costing more multiply-accumulates than this is not measured: about a
 #: minute of numpy on one core of this project's 2-core machine (a stated limit).
 MAX_PROFILE_MACS = 6e11
-_VERSION = 1
+#: Per-layer loss levels at which combinations of ranks are measured (Profile.joint).
+JOINT_LEVELS = (0.0025, 0.005, 0.01, 0.02, 0.04)
+_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,24 @@ class Curve:
 
 @dataclass(frozen=True)
 class Profile:
-    """A model's measured curves on one source (``source`` says which, ``unit`` in what)."""
+    """A model's measured curves on one source (``source`` says which, ``unit`` in what),
+    and ``joint``: (sum of the curves' losses, measured loss) of rank combinations."""
 
     source: str
     unit: str
     curves: dict[tuple[str, str], Curve]
     macs: float
+    joint: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+
+    @property
+    def interaction(self) -> float:
+        """How much more a combination of ranks loses than its layers' losses added up:
+        the least-squares factor through the origin over :attr:`joint`, never below 1
+        (the sum stays the floor: interactions only add)."""
+        sums, measured = self.joint[:, 0], self.joint[:, 1]
+        if not len(sums) or not (sums**2).sum():
+            return 1.0
+        return max(1.0, float((sums * measured).sum() / (sums**2).sum()))
 
     def curve(self, layer: str, knob: str) -> Curve | None:
         return self.curves.get((layer, knob))
@@ -246,7 +260,42 @@ def _measure(graph: nx.DiGraph, ref: Reference, points: int) -> dict[str, np.nda
                 del live[p]
         live[lay.name], left[lay.name] = out, graph.out_degree(lay.name)
     arrays["names"] = np.array(names, dtype=str)
+    arrays["joint"] = _joint(graph, ref, arrays)
     return arrays
+
+
+def substituted(graph: nx.DiGraph, choice: dict[str, int]) -> nx.DiGraph:
+    """``graph`` with each chosen layer's weight replaced by its rank-k version: what the
+    factorised graph computes, without changing the structure (for measuring)."""
+    new = graph.copy()
+    store = require_weights(graph, "measuring accuracy").copy()
+    for name, k in choice.items():
+        lay = get_layer(graph, name)
+        knob = rank_knob(lay)
+        assert knob is not None
+        store.set(name, "weight", low_rank(knob[0], *factors(lay, store.get(name)), k))
+    new.graph["weights"] = store
+    return new
+
+
+def _joint(graph: nx.DiGraph, ref: Reference, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """(sum of curve losses, measured loss) for combinations of every rank layer at the
+    lowest rank whose curve loss stays within each of JOINT_LEVELS."""
+    curves = [(str(name).split("\t")[0], j) for j, name in enumerate(arrays["names"])
+              if not str(name).endswith("\tbits")]
+    points = []
+    for level in JOINT_LEVELS:
+        choice, total = {}, 0.0
+        for layer, j in curves:
+            curve = Curve(layer, "", arrays[f"s{j}"], arrays[f"l{j}"], arrays[f"e{j}"])
+            within = [(k, loss) for k, loss in zip(curve.settings[:-1], curve.envelope()[:-1], strict=True)
+                      if loss <= level]
+            if within:
+                choice[layer], loss = int(within[0][0]), within[0][1]
+                total += float(loss)
+        if len(choice) >= 2 and total > 0:  # an interaction needs two changed layers
+            points.append((total, ref.score_model(substituted(graph, choice)).loss))
+    return np.array(points, dtype=float).reshape(-1, 2)
 
 
 def key_of(*parts: object) -> str:
@@ -286,4 +335,4 @@ def measure_profile(graph: nx.DiGraph, source: Source, points: int = PROFILE_POI
     for j, name in enumerate(str(n) for n in arrays["names"]):
         layer, knob = name.split("\t")
         curves[(layer, knob)] = Curve(layer, knob, arrays[f"s{j}"], arrays[f"l{j}"], arrays[f"e{j}"])
-    return Profile(source.describe(), source.unit, curves, macs)
+    return Profile(source.describe(), source.unit, curves, macs, arrays["joint"])

@@ -36,12 +36,12 @@ from deepx_sim.accuracy.estimate import tail_energy
 from deepx_sim.accuracy.sensitivity import (
     component_norms,
     factors,
-    low_rank,
     measure_profile,
     one_blas_thread,
     profiled_layers,
     rank_knob,
     settings_for,
+    substituted,
 )
 from deepx_sim.accuracy.sources import reference
 from deepx_sim.compress.optimizers import (
@@ -172,21 +172,6 @@ def _options(graph: nx.DiGraph, layers: list[Layer], profile: Profile | None) ->
     return options
 
 
-def _substituted(graph: nx.DiGraph, layers: list[Layer], choice: dict[str, int]) -> nx.DiGraph:
-    """``graph`` with each chosen layer's weight replaced by its low-rank version (no
-    structural change: what the factorised graph computes, for measuring)."""
-    new = graph.copy()
-    store = require_weights(graph, "compress").copy()
-    for lay in layers:
-        if lay.name in choice:
-            knob = rank_knob(lay)
-            assert knob is not None
-            approx = low_rank(knob[0], *factors(lay, store.get(lay.name)), choice[lay.name])
-            store.set(lay.name, "weight", approx)
-    new.graph["weights"] = store
-    return new
-
-
 def _choose_ranks(graph: nx.DiGraph, layers: list[Layer], judge: _Judge, budget: float,
                   profile: Profile | None) -> dict[str, int]:
     """The ranks whose measured combination fits ``budget``, saving the most the knapsack
@@ -197,7 +182,7 @@ def _choose_ranks(graph: nx.DiGraph, layers: list[Layer], judge: _Judge, budget:
     def fits(choice: dict[str, int]) -> bool:
         key = tuple(sorted(choice.items()))
         if key not in tried:
-            tried[key] = not choice or judge.fits(_substituted(graph, layers, choice), budget)
+            tried[key] = not choice or judge.fits(substituted(graph, choice), budget)
         return tried[key]
 
     best: dict[str, int] = {}
