@@ -16,8 +16,10 @@ For each model, accuracy budget and split seed:
 - both are then measured on the test split, which neither saw.
 
 The error distribution (estimate - test loss) is printed per model and method
-and drawn as a figure; the standard error of each test figure (from the rows
-whose correctness changed) is given beside it, the floor no estimate beats.
+and drawn as a figure.  Both figures are sample means over a few hundred rows:
+their standard errors (from the rows whose correctness changed) are a floor no
+estimate beats, so each point is also checked against 1 point plus two
+combined standard errors (``within_bound``).
 For comparison the err2 rule (the estimate weightless models keep) is scored
 on the same planner choices.
 
@@ -49,7 +51,7 @@ BUDGETS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1)
 
 
 def _test_loss(net: nx.DiGraph, changed: nx.DiGraph, test: Source) -> tuple[float, float]:
-    """(accuracy loss on test, its standard error from the rows whose correctness changed)."""
+    """(accuracy loss on ``test``, its standard error from the rows whose correctness changed)."""
     ref = reference(net, test)
     after = reference(changed, test)
     diff = (ref.top1 == test.y).astype(float) - (after.top1 == test.y).astype(float)
@@ -96,24 +98,31 @@ def rows_for(name: str, seeds: Sequence[int], budgets: Sequence[float], which: S
                 assert outcome.chosen_score is not None and outcome.held_score is not None
                 loss, se = _test_loss(net, outcome.graph, test)
                 rows.append({**base, "method": "compress", "estimate": outcome.chosen_score.loss,
+                             "estimate_se": _test_loss(net, outcome.graph, chosen_on)[1],
                              "held_apart": outcome.held_score.loss, "test_loss": loss, "test_se": se})
                 for method, model in (("planner (measured curves)", measured), ("planner (err2 rule)", rule)):
                     ranks, estimate = planner_choice(net, model, budget)
                     changed = weight_factorization(net, ranks=ranks)[0] if ranks else net
                     loss, se = _test_loss(net, changed, test)
                     rows.append({**base, "method": method, "estimate": estimate, "test_loss": loss,
-                                 "test_se": se})
+                                 "test_se": se, "estimate_se": _test_loss(net, changed, chosen_on)[1]})
     return rows
+
+
+def bound(table: pd.DataFrame) -> pd.Series:
+    """1 point plus two standard errors of (estimate - test loss): the two come from
+    independent rows, so their errors add in quadrature (a 95 % band around 1 point)."""
+    return 0.01 + 2 * np.sqrt(table.test_se**2 + table.estimate_se**2)
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     error = table.estimate - table.test_loss
-    table = table.assign(error=error, abs_error=error.abs())
+    table = table.assign(error=error, abs_error=error.abs(), within_bound=error.abs() <= bound(table))
     return table.groupby(["model", "data", "method"]).agg(
         points=("error", "size"), mean_error=("error", "mean"), mean_abs=("abs_error", "mean"),
         median_abs=("abs_error", "median"), p90_abs=("abs_error", lambda e: e.quantile(0.9)),
         max_abs=("abs_error", "max"), within_1pt=("abs_error", lambda e: (e <= 0.01).mean()),
-        mean_test_se=("test_se", "mean")).reset_index()
+        within_bound=("within_bound", "mean"), mean_test_se=("test_se", "mean")).reset_index()
 
 
 def plot(table: pd.DataFrame, path: str) -> None:
@@ -141,8 +150,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv)
     out = out_dir(args, "accuracy_calibration")
     seeds = (0,) if args.quick else (0, 1, 2)
-    budgets = (0.05,) if args.quick else BUDGETS
-    models = MODELS[:1] if args.quick else MODELS
+    budgets = (0.02, 0.05, 0.1) if args.quick else BUDGETS
+    models = MODELS[:2] if args.quick else MODELS
     which = ("validation half",) if args.quick else ("train split", "validation half")
     table = pd.DataFrame([r for name in models for r in rows_for(name, seeds, budgets, which)])
     table.to_csv(out / "estimates.csv", index=False)
