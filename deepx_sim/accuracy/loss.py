@@ -28,8 +28,8 @@ from deepx_sim.accuracy.estimate import (
     model_spectrum,
     tail_energy,
 )
-from deepx_sim.accuracy.sensitivity import MAX_PROFILE_MACS, Profile, measure_profile
-from deepx_sim.accuracy.sources import Source, synthetic
+from deepx_sim.accuracy.sensitivity import MAX_PROFILE_MACS, Profile, check_measurable, measure_profile
+from deepx_sim.accuracy.sources import Source, synthetic, synthetic_rows
 from deepx_sim.costs import Variant
 from deepx_sim.errors import ModelError
 from deepx_sim.model.layers import Layer
@@ -60,8 +60,10 @@ class AccuracyModel:
         if not self._resolved:
             self._resolved = True
             if self.profile is None and self.measure and weight_store(self.graph) is not None:
-                try:
-                    source = self.source if self.source is not None else synthetic(self.graph)
+                try:  # the limit first: a big model's synthetic inputs alone are large
+                    rows = self.source.rows if self.source is not None else synthetic_rows(self.graph)
+                    check_measurable(self.graph, rows, self.max_macs)
+                    source = self.source if self.source is not None else synthetic(self.graph, rows)
                     self.profile = measure_profile(self.graph, source, max_macs=self.max_macs)
                 except ModelError as exc:  # too slow, or a layer numpy cannot run
                     self._why = str(exc)

@@ -319,15 +319,22 @@ def _weights_key(graph: nx.DiGraph) -> list[object]:
     return parts
 
 
+def check_measurable(graph: nx.DiGraph, rows: int, max_macs: float = MAX_PROFILE_MACS,
+                     points: int = PROFILE_POINTS) -> float:
+    """A profile's multiply-accumulates on ``rows`` rows; ModelError past ``max_macs``."""
+    macs = profile_macs(graph, rows, points)
+    if macs > max_macs:
+        raise ModelError(
+            f"model {graph.graph.get('name')!r}: measuring its sensitivity on {rows} rows would take "
+            f"{macs / 1e9:,.0f} G multiply-accumulates, above the limit of {max_macs / 1e9:,.0f} G")
+    return macs
+
+
 def measure_profile(graph: nx.DiGraph, source: Source, points: int = PROFILE_POINTS,
                     max_macs: float = MAX_PROFILE_MACS) -> Profile:
     """The model's per-layer curves on ``source`` (cached).  Raises ModelError when the
     profile would cost more than ``max_macs`` multiply-accumulates."""
-    macs = profile_macs(graph, source.rows, points)
-    if macs > max_macs:
-        raise ModelError(
-            f"model {graph.graph.get('name')!r}: measuring its sensitivity on {source.rows} rows would take "
-            f"{macs / 1e9:,.0f} G multiply-accumulates, above the limit of {max_macs / 1e9:,.0f} G")
+    macs = check_measurable(graph, source.rows, max_macs, points)
     key = [_VERSION, points, PROFILE_BITS, RANK_FRACTIONS, source.kind, source.x,
            source.y if source.y is not None else "no labels", *_weights_key(graph)]
     arrays = cached("sensitivity", key_of(*key), lambda: _measure(graph, reference(graph, source), points))

@@ -30,9 +30,12 @@ from deepx_sim.model.layers import LayerKind, layers_in_order
 
 SourceKind = Literal["labels", "inputs", "synthetic"]
 
-#: Synthetic inputs drawn when no data is given (rows, seed).
+#: Synthetic inputs drawn when no data is given (rows, seed); a big model gets fewer
+#: rows, so that one run over them costs at most RUN_MACS (never under MIN_SYNTHETIC_ROWS).
 SYNTHETIC_ROWS = 768
 SYNTHETIC_SEED = 0
+RUN_MACS = 5e10
+MIN_SYNTHETIC_ROWS = 64
 #: Rows run through the model at once (bounds the executor's memory).
 BATCH_ROWS = 1024
 
@@ -170,8 +173,16 @@ def load_inputs(path: str | Path, graph: nx.DiGraph) -> Source:
     return Source("inputs", checked_inputs(path, np.asarray(loaded), graph), None, str(path))
 
 
-def synthetic(graph: nx.DiGraph, rows: int = SYNTHETIC_ROWS, seed: int = SYNTHETIC_SEED) -> Source:
-    """``rows`` inputs drawn i.i.d. from N(0, 1), one value per input element (seeded)."""
+def synthetic_rows(graph: nx.DiGraph) -> int:
+    """How many synthetic rows the model gets: SYNTHETIC_ROWS, fewer for a big model."""
+    per_row = sum(lay.macs / max(1, lay.output_shape[0]) for lay in layers_in_order(graph))
+    return int(min(SYNTHETIC_ROWS, max(MIN_SYNTHETIC_ROWS, RUN_MACS // max(per_row, 1.0))))
+
+
+def synthetic(graph: nx.DiGraph, rows: int | None = None, seed: int = SYNTHETIC_SEED) -> Source:
+    """``rows`` inputs (default :func:`synthetic_rows`) drawn i.i.d. from N(0, 1), one value
+    per input element (seeded)."""
+    rows = synthetic_rows(graph) if rows is None else rows
     x = np.random.default_rng(seed).standard_normal((rows, *input_shape(graph))).astype(np.float32)
     return Source("synthetic", x, None, f"synthetic inputs (i.i.d. N(0, 1) per element, seed {seed})")
 
