@@ -248,15 +248,17 @@ def speakerid_template(seed: int, inputs: int = 64, hidden: int = 1000, classes:
     return _initialised(b.build(), seed)
 
 
-def cnn_template(seed: int) -> nx.DiGraph:
-    b = GraphBuilder("cnn_digits", (1, 1, 8, 8), source="trained in-project")
-    b.conv(16, 3, padding=1, name="conv1")
+def cnn_template(seed: int, input_shape: tuple[int, ...] = (1, 1, 8, 8), channels: tuple[int, int] = (16, 32),
+                 hidden: int = 128, name: str = "cnn_digits") -> nx.DiGraph:
+    """conv 3x3 -> relu -> conv 3x3 -> relu -> max-pool 2 -> fc -> relu -> dropout -> fc 10 -> softmax."""
+    b = GraphBuilder(name, input_shape, source="trained in-project")
+    b.conv(channels[0], 3, padding=1, name="conv1")
     b.relu(name="relu1")
-    b.conv(32, 3, padding=1, name="conv2")
+    b.conv(channels[1], 3, padding=1, name="conv2")
     b.relu(name="relu2")
     b.pool(2, 2, name="pool")
     b.flatten(name="flat")
-    b.fc(128, name="fc1")
+    b.fc(hidden, name="fc1")
     b.relu(name="relu3")
     b.dropout(name="drop")
     b.fc(10, name="fc2")

@@ -14,6 +14,7 @@ from deepx_sim.accuracy import Source
 from deepx_sim.accuracy.sources import reference
 from deepx_sim.cli import main
 from deepx_sim.compress.search import HELD_TOLERANCE, compress
+from deepx_sim.compress.train import cnn_template
 from deepx_sim.model.builder import GraphBuilder
 from deepx_sim.model.memory import stored_sizes
 from deepx_sim.model.onnx import load_onnx, save_onnx
@@ -46,18 +47,9 @@ def low_rank_mlp(sizes: tuple[int, ...], rank: int, noise: float, seed: int = 0)
 
 
 def random_cnn(seed: int = 0) -> nx.DiGraph:
-    """A CNN with He-initialised random weights (random_weights), 3x12x12 -> 10 classes."""
-    b = GraphBuilder("random_cnn", (1, 3, 12, 12))
-    b.conv(8, 3, padding=1, name="conv1")
-    b.relu(name="relu1")
-    b.conv(16, 3, padding=1, name="conv2")
-    b.relu(name="relu2")
-    b.pool(2, 2, name="pool")
-    b.flatten(name="flat")
-    b.fc(64, name="fc1")
-    b.relu(name="relu3")
-    b.fc(10, name="fc2")
-    graph = b.build()
+    """The digits CNN's shape on 3x12x12 inputs, 8 and 16 channels, with He-initialised
+    random weights (random_weights): no training, no redundancy."""
+    graph = cnn_template(seed, (1, 3, 12, 12), (8, 16), 64, name="random_cnn")
     random_weights(graph, seed)
     return graph
 
