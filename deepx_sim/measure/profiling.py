@@ -1,0 +1,305 @@
+"""Time every layer of a model on this machine with onnxruntime's per-node profiler.
+
+A run of :func:`profile_model`:
+
+1. the model as ONNX: a file as given, or a zoo model exported with random
+   weights (``random_weights`` + ``save_onnx``; timing does not depend on them);
+2. an onnxruntime CPU session with ``threads`` intra-op threads (1 by default:
+   reproducible on a shared machine) and its per-node profiler on;
+3. ``warmup`` untimed runs, then ``repeats`` timed ones; each node's kernel
+   time per run comes from the profiler, the run's wall time from the clock;
+4. executed nodes are mapped back to layers (:mod:`deepx_sim.measure.mapping`).
+
+Per layer the profile records ``latency_s``: the median over runs of its share
+of the run, i.e. its kernel time plus an equal per-node share of the executor's
+time between kernels, so the rows of a model add up to its end-to-end time.
+``kernel_s`` is the kernel alone, ``spread_s`` the interquartile range over runs.
+When onnxruntime fused several layers into one node, their joint time is split
+in proportion to each layer's work (FLOPs plus bytes moved) and the rows share a
+``group``; the calibration fits groups, never the split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+
+from deepx_sim.errors import ProfileError
+from deepx_sim.measure.cpuclock import ThreadCpuSampler
+from deepx_sim.measure.energy import open_meter
+from deepx_sim.measure.host import cpu_model, host_name, load_average
+from deepx_sim.measure.mapping import Group, executed_groups
+from deepx_sim.model.layers import LayerKind, get_layer, tensor_bytes
+from deepx_sim.model.profiles import Profile, ProfileEntry, save_profile
+
+#: graph optimisation levels, by the name the command line takes
+OPTIMIZATION_LEVELS = ("none", "basic", "extended", "all")
+DEFAULT_THREADS = 1
+DEFAULT_REPEATS = 20
+DEFAULT_WARMUP = 3
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Everything one profiling run measured, ready to write as a profile file."""
+
+    model: str
+    processor: str
+    entries: Profile  # (layer, processor) -> ProfileEntry, in execution order
+    end_to_end_s: float
+    end_to_end_spread_s: float
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        return save_profile(path, self.entries, self.meta)
+
+
+def _ort():  # type: ignore[no-untyped-def]
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ProfileError("profiling needs onnxruntime: pip install onnxruntime") from None
+    return onnxruntime
+
+
+def model_as_onnx(model: str | Path, folder: Path, input_shapes: Mapping[str | None, tuple[int, ...]]
+                  | None = None, seed: int = 0) -> tuple[nx.DiGraph, Path]:
+    """The layer graph and an ONNX file of it: a file as given, a zoo model exported
+    with random weights (it has none of its own)."""
+    from deepx_sim.model import load_model
+
+    graph = load_model(model, input_shapes)
+    if str(model).lower().endswith(".onnx"):
+        return graph, Path(model)
+    from deepx_sim.model.onnx import save_onnx
+    from deepx_sim.model.weights import random_weights
+
+    random_weights(graph, seed=seed)
+    return graph, save_onnx(graph, folder / f"{graph.graph['name']}.onnx")
+
+
+def _named_copy(path: Path, folder: Path) -> tuple[object, Path]:
+    """The ONNX model, with a unique name on every node (the profiler reports by name)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    names = [n.name for n in proto.graph.node]
+    if all(names) and len(set(names)) == len(names):
+        return proto, path
+    seen: set[str] = set()
+    for i, node in enumerate(proto.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{i}" if not node.name else f"{node.name}_{i}"
+        seen.add(node.name)
+    onnx.load_external_data_for_model(proto, str(path.parent))
+    named = folder / f"{path.stem}.named.onnx"
+    onnx.save(proto, str(named))
+    return proto, named
+
+
+def _session(path: Path, folder: Path, threads: int, optimization: str):  # type: ignore[no-untyped-def]
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = {
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
+    options.enable_profiling = True
+    options.profile_file_prefix = str(folder / "ort_profile")
+    options.log_severity_level = 3  # the NCHWc serialisation notice is not the user's concern
+    if optimization != "none":
+        options.optimized_model_filepath = str(folder / "optimised.onnx")
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ProfileError(f"{path}: onnxruntime cannot run this model: {first}") from None
+
+
+def _inputs(session, graph: nx.DiGraph, seed: int) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for inp in session.get_inputs():
+        if inp.name in graph:
+            shape = get_layer(graph, inp.name).output_shape
+        else:
+            shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in inp.shape)
+        if inp.type == "tensor(float)":
+            feeds[inp.name] = rng.standard_normal(shape).astype(np.float32)
+        else:
+            dtype = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(inp.type, np.float32)
+            feeds[inp.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+def _kernel_times(trace: list[dict], runs: int, skip: int,
+                  clock: Callable[[np.ndarray, np.ndarray], np.ndarray] | None) -> list[dict[str, float]]:
+    """Per timed run: executed node name -> kernel seconds.
+
+    ``clock`` turns wall intervals (ns since the epoch) into on-CPU seconds;
+    None keeps the profiler's wall-clock durations.
+    """
+    windows = sorted(e["ts"] for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run")
+    if len(windows) != runs:
+        raise ProfileError(f"onnxruntime's profile has {len(windows)} runs, expected {runs}")
+    events = [e for e in trace if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    ts = np.array([e["ts"] for e in events], dtype=np.float64)
+    dur = np.array([e["dur"] for e in events], dtype=np.float64)
+    seconds = dur * 1e-6 if clock is None else clock(ts * 1e3, (ts + dur) * 1e3)
+    run_of = np.searchsorted(windows, ts, side="right") - 1
+    per_run: list[dict[str, float]] = [{} for _ in windows]
+    for e, run, sec in zip(events, run_of, seconds, strict=True):
+        if run >= 0:
+            node = e["name"][: -len("_kernel_time")]
+            per_run[run][node] = per_run[run].get(node, 0.0) + float(sec)
+    return per_run[skip:]
+
+
+def _work(graph: nx.DiGraph, layer: str) -> float:
+    """A layer's share of a fused kernel: its FLOPs plus the bytes it moves."""
+    lay = get_layer(graph, layer)
+    if lay.kind == LayerKind.INPUT:
+        return 0.0
+    return float(lay.flops + tensor_bytes(lay.input_elements + lay.output_elements + lay.params, 32))
+
+
+def _iqr(values: list[float]) -> float:
+    q1, q3 = np.percentile(values, [25, 75])
+    return float(q3 - q1)
+
+
+def _entries(graph: nx.DiGraph, processor: str, groups: list[Group], kernels: list[dict[str, float]],
+             walls: list[float], power_w: float | None) -> Profile:
+    shares = []  # per run: the executor's time between kernels, per executed node
+    for run, wall in zip(kernels, walls, strict=True):
+        shares.append(max(0.0, wall - sum(run.values())) / max(1, len(run)))
+    rows: list[tuple[int, str, ProfileEntry]] = []
+    for group in groups:
+        kernel = [sum(run.get(n, 0.0) for n in group.nodes) for run in kernels]
+        total = [k + share * len(group.nodes) for k, share in zip(kernel, shares, strict=True)]
+        weights = [_work(graph, name) for name in group.layers]
+        whole = sum(weights) or 1.0
+        label = "+".join(group.nodes) if len(group.layers) > 1 else ""
+        for name, weight in zip(group.layers, weights, strict=True):
+            if weight > 0:
+                part = weight / whole
+                rows.append((get_layer(graph, name).order, name, ProfileEntry(
+                    statistics.median(total) * part, power_w, statistics.median(kernel) * part,
+                    _iqr(total) * part, label)))
+    return {(name, processor): entry for _, name, entry in sorted(rows, key=lambda r: r[0])}
+
+
+@dataclass
+class _Runs:
+    """What the timed runs measured besides the profiler's trace."""
+
+    walls_s: list[float]
+    cpus_s: list[float]  # the calling thread's CPU time per run
+    energy_j: float | None
+    energy_note: str
+    sampler: ThreadCpuSampler | None
+
+
+def _run(session, feeds: dict[str, np.ndarray], warmup: int, repeats: int,  # type: ignore[no-untyped-def]
+         path: Path, on_cpu: bool) -> _Runs:
+    """Warm up, then time ``repeats`` runs (wall and CPU clocks, energy where readable)."""
+    meter = open_meter()
+    walls, cpus = [], []
+    sampler = ThreadCpuSampler() if on_cpu else None
+    try:
+        for _ in range(warmup):
+            session.run(None, feeds)
+        with sampler or contextlib.nullcontext():
+            start_uj = meter.read_uj() if meter.available else ()
+            for _ in range(repeats):
+                tick, cpu = time.perf_counter(), time.thread_time()
+                session.run(None, feeds)
+                walls.append(time.perf_counter() - tick)
+                cpus.append(time.thread_time() - cpu)
+            energy_j = meter.joules_between(start_uj, meter.read_uj()) if meter.available else None
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ProfileError(f"{path}: onnxruntime failed to run the model: {exc}") from None
+    if energy_j:
+        note = (f"RAPL {', '.join(d.name for d in meter.domains)}: {energy_j:.4g} J over the timed runs; "
+                f"power_w is the package average")
+    else:
+        note = f"not measured: {meter.unavailable or 'the RAPL counter did not advance'}"
+    return _Runs(walls, cpus, energy_j or None, note, sampler)
+
+
+def profile_model(model: str | Path, *, processor: str | None = None, threads: int = DEFAULT_THREADS,
+                  repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP,
+                  optimization: str = "none", seed: int = 0,
+                  input_shapes: Mapping[str | None, tuple[int, ...]] | None = None,
+                  progress: Callable[[str], None] | None = None) -> ModelProfile:
+    """Profile ``model`` (zoo name or .onnx path) on this machine's CPU.
+
+    ``processor`` names the rows (default: this host's name).  Raises ProfileError
+    for bad settings or a model onnxruntime cannot run, ModelError for an unknown
+    or malformed model.
+    """
+    if threads < 1 or repeats < 1 or warmup < 0:
+        raise ProfileError(f"threads and repeats must be >= 1 and warmup >= 0, got threads={threads}, "
+                           f"repeats={repeats}, warmup={warmup}")
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise ProfileError(f"optimization {optimization!r} is not one of {', '.join(OPTIMIZATION_LEVELS)}")
+    say = progress or (lambda _msg: None)
+    started = time.perf_counter()
+    processor = processor or host_name()
+    on_cpu = threads == 1  # one thread runs the kernels inline, in the calling thread
+    with tempfile.TemporaryDirectory(prefix="deepx_profile_") as tmp:
+        folder = Path(tmp)
+        say(f"{model}: preparing ONNX")
+        graph, onnx_path = model_as_onnx(model, folder, input_shapes, seed)
+        original, run_path = _named_copy(onnx_path, folder)
+        session = _session(run_path, folder, threads, optimization)
+        load_before = load_average()
+        say(f"{model}: {warmup} warm-up and {repeats} timed runs")
+        runs = _run(session, _inputs(session, graph, seed), warmup, repeats, onnx_path, on_cpu)
+        start_ns = session.get_profiling_start_time_ns()
+        trace = json.loads(Path(session.end_profiling()).read_text())
+        clock = None if runs.sampler is None else (
+            lambda a, b: runs.sampler.cpu_s(a + start_ns, b + start_ns))  # type: ignore[union-attr]
+        kernels = _kernel_times(trace, warmup + repeats, warmup, clock)
+        optimised = original
+        if optimization != "none":
+            import onnx
+
+            optimised = onnx.load(str(folder / "optimised.onnx"), load_external_data=False)
+        groups = executed_groups(original.graph, optimised.graph, graph)  # type: ignore[attr-defined]
+    totals = runs.cpus_s if on_cpu else runs.walls_s
+    power_w = runs.energy_j / sum(runs.walls_s) if runs.energy_j else None
+    entries = _entries(graph, processor, groups, kernels, totals, power_w)
+    meta = {
+        "model": str(model), "processor": processor, "host": host_name(), "cpu_model": cpu_model(),
+        "threads": str(threads), "repeats": str(repeats), "warmup": str(warmup),
+        "optimization": optimization, "onnxruntime": _ort().__version__,
+        "clock": ("on-CPU time of the inference thread (sampled CPU clock): excludes time the OS "
+                  "gave other processes") if on_cpu else "wall clock (several threads)",
+        "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "load_average_before": " ".join(f"{v:.2f}" for v in load_before),
+        "load_average_after": " ".join(f"{v:.2f}" for v in load_average()),
+        "end_to_end_s": f"{statistics.median(totals):.6g}", "end_to_end_spread_s": f"{_iqr(totals):.3g}",
+        "end_to_end_wall_s": f"{statistics.median(runs.walls_s):.6g}",
+        "cpu_share": f"{sum(runs.cpus_s) / sum(runs.walls_s):.3f}",
+        "kernel_sum_s": f"{sum(e.kernel_s or 0.0 for e in entries.values()):.6g}",
+        "energy": runs.energy_note, "profiling_s": f"{time.perf_counter() - started:.2f}",
+    }
+    if input_shapes:
+        meta["input_shape"] = " ".join(f"{k + '=' if k else ''}{'x'.join(map(str, v))}"
+                                       for k, v in input_shapes.items())
+    return ModelProfile(str(model), processor, entries, statistics.median(totals), _iqr(totals), meta)
