@@ -53,6 +53,17 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Calibration(BaseModel):
+    """Where a processor's fitted numbers come from (written by ``deepx-sim calibrate``):
+    when and how it was measured, plus free-form provenance (host, CPU, errors).
+    ``predictor`` names a learned latency predictor file beside the YAML."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    measured_at: str
+    method: str
+    predictor: str = ""
+
+
 class Processor(_Frozen):
     """One processor: compute peaks, efficiencies, memory and power."""
 
@@ -69,6 +80,7 @@ class Processor(_Frozen):
     active_power_w: NonNegative
     idle_power_w: NonNegative = 0.0
     launch_overhead_ms: NonNegative = 0.0
+    calibration: Calibration | None = None  # None: datasheet numbers and estimates
 
     @field_validator("peak_gflops")
     @classmethod
