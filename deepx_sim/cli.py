@@ -42,7 +42,7 @@ def _mib(n: int) -> str:
 
 
 def _input_shapes(values: list[str] | None) -> dict[str | None, tuple[int, ...]]:
-    from deepx_sim.model.onnx_import import parse_input_shape
+    from deepx_sim.model.onnx import parse_input_shape
 
     return dict(parse_input_shape(v) for v in values or [])
 
@@ -98,6 +98,11 @@ def cmd_inspect(args: argparse.Namespace) -> None:
              ("peak activation memory", t["peak_activation_bytes"])]
     for label, size in steps:
         print(f"  {label:<40} {_mib(size):>12}  ({size:,} B)")
+    if "stored_weight_bytes" in t:
+        print("as stored in the file (weights at their own precision):")
+        for label, key in (("weight bytes", "stored_weight_bytes"),
+                           ("training-only state", "training_state_bytes")):
+            print(f"  {label:<40} {_mib(t[key]):>12}  ({t[key]:,} B)")
 
 
 def cmd_platforms(args: argparse.Namespace) -> None:
@@ -357,8 +362,9 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
-    from deepx_sim.compress.onnx_io import load_network, save_onnx
     from deepx_sim.compress.search import compress, load_data, parse_optimizers
+    from deepx_sim.model.memory import stored_sizes
+    from deepx_sim.model.onnx import load_onnx, save_onnx
 
     out = Path(args.out)
     if out.suffix != ".onnx":
@@ -366,11 +372,11 @@ def cmd_compress(args: argparse.Namespace) -> None:
     if out.resolve() == Path(args.model).resolve():
         raise DeepxError(f"-o {out}: would overwrite the input model; choose another name")
     optimizers = parse_optimizers(args.optimizers)
-    net = load_network(args.model)
-    data = load_data(args.data, net) if args.data else None
-    outcome = compress(net, optimizers, args.max_accuracy_loss, data)
-    save_onnx(outcome.network, out)
-    before, after = net.summary(), outcome.network.summary()
+    graph = load_onnx(args.model, _input_shapes(args.input_shape))
+    data = load_data(args.data, graph) if args.data else None
+    outcome = compress(graph, optimizers, args.max_accuracy_loss, data)
+    save_onnx(outcome.graph, out)
+    before, after = stored_sizes(graph).as_dict(), stored_sizes(outcome.graph).as_dict()
     rows = [[label, f"{before[key]:,}", f"{after[key]:,}",
              f"{before[key] / after[key]:.2f}x" if after[key] else "-"]
             for label, key in (("parameters", "params"), ("multiply-adds", "macs"),
@@ -516,8 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("compress", help="DXTK optimisers on an ONNX model within an accuracy budget")
-    p.add_argument("model", help="input .onnx file (a chain of Gemm/MatMul/Conv/Relu/MaxPool/... nodes)")
+    p.add_argument("model", help="input .onnx file (any model the importer reads; fc and conv layers change)")
     p.add_argument("-o", "--out", required=True, help="output .onnx file (written only on success)")
+    p.add_argument("--input-shape", action="append", help="NAME=1x3x224x224 for dynamic inputs")
     p.add_argument("--optimizers", default="pc,wf,cs,ps",
                    help="comma list of wf, sf, cs, ps, pc (default pc,wf,cs,ps)")
     p.add_argument("--max-accuracy-loss", type=float, default=0.05,

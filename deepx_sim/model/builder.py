@@ -110,23 +110,25 @@ class GraphBuilder:
 
     def _same_shape(self, kind: LayerKind, prefix: str, name: str | None,
                     inputs: str | list[str] | None, op_type: str = "",
-                    extra_params: int = 0) -> str:
+                    extra_params: int = 0, attrs: dict[str, float] | None = None) -> str:
         ins = self._inputs(inputs)
         return self._add(name or self._auto_name(prefix), kind, ins, self.shape(ins[0]),
-                         op_type=op_type, extra_params=extra_params)
+                         op_type=op_type, extra_params=extra_params, attrs=attrs)
 
     def relu(self, name: str | None = None, inputs: str | list[str] | None = None,
-             op_type: str = "Relu") -> str:
-        return self._same_shape(LayerKind.ACTIVATION, "relu", name, inputs, op_type)
+             op_type: str = "Relu", attrs: dict[str, float] | None = None) -> str:
+        return self._same_shape(LayerKind.ACTIVATION, "relu", name, inputs, op_type, attrs=attrs)
 
     def lrn(self, name: str | None = None, inputs: str | list[str] | None = None) -> str:
-        return self._same_shape(LayerKind.LRN, "lrn", name, inputs, "LRN")
+        # AlexNet's local response normalisation (Krizhevsky et al. 2012, Sec. 3.3)
+        return self._same_shape(LayerKind.LRN, "lrn", name, inputs, "LRN",
+                                attrs={"size": 5, "alpha": 1e-4, "beta": 0.75, "bias": 1.0})
 
     def batchnorm(self, name: str | None = None, inputs: str | list[str] | None = None) -> str:
         channels = self.shape(self._inputs(inputs)[0])[1]
         # learned scale and shift; running mean/var are buffers, not parameters
         return self._same_shape(LayerKind.BATCHNORM, "bn", name, inputs, "BatchNormalization",
-                                extra_params=2 * channels)
+                                extra_params=2 * channels, attrs={"epsilon": 1e-5})
 
     def dropout(self, name: str | None = None, inputs: str | list[str] | None = None) -> str:
         return self._same_shape(LayerKind.DROPOUT, "dropout", name, inputs, "Dropout")
@@ -139,13 +141,6 @@ class GraphBuilder:
         if len(shapes) != 1:
             raise ModelError(f"add {name!r}: inputs have different shapes {sorted(shapes)}")
         return self._same_shape(LayerKind.ADD, "add", name, inputs, "Add")
-
-    def concat(self, inputs: list[str], name: str | None = None) -> str:
-        shapes = [self.shape(i) for i in inputs]
-        channels = sum(s[1] for s in shapes)
-        out = (shapes[0][0], channels, *shapes[0][2:])
-        return self._add(name or self._auto_name("concat"), LayerKind.CONCAT, inputs, out,
-                         op_type="Concat")
 
     def flatten(self, name: str | None = None, inputs: str | list[str] | None = None) -> str:
         ins = self._inputs(inputs)

@@ -160,12 +160,16 @@ def resnet50() -> nx.DiGraph:
     return b.build()
 
 
+#: ReLU6 as torchvision exports it: Clip to [0, 6].
+RELU6 = {"min": 0.0, "max": 6.0}
+
+
 def mobilenetv2() -> nx.DiGraph:
     """MobileNetV2 1.0 at 224 (Sandler et al. 2018, torchvision layout)."""
     b = GraphBuilder("mobilenetv2", (1, 3, 224, 224))
     b.conv(32, 3, stride=2, padding=1, bias=False, name="features.0.conv")
     b.batchnorm(name="features.0.bn")
-    b.relu(name="features.0.relu6", op_type="Clip")
+    b.relu(name="features.0.relu6", op_type="Clip", attrs=RELU6)
     settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                 (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
     index = 1
@@ -179,11 +183,11 @@ def mobilenetv2() -> nx.DiGraph:
             if expand != 1:
                 b.conv(hidden, 1, bias=False, name=f"{p}.expand", inputs=entry)
                 b.batchnorm(name=f"{p}.expand_bn")
-                b.relu(name=f"{p}.expand_relu6", op_type="Clip")
+                b.relu(name=f"{p}.expand_relu6", op_type="Clip", attrs=RELU6)
             b.conv(hidden, 3, stride=stride, padding=1, groups=hidden, bias=False,
                    name=f"{p}.dw", inputs=b.last)
             b.batchnorm(name=f"{p}.dw_bn")
-            b.relu(name=f"{p}.dw_relu6", op_type="Clip")
+            b.relu(name=f"{p}.dw_relu6", op_type="Clip", attrs=RELU6)
             b.conv(c_out, 1, bias=False, name=f"{p}.project")
             out = b.batchnorm(name=f"{p}.project_bn")
             if stride == 1 and c_in == c_out:
@@ -191,7 +195,7 @@ def mobilenetv2() -> nx.DiGraph:
             index += 1
     b.conv(1280, 1, bias=False, name=f"features.{index}.conv")
     b.batchnorm(name=f"features.{index}.bn")
-    b.relu(name=f"features.{index}.relu6", op_type="Clip")
+    b.relu(name=f"features.{index}.relu6", op_type="Clip", attrs=RELU6)
     b.global_pool("avg", name="avgpool")
     b.flatten(name="flatten")
     b.dropout(name="dropout")
