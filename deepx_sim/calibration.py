@@ -24,6 +24,7 @@ Error is reported by leaving one model out: fit on the others, predict it.
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ import numpy as np
 
 from deepx_sim.costs import FREE_KINDS, FULL, CostModel
 from deepx_sim.errors import CostError, ProfileError
+from deepx_sim.measure.nets import is_net_name, write_net
 from deepx_sim.measure.predictor import MIN_SAMPLES, LatencyPredictor, fit_predictor
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.profiles import load_profile, read_profile_meta
@@ -66,7 +68,7 @@ class Measured:
 
 def _model_of(path: Path, meta: dict[str, str]) -> nx.DiGraph:
     from deepx_sim.model import load_model
-    from deepx_sim.model.onnx_import import parse_input_shape
+    from deepx_sim.model.onnx import parse_input_shape
 
     model = meta.get("model")
     if not model:
@@ -75,6 +77,9 @@ def _model_of(path: Path, meta: dict[str, str]) -> nx.DiGraph:
     if model.lower().endswith(".onnx") and not Path(model).is_absolute() and not Path(model).is_file():
         model = str(path.parent / model)
     shapes = dict(parse_input_shape(v) for v in meta.get("input_shape", "").split())
+    if is_net_name(model):
+        with tempfile.TemporaryDirectory(prefix="deepx_calibrate_") as tmp:
+            return load_model(write_net(model, tmp), shapes)
     return load_model(model, shapes)
 
 
@@ -165,6 +170,57 @@ def kinds_to_fit(models: Sequence[Measured], min_layers: int, strict: bool) -> l
     return sorted(k for k, n in counts.items() if n >= min_layers)
 
 
+@dataclass
+class _Stack:
+    """Every layer of every model in flat arrays, so one residual evaluation is a few
+    numpy calls however many models there are."""
+
+    kinds: list[str]
+    kind_of: np.ndarray  # per layer: index into kinds, -1 where the efficiency stays fixed
+    fixed_eff: np.ndarray
+    compute_s: np.ndarray
+    memory_s: np.ndarray
+    paid: np.ndarray  # 1 for a layer that runs a kernel, 0 for a free one
+    group_of: np.ndarray  # per layer: its measured group, -1 if it is in none
+    model_of: np.ndarray
+    measured_s: np.ndarray  # per group
+    end_to_end_s: np.ndarray  # per model
+    model_weight: np.ndarray  # sqrt(groups of the model): as heavy as all its layers
+
+    @classmethod
+    def of(cls, models: Sequence[Measured], kinds: list[str], prior: Params) -> _Stack:
+        kind_of, fixed, group_of, model_of, offset = [], [], [], [], 0
+        for j, m in enumerate(models):
+            member = np.full(len(m.layers), -1)
+            for k, g in enumerate(m.groups):
+                member[g] = offset + k
+            offset += len(m.groups)
+            group_of.append(member)
+            model_of.append(np.full(len(m.layers), j))
+            kind_of += [kinds.index(k) if k in kinds else -1 for k in m.kinds]
+            fixed += [prior.efficiency_for(k) for k in m.kinds]
+        cat = np.concatenate
+        return cls(kinds, np.array(kind_of), np.array(fixed), cat([m.compute_s for m in models]),
+                   cat([m.memory_s for m in models]),
+                   cat([[0.0 if lay.kind in FREE_KINDS else 1.0 for lay in m.layers] for m in models]),
+                   cat(group_of), cat(model_of), cat([m.measured_s for m in models]),
+                   np.array([m.end_to_end_s for m in models]),
+                   np.sqrt([len(m.groups) for m in models]))
+
+    def residuals(self, theta: np.ndarray, prior_theta: np.ndarray) -> np.ndarray:
+        n = len(self.kinds)
+        eff = np.where(self.kind_of >= 0, np.exp(theta[:n])[self.kind_of], self.fixed_eff)
+        layer_s = self.paid * (np.maximum(self.compute_s / eff, self.memory_s / math.exp(theta[n]))
+                               + math.exp(theta[n + 1]))
+        inside = self.group_of >= 0
+        groups = np.bincount(self.group_of[inside], layer_s[inside], minlength=len(self.measured_s))
+        models = np.bincount(self.model_of, layer_s, minlength=len(self.end_to_end_s))
+        return np.concatenate([
+            np.log(np.maximum(groups, 1e-12) / self.measured_s),
+            self.model_weight * np.log(np.maximum(models, 1e-12) / self.end_to_end_s),
+            PRIOR_WEIGHT * (theta[:n] - prior_theta)])
+
+
 def fit_params(models: Sequence[Measured], prior: Params, min_layers: int = MIN_LAYERS_PER_KIND,
                strict: bool = True) -> tuple[Params, list[str]]:
     """Least-squares fit of the kinds' efficiencies, memory efficiency and overhead."""
@@ -173,34 +229,22 @@ def fit_params(models: Sequence[Measured], prior: Params, min_layers: int = MIN_
     if not models:
         raise CostError("no profiles to calibrate on")
     kinds = kinds_to_fit(models, min_layers, strict)
-    start = [math.log(prior.efficiency_for(k)) for k in kinds]
-    start += [math.log(prior.memory_efficiency), math.log(min(max(prior.launch_overhead_s, 1e-6), 1e-3))]
+    stack = _Stack.of(models, kinds, prior)
+    prior_theta = np.log([prior.efficiency_for(k) for k in kinds])
+    overhead = math.log(min(max(prior.launch_overhead_s, 1e-6), 1e-3))
     low = [math.log(EFFICIENCY_FLOOR)] * (len(kinds) + 1) + [math.log(OVERHEAD_BOUNDS_S[0])]
     high = [0.0] * (len(kinds) + 1) + [math.log(OVERHEAD_BOUNDS_S[1])]
-
-    def params(theta: np.ndarray) -> Params:
-        eff = {**prior.efficiency, **{k: math.exp(t) for k, t in zip(kinds, theta, strict=False)}}
-        return Params(eff, math.exp(theta[len(kinds)]), math.exp(theta[len(kinds) + 1]))
-
-    def residuals(theta: np.ndarray) -> np.ndarray:
-        p = params(theta)
-        parts = []
-        for m in models:
-            layer_s = p.layer_s(m)
-            predicted = np.maximum(group_s(m, layer_s), 1e-12)
-            parts.append(np.log(predicted) - np.log(m.measured_s))
-            parts.append([math.sqrt(len(m.groups)) * (math.log(max(layer_s.sum(), 1e-12))
-                                                      - math.log(m.end_to_end_s))])
-        parts.append(PRIOR_WEIGHT * (theta[: len(kinds)] - np.array(start[: len(kinds)])))
-        return np.concatenate([np.asarray(x, dtype=float) for x in parts])
-
-    best = None
-    for x0 in (np.clip(start, low, high), np.array([math.log(0.3)] * (len(kinds) + 1) + [start[-1]])):
-        result = least_squares(residuals, x0, bounds=(low, high), method="trf")
-        if best is None or result.cost < best.cost:
-            best = result
-    assert best is not None
-    return params(best.x), kinds
+    # the roofline's max() is flat in a kind's efficiency while the kind is memory-bound,
+    # so start also from everything compute-bound and from the middle
+    starts = [np.clip([*prior_theta, math.log(prior.memory_efficiency), overhead], low, high)]
+    for eff, mem in ((0.3, 0.3), (0.01, 1.0)):
+        starts.append(np.array([math.log(eff)] * len(kinds) + [math.log(mem), overhead]))
+    best = min((least_squares(stack.residuals, x0, bounds=(low, high), method="trf", args=(prior_theta,),
+                              ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=500)
+                for x0 in starts), key=lambda result: result.cost)
+    theta = best.x
+    efficiency = {**prior.efficiency, **{k: math.exp(t) for k, t in zip(kinds, theta, strict=False)}}
+    return Params(efficiency, math.exp(theta[len(kinds)]), math.exp(theta[len(kinds) + 1])), kinds
 
 
 # ------------------------------------------------------------------ errors
@@ -319,3 +363,131 @@ def summaries(group_rows: Sequence[GroupRow], model_rows: Sequence[ModelRow]) ->
             if values and all(v is not None for v in values):
                 out[f"{level}/{what}"] = ErrorSummary.of(measured, np.array(values))
     return out
+
+
+# ------------------------------------------------------------------ the whole calibration
+
+@dataclass
+class CalibrationResult:
+    processor: str
+    prior: Params
+    params: Params
+    kinds: list[str]  # the kinds whose efficiency was fitted
+    counts: dict[str, int]  # measured layers per kind
+    predictor: LatencyPredictor | None
+    cv_groups: list[GroupRow]
+    cv_models: list[ModelRow]
+    models: list[Measured]
+    provenance: dict[str, object]
+
+    @property
+    def errors(self) -> dict[str, ErrorSummary]:
+        return summaries(self.cv_groups, self.cv_models)
+
+
+def _same_setting(models: Sequence[Measured]) -> dict[str, str]:
+    """The profiles' common measurement setting; CostError if they mix settings."""
+    setting = {}
+    for key in ("threads", "optimization", "clock", "cpu_model", "host", "onnxruntime"):
+        values = sorted({m.meta.get(key, "") for m in models})
+        if len(values) > 1 and key in ("threads", "optimization", "clock"):
+            raise CostError(f"the profiles mix {key} {values}; calibrate on profiles measured one way "
+                            f"({', '.join(f'{m.source}: {m.meta.get(key)!r}' for m in models[:4])} ...)")
+        setting[key] = " | ".join(v for v in values if v) or "unknown"
+    return setting
+
+
+def calibrate(paths: Sequence[str | Path], platform: Platform, processor: str,
+              min_layers: int = MIN_LAYERS_PER_KIND, predictor: bool = False,
+              seed: int = 0) -> CalibrationResult:
+    """Fit ``processor`` of ``platform`` to the profiles at ``paths`` and cross-validate.
+
+    Raises ProfileError for a bad profile, CostError for too few layers of a
+    kind, mixed measurement settings or fewer than two models.
+    """
+    proc = platform.processor(processor)
+    if proc.is_remote:
+        raise CostError(f"processor {processor!r} is a cloud processor; calibrate a local one")
+    if min_layers < 1:
+        raise CostError(f"--min-layers must be >= 1, got {min_layers}")
+    models = [load_measured(p, platform, processor) for p in paths]
+    setting = _same_setting(models)
+    prior = Params.of(proc)
+    params, kinds = fit_params(models, prior, min_layers, strict=True)
+    learned = train_predictor(models, params, processor, seed=seed) if predictor else None
+    cv_groups, cv_models = cross_validate(models, prior, min_layers, predictor, seed)
+    when = sorted(t for m in models for t in m.meta.get("measured_at", "").split(" / ") if t)
+    shares = [float(x) for m in models for x in m.meta.get("cpu_share", "").split(" / ") if x]
+    provenance: dict[str, object] = {
+        "measured_at": f"{when[0]} .. {when[-1]}" if when else "unknown",
+        "method": (f"deepx-sim calibrate: least squares on log latency of "
+                   f"{sum(len(m.groups) for m in models)} measured kernels of {len(models)} models "
+                   f"(efficiency per layer kind, memory efficiency, launch overhead)"
+                   + ("; learned per-kind correction (random forests)" if predictor else "")),
+        "host": setting["host"], "cpu_model": setting["cpu_model"],
+        "profiler": (f"onnxruntime {setting['onnxruntime']}, {setting['threads']} thread(s), graph "
+                     f"optimisation {setting['optimization']}; {setting['clock']}"),
+        "cpu_share": f"{min(shares):.2f} .. {max(shares):.2f}" if shares else "unknown",
+        "profiles": [f"{m.name}: {m.source}" for m in models],
+        "fitted_kinds": {k: kind_counts(models)[k] for k in kinds},
+    }
+    result = CalibrationResult(processor, prior, params, kinds, kind_counts(models), learned,
+                               cv_groups, cv_models, models, provenance)
+    provenance["leave_one_model_out"] = {k: v.text() for k, v in result.errors.items()}
+    return result
+
+
+def _significant(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
+
+
+def write_calibrated(result: CalibrationResult, platform: Platform, out: str | Path) -> Path:
+    """Write ``platform`` with the calibrated processor as YAML at ``out`` (and the
+    predictor beside it); returns the path.  The file loads with load_platform."""
+    import yaml
+
+    from deepx_sim.platform import load_platform
+
+    out = Path(out)
+    if out.suffix not in (".yaml", ".yml"):
+        raise CostError(f"-o {out}: a platform is written as .yaml, got {out.suffix!r}")
+    raw = yaml.safe_load(Path(platform.path).read_text()) if platform.path else platform.model_dump()
+    raw.pop("path", None)
+    entry = next((p for p in raw.get("processors", []) if p.get("name") == result.processor), None)
+    if entry is None:
+        raise CostError(f"processor {result.processor!r} is not in {platform.path}'s own processors list")
+    remote = raw.get("remote")
+    if remote and not (out.parent / "remote" / f"{remote}.yaml").is_file():
+        # out of reach of the output's folder: copy the remote processors and links in
+        raw.pop("remote")
+        local = {p.get("name") for p in raw["processors"]}
+        raw["processors"] += [p.model_dump(mode="json", exclude_none=True) for p in platform.processors
+                              if p.name not in local]
+        raw["links"] = [lk.model_dump(mode="json") for lk in platform.links]
+    params = result.params
+    calibration = {"calibrated_at": _now(), **result.provenance}
+    if result.predictor is not None:
+        calibration["predictor"] = result.predictor.save(out.with_name(f"{out.stem}.predictor.joblib")).name
+    entry.update(
+        efficiency={k: _significant(v) for k, v in sorted(params.efficiency.items())},
+        memory_efficiency=_significant(params.memory_efficiency),
+        launch_overhead_ms=_significant(params.launch_overhead_s * 1000),
+        calibration=calibration)
+    if out.stem.replace("-", "_").replace("_", "a").isalnum():
+        raw["name"] = out.stem
+    source = Path(platform.path).name or "the input platform"
+    header = (f"# Calibrated by deepx-sim calibrate from measured profiles: processor {result.processor}'s\n"
+              f"# efficiency, memory_efficiency and launch_overhead_ms are fitted (see its calibration\n"
+              f"# block for how and when); every other number is from {source}.\n")
+    try:
+        out.write_text(header + yaml.safe_dump(raw, sort_keys=False, width=110))
+    except OSError as exc:
+        raise CostError(f"-o {out}: cannot write: {exc.strerror}") from None
+    load_platform(out)
+    return out
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -398,6 +398,61 @@ def cmd_compress(args: argparse.Namespace) -> None:
         print(f"note: {note}")
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    from deepx_sim.measure.profiling import profile_model
+
+    profile = profile_model(args.model, processor=args.processor, threads=args.threads,
+                            repeats=args.repeats, warmup=args.warmup, optimization=args.optimization,
+                            input_shapes=_input_shapes(args.input_shape),
+                            progress=None if args.quiet else lambda msg: print(msg, file=sys.stderr))
+    path = profile.save(args.out)
+    meta = profile.meta
+    print(f"{meta['model']} on {meta['processor']} ({meta['cpu_model']}), {meta['threads']} thread(s), "
+          f"{meta['repeats']} runs after {meta['warmup']} warm-up, graph optimisation {meta['optimization']}")
+    print(f"end to end {profile.end_to_end_s * 1000:.3f} ms median (interquartile range "
+          f"{profile.end_to_end_spread_s * 1000:.3f} ms), "
+          f"wall clock {float(meta['end_to_end_wall_s']) * 1000:.3f} ms: this process had "
+          f"{float(meta['cpu_share']):.0%} of a core (load average {meta['load_average_before']})")
+    print(f"energy: {meta['energy']}")
+    print(f"wrote {len(profile.entries)} layers to {path} in {meta['profiling_s']} s")
+
+
+def _calibration_tables(result) -> list[str]:  # type: ignore[no-untyped-def]
+    before, after = result.prior, result.params
+    fit = [[k, str(result.counts.get(k, 0)), f"{before.efficiency_for(k):.4g}",
+            f"{after.efficiency_for(k):.4g}"] for k in result.kinds]
+    errors = [[key.replace("/", " "), f"{e.mape:.1f} %", f"{e.within_10:.0%}", f"{e.within_20:.0%}",
+               str(e.count)] for key, e in result.errors.items()]
+
+    def ms(x: float | None) -> str:
+        return "-" if x is None else f"{x * 1000:.3f}"
+
+    models = [[r.model, ms(r.measured_s), ms(r.before_s), ms(r.calibrated_s), ms(r.learned_s)]
+              for r in result.cv_models]
+    lines = [f"fit of {result.processor} on {len(result.models)} profiles:",
+             _table(fit, ["kind", "layers", "efficiency before", "after"]),
+             f"memory efficiency {before.memory_efficiency:.4g} -> {after.memory_efficiency:.4g}; "
+             f"launch overhead {before.launch_overhead_s * 1e6:.2f} -> "
+             f"{after.launch_overhead_s * 1e6:.2f} us"]
+    if result.predictor is not None:
+        lines.append("learned correction for: " + ", ".join(
+            f"{k} ({n} layers)" for k, n in result.predictor.samples.items()))
+    return [*lines, "", "leave one model out (fit on the others, predict it):",
+            _table(errors, ["level and prediction", "MAPE", "+-10 %", "+-20 %", "n"]), "",
+            _table(models, ["model", "measured ms", "before", "calibrated", "learned"])]
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from deepx_sim.calibration import calibrate, write_calibrated
+    from deepx_sim.platform import load_platform
+
+    platform = load_platform(args.platform)
+    result = calibrate(args.profiles, platform, args.processor, args.min_layers, args.predictor, args.seed)
+    out = write_calibrated(result, platform, args.output)
+    print("\n".join(_calibration_tables(result)))
+    print(f"wrote {out}")
+
+
 def cmd_quality(args: argparse.Namespace) -> None:
     import pandas as pd
 
@@ -538,6 +593,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="run only the first N instances")
     p.add_argument("--out", help="write every row to this CSV")
     p.set_defaults(func=cmd_quality)
+
+    from deepx_sim.calibration import MIN_LAYERS_PER_KIND
+    from deepx_sim.measure.profiling import (
+        DEFAULT_REPEATS,
+        DEFAULT_THREADS,
+        DEFAULT_WARMUP,
+        OPTIMIZATION_LEVELS,
+    )
+
+    p = sub.add_parser("profile", help="time every layer of a model on this machine (onnxruntime)")
+    p.add_argument("model", help="zoo model, .onnx file, heldout:NAME or sampled:SEED")
+    p.add_argument("--out", required=True, help="profile to write (.csv, the format --profile reads)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"onnxruntime intra-op threads (default {DEFAULT_THREADS}: reproducible)")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help=f"timed runs ({DEFAULT_REPEATS})")
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
+                   help=f"untimed runs first ({DEFAULT_WARMUP})")
+    p.add_argument("--optimization", choices=OPTIMIZATION_LEVELS, default=OPTIMIZATION_LEVELS[0],
+                   help="onnxruntime graph optimisation (default none: one kernel per layer)")
+    p.add_argument("--processor", help="processor name in the rows (default: this host's name)")
+    p.add_argument("--input-shape", action="append", metavar="[NAME=]DxDx...")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("calibrate", help="fit a processor's cost-model parameters to profiles")
+    p.add_argument("profiles", nargs="+", help="profiles written by deepx-sim profile")
+    p.add_argument("--platform", required=True, help="platform name or YAML with the processor")
+    p.add_argument("--processor", required=True, help="the processor the profiles measured")
+    p.add_argument("-o", "--output", required=True, help="calibrated platform YAML to write")
+    p.add_argument("--predictor", action="store_true",
+                   help="also fit a learned per-kind correction, saved beside the YAML")
+    p.add_argument("--min-layers", type=int, default=MIN_LAYERS_PER_KIND,
+                   help=f"measured layers a kind needs to fit its efficiency ({MIN_LAYERS_PER_KIND})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the learned correction's forests")
+    p.set_defaults(func=cmd_calibrate)
     return parser
 
 

@@ -78,7 +78,7 @@ class LatencyPredictor:
 
         path = Path(path)
         joblib.dump({"version": FORMAT_VERSION, "features": FEATURES, "processor": self.processor,
-                     "forests": self.forests, "samples": self.samples}, path)
+                     "forests": self.forests, "samples": self.samples}, path, compress=3)
         return path
 
 
@@ -96,7 +96,10 @@ def fit_predictor(processor: str, layers: list[Layer], log_ratios: list[float],
             continue
         x = np.array([features(layers[i]) for i in rows])
         y = np.array([log_ratios[i] for i in rows])
-        forest = RandomForestRegressor(n_estimators=100, min_samples_leaf=3, random_state=seed, n_jobs=1)
+        # 50 trees of depth <= 10: as accurate on held-out CNNs as 100 deep trees or gradient
+        # boosting in our comparison, at half a megabyte and a second of training
+        forest = RandomForestRegressor(n_estimators=50, max_depth=10, min_samples_leaf=3,
+                                       random_state=seed, n_jobs=1)
         predictor.forests[kind.value] = forest.fit(x, y)
         predictor.samples[kind.value] = len(rows)
     return predictor

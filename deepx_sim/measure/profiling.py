@@ -10,9 +10,11 @@ A run of :func:`profile_model`:
    time per run comes from the profiler, the run's wall time from the clock;
 4. executed nodes are mapped back to layers (:mod:`deepx_sim.measure.mapping`).
 
-Per layer the profile records ``latency_s``: the median over runs of its share
-of the run, i.e. its kernel time plus an equal per-node share of the executor's
-time between kernels, so the rows of a model add up to its end-to-end time.
+Per layer the profile records ``latency_s``: the median over runs of its kernel
+time plus an equal per-node share of the executor's time between kernels,
+scaled (``row_scale``) so that the rows add up to the median time spent inside
+onnxruntime; the end-to-end time adds the Python binding's fixed cost per run
+(``run_overhead_s``).  Medians alone would not add up on a busy machine.
 ``kernel_s`` is the kernel alone, ``spread_s`` the interquartile range over runs.
 When onnxruntime fused several layers into one node, their joint time is split
 in proportion to each layer's work (FLOPs plus bytes moved) and the rows share a
@@ -75,9 +77,13 @@ def _ort():  # type: ignore[no-untyped-def]
 def model_as_onnx(model: str | Path, folder: Path, input_shapes: Mapping[str | None, tuple[int, ...]]
                   | None = None, seed: int = 0) -> tuple[nx.DiGraph, Path]:
     """The layer graph and an ONNX file of it: a file as given, a zoo model exported
-    with random weights (it has none of its own)."""
+    with random weights (it has none of its own), a ``heldout:``/``sampled:`` net written."""
+    from deepx_sim.measure.nets import is_net_name, write_net
     from deepx_sim.model import load_model
 
+    if is_net_name(str(model)):
+        path = write_net(str(model), folder)
+        return load_model(path, input_shapes), path
     graph = load_model(model, input_shapes)
     if str(model).lower().endswith(".onnx"):
         return graph, Path(model)
@@ -147,26 +153,33 @@ def _inputs(session, graph: nx.DiGraph, seed: int) -> dict[str, np.ndarray]:  # 
 
 
 def _kernel_times(trace: list[dict], runs: int, skip: int,
-                  clock: Callable[[np.ndarray, np.ndarray], np.ndarray] | None) -> list[dict[str, float]]:
-    """Per timed run: executed node name -> kernel seconds.
+                  clock: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
+                  ) -> tuple[list[dict[str, float]], list[float]]:
+    """Per timed run: executed node name -> kernel seconds, and the run's time inside
+    onnxruntime (its ``model_run`` span: kernels plus the executor between them).
 
     ``clock`` turns wall intervals (ns since the epoch) into on-CPU seconds;
     None keeps the profiler's wall-clock durations.
     """
-    windows = sorted(e["ts"] for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run")
-    if len(windows) != runs:
-        raise ProfileError(f"onnxruntime's profile has {len(windows)} runs, expected {runs}")
+    def seconds(ts: np.ndarray, dur: np.ndarray) -> np.ndarray:
+        return dur * 1e-6 if clock is None else clock(ts * 1e3, (ts + dur) * 1e3)
+
+    spans = sorted((e["ts"], e["dur"]) for e in trace
+                   if e.get("cat") == "Session" and e.get("name") == "model_run")
+    if len(spans) != runs:
+        raise ProfileError(f"onnxruntime's profile has {len(spans)} runs, expected {runs}")
+    starts = np.array([s[0] for s in spans], dtype=np.float64)
+    inside = seconds(starts, np.array([s[1] for s in spans], dtype=np.float64))
     events = [e for e in trace if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
     ts = np.array([e["ts"] for e in events], dtype=np.float64)
-    dur = np.array([e["dur"] for e in events], dtype=np.float64)
-    seconds = dur * 1e-6 if clock is None else clock(ts * 1e3, (ts + dur) * 1e3)
-    run_of = np.searchsorted(windows, ts, side="right") - 1
-    per_run: list[dict[str, float]] = [{} for _ in windows]
-    for e, run, sec in zip(events, run_of, seconds, strict=True):
+    run_of = np.searchsorted(starts, ts, side="right") - 1
+    per_run: list[dict[str, float]] = [{} for _ in spans]
+    durations = seconds(ts, np.array([e["dur"] for e in events], dtype=np.float64))
+    for e, run, sec in zip(events, run_of, durations, strict=True):
         if run >= 0:
             node = e["name"][: -len("_kernel_time")]
             per_run[run][node] = per_run[run].get(node, 0.0) + float(sec)
-    return per_run[skip:]
+    return per_run[skip:], [float(x) for x in inside[skip:]]
 
 
 def _work(graph: nx.DiGraph, layer: str) -> float:
@@ -183,14 +196,19 @@ def _iqr(values: list[float]) -> float:
 
 
 def _entries(graph: nx.DiGraph, processor: str, groups: list[Group], kernels: list[dict[str, float]],
-             walls: list[float], power_w: float | None) -> Profile:
+             inside_s: list[float], power_w: float | None) -> tuple[Profile, float]:
+    """Profile rows, and the scale that made their medians add up to the median run."""
     shares = []  # per run: the executor's time between kernels, per executed node
-    for run, wall in zip(kernels, walls, strict=True):
-        shares.append(max(0.0, wall - sum(run.values())) / max(1, len(run)))
+    for run, inside in zip(kernels, inside_s, strict=True):
+        shares.append(max(0.0, inside - sum(run.values())) / max(1, len(run)))
+    kernel = np.array([[sum(run.get(n, 0.0) for n in g.nodes) for run in kernels] for g in groups])
+    total = kernel + np.outer([len(g.nodes) for g in groups], shares)
+    # medians do not add up: noise lands on a few layers of each run, and each layer's
+    # median drops it; scaling keeps the rows summing to the typical run, as a planner adds them
+    median = np.median(total, axis=1) if groups else np.zeros(0)
+    scale = float(statistics.median(inside_s) / median.sum()) if median.sum() > 0 else 1.0
     rows: list[tuple[int, str, ProfileEntry]] = []
-    for group in groups:
-        kernel = [sum(run.get(n, 0.0) for n in group.nodes) for run in kernels]
-        total = [k + share * len(group.nodes) for k, share in zip(kernel, shares, strict=True)]
+    for k, group in enumerate(groups):
         weights = [_work(graph, name) for name in group.layers]
         whole = sum(weights) or 1.0
         label = "+".join(group.nodes) if len(group.layers) > 1 else ""
@@ -198,9 +216,9 @@ def _entries(graph: nx.DiGraph, processor: str, groups: list[Group], kernels: li
             if weight > 0:
                 part = weight / whole
                 rows.append((get_layer(graph, name).order, name, ProfileEntry(
-                    statistics.median(total) * part, power_w, statistics.median(kernel) * part,
-                    _iqr(total) * part, label)))
-    return {(name, processor): entry for _, name, entry in sorted(rows, key=lambda r: r[0])}
+                    float(median[k] * scale * part), power_w, float(np.median(kernel[k]) * part),
+                    _iqr(list(total[k])) * part, label)))
+    return {(name, processor): entry for _, name, entry in sorted(rows, key=lambda r: r[0])}, scale
 
 
 @dataclass
@@ -246,7 +264,7 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
                   optimization: str = "none", seed: int = 0,
                   input_shapes: Mapping[str | None, tuple[int, ...]] | None = None,
                   progress: Callable[[str], None] | None = None) -> ModelProfile:
-    """Profile ``model`` (zoo name or .onnx path) on this machine's CPU.
+    """Profile ``model`` (zoo name, .onnx path, ``heldout:NAME`` or ``sampled:SEED``) on this CPU.
 
     ``processor`` names the rows (default: this host's name).  Raises ProfileError
     for bad settings or a model onnxruntime cannot run, ModelError for an unknown
@@ -274,7 +292,7 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
         trace = json.loads(Path(session.end_profiling()).read_text())
         clock = None if runs.sampler is None else (
             lambda a, b: runs.sampler.cpu_s(a + start_ns, b + start_ns))  # type: ignore[union-attr]
-        kernels = _kernel_times(trace, warmup + repeats, warmup, clock)
+        kernels, inside_s = _kernel_times(trace, warmup + repeats, warmup, clock)
         optimised = original
         if optimization != "none":
             import onnx
@@ -283,7 +301,7 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
         groups = executed_groups(original.graph, optimised.graph, graph)  # type: ignore[attr-defined]
     totals = runs.cpus_s if on_cpu else runs.walls_s
     power_w = runs.energy_j / sum(runs.walls_s) if runs.energy_j else None
-    entries = _entries(graph, processor, groups, kernels, totals, power_w)
+    entries, scale = _entries(graph, processor, groups, kernels, inside_s, power_w)
     meta = {
         "model": str(model), "processor": processor, "host": host_name(), "cpu_model": cpu_model(),
         "threads": str(threads), "repeats": str(repeats), "warmup": str(warmup),
@@ -296,6 +314,8 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
         "end_to_end_s": f"{statistics.median(totals):.6g}", "end_to_end_spread_s": f"{_iqr(totals):.3g}",
         "end_to_end_wall_s": f"{statistics.median(runs.walls_s):.6g}",
         "cpu_share": f"{sum(runs.cpus_s) / sum(runs.walls_s):.3f}",
+        "run_overhead_s": f"{statistics.median(totals) - statistics.median(inside_s):.3g}",
+        "row_scale": f"{scale:.4f}",
         "kernel_sum_s": f"{sum(e.kernel_s or 0.0 for e in entries.values()):.6g}",
         "energy": runs.energy_note, "profiling_s": f"{time.perf_counter() - started:.2f}",
     }
@@ -303,3 +323,40 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
         meta["input_shape"] = " ".join(f"{k + '=' if k else ''}{'x'.join(map(str, v))}"
                                        for k, v in input_shapes.items())
     return ModelProfile(str(model), processor, entries, statistics.median(totals), _iqr(totals), meta)
+
+
+def merge_rounds(rounds: list[ModelProfile]) -> ModelProfile:
+    """One profile from several rounds of the same model, taken apart in time so that
+    a busy spell on the machine weighs on one round only: per layer and end to end,
+    the median over rounds (rows rescaled to add up to the median round)."""
+    if not rounds:
+        raise ProfileError("no profiling rounds to merge")
+    first = rounds[0]
+    keys = list(first.entries)
+    if any(list(r.entries) != keys for r in rounds):
+        raise ProfileError(f"rounds of {first.model} differ in their layers; cannot merge them")
+    median = {k: statistics.median(r.entries[k].latency_s for r in rounds) for k in keys}
+    total = statistics.median(sum(e.latency_s for e in r.entries.values()) for r in rounds)
+    scale = total / sum(median.values()) if sum(median.values()) > 0 else 1.0
+
+    def mid(k: tuple[str, str], attr: str) -> float | None:
+        values = [getattr(r.entries[k], attr) for r in rounds]
+        return None if None in values else statistics.median(values)
+
+    entries = {k: ProfileEntry(median[k] * scale, mid(k, "power_w"), mid(k, "kernel_s"),
+                               mid(k, "spread_s"), first.entries[k].group) for k in keys}
+    e2e = statistics.median(r.end_to_end_s for r in rounds)
+    meta = dict(first.meta)
+    meta.update({
+        "rounds": str(len(rounds)),
+        "repeats": str(sum(int(r.meta.get("repeats", 0)) for r in rounds)),
+        "measured_at": " / ".join(r.meta.get("measured_at", "?") for r in rounds),
+        "load_average_before": " / ".join(r.meta.get("load_average_before", "?") for r in rounds),
+        "cpu_share": " / ".join(r.meta.get("cpu_share", "?") for r in rounds),
+        "end_to_end_s": f"{e2e:.6g}",
+        "end_to_end_spread_s": f"{statistics.median(r.end_to_end_spread_s for r in rounds):.3g}",
+        "profiling_s": f"{sum(float(r.meta.get('profiling_s', 0)) for r in rounds):.2f}",
+    })
+    meta.pop("load_average_after", None)
+    return ModelProfile(first.model, first.processor, entries, e2e,
+                        statistics.median(r.end_to_end_spread_s for r in rounds), meta)

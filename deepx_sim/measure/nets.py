@@ -1,4 +1,5 @@
-"""CNNs written directly with ``onnx.helper``, the way an exporter writes them.
+"""CNNs written directly with ``onnx.helper``, the way an exporter writes them:
+held-out architectures and randomly sampled ones.
 
 They check a calibrated cost model on models it has not seen, and they share no
 code with deepx_sim's own ONNX writer, so they also exercise the importer on
@@ -254,3 +255,105 @@ def write_heldout(folder: str | Path, names: list[str] | None = None) -> list[Pa
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return [HELDOUT[n]().save(folder / f"{n}.onnx") for n in (names or list(HELDOUT))]
+
+
+# ------------------------------------------------------------------ sampled CNNs
+
+#: channel counts a sampled block picks from, capped by the feature map's size
+CHANNELS = (8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+BLOCKS = ("conv", "grouped", "separable", "fire", "dense", "residual", "pool")
+
+
+def _widths(hw: int) -> list[int]:
+    cap = 64 if hw > 96 else 128 if hw > 48 else 256 if hw > 24 else 512
+    return [c for c in CHANNELS if c <= cap]
+
+
+def _common_groups(c_in: int, c_out: int) -> list[int]:
+    return [g for g in (2, 4, 8, 16, 32) if c_in % g == 0 and c_out % g == 0]
+
+
+def _block(net: OnnxNet, rng: np.random.Generator, kind: str, p: str) -> None:
+    """Append one randomly shaped block of ``kind`` under scope ``p``."""
+    x = net.last
+    c_in, hw = net.shapes[x][1], net.shapes[x][2]
+    c_out = int(rng.choice(_widths(hw)))
+    stride = 2 if hw >= 16 and rng.random() < 0.3 else 1
+    if kind == "conv":
+        net.conv_bn_relu(c_out, int(rng.choice([1, 3, 5, 7])), p, stride=stride)
+    elif kind == "grouped" and _common_groups(c_in, c_out):
+        net.conv_bn_relu(c_out, 3, p, stride=stride, groups=int(rng.choice(_common_groups(c_in, c_out))))
+    elif kind == "separable":
+        net.conv_bn_relu(c_in, int(rng.choice([3, 5])), f"{p}.dw", stride=stride, groups=c_in)
+        net.conv_bn_relu(c_out, 1, f"{p}.pw")
+    elif kind == "fire":
+        s = net.relu(f"{p}.squeeze_relu", net.conv(max(8, c_out // 4), 1, f"{p}.squeeze"))
+        e1 = net.relu(f"{p}.e1_relu", net.conv(c_out // 2, 1, f"{p}.e1", x=s))
+        e3 = net.relu(f"{p}.e3_relu", net.conv(c_out // 2, 3, f"{p}.e3", x=s))
+        net.concat([e1, e3], p)
+    elif kind == "dense":
+        growth = int(rng.choice([12, 16, 24, 32]))
+        net.relu(f"{p}.relu1", net.bn(f"{p}.norm1", x))
+        net.conv(4 * growth, 1, f"{p}.conv1")
+        net.relu(f"{p}.relu2", net.bn(f"{p}.norm2"))
+        net.concat([x, net.conv(growth, 3, f"{p}.conv2")], p)
+    elif kind == "residual":
+        width = int(rng.choice(_widths(hw)))
+        groups = [*_common_groups(width, width), 1]
+        net.conv_bn_relu(width, 1, f"{p}.a")
+        net.conv_bn_relu(width, 3, f"{p}.b", groups=int(rng.choice(groups)))
+        main = net.conv_bn_relu(c_in, 1, f"{p}.c", relu=False)
+        net.relu(f"{p}.relu", net.add(main, x, p))
+    elif hw >= 8:
+        net.pool(int(rng.choice([2, 3])), 2, p, mode=str(rng.choice(["max", "avg"])))
+    else:
+        net.conv_bn_relu(c_out, 1, p)
+
+
+def sampled_cnn(name: str, seed: int) -> OnnxNet:
+    """A random CNN of the blocks real ones are made of, for calibration data
+    (nn-Meter calibrates on sampled kernels rather than on a few whole models)."""
+    rng = np.random.default_rng(seed)
+    size = int(rng.choice([96, 128, 160, 192, 224]))
+    net = OnnxNet(name, (1, 3, size, size), seed)
+    net.conv_bn_relu(int(rng.choice([16, 24, 32])), 3, "stem", stride=2)
+    for b in range(int(rng.integers(8, 16))):
+        _block(net, rng, str(rng.choice(BLOCKS)), f"block{b}")
+    net.global_pool("avgpool")
+    net.classifier(int(rng.choice([10, 100, 1000])))
+    return net
+
+
+def write_sampled(folder: str | Path, count: int, first_seed: int = 0) -> list[Path]:
+    """Write ``count`` sampled CNNs (seeds first_seed, first_seed + 1, ...) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [sampled_cnn(f"sampled_{s}", s).save(folder / f"sampled_{s}.onnx")
+            for s in range(first_seed, first_seed + count)]
+
+
+#: model names that these builders answer to (``heldout:squeezenet1_1``, ``sampled:3``)
+PREFIXES = ("heldout:", "sampled:")
+
+
+def is_net_name(model: str) -> bool:
+    return str(model).startswith(PREFIXES)
+
+
+def write_net(model: str, folder: str | Path) -> Path:
+    """Write the net named ``heldout:NAME`` or ``sampled:SEED`` as ONNX into ``folder``.
+
+    Raises ModelError for an unknown name or a seed that is not an integer.
+    """
+    from deepx_sim.errors import ModelError, closest_names
+
+    prefix, _, rest = str(model).partition(":")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if prefix == "heldout":
+        if rest not in HELDOUT:
+            raise ModelError(f"unknown held-out CNN {rest!r}: {closest_names(rest, list(HELDOUT))}")
+        return HELDOUT[rest]().save(folder / f"{rest}.onnx")
+    if prefix == "sampled" and rest.isdigit():
+        return sampled_cnn(f"sampled_{rest}", int(rest)).save(folder / f"sampled_{rest}.onnx")
+    raise ModelError(f"model {model!r}: expected heldout:NAME or sampled:SEED (a non-negative integer)")
