@@ -146,11 +146,11 @@ def squeezenet(name: str, version: str = "1.1", size: int = 224, seed: int = 0) 
     """SqueezeNet 1.0 or 1.1: fire modules of squeeze 1x1 then expand 1x1 | 3x3 concatenated."""
     net = OnnxNet(name, (1, 3, size, size), seed)
     if version == "1.0":
-        net.conv(96, 7, "features.0", stride=2)
+        net.conv(96, 7, "features.0", stride=2, bias=True)
         fires = [(16, 64), (16, 64), (32, 128), "pool", (32, 128), (48, 192), (48, 192),
                  (64, 256), "pool", (64, 256)]
     else:
-        net.conv(64, 3, "features.0", stride=2)
+        net.conv(64, 3, "features.0", stride=2, bias=True)
         fires = [(16, 64), (16, 64), "pool", (32, 128), (32, 128), "pool", (48, 192),
                  (48, 192), (64, 256), (64, 256)]
     net.relu("features.1")
@@ -161,9 +161,9 @@ def squeezenet(name: str, version: str = "1.1", size: int = 224, seed: int = 0) 
             continue
         squeeze, expand = fire  # type: ignore[misc]
         p = f"features.{i}"
-        s = net.relu(f"{p}.squeeze_activation", net.conv(squeeze, 1, f"{p}.squeeze"))
-        e1 = net.relu(f"{p}.expand1x1_activation", net.conv(expand, 1, f"{p}.expand1x1", x=s))
-        e3 = net.relu(f"{p}.expand3x3_activation", net.conv(expand, 3, f"{p}.expand3x3", x=s))
+        s = net.relu(f"{p}.squeeze_activation", net.conv(squeeze, 1, f"{p}.squeeze", bias=True))
+        e1 = net.relu(f"{p}.expand1x1_activation", net.conv(expand, 1, f"{p}.expand1x1", x=s, bias=True))
+        e3 = net.relu(f"{p}.expand3x3_activation", net.conv(expand, 3, f"{p}.expand3x3", x=s, bias=True))
         net.concat([e1, e3], p)
     net.conv(1000, 1, "classifier.1", bias=True)
     net.relu("classifier.2")
@@ -244,9 +244,9 @@ HELDOUT: dict[str, Callable[[], OnnxNet]] = {
     "mobilenet_v1_1.0": lambda: mobilenet_v1("mobilenet_v1_1.0", 1.0, 224),
     "mobilenet_v1_0.75": lambda: mobilenet_v1("mobilenet_v1_0.75", 0.75, 192, seed=1),
     "mobilenet_v1_0.5": lambda: mobilenet_v1("mobilenet_v1_0.5", 0.5, 160, seed=2),
-    # RegNetX-200MF (w 24-56-152-368, d 1-1-4-7, g 8) and -400MF (32-64-160-384, 1-2-7-12, 16)
+    # RegNetX-200MF (w 24-56-152-368, d 1-1-4-7, g 8) and -400MF (32-64-160-400, 1-2-7-12, 16)
     "regnetx_200mf": lambda: regnet_x("regnetx_200mf", (24, 56, 152, 368), (1, 1, 4, 7), 8, 224),
-    "regnetx_400mf": lambda: regnet_x("regnetx_400mf", (32, 64, 160, 384), (1, 2, 7, 12), 16, 160),
+    "regnetx_400mf": lambda: regnet_x("regnetx_400mf", (32, 64, 160, 400), (1, 2, 7, 12), 16, 160),
 }
 
 
