@@ -53,6 +53,7 @@ class Measured:
 
     name: str
     source: str
+    graph: nx.DiGraph
     layers: list[Layer]
     compute_s: np.ndarray  # FLOPs / peak: compute time at efficiency 1
     memory_s: np.ndarray  # bytes / bandwidth: memory time at memory efficiency 1
@@ -115,8 +116,8 @@ def load_measured(path: str | Path, platform: Platform, processor: str) -> Measu
     groups = [np.array([index[n] for n in names if n in index]) for names in kept]
     measured = np.array([sum(entries[(n, processor)].latency_s for n in names) for names in kept])
     e2e = float(meta.get("end_to_end_s") or measured.sum())
-    return Measured(str(graph.graph.get("name")), str(path), layers, np.array(compute), np.array(memory),
-                    groups, measured, e2e, meta)
+    return Measured(str(graph.graph.get("name")), str(path), graph, layers, np.array(compute),
+                    np.array(memory), groups, measured, e2e, meta)
 
 
 # ------------------------------------------------------------------ the model

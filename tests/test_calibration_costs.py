@@ -3,10 +3,13 @@ the learned correction and its hook in the cost model, errors, and bad input."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from deepx_sim import calibration
@@ -223,3 +226,29 @@ def test_calibrate_cli(truth_profiles: list[Path], tmp_path: Path,
     assert len(err) == 1 and err[0].startswith("deepx-sim: error:") and "no processor 'tpu'" in err[0]
     assert main([*argv[:2], "--platform", "vm_datasheet", "--processor", "vm", "-o", str(out)]) == 2
     assert "lrn (2)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_experiment_quick_run_agrees_with_its_tables(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(repo / "experiments" / "cost_calibration.py"), "--quick",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "target held-out model" in done.stdout and "noise:" in done.stdout
+    layers = pd.read_csv(tmp_path / "layers.csv")
+    models = pd.read_csv(tmp_path / "models.csv")
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index(["level", "prediction"])
+    for frame, level in ((layers, "held-out layer"), (models, "held-out model")):
+        for label in ("before", "zoo+sampled learned"):
+            e = ErrorSummary.of(frame["measured_s"].to_numpy(), frame[label].to_numpy())
+            assert summary.loc[(level, label), "mape_pct"] == pytest.approx(e.mape)
+    # "before" is the datasheet platform's cost model, recomputed here independently
+    row = models.iloc[0]
+    profile = tmp_path / "profiles" / f"heldout_{row['model']}.csv"
+    m = load_measured(profile, load_platform("vm_datasheet"), "vm")
+    costs = CostModel(m.graph, load_platform("vm_datasheet"))
+    assert row["before"] == pytest.approx(sum(costs.layer_cost(lay.name, "vm").busy_s for lay in m.layers))
+    for name in ("heldout_layers.png", "heldout_models.png", "vm_zoo_sampled.yaml",
+                 "vm_zoo_sampled.predictor.joblib"):
+        assert (tmp_path / name).stat().st_size > 0
