@@ -476,6 +476,7 @@ def write_calibrated(result: CalibrationResult, platform: Platform, out: str | P
         calibration=calibration)
     if out.stem.replace("-", "_").replace("_", "a").isalnum():
         raw["name"] = out.stem
+    raw["description"] = f"{raw.get('description', '')}; {result.processor} calibrated on measured profiles"
     source = Path(platform.path).name or "the input platform"
     header = (f"# Calibrated by deepx-sim calibrate from measured profiles: processor {result.processor}'s\n"
               f"# efficiency, memory_efficiency and launch_overhead_ms are fitted (see its calibration\n"

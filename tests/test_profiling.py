@@ -119,7 +119,9 @@ def test_cpu_clock_sampler_sees_busy_and_idle_time() -> None:
         c = time.time_ns()
     busy, idle = sampler.cpu_s(np.array([a, b]), np.array([b, c]))
     assert busy == pytest.approx(0.05, abs=0.01)  # on-CPU time, however busy the machine is
-    assert idle < 0.005
+    # off-CPU time is seen between samples: only the two edge gaps may be missed
+    edges = 2 * np.diff(sampler.wall_ns).max() / 1e9
+    assert idle <= min(edges, 0.05) + 1e-4
     assert threading.active_count() >= 1
 
 
