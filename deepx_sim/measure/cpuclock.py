@@ -4,10 +4,11 @@ On a shared machine the OS takes the processor away from a running layer for
 whole scheduler slices (a few ms), so wall-clock kernel times mix the layer's
 own time with other processes'.  A second thread reads the inference thread's
 CPU clock (``pthread_getcpuclockid``) with a wall-clock stamp every
-``interval_s``; a layer's on-CPU time is its wall time less the off-CPU time
-the samples inside it show.  onnxruntime releases the GIL while it runs, so
-the sampler keeps its pace (about 4 samples per ms on an idle machine, fewer
-when it too waits for a core).
+``interval_s``.  A layer whose surrounding samples show the thread on the core
+throughout ran uninterrupted: its wall time is its CPU time.  Otherwise the
+clock's rise over the layer's interval is interpolated between samples.
+onnxruntime releases the GIL while it runs, so the sampler keeps its pace
+(about 4 samples a millisecond).
 """
 
 from __future__ import annotations
@@ -17,11 +18,21 @@ import time
 
 import numpy as np
 
+#: share of wall time on the core above which the thread counts as not preempted
+#: (the sampler's own reads and timer jitter keep an idle-machine share near, not at, 1)
+CLEAN_SHARE = 0.95
+#: Reading another thread's CPU clock makes the kernel bring that thread's runtime up to
+#: date, which slows it: at this interval its kernels ran about 11 % slower (the profiler
+#: divides that out, see deepx_sim.measure.profiling).  Sparser or lower-priority sampling
+#: disturbs less but smears each preemption over many short layers: per-layer medians fell
+#: 30-40 % below the truth at one sample a millisecond on a loaded machine.
+SAMPLE_INTERVAL_S = 2e-4
+
 
 class ThreadCpuSampler:
     """Samples (wall ns since the epoch, CPU ns) of the thread that creates it."""
 
-    def __init__(self, interval_s: float = 2e-4) -> None:
+    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
         self.clock = time.pthread_getcpuclockid(threading.get_ident())
         self.interval_s = interval_s
         self._samples: list[tuple[int, int]] = []
@@ -45,20 +56,21 @@ class ThreadCpuSampler:
         samples = np.array(sorted(self._samples), dtype=np.float64)
         self.wall_ns, self.cpu_ns = samples[:, 0], samples[:, 1]
 
-    def cpu_s(self, start_ns: np.ndarray, end_ns: np.ndarray) -> np.ndarray:
-        """On-CPU seconds of the thread within each wall interval [start_ns, end_ns]:
-        its length minus the off-CPU time between the first and last samples inside it.
+    def cpu_s(self, start_ns: np.ndarray, end_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """On-CPU seconds of the thread within each wall interval [start_ns, end_ns], and
+        whether the interval is *clean*: the samples around it show the thread on the core
+        throughout (at least ``CLEAN_SHARE`` of the time), so its wall time is its CPU time.
 
-        Off-CPU time in the stretches before the first and after the last sample is
-        not seen; spreading it evenly would charge every short layer near a
-        preemption a share of it, and a short layer is seldom preempted itself,
-        so it keeps its wall time (the median over runs then drops the rare hit).
+        Elsewhere the clock's rise is interpolated between samples: that keeps the
+        total right, but spreads a preemption over the short intervals near it.
         """
         start_ns, end_ns = np.asarray(start_ns, np.float64), np.asarray(end_ns, np.float64)
-        first = np.searchsorted(self.wall_ns, start_ns, side="left")
-        last = np.searchsorted(self.wall_ns, end_ns, side="right") - 1
-        inside = last > first
-        first, last = np.where(inside, first, 0), np.where(inside, last, 0)
-        off = (self.wall_ns[last] - self.wall_ns[first]) - (self.cpu_ns[last] - self.cpu_ns[first])
+        rise = np.interp(end_ns, self.wall_ns, self.cpu_ns) - np.interp(start_ns, self.wall_ns, self.cpu_ns)
+        before = np.searchsorted(self.wall_ns, start_ns, side="right") - 1
+        after = np.searchsorted(self.wall_ns, end_ns, side="left")
+        known = (before >= 0) & (after < len(self.wall_ns))
+        before, after = np.where(known, before, 0), np.where(known, after, 0)
+        span = np.maximum(self.wall_ns[after] - self.wall_ns[before], 1.0)
+        clean = known & ((self.cpu_ns[after] - self.cpu_ns[before]) / span >= CLEAN_SHARE)
         length = end_ns - start_ns
-        return np.clip(length - np.where(inside, off, 0.0), 0.0, length) / 1e9
+        return np.clip(np.where(clean, length, rise), 0.0, length) / 1e9, clean

@@ -6,15 +6,20 @@ A run of :func:`profile_model`:
    weights (``random_weights`` + ``save_onnx``; timing does not depend on them);
 2. an onnxruntime CPU session with ``threads`` intra-op threads (1 by default:
    reproducible on a shared machine) and its per-node profiler on;
-3. ``warmup`` untimed runs, then ``repeats`` timed ones; each node's kernel
-   time per run comes from the profiler, the run's wall time from the clock;
+3. ``warmup`` untimed runs, ``repeats`` profiled runs (each node's kernel time),
+   then ``repeats`` runs with the profiler off (the end-to-end time);
 4. executed nodes are mapped back to layers (:mod:`deepx_sim.measure.mapping`).
 
-Per layer the profile records ``latency_s``: the median over runs of its kernel
-time plus an equal per-node share of the executor's time between kernels,
-scaled (``row_scale``) so that the rows add up to the median time spent inside
-onnxruntime; the end-to-end time adds the Python binding's fixed cost per run
-(``run_overhead_s``).  Medians alone would not add up on a busy machine.
+Per layer the profile records ``latency_s``: the median over profiled runs of
+its kernel's on-CPU time (see :mod:`deepx_sim.measure.cpuclock`), less what the
+profiler adds inside each kernel's window, scaled (``row_scale``), plus what
+onnxruntime's executor spends per node.  A probe, chains of ReLUs on one
+element timed with the same settings, measures the profiler's share (about
+2 us a kernel here, a fifth of a small ReLU), the executor's (0.3 us a node)
+and the Python binding's time per call.  The end-to-end time is the median
+on-CPU time of as many runs with the profiler and the sampler off; the scale
+makes the rows plus the binding's time per call add up to it, dividing out
+what the instruments slow the kernels by.
 ``kernel_s`` is the kernel alone, ``spread_s`` the interquartile range over runs.
 When onnxruntime fused several layers into one node, their joint time is split
 in proportion to each layer's work (FLOPs plus bytes moved) and the rows share a
@@ -49,6 +54,8 @@ OPTIMIZATION_LEVELS = ("none", "basic", "extended", "all")
 DEFAULT_THREADS = 1
 DEFAULT_REPEATS = 20
 DEFAULT_WARMUP = 3
+#: uninterrupted runs a kernel needs for its median to come from them alone
+MIN_CLEAN_RUNS = 3
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,52 @@ def model_as_onnx(model: str | Path, folder: Path, input_shapes: Mapping[str | N
     return graph, save_onnx(graph, folder / f"{graph.graph['name']}.onnx")
 
 
+PROBE_NODES = 100
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the instruments and the runtime cost, measured on chains of ReLUs on one
+    element (whose arithmetic takes nanoseconds), with the model's settings."""
+
+    profiler_s: float  # added inside each kernel's profiled window
+    executor_s: float  # onnxruntime's own time per node, unprofiled
+    binding_s: float  # the Python binding's fixed time per call, unprofiled
+
+
+def _chain(folder: Path, nodes: int) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    chain = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"], name=f"probe{i}") for i in range(nodes)]
+    graph = helper.make_graph(chain, "probe", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info(f"t{nodes}", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = folder / f"probe{nodes}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _probe(folder: Path, threads: int, repeats: int) -> Probe:
+    """Profiled kernel windows of a 100-node chain, unprofiled runs of it and of one node."""
+    feeds = {"t0": np.ones(1, np.float32)}
+    medians = {}
+    for nodes in (1, PROBE_NODES):
+        session = _session(_chain(folder, nodes), folder, threads, "none", prefix=f"probe{nodes}")
+        for _ in range(DEFAULT_WARMUP + repeats):
+            session.run(None, feeds)
+        trace = json.loads(Path(session.end_profiling()).read_text())
+        medians[nodes] = statistics.median(_timed(session, feeds, 3 * repeats)[1])
+    durations = np.array([e["dur"] for e in trace if e.get("cat") == "Node"
+                          and e.get("name", "").endswith("_kernel_time")], dtype=np.float64)
+    # the profiler counts whole microseconds: the mean of the middle half keeps the fraction
+    q1, q3 = np.percentile(durations, [25, 75])
+    executor = max(medians[PROBE_NODES] - medians[1], 0.0) / (PROBE_NODES - 1)
+    return Probe(float(durations[(durations >= q1) & (durations <= q3)].mean()) * 1e-6, executor,
+                 max(medians[1] - executor, 0.0))
+
+
 def _named_copy(path: Path, folder: Path) -> tuple[object, Path]:
     """The ONNX model, with a unique name on every node (the profiler reports by name)."""
     import onnx
@@ -113,7 +166,8 @@ def _named_copy(path: Path, folder: Path) -> tuple[object, Path]:
     return proto, named
 
 
-def _session(path: Path, folder: Path, threads: int, optimization: str):  # type: ignore[no-untyped-def]
+def _session(path: Path, folder: Path, threads: int, optimization: str,  # type: ignore[no-untyped-def]
+             prefix: str = "ort_profile"):
     ort = _ort()
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -125,7 +179,7 @@ def _session(path: Path, folder: Path, threads: int, optimization: str):  # type
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[optimization]
     options.enable_profiling = True
-    options.profile_file_prefix = str(folder / "ort_profile")
+    options.profile_file_prefix = str(folder / prefix)
     options.log_severity_level = 3  # the NCHWc serialisation notice is not the user's concern
     if optimization != "none":
         options.optimized_model_filepath = str(folder / "optimised.onnx")
@@ -152,33 +206,39 @@ def _inputs(session, graph: nx.DiGraph, seed: int) -> dict[str, np.ndarray]:  # 
     return feeds
 
 
-def _kernel_times(trace: list[dict], runs: int, skip: int,
-                  clock: Callable[[np.ndarray, np.ndarray], np.ndarray] | None
-                  ) -> tuple[list[dict[str, float]], list[float]]:
-    """Per timed run: executed node name -> kernel seconds, and the run's time inside
-    onnxruntime (its ``model_run`` span: kernels plus the executor between them).
+#: wall intervals (ns since the epoch) -> (on-CPU seconds, ran uninterrupted)
+Clock = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+Kernels = list[dict[str, tuple[float, bool]]]  # per run: node -> (seconds, uninterrupted)
 
-    ``clock`` turns wall intervals (ns since the epoch) into on-CPU seconds;
-    None keeps the profiler's wall-clock durations.
+
+def _kernel_times(trace: list[dict], runs: int, skip: int,
+                  clock: Clock | None) -> tuple[Kernels, list[float]]:
+    """Per profiled run after the warm-up: executed node -> (kernel seconds, whether it
+    ran uninterrupted), and the run's time inside onnxruntime (its ``model_run`` span).
+
+    Without a ``clock`` the profiler's wall-clock durations count, all as uninterrupted.
     """
-    def seconds(ts: np.ndarray, dur: np.ndarray) -> np.ndarray:
-        return dur * 1e-6 if clock is None else clock(ts * 1e3, (ts + dur) * 1e3)
+    def seconds(ts: np.ndarray, dur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if clock is None:
+            return dur * 1e-6, np.ones(len(ts), dtype=bool)
+        return clock(ts * 1e3, (ts + dur) * 1e3)
 
     spans = sorted((e["ts"], e["dur"]) for e in trace
                    if e.get("cat") == "Session" and e.get("name") == "model_run")
     if len(spans) != runs:
         raise ProfileError(f"onnxruntime's profile has {len(spans)} runs, expected {runs}")
     starts = np.array([s[0] for s in spans], dtype=np.float64)
-    inside = seconds(starts, np.array([s[1] for s in spans], dtype=np.float64))
+    inside, _ = seconds(starts, np.array([s[1] for s in spans], dtype=np.float64))
     events = [e for e in trace if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
     ts = np.array([e["ts"] for e in events], dtype=np.float64)
     run_of = np.searchsorted(starts, ts, side="right") - 1
-    per_run: list[dict[str, float]] = [{} for _ in spans]
-    durations = seconds(ts, np.array([e["dur"] for e in events], dtype=np.float64))
-    for e, run, sec in zip(events, run_of, durations, strict=True):
+    per_run: Kernels = [{} for _ in spans]
+    durations, clean = seconds(ts, np.array([e["dur"] for e in events], dtype=np.float64))
+    for e, run, sec, ok in zip(events, run_of, durations, clean, strict=True):
         if run >= 0:
             node = e["name"][: -len("_kernel_time")]
-            per_run[run][node] = per_run[run].get(node, 0.0) + float(sec)
+            before, was_ok = per_run[run].get(node, (0.0, True))
+            per_run[run][node] = (before + float(sec), was_ok and bool(ok))
     return per_run[skip:], [float(x) for x in inside[skip:]]
 
 
@@ -195,20 +255,32 @@ def _iqr(values: list[float]) -> float:
     return float(q3 - q1)
 
 
-def _entries(graph: nx.DiGraph, processor: str, groups: list[Group], kernels: list[dict[str, float]],
-             inside_s: list[float], power_w: float | None) -> tuple[Profile, float]:
-    """Profile rows, and the scale that made their medians add up to the median run."""
-    shares = []  # per run: the executor's time between kernels, per executed node
-    for run, inside in zip(kernels, inside_s, strict=True):
-        shares.append(max(0.0, inside - sum(run.values())) / max(1, len(run)))
-    kernel = np.array([[sum(run.get(n, 0.0) for n in g.nodes) for run in kernels] for g in groups])
-    total = kernel + np.outer([len(g.nodes) for g in groups], shares)
-    # medians do not add up: noise lands on a few layers of each run, and each layer's
-    # median drops it; scaling keeps the rows summing to the typical run, as a planner adds them
-    median = np.median(total, axis=1) if groups else np.zeros(0)
-    scale = float(statistics.median(inside_s) / median.sum()) if median.sum() > 0 else 1.0
+def _group_times(group: Group, kernels: Kernels) -> list[float]:
+    """The group's kernel seconds in the runs it ran uninterrupted, if there are enough
+    for a median; otherwise in every run (on-CPU time interpolated where preempted)."""
+    runs = [(sum(run.get(n, (0.0, True))[0] for n in group.nodes),
+             all(run.get(n, (0.0, True))[1] for n in group.nodes)) for run in kernels]
+    clean = [t for t, ok in runs if ok]
+    return clean if len(clean) >= max(MIN_CLEAN_RUNS, len(runs) // 4) else [t for t, _ in runs]
+
+
+def _entries(graph: nx.DiGraph, processor: str, groups: list[Group], kernels: Kernels, probe: Probe,
+             end_to_end_s: float, power_w: float | None) -> tuple[Profile, float]:
+    """Profile rows, and the scale that made them add up to the unprofiled run.
+
+    A row is its kernel's median less the profiler's share of the window, scaled, plus
+    the executor's time per node.  The scale divides out what the instruments slow
+    the kernels by (the clock sampler about a tenth; see cpuclock) and what medians
+    miss of a run: with it, rows plus the binding's time per call make the end-to-end time.
+    """
+    times = [_group_times(g, kernels) for g in groups]
+    nodes = np.array([len(g.nodes) for g in groups], dtype=np.float64)
+    kernel = np.maximum(np.array([statistics.median(t) for t in times]) - probe.profiler_s * nodes, 0.0)
+    room = end_to_end_s - probe.binding_s - probe.executor_s * nodes.sum()
+    scale = float(room / kernel.sum()) if kernel.sum() > 0 and room > 0 else 1.0
     rows: list[tuple[int, str, ProfileEntry]] = []
     for k, group in enumerate(groups):
+        latency = kernel[k] * scale + probe.executor_s * nodes[k]
         weights = [_work(graph, name) for name in group.layers]
         whole = sum(weights) or 1.0
         label = "+".join(group.nodes) if len(group.layers) > 1 else ""
@@ -216,47 +288,60 @@ def _entries(graph: nx.DiGraph, processor: str, groups: list[Group], kernels: li
             if weight > 0:
                 part = weight / whole
                 rows.append((get_layer(graph, name).order, name, ProfileEntry(
-                    float(median[k] * scale * part), power_w, float(np.median(kernel[k]) * part),
-                    _iqr(list(total[k])) * part, label)))
+                    float(latency * part), power_w, float(kernel[k] * part),
+                    _iqr(times[k]) * scale * part, label)))
     return {(name, processor): entry for _, name, entry in sorted(rows, key=lambda r: r[0])}, scale
 
 
 @dataclass
 class _Runs:
-    """What the timed runs measured besides the profiler's trace."""
+    """What the runs measured besides the profiler's trace."""
 
-    walls_s: list[float]
+    trace: list[dict]  # the profiler's events of the profiled runs
+    start_ns: int  # when the profiler started (ns since the epoch, the trace's zero)
+    sampler: ThreadCpuSampler | None
+    walls_s: list[float]  # unprofiled runs from here on
     cpus_s: list[float]  # the calling thread's CPU time per run
     energy_j: float | None
     energy_note: str
-    sampler: ThreadCpuSampler | None
+
+
+def _timed(session, feeds: dict[str, np.ndarray], repeats: int) -> tuple[list[float], list[float]]:  # type: ignore[no-untyped-def]
+    walls, cpus = [], []
+    for _ in range(repeats):
+        tick, cpu = time.perf_counter(), time.thread_time()
+        session.run(None, feeds)
+        walls.append(time.perf_counter() - tick)
+        cpus.append(time.thread_time() - cpu)
+    return walls, cpus
 
 
 def _run(session, feeds: dict[str, np.ndarray], warmup: int, repeats: int,  # type: ignore[no-untyped-def]
          path: Path, on_cpu: bool) -> _Runs:
-    """Warm up, then time ``repeats`` runs (wall and CPU clocks, energy where readable)."""
+    """Warm up; ``repeats`` profiled runs for the layers; the profiler off, ``repeats``
+    more for the end-to-end time (the profiler's own bookkeeping costs microseconds a
+    node) and the energy where readable."""
     meter = open_meter()
-    walls, cpus = [], []
     sampler = ThreadCpuSampler() if on_cpu else None
     try:
         for _ in range(warmup):
             session.run(None, feeds)
         with sampler or contextlib.nullcontext():
-            start_uj = meter.read_uj() if meter.available else ()
             for _ in range(repeats):
-                tick, cpu = time.perf_counter(), time.thread_time()
                 session.run(None, feeds)
-                walls.append(time.perf_counter() - tick)
-                cpus.append(time.thread_time() - cpu)
-            energy_j = meter.joules_between(start_uj, meter.read_uj()) if meter.available else None
+        start_ns = session.get_profiling_start_time_ns()
+        trace = json.loads(Path(session.end_profiling()).read_text())
+        start_uj = meter.read_uj() if meter.available else ()
+        walls, cpus = _timed(session, feeds, repeats)
+        energy_j = meter.joules_between(start_uj, meter.read_uj()) if meter.available else None
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ProfileError(f"{path}: onnxruntime failed to run the model: {exc}") from None
     if energy_j:
-        note = (f"RAPL {', '.join(d.name for d in meter.domains)}: {energy_j:.4g} J over the timed runs; "
-                f"power_w is the package average")
+        note = (f"RAPL {', '.join(d.name for d in meter.domains)}: {energy_j:.4g} J over {repeats} "
+                f"unprofiled runs; power_w is the package average")
     else:
         note = f"not measured: {meter.unavailable or 'the RAPL counter did not advance'}"
-    return _Runs(walls, cpus, energy_j or None, note, sampler)
+    return _Runs(trace, start_ns, sampler, walls, cpus, energy_j or None, note)
 
 
 def profile_model(model: str | Path, *, processor: str | None = None, threads: int = DEFAULT_THREADS,
@@ -286,13 +371,12 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
         original, run_path = _named_copy(onnx_path, folder)
         session = _session(run_path, folder, threads, optimization)
         load_before = load_average()
-        say(f"{model}: {warmup} warm-up and {repeats} timed runs")
+        say(f"{model}: {warmup} warm-up, {repeats} profiled and {repeats} plain runs")
         runs = _run(session, _inputs(session, graph, seed), warmup, repeats, onnx_path, on_cpu)
-        start_ns = session.get_profiling_start_time_ns()
-        trace = json.loads(Path(session.end_profiling()).read_text())
+        probe = _probe(folder, threads, repeats)
         clock = None if runs.sampler is None else (
-            lambda a, b: runs.sampler.cpu_s(a + start_ns, b + start_ns))  # type: ignore[union-attr]
-        kernels, inside_s = _kernel_times(trace, warmup + repeats, warmup, clock)
+            lambda a, b: runs.sampler.cpu_s(a + runs.start_ns, b + runs.start_ns))  # type: ignore[union-attr]
+        kernels, inside_s = _kernel_times(runs.trace, warmup + repeats, warmup, clock)
         optimised = original
         if optimization != "none":
             import onnx
@@ -301,12 +385,13 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
         groups = executed_groups(original.graph, optimised.graph, graph)  # type: ignore[attr-defined]
     totals = runs.cpus_s if on_cpu else runs.walls_s
     power_w = runs.energy_j / sum(runs.walls_s) if runs.energy_j else None
-    entries, scale = _entries(graph, processor, groups, kernels, inside_s, power_w)
+    entries, scale = _entries(graph, processor, groups, kernels, probe, statistics.median(totals), power_w)
+    rows_s = sum(e.latency_s for e in entries.values())
     meta = {
         "model": str(model), "processor": processor, "host": host_name(), "cpu_model": cpu_model(),
         "threads": str(threads), "repeats": str(repeats), "warmup": str(warmup),
         "optimization": optimization, "onnxruntime": _ort().__version__,
-        "clock": ("on-CPU time of the inference thread (sampled CPU clock): excludes time the OS "
+        "clock": ("on-CPU time of the inference thread (its CPU clock, sampled): excludes time the OS "
                   "gave other processes") if on_cpu else "wall clock (several threads)",
         "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "load_average_before": " ".join(f"{v:.2f}" for v in load_before),
@@ -314,10 +399,14 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
         "end_to_end_s": f"{statistics.median(totals):.6g}", "end_to_end_spread_s": f"{_iqr(totals):.3g}",
         "end_to_end_wall_s": f"{statistics.median(runs.walls_s):.6g}",
         "cpu_share": f"{sum(runs.cpus_s) / sum(runs.walls_s):.3f}",
-        "run_overhead_s": f"{statistics.median(totals) - statistics.median(inside_s):.3g}",
-        "row_scale": f"{scale:.4f}",
+        "profiled_run_s": f"{statistics.median(inside_s):.6g}",
         "kernel_sum_s": f"{sum(e.kernel_s or 0.0 for e in entries.values()):.6g}",
-        "energy": runs.energy_note, "profiling_s": f"{time.perf_counter() - started:.2f}",
+        "rows_sum_s": f"{rows_s:.6g}",
+        "run_overhead_s": f"{statistics.median(totals) - rows_s:.3g}",
+        "row_scale": f"{scale:.4f}", "profiler_per_kernel_s": f"{probe.profiler_s:.3g}",
+        "executor_per_node_s": f"{probe.executor_s:.3g}", "binding_per_call_s": f"{probe.binding_s:.3g}",
+        "energy": runs.energy_note,
+        "profiling_s": f"{time.perf_counter() - started:.2f}",
     }
     if input_shapes:
         meta["input_shape"] = " ".join(f"{k + '=' if k else ''}{'x'.join(map(str, v))}"
@@ -355,6 +444,7 @@ def merge_rounds(rounds: list[ModelProfile]) -> ModelProfile:
         "cpu_share": " / ".join(r.meta.get("cpu_share", "?") for r in rounds),
         "end_to_end_s": f"{e2e:.6g}",
         "end_to_end_spread_s": f"{statistics.median(r.end_to_end_spread_s for r in rounds):.3g}",
+        "rows_sum_s": f"{total:.6g}", "run_overhead_s": f"{e2e - total:.3g}",
         "profiling_s": f"{sum(float(r.meta.get('profiling_s', 0)) for r in rounds):.2f}",
     })
     meta.pop("load_average_after", None)
