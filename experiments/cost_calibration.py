@@ -4,8 +4,9 @@
    the blocks CNNs are built of (nn-Meter's recipe: calibrate on sampled kernels),
    and held-out CNNs of SqueezeNet, DenseNet, MobileNet v1 and RegNetX shapes
    written with onnx.helper.  Every model is profiled in ``--rounds`` rounds, one
-   model after another, so a busy spell on the shared machine hits one round of
-   each, not all of one; per layer the median over rounds counts.
+   model after another in a new order each round, so a busy spell on the shared
+   machine hits one round of many models, not all of one (the same layer's time
+   drifts by 15-20 % within minutes here); per layer the median over rounds counts.
 2. Calibrate vm_datasheet's processor twice, on the zoo alone and on the zoo plus
    the sampled CNNs, each with the learned per-kind correction, and report the
    leave-one-model-out errors.
@@ -16,7 +17,7 @@
 
 Writes profiles/, the calibrated platforms, layers.csv, models.csv, summary.csv
 and figures into experiments/out/cost_calibration/ (or --out).
-Run: python experiments/cost_calibration.py [--rounds 3] [--repeats 10] [--quick]
+Run: python experiments/cost_calibration.py [--rounds 5] [--repeats 8] [--quick]
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=None,
                         help="output folder (default experiments/out/cost_calibration)")
     parser.add_argument("--quick", action="store_true", help="a few small models, one round (for the tests)")
-    parser.add_argument("--rounds", type=int, default=3, help="profiling rounds per model (default 3)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed runs per round (default 10)")
+    parser.add_argument("--rounds", type=int, default=5, help="profiling rounds per model (default 5)")
+    parser.add_argument("--repeats", type=int, default=8, help="timed runs per round (default 8)")
     return parser.parse_args(argv)
 
 
@@ -61,15 +62,17 @@ def model_sets(quick: bool) -> dict[str, list[str]]:
 
 
 def profile_all(sets: dict[str, list[str]], folder: Path, rounds: int, repeats: int) -> dict[str, Path]:
-    """Profile every model ``rounds`` times, round-robin; write the merged profiles."""
+    """Profile every model ``rounds`` times, each round in a new (seeded) order so that no
+    set is always measured at the same point of a round; write the merged profiles."""
     folder.mkdir(parents=True, exist_ok=True)
     models = [m for names in sets.values() for m in names]
     taken: dict[str, list] = {m: [] for m in models}
     for r in range(rounds):
-        for m in models:
-            taken[m].append(profile_model(m, processor=PROCESSOR, repeats=repeats))
-            print(f"round {r + 1}/{rounds} {m}: {taken[m][-1].end_to_end_s * 1000:.2f} ms "
-                  f"(share of a core {taken[m][-1].meta['cpu_share']})", file=sys.stderr, flush=True)
+        for m in np.random.default_rng(r).permutation(models):
+            taken[str(m)].append(profile_model(str(m), processor=PROCESSOR, repeats=repeats))
+            last = taken[str(m)][-1]
+            print(f"round {r + 1}/{rounds} {m}: {last.end_to_end_s * 1000:.2f} ms "
+                  f"(share of a core {last.meta['cpu_share']})", file=sys.stderr, flush=True)
     return {m: merge_rounds(p).save(folder / f"{m.replace(':', '_')}.csv") for m, p in taken.items()}
 
 
