@@ -31,35 +31,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
 import networkx as nx
 
 from deepx_sim.errors import ModelError
+from deepx_sim.kinds import LayerKind
 
 Shape = tuple[int, ...]
 
 #: Bits per element of activations when nothing else is said (float32).
 DEFAULT_ACTIVATION_BITS = 32
-
-
-class LayerKind(StrEnum):
-    """What a layer computes; decides its FLOP formula and which optimisers apply."""
-
-    INPUT = "input"
-    CONV = "conv"
-    DEPTHWISE_CONV = "depthwise_conv"
-    FC = "fc"
-    POOL = "pool"
-    ACTIVATION = "activation"
-    LRN = "lrn"
-    BATCHNORM = "batchnorm"
-    ADD = "add"
-    CONCAT = "concat"
-    FLATTEN = "flatten"
-    DROPOUT = "dropout"
-    SOFTMAX = "softmax"
-    OTHER = "other"
 
 
 #: Layer kinds whose time is dominated by arithmetic rather than memory traffic.
