@@ -72,10 +72,13 @@ def text_lines(path: Path, error: type[DeepxError] = DeepxError) -> Iterator[str
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
     with handle:
+        if b"\x00" in handle.read(8192):  # NUL bytes do not occur in text
+            raise error(f"{path}: a binary file, not text; expected UTF-8 text")
+        handle.seek(0)
         number = 0
         while raw := handle.readline(MAX_LINE_BYTES + 1):
             number += 1
-            if b"\x00" in raw or len(raw) > MAX_LINE_BYTES:
+            if b"\x00" in raw or len(raw) > MAX_LINE_BYTES:  # (past the first block)
                 raise error(f"{path}: a binary file, not text (line {number}); expected UTF-8 text")
             try:
                 line = raw.decode("utf-8")
@@ -177,6 +180,10 @@ Positive = _finite(gt=0)
 NonNegative = _finite(ge=0)
 Fraction = _finite(gt=0, le=1)  # a share that cannot be zero
 UnitInterval = _finite(ge=0, le=1)
+#: Upper bounds far beyond any real run or device; they keep sums and products finite.
+Seconds = _finite(gt=0, le=1e9)  # about 32 years
+Mbps = _finite(gt=0, le=1e9)  # 1 Pbit/s
+Millis = _finite(ge=0, le=1e9)
 Count = Annotated[int, Field(strict=True, ge=0)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 Flag = Annotated[bool, Field(strict=True)]

@@ -27,6 +27,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from deepx_sim.config import (
     Fraction,
+    Mbps,
+    Millis,
     NonNegative,
     Positive,
     StrictModel,
@@ -42,10 +44,8 @@ BITS_PRECISION = {bits: name for name, bits in PRECISION_BITS.items()}
 # Upper bounds far beyond any real device; they keep every product of two fields finite.
 Gflops = Annotated[Positive, Field(le=1e9)]  # 1 EFLOP/s
 Gbps = Annotated[Positive, Field(le=1e6)]
-Mbps = Annotated[Positive, Field(le=1e9)]
 Watts = Annotated[NonNegative, Field(le=1e6)]
 MilliWatts = Annotated[NonNegative, Field(le=1e9)]
-Millis = Annotated[NonNegative, Field(le=1e9)]  # about 11 days
 Mebibytes = Annotated[Positive, Field(le=2.0**40)]  # 1 EiB
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")]
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import itertools
 import zlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -50,8 +50,11 @@ from deepx_sim.config import (
     Count,
     Flag,
     Fraction,
+    Mbps,
+    Millis,
     NonNegative,
     Positive,
+    Seconds,
     StrictModel,
     UnitInterval,
     count_within,
@@ -129,10 +132,10 @@ class OutageSpec(StrictModel):
 
 class ConditionsSpec(StrictModel):
     link: str | None = None
-    bandwidth_mbps: Positive | None = None
+    bandwidth_mbps: Mbps | None = None
     uplink: Signal | None = None
     downlink: Signal | None = None
-    rtt_ms: NonNegative | None = None
+    rtt_ms: Millis | None = None
     outages: list[tuple[NonNegative, NonNegative]] | OutageSpec = Field(default_factory=list)
     load: dict[str, Signal] = Field(default_factory=dict)
 
@@ -176,7 +179,7 @@ class PolicySpec(StrictModel):
     estimator: Literal["last", "ewma", "current"] = "last"
     sample_interval_s: Positive = 1.0
     ewma_alpha: Fraction = 0.3
-    replan_overhead_s: NonNegative | Literal["measured"] = 0.0
+    replan_overhead_s: Annotated[NonNegative, Field(le=1e9)] | Literal["measured"] = 0.0
 
 
 class ConstraintsSpec(StrictModel):
@@ -197,7 +200,7 @@ class Scenario(StrictModel):
     model: str
     platform: str
     seed: Count = 0
-    duration_s: Positive = 60.0
+    duration_s: Seconds = 60.0
     conditions: ConditionsSpec = Field(default_factory=ConditionsSpec)
     workload: WorkloadSpec = Field(default_factory=lambda: WorkloadSpec(interval_s=1.0))
     policy: PolicySpec = Field(default_factory=PolicySpec)

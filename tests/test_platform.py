@@ -93,7 +93,7 @@ def test_unknown_radio_preset_and_remote(tmp_path: Path) -> None:
 def test_malformed_yaml_and_unknown_name(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("processors: [unclosed\n")
-    with pytest.raises(PlatformError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(PlatformError, match=r"bad.yaml:2:1: not valid YAML: expected ',' or ']'"):
         load_platform(bad)
     with pytest.raises(PlatformError, match="unknown platform 'tegra'.*tegra_k1"):
         load_platform("tegra")

@@ -69,29 +69,35 @@ class StepTrace:
         count_within(f"{self.name}: segments", times.size, MAX_TRACE_SEGMENTS,
                      "use coarser steps or a shorter trace", ScenarioError)
         if times[0] != 0:
-            raise ScenarioError(f"{self.name}: must start at time 0, got {times[0]!r}")
+            raise ScenarioError(f"{self.name}: must start at time 0, got {float(times[0])!r}")
         i = _first_bad(~(np.diff(times) > 0) | ~np.isfinite(times[1:]))
         if i is not None:
-            raise ScenarioError(f"{self.name}: times must increase and be finite, got {times[i]!r} "
-                                f"then {times[i + 1]!r}")
+            raise ScenarioError(f"{self.name}: times must increase and be finite, got "
+                                f"{float(times[i])!r} then {float(times[i + 1])!r}")
         i = _first_bad(~((values >= 0) & np.isfinite(values)))
         if i is not None:
-            raise ScenarioError(f"{self.name}: values must be finite and >= 0, got {values[i]!r}")
+            raise ScenarioError(f"{self.name}: values must be finite and >= 0, got {float(values[i])!r}")
         period = self.period_s
         if period is not None and not (period > times[-1] and math.isfinite(period)):
             raise ScenarioError(f"{self.name}: period_s must be finite and > the last time "
-                                f"{times[-1]!r}, got {period!r}")
+                                f"{float(times[-1])!r}, got {period!r}")
         ends = np.append(times[1:], period if period is not None else math.inf)
         with np.errstate(invalid="ignore", over="ignore"):  # (a zero value over an endless last
             parts = np.where(values > 0, values * (ends - times), 0.0)  # segment adds nothing)
         cum = np.concatenate(([0.0], np.cumsum(parts[:-1])))  # integral at times_s[i]
-        if not math.isfinite(cum[-1]):
+        per_period = cum[-1] + parts[-1]  # (inf without a period: the last value holds forever)
+        if not math.isfinite(cum[-1]) or (period is not None and not math.isfinite(per_period)):
             raise ScenarioError(f"{self.name}: values too large: their integral overflows")
-        if period is not None and not cum[-1] + parts[-1] > 0:
+        if period is not None and not per_period > 0:
             raise ScenarioError(f"{self.name}: a repeating trace must have some value > 0")
+        # Stored once, as C doubles: array.array for the lookups (bisect reads it as fast
+        # as a list), with read-only numpy views on the same memory as the public fields.
         for key, arr in (("times_s", times), ("values", values), ("_cum", cum), ("_cum_end", cum + parts)):
-            arr.flags.writeable = False
-            object.__setattr__(self, key, arr)
+            store = array.array("d", arr.tobytes())
+            view = np.frombuffer(store)
+            view.flags.writeable = False
+            object.__setattr__(self, key, view)
+            object.__setattr__(self, "_" + key.strip("_"), store)
         object.__setattr__(self, "_first", float(values[0]) if values.size == 1 else None)
 
     def __eq__(self, other: object) -> bool:
@@ -114,19 +120,20 @@ class StepTrace:
         return k, t - k * self.period_s
 
     def _segment(self, local: float) -> int:
-        return int(np.searchsorted(self.times_s, local, side="right")) - 1
+        return bisect.bisect_right(self._times_s, local) - 1  # type: ignore[attr-defined]
 
     def value_at(self, t: float) -> float:
         if self._first is not None:  # type: ignore[attr-defined]
             return self._first  # type: ignore[attr-defined]
-        return float(self.values[self._segment(self._fold(t)[1])])
+        return self._values[self._segment(self._fold(t)[1])]  # type: ignore[attr-defined]
 
     def integral_to(self, t: float) -> float:
         """Integral of the value over [0, t]."""
         k, local = self._fold(t)
         i = self._segment(local)
-        within = float(self._cum[i] + self.values[i] * (local - self.times_s[i]))  # type: ignore[attr-defined]
-        return within + (k * float(self._cum_end[-1]) if k else 0.0)  # type: ignore[attr-defined]
+        times, values, cum = self._times_s, self._values, self._cum  # type: ignore[attr-defined]
+        within = cum[i] + values[i] * (local - times[i])
+        return within + (k * self._cum_end[-1] if k else 0.0)  # type: ignore[attr-defined]
 
     def mean(self, start: float, end: float) -> float:
         if end <= start:
@@ -141,20 +148,21 @@ class StepTrace:
         if self._first is not None:  # type: ignore[attr-defined]
             v = self._first  # type: ignore[attr-defined]
             return start + amount / v if v > 0 else math.inf
+        times, values = self._times_s, self._values  # type: ignore[attr-defined]
         cum, cum_end = self._cum, self._cum_end  # type: ignore[attr-defined]
         target = self.integral_to(start) + amount
         if self.period_s is None:
-            i = int(np.searchsorted(cum_end, target, side="left"))
-            if i == len(self.values):  # the trace ends at 0 before delivering it
+            i = bisect.bisect_left(cum_end, target)
+            if i == len(values):  # the trace ends at 0 before delivering it
                 return math.inf
-            return float(self.times_s[i] + (target - cum[i]) / self.values[i])
-        per_period = float(cum_end[-1])
+            return times[i] + (target - cum[i]) / values[i]
+        per_period = cum_end[-1]
         k = math.ceil(target / per_period) - 1
         rest = target - k * per_period
-        i = min(int(np.searchsorted(cum_end, rest, side="left")), len(self.values) - 1)
-        while self.values[i] <= 0:  # only reachable through rounding at a boundary
+        i = min(bisect.bisect_left(cum_end, rest), len(values) - 1)
+        while values[i] <= 0:  # only reachable through rounding at a boundary
             i -= 1
-        return k * self.period_s + float(self.times_s[i] + (rest - cum[i]) / self.values[i])
+        return k * self.period_s + times[i] + (rest - cum[i]) / values[i]
 
 
 # ----------------------------------------------------------------- readers
@@ -274,14 +282,13 @@ def read_mahimahi(path: Path, bin_s: float = 1.0) -> StepTrace:
     bin_ms = bin_s * 1000.0
     bins, counts, last = _mahimahi_bins(path, bin_ms)
     n_bins = max(1, math.ceil((last + 1) / bin_ms))
-    mbps_per_packet = MAHIMAHI_PACKET_BYTES * 8 / bin_s / 1e6
     times, values = array.array("d"), array.array("d")
     if bins[0] > 0:
         times.append(0.0)
         values.append(0.0)
     for j, (index, count) in enumerate(zip(bins, counts, strict=True)):
         times.append(float(index * bin_s))
-        values.append(count * mbps_per_packet)
+        values.append(count * MAHIMAHI_PACKET_BYTES * 8 / bin_s / 1e6)
         following = bins[j + 1] if j + 1 < len(bins) else n_bins
         if following > index + 1:  # empty bins until the next packet (or the period's end)
             times.append(float((index + 1) * bin_s))
