@@ -171,19 +171,20 @@ def check_output_path(path: Path, what: str) -> None:
 
 
 # ------------------------------------------------------------------ validated numbers
-def _finite(**bounds: float) -> Any:
+def finite_range(**bounds: float) -> Any:
+    """A float field with bounds (gt/ge/lt/le) that refuses inf, NaN, text and booleans."""
     # strict: a YAML string or boolean is not silently taken as a number
     return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
 
 
-Positive = _finite(gt=0)
-NonNegative = _finite(ge=0)
-Fraction = _finite(gt=0, le=1)  # a share that cannot be zero
-UnitInterval = _finite(ge=0, le=1)
+Positive = finite_range(gt=0)
+NonNegative = finite_range(ge=0)
+Fraction = finite_range(gt=0, le=1)  # a share that cannot be zero
+UnitInterval = finite_range(ge=0, le=1)
 #: Upper bounds far beyond any real run or device; they keep sums and products finite.
-Seconds = _finite(gt=0, le=1e9)  # about 32 years
-Mbps = _finite(gt=0, le=1e9)  # 1 Pbit/s
-Millis = _finite(ge=0, le=1e9)
+Seconds = finite_range(gt=0, le=1e9)  # about 32 years
+Mbps = finite_range(ge=1e-6, le=1e9)  # 1 bit/s to 1 Pbit/s
+Millis = finite_range(ge=0, le=1e9)
 Count = Annotated[int, Field(strict=True, ge=0)]
 PositiveInt = Annotated[int, Field(strict=True, ge=1)]
 Flag = Annotated[bool, Field(strict=True)]
@@ -206,7 +207,9 @@ def check_value(kind: Any, value: Any, what: str) -> Any:
     try:
         return TypeAdapter(kind).validate_python(value)
     except ValidationError as exc:
-        raise DeepxError(f"{what} {_rule(exc.errors()[0])}, got {_shown(value)}".lstrip()) from None
+        err = exc.errors()[0]
+        rule = (err["type"] in _BOUND_ERRORS and _range(kind, ())) or _rule(err)
+        raise DeepxError(f"{what} {rule}, got {_shown(value)}".lstrip()) from None
 
 
 # ------------------------------------------------------------------ messages
@@ -223,9 +226,12 @@ _TYPE_RULES = {
 }
 
 
+_BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
 def _plain(value: Any) -> Any:
     """0.0 -> 0, so bounds read as the user wrote them."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) < 1e15 else value
 
 
 def _type_name(value: Any) -> str:
@@ -283,10 +289,13 @@ def _format_path(path: tuple[int | str, ...]) -> str:
 
 
 def _choices(kind: Any, part: int | str) -> Any:
-    """The type inside ``kind`` (a model, dict, list, union, Optional) that ``part`` indexes."""
+    """The type inside ``kind`` (a model, dict, list, tuple, union, Optional) that
+    ``part`` indexes, with its constraints (``Annotated``) kept."""
     if isinstance(kind, type) and issubclass(kind, BaseModel):
         info = kind.model_fields.get(part) if isinstance(part, str) else None
-        return info.annotation if info is not None else None
+        if info is None:
+            return None
+        return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin is Annotated:
         return _choices(args[0], part)
@@ -294,6 +303,8 @@ def _choices(kind: Any, part: int | str) -> Any:
         return args[1]
     if origin is list and isinstance(part, int):
         return args[0]
+    if origin is tuple and isinstance(part, int) and part < len(args):
+        return args[part]
     for arg in args if origin in (typing.Union, types.UnionType) else ():
         found = _choices(arg, part)
         if found is not None:
@@ -301,16 +312,40 @@ def _choices(kind: Any, part: int | str) -> Any:
     return None
 
 
-def _known_fields(model: Any, path: tuple[int | str, ...]) -> list[str]:
-    """The field names allowed at ``path`` (below ``model``), for 'not a known field'."""
+def _type_at(model: Any, path: tuple[int | str, ...]) -> Any:
     kind = model
     for part in path:
         kind = _choices(kind, part) if kind is not None else None
-    args = typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
-    for arg in args:
+    return kind
+
+
+def _alternatives(kind: Any) -> tuple[Any, ...]:
+    union = typing.get_origin(kind) in (typing.Union, types.UnionType)
+    return typing.get_args(kind) if union else (kind,)
+
+
+def _known_fields(model: Any, path: tuple[int | str, ...]) -> list[str]:
+    """The field names allowed at ``path`` (below ``model``), for 'not a known field'."""
+    for arg in _alternatives(_type_at(model, path)):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
             return list(arg.model_fields)
     return []
+
+
+def _range(model: Any, path: tuple[int | str, ...]) -> str:
+    """'must be in [0, 1]' from the bounds declared on the field at ``path`` ('' if none)."""
+    bounds: dict[str, float] = {}
+    for arg in _alternatives(_type_at(model, path)):
+        if typing.get_origin(arg) is Annotated:
+            for extra in typing.get_args(arg)[1:]:
+                for item in getattr(extra, "metadata", [extra]):
+                    bounds.update({k: getattr(item, k) for k in ("gt", "ge", "lt", "le") if hasattr(item, k)})
+    low = next(((k, bounds[k]) for k in ("gt", "ge") if k in bounds), None)
+    high = next(((k, bounds[k]) for k in ("lt", "le") if k in bounds), None)
+    if low and high:
+        return (f"must be in {'(' if low[0] == 'gt' else '['}{low[1]:g}, "
+                f"{high[1]:g}{')' if high[0] == 'lt' else ']'}")
+    return ""
 
 
 def validation_message(source: str, exc: ValidationError, data: Any,
@@ -329,7 +364,9 @@ def validation_message(source: str, exc: ValidationError, data: Any,
         by_path.setdefault(path, []).append(err)
     lines = []
     for path, errs in by_path.items():
-        rules = list(dict.fromkeys(_rule(e) for e in errs))
+        rules = list(dict.fromkeys(
+            (model is not None and e["type"] in _BOUND_ERRORS and _range(model, path)) or _rule(e)
+            for e in errs))
         if all(r.startswith("must be ") for r in rules):
             rules = [rules[0], *(r.removeprefix("must be ") for r in rules[1:])]
         rule = " or ".join(rules)

@@ -26,12 +26,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from deepx_sim.config import (
-    Fraction,
     Mbps,
     Millis,
     NonNegative,
     Positive,
     StrictModel,
+    finite_range,
     read_yaml_mapping,
     validation_message,
 )
@@ -41,9 +41,11 @@ from deepx_sim.kinds import LayerKind
 PRECISION_BITS = {"fp64": 64, "fp32": 32, "fp16": 16, "int8": 8}
 BITS_PRECISION = {bits: name for name, bits in PRECISION_BITS.items()}
 
-# Upper bounds far beyond any real device; they keep every product of two fields finite.
-Gflops = Annotated[Positive, Field(le=1e9)]  # 1 EFLOP/s
-Gbps = Annotated[Positive, Field(le=1e6)]
+# Bounds far beyond any real device; upper ones keep every product of two fields finite.
+# Lower bounds keep latencies (work / rate) below 1e13 s: solvers take 1e20 as infinite.
+Gflops = finite_range(ge=1e-6, le=1e9)  # 1 kFLOP/s to 1 EFLOP/s
+Gbps = finite_range(ge=1e-6, le=1e6)  # 1 kB/s to 1 PB/s
+Efficiency = finite_range(ge=1e-3, le=1)
 Watts = Annotated[NonNegative, Field(le=1e6)]
 MilliWatts = Annotated[NonNegative, Field(le=1e9)]
 Mebibytes = Annotated[Positive, Field(le=2.0**40)]  # 1 EiB
@@ -68,10 +70,10 @@ class Processor(StrictModel):
     description: str = ""
     peak_gflops: dict[Literal["fp64", "fp32", "fp16", "int8"], Gflops]
     #: fraction of peak reached, per layer kind; ``default`` covers the rest
-    efficiency: dict[str, Fraction]
+    efficiency: dict[str, Efficiency]
     memory_bandwidth_gbps: Gbps
     #: fraction of memory bandwidth reached by layer kernels
-    memory_efficiency: Fraction = 0.7
+    memory_efficiency: Efficiency = 0.7
     usable_memory_mib: Mebibytes
     active_power_w: Watts
     idle_power_w: Watts = 0.0

@@ -62,13 +62,13 @@ def test_negative_peak_names_file_field_value(tmp_path: Path) -> None:
     path = _write(tmp_path, {"processors.1.peak_gflops": {"fp32": -3}})
     with pytest.raises(PlatformError) as err:
         load_platform(path)
-    assert str(err.value) == f"{path}: processors[1].peak_gflops.fp32 must be > 0, got -3"
+    assert str(err.value) == f"{path}: processors[1].peak_gflops.fp32 must be in [1e-06, 1e+09], got -3"
 
 
 @pytest.mark.parametrize(("edit", "expected"), [
     ({"processors.0.kind": "fpga"}, "processors[0].kind must be one of"),
     ({"processors.0.colour": "red"}, "processors[0].colour is not a known field"),
-    ({"processors.2.efficiency": {"default": 1.5}}, "processors[2].efficiency.default must be <= 1"),
+    ({"processors.2.efficiency": {"default": 1.5}}, "processors[2].efficiency.default must be in [0.001, 1]"),
     ({"processors.2.efficiency": {"cnv": 0.5, "default": 0.5}}, "unknown layer kinds ['cnv']"),
     ({"processors.0.idle_power_w": 9.0}, "idle_power_w (9.0) must be <= active_power_w"),
     ({"sensor_processor": "gpu0"}, "sensor_processor 'gpu0' must be a local processor"),

@@ -41,7 +41,8 @@ def test_mahimahi_mean_rate_over_a_shipped_trace() -> None:
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
-    ("", "no timestamps"), ("0\nabc\n", "tiny.up:2"), ("5\n3\n", "tiny.up:2: .*must not decrease, got 3 after 5"),
+    ("", "no timestamps"), ("0\nabc\n", "tiny.up:2"),
+    ("5\n3\n", "tiny.up:2: .*must not decrease, got 3 after 5"),
     ("0\n" + "9" * 20 + "\n", "must be in \\[0, 2\\*\\*53\\] ms"),
 ])
 def test_mahimahi_bad_files(tmp_path: Path, text: str, fragment: str) -> None:
