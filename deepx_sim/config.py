@@ -202,14 +202,14 @@ def field_type(model: type[BaseModel], name: str) -> Any:
     return Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
 
 
-def check_value(kind: Any, value: Any, what: str) -> Any:
-    """``value`` validated as ``kind``; DeepxError ``"<what> must be > 0, got -1"``."""
+def check_value(kind: Any, value: Any, what: str, error: type[DeepxError] = DeepxError) -> Any:
+    """``value`` validated as ``kind``; ``error("<what> must be in [0, 1], got 2")``."""
     try:
         return TypeAdapter(kind).validate_python(value)
     except ValidationError as exc:
         err = exc.errors()[0]
         rule = (err["type"] in _BOUND_ERRORS and _range(kind, ())) or _rule(err)
-        raise DeepxError(f"{what} {rule}, got {_shown(value)}".lstrip()) from None
+        raise error(f"{what} {rule}, got {_shown(value)}".lstrip()) from None
 
 
 # ------------------------------------------------------------------ messages

@@ -65,6 +65,7 @@ from deepx_sim.errors import DeepxError, ScenarioError, closest_names
 from deepx_sim.plan import planner_names
 from deepx_sim.plan.problem import Constraints, Problem
 from deepx_sim.sim.conditions import (
+    MahimahiBin,
     Outages,
     StepTrace,
     arrival_times,
@@ -106,7 +107,7 @@ class Signal(StrictModel):
     trace: str | None = None
     format: Literal["csv", "mahimahi"] | None = None  # default: csv for *.csv, else mahimahi
     column: str | None = None  # csv value column (default mbps, or load for loads)
-    bin_s: Positive = 1.0  # mahimahi bin width
+    bin_s: MahimahiBin = 1.0  # mahimahi bin width
     repeat: Flag = False  # csv: loop the trace (Mahimahi traces always loop)
     scale: Positive = 1.0  # multiply every value
     markov: MarkovSpec | None = None
@@ -405,11 +406,12 @@ class _Builder:
 def build_simulation(scenario: Scenario, base_dir: Path | str = ".", source: str = "scenario") -> Simulation:
     """Everything a scenario names, loaded and checked, ready to ``run()``."""
     b = _Builder(scenario, Path(base_dir), source)
+    arrivals = b.arrivals()  # first: a run too large is refused before any planning
     problem = b.problem()
     world = b.world(problem)
     policy = b.policy(problem, world)
     battery = Battery(scenario.battery.capacity_mah, scenario.battery.voltage_v)
-    return Simulation(problem, world, policy, b.arrivals(), duration_s=scenario.duration_s,
+    return Simulation(problem, world, policy, arrivals, duration_s=scenario.duration_s,
                       replan_overhead_s=scenario.policy.replan_overhead_s, battery=battery)
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from deepx_sim import cli
 from deepx_sim.cli import main
-from deepx_sim.platform import hardware_dir
+from tests.test_platform import edited_tegra
 
 PROBLEM = ["--model", "speakerid", "--platform", "tegra_k1"]
 
@@ -33,17 +33,8 @@ def scenario(**changes: object) -> bytes:
     return yaml.safe_dump(data).encode()
 
 
-def hardware(**changes: object) -> bytes:
-    """tegra_k1 without its remote file, with dotted fields changed."""
-    data = yaml.safe_load((hardware_dir() / "tegra_k1.yaml").read_text())
-    data.pop("remote")
-    for dotted, value in changes.items():
-        *parents, last = dotted.split("__")
-        node = data
-        for part in parents:
-            node = node[int(part)] if part.isdigit() else node[part]
-        node[last] = value
-    return yaml.safe_dump(data).encode()
+def hardware(edit: dict[str, object]) -> bytes:
+    return yaml.safe_dump(edited_tegra(edit)).encode()
 
 
 @dataclass(frozen=True)
@@ -105,12 +96,12 @@ CASES: dict[str, Case] = {
     "misspelt field": Case(S, ["s.yaml: policy.planer is not a known field; did you mean planner?"],
                            {"s.yaml": scenario(policy={"planer": "deepx"})}),
     "memory inf": Case(["plan", *HW], ["hw.yaml: processors[0].usable_memory_mib must be a finite number"],
-                       {"hw.yaml": hardware(processors__0__usable_memory_mib=float("inf"))}),
+                       {"hw.yaml": hardware({"processors.0.usable_memory_mib": float("inf")})}),
     "power inf": Case(["plan", *HW], ["hw.yaml: processors[2].active_power_w must be a finite number"],
-                      {"hw.yaml": hardware(processors__2__active_power_w=float("inf"))}),
+                      {"hw.yaml": hardware({"processors.2.active_power_w": float("inf")})}),
     "power absurd": Case(["plan", *HW], ["hw.yaml: processors[2].active_power_w must be in [0, 1e+06], "
                                          "got 1e+300"],
-                         {"hw.yaml": hardware(processors__2__active_power_w=1e300)}),
+                         {"hw.yaml": hardware({"processors.2.active_power_w": 1e300})}),
     # ---- sizes that would exhaust memory: refused up front with the limit stated
     "periodic too many": Case(S, ["requests (duration_s / interval_s) would be", "at most 1,000,000"],
                               {"s.yaml": scenario(duration_s=1e9, workload={"interval_s": 1e-3})}),

@@ -92,39 +92,41 @@ def check(code: int, err: str, name: str, invalid: bool) -> None:
         assert code == 2 and name in err, f"accepted an invalid value: {err}"
 
 
+def draw_mutation(data: st.DataObject, files: list[Path]) -> tuple[Path, Any, bool]:
+    """(file, its content with one field replaced or deleted, whether that is surely invalid)."""
+    source = data.draw(st.sampled_from(files), label="file")
+    content = yaml.safe_load(source.read_text())
+    if "duration_s" in content:
+        content["duration_s"] = min(content["duration_s"], 10)  # keep each run short
+    path = data.draw(st.sampled_from(list(paths(content))), label="field")
+    new = data.draw(values, label="value")
+    old = get(content, path)
+    mutate(content, path, new)
+    return source, content, surely_invalid(old, new)
+
+
 @pytest.mark.slow
 @SETTINGS
 @given(data=st.data())
 def test_mutated_scenarios_never_crash(data: st.DataObject, tmp_path_factory: pytest.TempPathFactory,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    source = data.draw(st.sampled_from(SCENARIOS), label="file")
-    scenario = yaml.safe_load(source.read_text())
-    scenario["duration_s"] = min(scenario["duration_s"], 10)  # keep each run short
-    path = data.draw(st.sampled_from(list(paths(scenario))), label="field")
-    new = data.draw(values, label="value")
-    old = get(scenario, path)
-    mutate(scenario, path, new)
+    source, scenario, invalid = draw_mutation(data, SCENARIOS)
     folder = tmp_path_factory.mktemp("mutated")
     shutil.copytree(ROOT / "scenarios" / "traces", folder / "traces")
     target = folder / source.name
     target.write_text(yaml.safe_dump(scenario))
     code, err = run(["simulate", str(target)], capsys)
-    check(code, err, source.name, surely_invalid(old, new))
+    check(code, err, source.name, invalid)
 
 
 @SETTINGS
 @given(data=st.data())
 def test_mutated_hardware_never_crashes(data: st.DataObject, tmp_path_factory: pytest.TempPathFactory,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    source = data.draw(st.sampled_from(HARDWARE), label="file")
-    content = yaml.safe_load(source.read_text())
-    path = data.draw(st.sampled_from(list(paths(content))), label="field")
-    new = data.draw(values, label="value")
-    old = get(content, path)
-    mutate(content, path, new)
+    source, content, invalid = draw_mutation(data, HARDWARE)
     folder = tmp_path_factory.mktemp("hardware")
     shutil.copytree(hardware_dir(), folder / "hw")
     (folder / "hw" / source.relative_to(hardware_dir())).write_text(yaml.safe_dump(content))
     platform = folder / "hw" / ("tegra_k1.yaml" if source.parent.name == "remote" else source.name)
     code, err = run(["plan", "--model", "speakerid", "--platform", str(platform)], capsys)
-    check(code, err, source.name, surely_invalid(old, new))
+    check(code, err, source.name, invalid)

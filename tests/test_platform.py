@@ -44,7 +44,8 @@ def test_cloud_reachable_over_wifi_lte_3g() -> None:
     assert p.link("lte").radio == RADIO_PRESETS["lte"]
 
 
-def _write(tmp_path: Path, edit: dict) -> Path:
+def edited_tegra(edit: dict) -> dict:
+    """tegra_k1 without its remote file, with dotted fields (``processors.1.kind``) changed."""
     data = yaml.safe_load((hardware_dir() / "tegra_k1.yaml").read_text())
     data.pop("remote")
     for dotted, value in edit.items():
@@ -53,8 +54,12 @@ def _write(tmp_path: Path, edit: dict) -> Path:
         for part in path:
             target = target[int(part)] if part.isdigit() else target[part]
         target[last] = value
+    return data
+
+
+def _write(tmp_path: Path, edit: dict) -> Path:
     out = tmp_path / "x.yaml"
-    out.write_text(yaml.safe_dump(data))
+    out.write_text(yaml.safe_dump(edited_tegra(edit)))
     return out
 
 

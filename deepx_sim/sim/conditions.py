@@ -19,7 +19,7 @@ import bisect
 import csv
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,9 @@ from deepx_sim.config import (
     MAX_OUTAGES,
     MAX_REQUESTS_PER_RUN,
     MAX_TRACE_SEGMENTS,
+    check_value,
     count_within,
+    finite_range,
     text_lines,
 )
 from deepx_sim.errors import ScenarioError
@@ -38,6 +40,8 @@ from deepx_sim.errors import ScenarioError
 MAHIMAHI_PACKET_BYTES = 1500
 #: Mahimahi timestamps above this (ms, about 285,000 years) do not fit a float exactly.
 _MAX_STAMP_MS = 2**53
+#: Mahimahi timestamps are whole milliseconds: a finer bin holds nothing new.
+MahimahiBin = finite_range(ge=0.001, le=1e9)
 
 
 def _first_bad(mask: np.ndarray) -> int | None:
@@ -179,38 +183,42 @@ def _csv_rows(path: Path, needed: Sequence[str]) -> csv.DictReader:
     return reader
 
 
-def _csv_number(path: Path, reader: csv.DictReader, row: dict[str, str | None], column: str) -> float:
+def _csv_number(path: Path, line: int, row: dict[str, str | None], column: str) -> float:
     try:
         value = float(row[column])  # type: ignore[arg-type]
     except (TypeError, ValueError):
         value = math.nan
     if not (value >= 0 and math.isfinite(value)):
-        raise ScenarioError(f"{path}:{reader.line_num}: {column} must be a finite number >= 0, "
-                            f"got {row[column]!r}")
+        raise ScenarioError(f"{path}:{line}: {column} must be a finite number >= 0, got {row[column]!r}")
     return value
+
+
+def _numeric_rows(path: Path, columns: tuple[str, ...], limit: int,
+                  what: str) -> Iterator[tuple[int, list[float]]]:
+    """(line number, the columns' values) of each row of a CSV file, streamed; every
+    value a finite number >= 0, at most ``limit`` rows and at least one."""
+    reader = _csv_rows(path, columns)
+    count = 0
+    try:
+        for row in reader:
+            count = count_within(f"{path}: rows", count + 1, limit, f"use a shorter {what}", ScenarioError)
+            yield reader.line_num, [_csv_number(path, reader.line_num, row, c) for c in columns]
+    except csv.Error as exc:
+        raise ScenarioError(f"{path}:{reader.line_num}: not valid CSV: {exc}") from None
+    if not count:
+        raise ScenarioError(f"{path}: the {what} has a header but no rows")
 
 
 def read_csv_trace(path: Path, value_column: str, *, repeat: bool = False) -> StepTrace:
     """A CSV with a header holding ``time_s`` and ``value_column`` (other columns ignored).
 
     Raises ScenarioError naming the file, line and value on malformed rows."""
-    reader = _csv_rows(path, ("time_s", value_column))
     times, values = array.array("d"), array.array("d")
-    try:
-        for row in reader:
-            t = _csv_number(path, reader, row, "time_s")
-            v = _csv_number(path, reader, row, value_column)
-            if times and not t > times[-1]:
-                raise ScenarioError(f"{path}:{reader.line_num}: time_s must increase, got {t} after "
-                                    f"{times[-1]}")
-            times.append(t)
-            values.append(v)
-            count_within(f"{path}: rows", len(times), MAX_TRACE_SEGMENTS, "use a shorter trace",
-                         ScenarioError)
-    except csv.Error as exc:
-        raise ScenarioError(f"{path}:{reader.line_num}: not valid CSV: {exc}") from None
-    if not times:
-        raise ScenarioError(f"{path}: the trace has a header but no rows")
+    for line, (t, v) in _numeric_rows(path, ("time_s", value_column), MAX_TRACE_SEGMENTS, "trace"):
+        if times and not t > times[-1]:
+            raise ScenarioError(f"{path}:{line}: time_s must increase, got {t} after {times[-1]}")
+        times.append(t)
+        values.append(v)
     times[0] = 0.0  # the first value holds from time 0
     period = None
     if repeat:
@@ -222,24 +230,14 @@ def read_csv_trace(path: Path, value_column: str, *, repeat: bool = False) -> St
 def read_timestamps(path: Path, end_s: float = math.inf) -> list[float]:
     """Request arrival times from a CSV with a ``time_s`` column: seconds in
     ``[0, end_s)``, in order (equal times are simultaneous arrivals)."""
-    reader = _csv_rows(path, ("time_s",))
     out: list[float] = []
-    try:
-        for row in reader:
-            t = _csv_number(path, reader, row, "time_s")
-            if out and t < out[-1]:
-                raise ScenarioError(f"{path}:{reader.line_num}: time_s must not decrease, got {t:g} "
-                                    f"after {out[-1]:g}")
-            if t >= end_s:
-                raise ScenarioError(f"{path}:{reader.line_num}: time_s {t:g} is past the run's end "
-                                    f"(duration_s {end_s:g}); arrivals must lie in [0, duration_s)")
-            out.append(t)
-            count_within(f"{path}: arrivals", len(out), MAX_REQUESTS_PER_RUN, "split the run",
-                         ScenarioError)
-    except csv.Error as exc:
-        raise ScenarioError(f"{path}:{reader.line_num}: not valid CSV: {exc}") from None
-    if not out:
-        raise ScenarioError(f"{path}: the arrivals file has a header but no rows")
+    for line, (t,) in _numeric_rows(path, ("time_s",), MAX_REQUESTS_PER_RUN, "arrivals file"):
+        if out and t < out[-1]:
+            raise ScenarioError(f"{path}:{line}: time_s must not decrease, got {t:g} after {out[-1]:g}")
+        if t >= end_s:
+            raise ScenarioError(f"{path}:{line}: time_s {t:g} is past the run's end "
+                                f"(duration_s {end_s:g}); arrivals must lie in [0, duration_s)")
+        out.append(t)
     return out
 
 
@@ -277,8 +275,7 @@ def read_mahimahi(path: Path, bin_s: float = 1.0) -> StepTrace:
 
     Only non-empty bins and the gaps between them become segments, so memory
     follows the file's length, not its time span over ``bin_s``."""
-    if not (bin_s > 0 and math.isfinite(bin_s)):
-        raise ScenarioError(f"{path}: bin_s must be a finite number > 0, got {bin_s!r}")
+    check_value(MahimahiBin, bin_s, f"{path}: bin_s", ScenarioError)
     bin_ms = bin_s * 1000.0
     bins, counts, last = _mahimahi_bins(path, bin_ms)
     n_bins = max(1, math.ceil((last + 1) / bin_ms))
