@@ -227,6 +227,11 @@ def _problem(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     link = args.link
     if link is None and platform.links:
         link = platform.links[0].name
+    given = [f"--{k.replace('_', '-')}" for k in ("link", "bandwidth_mbps", "downlink_mbps", "rtt_ms")
+             if getattr(args, k) is not None]
+    if given and not platform.links:
+        raise DeepxError(f"{' and '.join(given)}: platform {platform.name!r} has no wireless link "
+                         f"(it has no cloud to reach)")
     conditions = Conditions(link=link, uplink_mbps=args.bandwidth_mbps,
                             downlink_mbps=args.downlink_mbps, rtt_ms=args.rtt_ms,
                             cloud_reachable=not args.no_cloud)

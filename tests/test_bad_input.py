@@ -72,6 +72,9 @@ CASES: dict[str, Case] = {
     "quality limit 1.5": Case(["quality", "--limit", "1.5"], ["--limit: must be a whole number"]),
     "quality unknown model": Case(["quality", "--models", "alexnett"],
                                   ["--models: 'alexnett' is not in the quality suite", "alexnet"]),
+    "link option without a link": Case(["compare", "--model", "speakerid", "--platform", "cortex_m0",
+                                        "--bandwidth-mbps", "5"],
+                                       ["--bandwidth-mbps: platform 'cortex_m0' has no wireless link"]),
     "unknown command": Case(["simulat"], ["invalid choice: 'simulat'"]),
     "missing option": Case(["plan", "--model", "speakerid"], ["required: --platform"]),
     # ---- non-finite and out-of-range numbers in YAML
