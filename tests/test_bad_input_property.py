@@ -105,7 +105,6 @@ def draw_mutation(data: st.DataObject, files: list[Path]) -> tuple[Path, Any, bo
     return source, content, surely_invalid(old, new)
 
 
-@pytest.mark.slow
 @SETTINGS
 @given(data=st.data())
 def test_mutated_scenarios_never_crash(data: st.DataObject, tmp_path_factory: pytest.TempPathFactory,
