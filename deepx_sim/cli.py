@@ -14,13 +14,15 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
 import traceback
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from deepx_sim.config import (
     DEFAULT_DEADLINE_S,
@@ -28,11 +30,15 @@ from deepx_sim.config import (
     Positive,
     PositiveInt,
     UnitInterval,
-    check_output_path,
     check_value,
     field_type,
 )
 from deepx_sim.errors import DeepxError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from deepx_sim.sweep import FolderState, Sweep
 
 #: Exit status of an internal error (BSD sysexits EX_SOFTWARE).
 EXIT_BUG = 70
@@ -114,7 +120,7 @@ def _precisions(text: str) -> tuple[int, ...]:
 
 
 def _input_shapes(values: list[str] | None) -> dict[str | None, tuple[int, ...]]:
-    from deepx_sim.model.onnx_import import parse_input_shape
+    from deepx_sim.model.onnx import parse_input_shape
 
     return dict(parse_input_shape(v) for v in values or [])
 
@@ -147,6 +153,10 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     from deepx_sim.model.summary import model_summary
 
     graph = load_model(args.model, _input_shapes(args.input_shape))
+    if args.fuse:
+        from deepx_sim.model.fusion import fuse
+
+        graph = fuse(graph)
     report = model_summary(graph, args.precision)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -170,6 +180,11 @@ def cmd_inspect(args: argparse.Namespace) -> None:
              ("peak activation memory", t["peak_activation_bytes"])]
     for label, size in steps:
         print(f"  {label:<40} {_mib(size):>12}  ({size:,} B)")
+    if "stored_weight_bytes" in t:
+        print("as stored in the file (weights at their own precision):")
+        for label, key in (("weight bytes", "stored_weight_bytes"),
+                           ("training-only state", "training_state_bytes")):
+            print(f"  {label:<40} {_mib(t[key]):>12}  ({t[key]:,} B)")
 
 
 def cmd_platforms(args: argparse.Namespace) -> None:
@@ -313,11 +328,15 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     from deepx_sim.scenario import run_scenario
 
     if args.out:
-        check_output_path(check_table_path(args.out), "--out")
-    result = run_scenario(args.scenario)
-    summary = dict(result.summary)
-    if args.out:
-        summary["records_file"] = str(write_table(result.records, args.out))
+        check_table_path(args.out, "--out")
+    try:
+        result = run_scenario(args.scenario)
+        summary = dict(result.summary)
+        if args.out:
+            summary["records_file"] = str(write_table(result.records, args.out))
+    except KeyboardInterrupt:  # the records file is written atomically: nothing half-written
+        print(f"\ninterrupted: nothing written{f' to {args.out}' if args.out else ''}", file=sys.stderr)
+        raise SystemExit(130) from None
     if args.json:
         _print_json({"summary": summary, "run_energy_j": result.run_energy_j, "events": result.events})
         return
@@ -361,32 +380,91 @@ def _progress_bar(state: object) -> None:
           end="" if state.finished < todo else "\n", file=sys.stderr, flush=True)
 
 
-def cmd_sweep(args: argparse.Namespace) -> None:
-    from deepx_sim.sweep import load_sweep, run_sweep
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that a sweep ends its workers and keeps
+    its finished runs (a BaseException, so no run records it as its own failure)."""
 
-    sweep = load_sweep(args.sweep)
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise _Terminated
+
     try:
-        table = run_sweep(sweep, args.out, workers=args.workers, dask_address=args.dask,
-                          progress=None if args.quiet else _progress_bar, csv=args.csv)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished runs are saved in {args.out}; run the same command to resume",
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: SIGTERM keeps its default
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from deepx_sim.results import check_output_path
+    from deepx_sim.sweep import folder_state, load_sweep, run_sweep
+
+    check_output_path(args.out, "dir", "--out")
+    sweep = load_sweep(args.sweep)
+    before = folder_state(sweep, args.out)  # read now: the sweep rewrites the folder's index
+    try:
+        with _sigterm_raises():
+            table = run_sweep(sweep, args.out, workers=args.workers, dask_address=args.dask,
+                              progress=None if args.quiet else _progress_bar, csv=args.csv)
+    except (KeyboardInterrupt, _Terminated) as exc:
+        how, code = ("interrupted", 130) if isinstance(exc, KeyboardInterrupt) else ("terminated", 143)
+        print(f"\n{how}: finished runs are saved in {args.out}; run the same command to resume",
               file=sys.stderr)
-        raise SystemExit(130) from None
-    ok = int((table.status == "ok").sum()) if len(table) else 0
+        raise SystemExit(code) from None
+    _report_folder(before, sweep, args.out)
+    _report_sweep(sweep, table, args)
+
+
+def _report_folder(state: FolderState, sweep: Sweep, out: str) -> None:
+    """Say what an old folder held: runs kept from before, stale runs set aside."""
+    hidden = "left on disk, not in the table; results and plot --all-runs show them"
+    if state.changed:
+        made_from = ("an earlier version of " if state.previous == sweep.source_file else "") + (
+            state.previous or "another sweep")
+        print(f"{out} was made from {made_from}: {state.kept} runs kept, {state.stale} stale ({hidden})")
+    elif state.stale:
+        print(f"{out} also holds {state.stale} stale runs of earlier sweeps ({hidden})")
+
+
+def _report_sweep(sweep: Sweep, table: pd.DataFrame, args: argparse.Namespace) -> None:
+    """The summary; with failed runs, a last line naming them and exit status 1."""
+    ok = int((table.status == "ok").sum())
     print(f"{sweep.name}: {ok} of {len(sweep.runs)} runs ok; table {args.out}/results.parquet"
           + (" and results.csv" if args.csv else ""))
-    failed = table[table.status != "ok"] if len(table) else table
-    for _, row in failed.head(5).iterrows():
-        print(f"  failed {row['key']}: {row['error']}")
+    failed = table[table.status != "ok"]
+    named = []
+    for _, row in failed.iterrows():
+        swept = ", ".join(f"{a}={row[a]}" for a in sweep.axes if a in row)
+        named.append(f"{row['key']}" + (f" ({swept})" if swept else ""))
+        if len(named) <= 5:
+            print(f"  failed {named[-1]}: {row['error']}")
     if len(failed) > 5:
-        print(f"  ... and {len(failed) - 5} more (see the error column)")
+        print(f"  ... and {len(failed) - 5} more (deepx-sim results {args.out} --where status=failed)")
+    if len(failed):
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        print(f"deepx-sim: error: {len(failed)} of {len(sweep.runs)} runs failed: {'; '.join(named[:3])}"
+              f"{more}; the {ok} that succeeded are saved in {args.out}", file=sys.stderr)
+        raise SystemExit(1)
 
 
-def cmd_results(args: argparse.Namespace) -> None:
+def _load_table(args: argparse.Namespace) -> pd.DataFrame:
     from deepx_sim.plots import apply_filters
     from deepx_sim.sweep import load_results
 
-    table = apply_filters(load_results(args.dir), args.where or [])
+    return apply_filters(load_results(args.dir, all_runs=args.all_runs), args.where or [])
+
+
+def cmd_results(args: argparse.Namespace) -> None:
+    if args.max_rows < 0:
+        raise DeepxError(f"--max-rows must be >= 0 (0 prints every row), got {args.max_rows}")
+    table = _load_table(args)
     if args.columns:
         missing = [c for c in args.columns if c not in table.columns]
         if missing:
@@ -397,9 +475,10 @@ def cmd_results(args: argparse.Namespace) -> None:
         return
     import pandas as pd
 
-    with pd.option_context("display.max_rows", args.max_rows, "display.width", 200,
-                           "display.max_columns", 30, "display.float_format", "{:.6g}".format):
-        print(table.to_string(index=False) if len(table) else "no rows match")
+    with pd.option_context("display.width", 200, "display.max_columns", 30,
+                           "display.float_format", "{:.6g}".format):
+        print(table.to_string(index=False, max_rows=args.max_rows or None) if len(table)
+              else "no rows match" if args.where else f"{args.dir}: no runs yet")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -408,24 +487,25 @@ def cmd_plot(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from deepx_sim.plots import apply_filters, plot_metric
-    from deepx_sim.sweep import load_results
+    from deepx_sim.plots import check_figure_path, plot_metric, save_figure
 
-    table = apply_filters(load_results(args.dir), args.where or [])
+    check_figure_path(args.output, "-o")
+    table = _load_table(args)
     table = table[table.status == "ok"]
     if table.empty:
         raise DeepxError(f"{args.dir}: no successful runs to plot")
     ax = plot_metric(table, args.x, args.y, args.hue, logx=args.logx)
     ax.set_title(args.title or f"{args.y} vs {args.x}")
     ax.figure.tight_layout()
-    ax.figure.savefig(args.output, dpi=120)
+    save_figure(ax.figure, args.output)
     plt.close(ax.figure)
     print(f"wrote {args.output}")
 
 
 def cmd_compress(args: argparse.Namespace) -> None:
-    from deepx_sim.compress.onnx_io import load_network, save_onnx
     from deepx_sim.compress.search import compress, load_data, parse_optimizers
+    from deepx_sim.model.memory import stored_sizes
+    from deepx_sim.model.onnx import load_onnx, save_onnx
 
     out = Path(args.out)
     if out.suffix != ".onnx":
@@ -433,11 +513,11 @@ def cmd_compress(args: argparse.Namespace) -> None:
     if out.resolve() == Path(args.model).resolve():
         raise DeepxError(f"-o {out}: would overwrite the input model; choose another name")
     optimizers = parse_optimizers(args.optimizers)
-    net = load_network(args.model)
-    data = load_data(args.data, net) if args.data else None
-    outcome = compress(net, optimizers, args.max_accuracy_loss, data)
-    save_onnx(outcome.network, out)
-    before, after = net.summary(), outcome.network.summary()
+    graph = load_onnx(args.model, _input_shapes(args.input_shape))
+    data = load_data(args.data, graph) if args.data else None
+    outcome = compress(graph, optimizers, args.max_accuracy_loss, data)
+    save_onnx(outcome.graph, out)
+    before, after = stored_sizes(graph).as_dict(), stored_sizes(outcome.graph).as_dict()
     rows = [[label, f"{before[key]:,}", f"{after[key]:,}",
              f"{before[key] / after[key]:.2f}x" if after[key] else "-"]
             for label, key in (("parameters", "params"), ("multiply-adds", "macs"),
@@ -467,7 +547,7 @@ def cmd_quality(args: argparse.Namespace) -> None:
     from deepx_sim.results import check_table_path, write_table
 
     if args.out:
-        check_output_path(check_table_path(args.out), "--out")
+        check_table_path(args.out, "--out")
     instances = default_instances()
     if args.models is not None:
         known = sorted({i.model for i in instances})
@@ -546,6 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", metavar="[NAME=]DxDx...",
                    help="fix a dynamic ONNX input, e.g. input=1x3x224x224")
     p.add_argument("--totals-only", action="store_true", help="skip the per-layer table")
+    p.add_argument("--fuse", action="store_true",
+                   help="show fused units (conv/fc + batchnorm + activation, add + activation)")
     p.add_argument("--json", action="store_true", help="machine-readable output (see README)")
     p.set_defaults(func=cmd_inspect)
 
@@ -584,11 +666,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", help="sweep YAML: a base scenario plus grid/zip axes")
     p.add_argument("--out", required=True, help="results folder (re-running skips finished runs)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="local worker processes (default: one per core)")
-    p.add_argument("--dask", metavar="ADDRESS", help="run on this Dask scheduler instead")
+                   help="local worker processes, >= 1 (default: one per core)")
+    p.add_argument("--dask", metavar="ADDRESS", help="run on this Dask scheduler (host:port) instead")
     p.add_argument("--csv", action="store_true", help="also write results.csv")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_sweep)
+    all_runs_help = "also show stale runs (left by an earlier version of the sweep file), marked stale"
 
     p = sub.add_parser("results", help="print a sweep's results table, filtered")
     p.add_argument("dir")
@@ -596,7 +679,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep rows where it holds, e.g. 'policy.planner=deepx' or 'latency_p95_s<0.5'")
     p.add_argument("--columns", nargs="+")
     p.add_argument("--csv", action="store_true", help="CSV on stdout")
-    p.add_argument("--max-rows", type=int, default=200)
+    p.add_argument("--max-rows", type=int, default=200, help="0 prints every row (default 200)")
+    p.add_argument("--all-runs", action="store_true", help=all_runs_help)
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("plot", help="plot a metric of a sweep's runs")
@@ -607,12 +691,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--where", action="append", metavar="FIELD OP VALUE")
     p.add_argument("--logx", action="store_true")
     p.add_argument("--title")
-    p.add_argument("-o", "--output", required=True, help="image file (.png, .pdf, .svg)")
+    p.add_argument("--all-runs", action="store_true", help=all_runs_help)
+    p.add_argument("-o", "--output", required=True, help="image file (.png, .pdf, .svg, ...)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("compress", help="DXTK optimisers on an ONNX model within an accuracy budget")
-    p.add_argument("model", help="input .onnx file (a chain of Gemm/MatMul/Conv/Relu/MaxPool/... nodes)")
+    p.add_argument("model", help="input .onnx file (any model the importer reads; fc and conv layers change)")
     p.add_argument("-o", "--out", required=True, help="output .onnx file (written only on success)")
+    p.add_argument("--input-shape", action="append", help="NAME=1x3x224x224 for dynamic inputs")
     p.add_argument("--optimizers", default="pc,wf,cs,ps",
                    help="comma list of wf, sf, cs, ps, pc (default pc,wf,cs,ps)")
     p.add_argument("--max-accuracy-loss", type=float, default=DEFAULT_MAX_ACCURACY_LOSS,

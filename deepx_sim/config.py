@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import math
-import os
 import re
 import types
 import typing
@@ -149,25 +148,6 @@ def read_yaml_mapping(path: Path, error: type[DeepxError] = DeepxError) -> dict[
     if not isinstance(data, dict):
         raise error(f"{path}: must be a mapping of fields, got {_type_name(data)}")
     return data
-
-
-# ------------------------------------------------------------------ output paths
-def check_output_path(path: Path, what: str) -> None:
-    """Fail before any work if ``path`` cannot be written: it is a folder, it lies
-    under a regular file, or its folder (or the nearest existing one, where the
-    missing folders would be made) is not writable."""
-    path = Path(path)
-    if path.is_dir():
-        raise DeepxError(f"{what} {path}: is a folder; give a file name")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise DeepxError(f"{what} {path}: the file exists and is read-only")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise DeepxError(f"{what} {path}: {folder} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise DeepxError(f"{what} {path}: cannot write in folder {folder} (permission denied)")
 
 
 # ------------------------------------------------------------------ validated numbers

@@ -17,13 +17,17 @@ class LayerKind(StrEnum):
     CONV = "conv"
     DEPTHWISE_CONV = "depthwise_conv"
     FC = "fc"
+    MATMUL = "matmul"  # product of two activations (attention scores and context)
+    EMBEDDING = "embedding"  # table lookup: parameters, no arithmetic
     POOL = "pool"
     ACTIVATION = "activation"
     LRN = "lrn"
     BATCHNORM = "batchnorm"
+    LAYERNORM = "layernorm"
     ADD = "add"
     CONCAT = "concat"
     FLATTEN = "flatten"
+    VIEW = "view"  # data movement without arithmetic: transpose, slice, split, expand, cast
     DROPOUT = "dropout"
     SOFTMAX = "softmax"
     OTHER = "other"

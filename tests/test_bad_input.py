@@ -159,6 +159,9 @@ CASES: dict[str, Case] = {
                             {"s.yaml": scenario(), "dir.csv/keep": b""}),
     "out under a file": Case([*S, "--out", "{tmp}/f/r.csv"], ["--out {tmp}/f/r.csv: {tmp}/f is a file"],
                              {"s.yaml": scenario(), "f": b"x"}),
+    "out folder missing": Case([*S, "--out", "{tmp}/new/r.csv"],
+                               ["--out {tmp}/new/r.csv: folder {tmp}/new does not exist; create it first"],
+                               {"s.yaml": scenario()}),
     "out suffix": Case([*S, "--out", "{tmp}/r.txt"], ["must end in .parquet or .csv"],
                        {"s.yaml": scenario()}),
     "quality out is a folder": Case(["quality", "--out", "{tmp}/q.csv"], ["--out {tmp}/q.csv: is a folder"],
@@ -195,13 +198,6 @@ def test_read_only_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     case = Case([*S, "--out", "{tmp}/locked/r.csv"], ["cannot write in folder"], {"s.yaml": scenario()})
     code, _, err = run_case(case, tmp_path, capsys)
     assert code == 2 and "cannot write in folder {tmp}/locked" in err
-
-
-def test_missing_output_folders_are_made(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    case = Case([*S, "--out", "{tmp}/new/deeper/r.csv"], [], {"s.yaml": scenario()})
-    code, _, err = run_case(case, tmp_path, capsys)
-    assert code == 0, err
-    assert (tmp_path / "new" / "deeper" / "r.csv").is_file()
 
 
 def test_json_never_holds_nan_or_infinity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,6 @@ from pydantic import ValidationError
 
 from deepx_sim.config import (
     Fraction,
-    check_output_path,
     check_value,
     load_yaml,
     read_text,
@@ -67,12 +66,3 @@ def test_check_value_states_the_whole_range(value: object, rule: str) -> None:
         check_value(Fraction, value, "share")
     assert str(err.value) == f"share {rule}"
     assert check_value(Fraction, 1, "share") == 1.0
-
-
-def test_output_paths(tmp_path: Path) -> None:
-    check_output_path(tmp_path / "a" / "b" / "out.csv", "--out")  # folders will be made
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(DeepxError, match="is a file, not a folder"):
-        check_output_path(tmp_path / "file" / "sub" / "out.csv", "--out")
-    with pytest.raises(DeepxError, match="is a folder; give a file name"):
-        check_output_path(tmp_path, "--out")

@@ -11,22 +11,19 @@ from __future__ import annotations
 import math
 
 import networkx as nx
-import numpy as np
 
+from deepx_sim.accuracy import AccuracyModel, geometric_fractions, rank_ladder, weighted_layers
 from deepx_sim.costs import Variant
 from deepx_sim.model.layers import Layer
-from deepx_sim.plan.variants import AccuracyModel, weighted_layers
 
 LOSS_STEP = 1e-4
 
 
 def rank_grid(layer: Layer, points: int = 48) -> list[int]:
-    """Ranks below the break-even rank mn/(m+n), spaced geometrically from 1."""
+    """The rank ladder at ``points`` geometric steps from 1 to the break-even rank, lowest first."""
     assert layer.fc is not None
-    top = min(math.ceil(layer.fc.break_even_rank) - 1, layer.fc.m, layer.fc.n)
-    if top < 1:
-        return []
-    return sorted({round(float(r)) for r in np.geomspace(1, top, points)})
+    be = layer.fc.break_even_rank
+    return sorted(rank_ladder(be, min(layer.fc.m, layer.fc.n), geometric_fractions(be, points)))
 
 
 def choose_ranks(graph: nx.DiGraph, max_accuracy_loss: float,

@@ -22,12 +22,12 @@ from typing import Literal
 
 import networkx as nx
 
+from deepx_sim.accuracy import RANK_FRACTIONS, AccuracyModel, candidate_ranks
 from deepx_sim.config import DEFAULT_DEADLINE_S, DEFAULT_MAX_ACCURACY_LOSS
 from deepx_sim.costs import FULL, Conditions, CostModel, Variant
 from deepx_sim.errors import PlanError
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.profiles import Profile
-from deepx_sim.plan.variants import RANK_FRACTIONS, AccuracyModel, candidate_ranks
 from deepx_sim.platform import Platform
 
 Objective = Literal["energy", "latency", "weighted"]

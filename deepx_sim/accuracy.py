@@ -1,6 +1,8 @@
-"""Candidate variants per layer and their estimated accuracy loss.
+"""What a variant costs in accuracy: the one place for the loss rule, the
+classifier, the break-even rank and the rank ladder.
 
-Runtime Layer Compression replaces an fc layer W (m x n) by U_k V_k.  Each
+Runtime Layer Compression replaces an fc layer W (m x n) by U_k V_k, DXTK's
+optimisers factorise fc and conv layers.  Each
 candidate rank k gets an estimated accuracy loss from its relative
 reconstruction error, the share of W's spectral energy that rank k drops:
 
@@ -23,6 +25,7 @@ integer weights a small per-layer loss (PRECISION_LOSS, estimate).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -30,7 +33,14 @@ import networkx as nx
 import numpy as np
 
 from deepx_sim.costs import Variant
-from deepx_sim.model.layers import Layer, layers_in_order
+from deepx_sim.model.layers import Layer, break_even_rank, layers_in_order
+from deepx_sim.model.spectra import singular_values
+
+__all__ = [
+    "ACCURACY_PER_ERR2", "OUTPUT_ACCURACY_PER_ERR2", "PRECISION_LOSS", "RANK_FRACTIONS", "SPECTRUM_DECAY",
+    "AccuracyModel", "break_even_rank", "candidate_ranks", "classifier_layers", "err2_loss",
+    "geometric_fractions", "rank_ladder", "tail_energy", "weighted_layers",
+]
 
 #: Power-law exponent of the default singular-value model (estimate).
 SPECTRUM_DECAY = 0.6
@@ -59,13 +69,39 @@ def tail_energy(singular_values: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - kept / total, 0.0, 1.0)
 
 
-def candidate_ranks(layer: Layer, fractions: tuple[float, ...] = RANK_FRACTIONS) -> list[int]:
-    """Ranks below the break-even rank mn/(m+n) from ``fractions`` of it."""
+def rank_ladder(break_even: float, full: int, fractions: Sequence[float] = RANK_FRACTIONS) -> list[int]:
+    """The rank ladder: ranks at ``fractions`` of the break-even rank, each below
+    it (else nothing is saved) and below full rank, highest first."""
+    ranks = {max(1, int(break_even * f)) for f in fractions}
+    return sorted((k for k in ranks if k < break_even and k < full), reverse=True)
+
+
+def geometric_fractions(break_even: float, points: int) -> tuple[float, ...]:
+    """``points`` fractions spaced geometrically from rank 1 up to the break-even rank:
+    the fine ladder a search over ranks walks."""
+    top = max(1.0, float(np.ceil(break_even)) - 1)
+    return tuple(float(r) / break_even for r in np.geomspace(1, top, points))
+
+
+def candidate_ranks(layer: Layer, fractions: Sequence[float] = RANK_FRACTIONS) -> list[int]:
+    """The planner's ranks for an fc layer: the ladder at ``fractions``."""
     if layer.fc is None:
         return []
-    be = layer.fc.break_even_rank
-    ranks = sorted({max(1, int(be * f)) for f in fractions if int(be * f) < be}, reverse=True)
-    return [k for k in ranks if k < min(layer.fc.m, layer.fc.n)]
+    return rank_ladder(layer.fc.break_even_rank, min(layer.fc.m, layer.fc.n), fractions)
+
+
+def err2_loss(err2: float, classifier: bool) -> float:
+    """Estimated accuracy loss of a layer whose weights are changed by a squared
+    relative reconstruction error ``err2`` (the calibrated linear rule)."""
+    return (OUTPUT_ACCURACY_PER_ERR2 if classifier else ACCURACY_PER_ERR2) * err2
+
+
+def classifier_layers(graph: nx.DiGraph) -> frozenset[str]:
+    """The classifier: weighted layers with no weighted layer after them, named by the
+    layer they were made from (a factorised classifier is still the classifier)."""
+    weighted = {lay.name for lay in weighted_layers(graph)}
+    last = {n for n in weighted if not (nx.descendants(graph, n) & weighted)}
+    return frozenset(graph.nodes[n]["layer"].source_layer for n in last)
 
 
 @dataclass
@@ -81,10 +117,9 @@ class AccuracyModel:
     _outputs: frozenset[str] | None = field(default=None, repr=False)
 
     def output_layers(self) -> frozenset[str]:
-        """Weighted layers with no weighted layer after them (the classifier)."""
+        """The classifier (see :func:`classifier_layers`)."""
         if self._outputs is None:
-            weighted = {lay.name for lay in weighted_layers(self.graph)}
-            self._outputs = frozenset(n for n in weighted if not (nx.descendants(self.graph, n) & weighted))
+            self._outputs = classifier_layers(self.graph)
         return self._outputs
 
     def spectrum_source(self, layer: Layer) -> str:
@@ -96,8 +131,7 @@ class AccuracyModel:
             assert layer.fc is not None
             store = self.graph.graph.get("weights")
             if store is not None and store.has(layer.name):
-                w = np.asarray(store.get(layer.name), dtype=float)
-                s = np.linalg.svd(w.reshape(w.shape[0], -1), compute_uv=False)
+                s = singular_values(store.get(layer.name), layer.name)
             else:
                 s = _model_spectrum(min(layer.fc.m, layer.fc.n), self.decay)
             self._tails[layer.name] = tail_energy(s)
@@ -110,7 +144,7 @@ class AccuracyModel:
         return float(tail[min(rank, len(tail) - 1)])
 
     def loss(self, layer: Layer, variant: Variant) -> float:
-        per_err2 = self.output_per_err2 if layer.name in self.output_layers() else self.per_err2
+        per_err2 = self.output_per_err2 if layer.source_layer in self.output_layers() else self.per_err2
         loss = per_err2 * self.reconstruction_err2(layer, variant.rank)
         if layer.params > 0:
             loss += self.precision_loss.get(variant.bits, 0.0)
