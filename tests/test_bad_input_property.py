@@ -105,27 +105,31 @@ def draw_mutation(data: st.DataObject, files: list[Path]) -> tuple[Path, Any, bo
     return source, content, surely_invalid(old, new)
 
 
-@SETTINGS
-@given(data=st.data())
-def test_mutated_scenarios_never_crash(data: st.DataObject, tmp_path_factory: pytest.TempPathFactory,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
-    source, scenario, invalid = draw_mutation(data, SCENARIOS)
-    folder = tmp_path_factory.mktemp("mutated")
-    shutil.copytree(ROOT / "scenarios" / "traces", folder / "traces")
-    target = folder / source.name
-    target.write_text(yaml.safe_dump(scenario))
-    code, err = run(["simulate", str(target)], capsys)
-    check(code, err, source.name, invalid)
+def simulate(copied: Path, mutated: Path) -> list[str]:
+    return ["simulate", str(copied / mutated)]
 
 
+def plan(copied: Path, mutated: Path) -> list[str]:
+    platform = copied / ("tegra_k1.yaml" if mutated.parent.name == "remote" else mutated)
+    return ["plan", "--model", "speakerid", "--platform", str(platform)]
+
+
+# (shipped files, the folder copied beside them, the command that reads a mutated one)
+TARGETS = {"scenario": (SCENARIOS, ROOT / "scenarios", simulate),
+           "hardware": (HARDWARE, hardware_dir(), plan)}
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
 @SETTINGS
 @given(data=st.data())
-def test_mutated_hardware_never_crashes(data: st.DataObject, tmp_path_factory: pytest.TempPathFactory,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
-    source, content, invalid = draw_mutation(data, HARDWARE)
-    folder = tmp_path_factory.mktemp("hardware")
-    shutil.copytree(hardware_dir(), folder / "hw")
-    (folder / "hw" / source.relative_to(hardware_dir())).write_text(yaml.safe_dump(content))
-    platform = folder / "hw" / ("tegra_k1.yaml" if source.parent.name == "remote" else source.name)
-    code, err = run(["plan", "--model", "speakerid", "--platform", str(platform)], capsys)
+def test_mutated_files_never_crash(target: str, data: st.DataObject,
+                                   tmp_path_factory: pytest.TempPathFactory,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    files, folder, command = TARGETS[target]
+    source, content, invalid = draw_mutation(data, files)
+    copied = tmp_path_factory.mktemp(target) / "files"
+    shutil.copytree(folder, copied)  # traces, remote files: what the mutated file refers to
+    mutated = source.relative_to(folder)
+    (copied / mutated).write_text(yaml.safe_dump(content))
+    code, err = run(command(copied, mutated), capsys)
     check(code, err, source.name, invalid)
