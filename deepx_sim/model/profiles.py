@@ -11,11 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 
+from deepx_sim.config import read_text, text_lines
 from deepx_sim.errors import ProfileError, closest_names
 from deepx_sim.platform import Platform
 
@@ -30,6 +33,9 @@ Profile = dict[tuple[str, str], ProfileEntry]
 
 REQUIRED = ("layer", "processor", "latency_s")
 OPTIONAL = ("power_w",)
+#: Largest latency (s) or power (W) a row may give: far beyond any layer, and small
+#: enough that sums over a model stay finite.
+MAX_MEASURED = 1e6
 
 
 def _number(path: Path, row_label: str, field: str, value: object, *, required: bool) -> float | None:
@@ -38,12 +44,60 @@ def _number(path: Path, row_label: str, field: str, value: object, *, required: 
             raise ProfileError(f"{path}: {row_label}.{field} is required")
         return None
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = math.nan if isinstance(value, bool) else float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ProfileError(f"{path}: {row_label}.{field} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or number <= 0:
-        raise ProfileError(f"{path}: {row_label}.{field} must be > 0, got {value!r}")
+        number = math.nan
+    rule = ("must be a number" if math.isnan(number) else "must be > 0" if number <= 0
+            else f"must be <= {MAX_MEASURED:g}" if not number <= MAX_MEASURED else "")
+    if rule:
+        raise ProfileError(f"{path}: {row_label}.{field} {rule}, got {value!r}")
     return number
+
+
+def _rows(path: Path) -> tuple[Iterable[dict[Any, Any]], str]:
+    """The profile's rows (CSV rows are streamed) and how to label one in messages."""
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(read_text(path, ProfileError))
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ProfileError(f"{path}: not valid JSON: {exc}") from None
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ProfileError(f"{path}: must be a JSON list of objects with keys "
+                               f"{', '.join(REQUIRED + OPTIONAL)}")
+        return data, "[{}]"
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text_lines(path, ProfileError))
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as exc:
+            raise ProfileError(f"{path}: not valid CSV: {exc}") from None
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise ProfileError(f"{path}: header must have columns {', '.join(REQUIRED)} "
+                               f"(power_w optional); missing {missing}")
+        return reader, "row {}"
+    raise ProfileError(f"{path}: profile must be .csv or .json, got {path.suffix!r}")
+
+
+def _entry(path: Path, row_label: str, row: dict[Any, Any], graph: nx.DiGraph,
+           platform: Platform) -> tuple[tuple[str, str], ProfileEntry]:
+    extra = sorted(str(k) for k in set(row) - set(REQUIRED) - set(OPTIONAL))
+    if extra:
+        raise ProfileError(f"{path}: {row_label} has unknown fields {extra}; "
+                           f"allowed: {', '.join(REQUIRED + OPTIONAL)}")
+    layer = str(row.get("layer", "")).strip()
+    processor = str(row.get("processor", "")).strip()
+    if layer not in graph:
+        raise ProfileError(f"{path}: {row_label}.layer {layer!r} is not a layer of model "
+                           f"{graph.graph.get('name')!r}: "
+                           f"{closest_names(layer, list(graph.nodes))}")
+    processors = [p.name for p in platform.processors]
+    if processor not in processors:
+        raise ProfileError(f"{path}: {row_label}.processor {processor!r} is not on platform "
+                           f"{platform.name!r}: {closest_names(processor, processors)}")
+    latency = _number(path, row_label, "latency_s", row.get("latency_s"), required=True)
+    power = _number(path, row_label, "power_w", row.get("power_w"), required=False)
+    return (layer, processor), ProfileEntry(latency_s=latency, power_w=power)  # type: ignore[arg-type]
 
 
 def load_profile(path: str | Path, graph: nx.DiGraph, platform: Platform) -> Profile:
@@ -51,49 +105,17 @@ def load_profile(path: str | Path, graph: nx.DiGraph, platform: Platform) -> Pro
     path = Path(path)
     if not path.is_file():
         raise ProfileError(f"{path}: no such profile file")
-    rows: list[dict[str, object]]
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ProfileError(f"{path}: not valid JSON: {exc}") from None
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise ProfileError(f"{path}: must be a JSON list of objects with keys "
-                               f"{', '.join(REQUIRED + OPTIONAL)}")
-        rows = data
-        label = "[{}]"
-    elif path.suffix.lower() == ".csv":
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ProfileError(f"{path}: header must have columns {', '.join(REQUIRED)} "
-                                   f"(power_w optional); missing {missing}")
-            rows = list(reader)
-        label = "row {}"
-    else:
-        raise ProfileError(f"{path}: profile must be .csv or .json, got {path.suffix!r}")
-
-    processors = [p.name for p in platform.processors]
+    rows, label = _rows(path)
     profile: Profile = {}
-    for i, row in enumerate(rows):
-        row_label = label.format(i + 2 if label.startswith("row") else i)
-        extra = set(row) - set(REQUIRED) - set(OPTIONAL)
-        if extra:
-            raise ProfileError(f"{path}: {row_label} has unknown fields {sorted(extra)}; "
-                               f"allowed: {', '.join(REQUIRED + OPTIONAL)}")
-        layer = str(row.get("layer", "")).strip()
-        processor = str(row.get("processor", "")).strip()
-        if layer not in graph:
-            raise ProfileError(f"{path}: {row_label}.layer {layer!r} is not a layer of model "
-                               f"{graph.graph.get('name')!r}: "
-                               f"{closest_names(layer, list(graph.nodes))}")
-        if processor not in processors:
-            raise ProfileError(f"{path}: {row_label}.processor {processor!r} is not on platform "
-                               f"{platform.name!r}: {closest_names(processor, processors)}")
-        latency = _number(path, row_label, "latency_s", row.get("latency_s"), required=True)
-        power = _number(path, row_label, "power_w", row.get("power_w"), required=False)
-        if (layer, processor) in profile:
-            raise ProfileError(f"{path}: {row_label} repeats layer {layer!r} on {processor!r}")
-        profile[(layer, processor)] = ProfileEntry(latency_s=latency, power_w=power)  # type: ignore[arg-type]
+    try:
+        for i, row in enumerate(rows):
+            row_label = label.format(i + 2 if label.startswith("row") else i)
+            key, entry = _entry(path, row_label, row, graph, platform)
+            if key in profile:  # (so a file holds at most one row per pair: memory stays bounded)
+                raise ProfileError(f"{path}: {row_label} repeats layer {key[0]!r} on {key[1]!r}")
+            profile[key] = entry
+    except csv.Error as exc:
+        raise ProfileError(f"{path}: not valid CSV: {exc}") from None
+    if not profile:
+        raise ProfileError(f"{path}: the profile has no rows; give one per (layer, processor) measured")
     return profile
