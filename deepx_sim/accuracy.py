@@ -33,8 +33,8 @@ import networkx as nx
 import numpy as np
 
 from deepx_sim.costs import Variant
-from deepx_sim.errors import ModelError
 from deepx_sim.model.layers import Layer, break_even_rank, layers_in_order
+from deepx_sim.model.spectra import singular_values
 
 __all__ = [
     "ACCURACY_PER_ERR2", "OUTPUT_ACCURACY_PER_ERR2", "PRECISION_LOSS", "RANK_FRACTIONS", "SPECTRUM_DECAY",
@@ -104,15 +104,6 @@ def classifier_layers(graph: nx.DiGraph) -> frozenset[str]:
     return frozenset(graph.nodes[n]["layer"].source_layer for n in last)
 
 
-def checked_matrix(layer: Layer, weight: np.ndarray) -> np.ndarray:
-    """The weight as a 2-D float matrix; a clear error for NaN or infinity."""
-    if not np.all(np.isfinite(weight)):
-        bad = int(np.size(weight) - np.count_nonzero(np.isfinite(weight)))
-        raise ModelError(f"layer {layer.name!r}: its weight holds {bad} NaN or infinite values; "
-                         "the accuracy model needs finite weights")
-    return np.asarray(weight, dtype=float).reshape(weight.shape[0], -1)
-
-
 @dataclass
 class AccuracyModel:
     """Estimated accuracy loss of (layer, variant); real spectra where weights exist."""
@@ -140,7 +131,7 @@ class AccuracyModel:
             assert layer.fc is not None
             store = self.graph.graph.get("weights")
             if store is not None and store.has(layer.name):
-                s = np.linalg.svd(checked_matrix(layer, store.get(layer.name)), compute_uv=False)
+                s = singular_values(store.get(layer.name), layer.name)
             else:
                 s = _model_spectrum(min(layer.fc.m, layer.fc.n), self.decay)
             self._tails[layer.name] = tail_energy(s)

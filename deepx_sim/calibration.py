@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +39,13 @@ from deepx_sim.measure.nets import is_net_name, write_net
 from deepx_sim.measure.predictor import MIN_SAMPLES, LatencyPredictor, fit_predictor
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.profiles import load_profile, read_profile_meta
-from deepx_sim.platform import Platform, Processor
+from deepx_sim.platform import Efficiency, Platform, Processor
 
 MIN_LAYERS_PER_KIND = 3
 #: weight of log(efficiency / estimate) against a log-latency residual
 PRIOR_WEIGHT = 0.1
-EFFICIENCY_FLOOR = 1e-4
+#: the lowest efficiency a hardware file accepts (the bound of platform.Efficiency)
+EFFICIENCY_FLOOR = next(m.ge for m in typing.get_args(Efficiency)[1].metadata if hasattr(m, "ge"))
 OVERHEAD_BOUNDS_S = (1e-8, 1e-2)
 
 

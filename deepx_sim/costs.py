@@ -48,8 +48,8 @@ import networkx as nx
 from deepx_sim.errors import CostError
 from deepx_sim.model.layers import (
     DEFAULT_ACTIVATION_BITS,
+    NO_KERNEL_KINDS,
     Layer,
-    LayerKind,
     get_layer,
     layers_in_order,
     tensor_bytes,
@@ -58,7 +58,7 @@ from deepx_sim.model.profiles import Profile
 from deepx_sim.platform import Link, Platform, Processor
 
 #: Layers that are views or identities at inference: no kernel runs.
-FREE_KINDS = frozenset({LayerKind.INPUT, LayerKind.FLATTEN, LayerKind.DROPOUT})
+FREE_KINDS = NO_KERNEL_KINDS
 
 
 @dataclass(frozen=True, order=True)

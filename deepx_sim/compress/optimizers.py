@@ -38,6 +38,7 @@ from deepx_sim.model.layers import (
     rewrite_graph,
     with_nonzeros,
 )
+from deepx_sim.model.lowrank import recompose_conv, separate_conv, svd_factors
 from deepx_sim.model.memory import layer_weight_bytes
 from deepx_sim.model.weights import Storage, WeightStore, as_stored, require_weights
 
@@ -161,12 +162,6 @@ def _fc_pair(lay: Layer, first_name: str, second_name: str, k: int, origin: str)
 # ---------------------------------------------------------------- weight factorisation
 
 
-def svd_factors(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """(V_k (k x n), U_k S_k (m x k)) with W ~ (U_k S_k) V_k."""
-    u, s, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
-    return vt[:rank].astype(np.float32), (u[:, :rank] * s[:rank]).astype(np.float32)
-
-
 def weight_factorization(
     graph: nx.DiGraph,
     ranks: dict[str, int] | None = None,
@@ -278,25 +273,6 @@ def sparse_factorization(
 
 
 # ---------------------------------------------------------------- convolution separation
-
-
-def separate_conv(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tai et al.'s closed form: (vertical (K, C, d, 1), horizontal (N, K, 1, d)).
-
-    W[n, c, i, j] is laid out as a (C*d) x (N*d) matrix over (c, i) and (n, j);
-    its rank-K SVD gives the two filters, optimal in Frobenius norm."""
-    n_out, c_in, dh, dw = w.shape
-    mat = w.transpose(1, 2, 0, 3).reshape(c_in * dh, n_out * dw).astype(np.float64)
-    u, s, vt = np.linalg.svd(mat, full_matrices=False)
-    root = np.sqrt(s[:rank])
-    vertical = (u[:, :rank] * root).T.reshape(rank, c_in, dh, 1)
-    horizontal = (vt[:rank].T * root).reshape(n_out, dw, rank).transpose(0, 2, 1).reshape(n_out, rank, 1, dw)
-    return vertical.astype(np.float32), horizontal.astype(np.float32)
-
-
-def recompose_conv(vertical: np.ndarray, horizontal: np.ndarray) -> np.ndarray:
-    """The d x d kernel the separated pair computes: W'[n,c,i,j] = sum_k H[n,k,j] V[k,c,i]."""
-    return np.einsum("kci,nkj->ncij", vertical[..., 0], horizontal[:, :, 0, :])
 
 
 def separable(lay: Layer) -> bool:

@@ -67,8 +67,9 @@ def _pool(x: np.ndarray, lay: Layer) -> np.ndarray:
     spec = lay.pool
     assert spec is not None
     if spec.global_pool:
-        axes = tuple(range(2, x.ndim))
-        return (x.max if spec.mode == "max" else x.mean)(axis=axes, keepdims=True)
+        axes = tuple(lay.attr("axes", range(2, x.ndim)))
+        reduce = {"max": np.max, "sum": np.sum}.get(spec.mode, np.mean)
+        return reduce(x, axis=axes, keepdims=bool(lay.attr("keepdims", 1)))
     out_hw = (lay.output_shape[2], lay.output_shape[3])
     if spec.mode == "max":
         cols = im2col(x, spec.kernel, spec.stride, spec.pads, (1, 1), out_hw, fill=-np.inf)
@@ -107,6 +108,12 @@ ACTIVATIONS: dict[str, Callable[[np.ndarray, Layer], np.ndarray]] = {
     "Softsign": lambda x, _: x / (1 + np.abs(x)),
     "Erf": lambda x, _: _erf(x),
     "Gelu": lambda x, _: 0.5 * x * (1 + _erf(x / np.sqrt(2))),
+    "Sqrt": lambda x, _: np.sqrt(x),
+    "Exp": lambda x, _: np.exp(x),
+    "Log": lambda x, _: np.log(x),
+    "Reciprocal": lambda x, _: 1 / x,
+    "Neg": lambda x, _: -x,
+    "Abs": lambda x, _: np.abs(x),
 }
 
 _ELEMENTWISE: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
@@ -140,6 +147,17 @@ def _run_layer(lay: Layer, inputs: list[np.ndarray], store: WeightStore) -> np.n
         return y + store.get(lay.name, "bias") if store.has(lay.name, "bias") else y
     if kind == LayerKind.POOL:
         return _pool(x, lay)
+    if kind == LayerKind.MATMUL:
+        return np.matmul(x, inputs[1])
+    if kind == LayerKind.EMBEDDING:
+        return np.take(store.get(lay.name), x.astype(np.int64), axis=int(lay.attr("axis", 0)))
+    if kind == LayerKind.LAYERNORM:
+        axis = int(lay.attr("axis", -1))
+        axes = tuple(range(axis % x.ndim, x.ndim))
+        centred = x - x.mean(axis=axes, keepdims=True)
+        normal = centred / np.sqrt((centred**2).mean(axis=axes, keepdims=True) + lay.attr("epsilon", 1e-5))
+        out = normal * store.get(lay.name, "scale")
+        return out + store.get(lay.name, "bias") if store.has(lay.name, "bias") else out
     if kind == LayerKind.ACTIVATION:
         if lay.op_type not in ACTIVATIONS:
             raise ModelError(
@@ -170,10 +188,33 @@ def _run_layer(lay: Layer, inputs: list[np.ndarray], store: WeightStore) -> np.n
         )
     if kind == LayerKind.DROPOUT:
         return x
+    if kind == LayerKind.VIEW:
+        return _view(lay, x)
     if kind == LayerKind.SOFTMAX:
         y = _softmax(x, int(lay.attr("axis", -1)))
         return np.log(y) if lay.op_type == "LogSoftmax" else y
     raise ModelError(f"layer {lay.name!r} ({lay.op_type}, kind {kind}) cannot be executed in numpy")
+
+
+def _view(lay: Layer, x: np.ndarray) -> np.ndarray:
+    """Transpose, Slice, Expand and float Cast: data movement, batch axis first and kept."""
+    if lay.op_type == "Transpose":
+        perm = lay.attr("perm") or tuple(reversed(range(x.ndim)))
+        return np.transpose(x, perm)
+    if lay.op_type == "Slice":
+        index = [slice(None)] * x.ndim
+        axes = lay.attr("axes") or tuple(range(len(lay.attr("starts", ()))))
+        steps = lay.attr("steps") or (1,) * len(axes)
+        for axis, start, end, step in zip(axes, lay.attr("starts"), lay.attr("ends"), steps, strict=True):
+            index[axis] = slice(start, end, step)
+        return x[tuple(index)]
+    if lay.op_type == "Expand":
+        return np.broadcast_to(x, (x.shape[0], *lay.output_shape[1:])).copy()
+    if lay.op_type == "Cast" and lay.attr("to", 1) == 1:  # to float32
+        return x
+    if lay.op_type == "Gather" and lay.attr("indices") is not None:
+        return np.take(x, np.asarray(lay.attr("indices")), axis=int(lay.attr("axis", 0)))
+    raise ModelError(f"layer {lay.name!r} ({lay.op_type}) cannot be executed in numpy")
 
 
 def _elementwise(lay: Layer, inputs: list[np.ndarray], store: WeightStore) -> np.ndarray:

@@ -31,37 +31,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
 import networkx as nx
 
 from deepx_sim.errors import ModelError
+from deepx_sim.kinds import LayerKind
 
 Shape = tuple[int, ...]
 
 #: Bits per element of activations when nothing else is said (float32).
 DEFAULT_ACTIVATION_BITS = 32
 
-
-class LayerKind(StrEnum):
-    """What a layer computes; decides its FLOP formula and which optimisers apply."""
-
-    INPUT = "input"
-    CONV = "conv"
-    DEPTHWISE_CONV = "depthwise_conv"
-    FC = "fc"
-    POOL = "pool"
-    ACTIVATION = "activation"
-    LRN = "lrn"
-    BATCHNORM = "batchnorm"
-    ADD = "add"
-    CONCAT = "concat"
-    FLATTEN = "flatten"
-    DROPOUT = "dropout"
-    SOFTMAX = "softmax"
-    OTHER = "other"
-
+#: Layer kinds that run no kernel at inference (identities and views): free unless
+#: their tensor crosses processors.
+NO_KERNEL_KINDS = frozenset({LayerKind.INPUT, LayerKind.FLATTEN, LayerKind.VIEW, LayerKind.DROPOUT})
 
 #: Layer kinds that carry a weight matrix or kernel the DXTK optimisers rewrite.
 WEIGHTED_KINDS = frozenset({LayerKind.CONV, LayerKind.DEPTHWISE_CONV, LayerKind.FC})
@@ -71,8 +55,11 @@ _FLOPS_PER_OUTPUT = {
     LayerKind.INPUT: 0,
     LayerKind.ACTIVATION: 1,  # max(0, x) or a table lookup
     LayerKind.BATCHNORM: 2,  # inference BN folds to one scale and one shift
+    LayerKind.LAYERNORM: 8,  # mean, variance (3), normalise (2), scale and shift (2): an estimate
+    LayerKind.EMBEDDING: 0,  # a lookup moves bytes, computes nothing
     LayerKind.DROPOUT: 0,  # identity at inference
     LayerKind.FLATTEN: 0,  # a view
+    LayerKind.VIEW: 0,  # data movement only
     LayerKind.SOFTMAX: 3,  # exp, sum, divide
     LayerKind.OTHER: 1,  # unknown operator: one operation per output element
 }
@@ -283,11 +270,15 @@ def make_layer(
     elif kind == LayerKind.POOL:
         if pool is None:
             raise ModelError(f"layer {name!r}: a pool layer needs a PoolSpec")
-        if pool.global_pool:
-            window = math.prod(in_shapes[0][2:]) if len(in_shapes[0]) > 2 else 1
+        if pool.global_pool:  # every input element read once, whatever the axes reduced
+            window = math.prod(in_shapes[0]) // max(1, out_elems)
         else:
             window = pool.kernel[0] * pool.kernel[1]
         flops = out_elems * window  # one compare or add per window element
+    elif kind == LayerKind.MATMUL:
+        # (..., p, q) x (..., q, r): every output element is a q-long dot product
+        macs = out_elems * in_shapes[0][-1]
+        flops = 2 * macs
     elif kind == LayerKind.LRN:
         flops = out_elems * 8  # window of 5 squares, a sum, a power and a divide
     elif kind in (LayerKind.ADD, LayerKind.CONCAT):

@@ -49,12 +49,16 @@ from deepx_sim.model.layers import (
 from deepx_sim.model.weights import Storage, WeightStore
 
 MIN_OPSET = 7
+#: Reductions read as pooling over the reduced axes (global average pooling is ReduceMean over H, W).
+REDUCTIONS = {"ReduceMean": "avg", "ReduceMax": "max", "ReduceSum": "sum"}
 WRITE_OPSET = 17
 TRAINING_PREFIX = "training_state/"
 SPARSE_KEY = "deepx_sim.sparse_layers"
 ORIGIN_KEY = "deepx_sim.origins"
 
-_SIMPLE_KINDS: dict[str, LayerKind] = {
+#: The operator table: the layer kind of every ONNX operator we model (conv, fc and
+#: pooling have their own readers below).  Anything else is an ``other`` layer.
+OP_KINDS: dict[str, LayerKind] = {
     **{
         op: LayerKind.ACTIVATION
         for op in (
@@ -76,14 +80,18 @@ _SIMPLE_KINDS: dict[str, LayerKind] = {
             "ThresholdedRelu",
         )
     },
-    **{op: LayerKind.ADD for op in ("Add", "Sum", "Sub", "Mul", "Div")},
+    **{op: LayerKind.ACTIVATION for op in ("Sqrt", "Exp", "Log", "Reciprocal", "Neg", "Abs")},
+    **{op: LayerKind.ADD for op in ("Add", "Sum", "Sub", "Mul", "Div", "Pow")},
     **{op: LayerKind.FLATTEN for op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity")},
+    **{op: LayerKind.VIEW for op in ("Transpose", "Slice", "Split", "Expand", "Cast")},
+    **{op: LayerKind.POOL for op in REDUCTIONS},
     "Concat": LayerKind.CONCAT,
     "Dropout": LayerKind.DROPOUT,
     "Softmax": LayerKind.SOFTMAX,
     "LogSoftmax": LayerKind.SOFTMAX,
     "LRN": LayerKind.LRN,
     "BatchNormalization": LayerKind.BATCHNORM,
+    "LayerNormalization": LayerKind.LAYERNORM,
 }
 #: Operator attributes a layer keeps for the executor and the writer.
 _KEPT_ATTRS = {
@@ -96,6 +104,11 @@ _KEPT_ATTRS = {
     "Softmax": ("axis",),
     "LogSoftmax": ("axis",),
     "Concat": ("axis",),
+    "Transpose": ("perm",),
+    "Split": ("axis",),
+    "Gather": ("axis",),
+    "LayerNormalization": ("axis", "epsilon"),
+    "Cast": ("to",),
 }
 
 
@@ -262,11 +275,37 @@ class _Reader:
             result[inp.name] = shape
         return result
 
+    def _skeleton(self) -> Any:
+        """The model without its large initialisers' bytes, each declared as an input of its
+        type and shape: shape inference copies and serialises what it is given, and a
+        VGG-16's 553 MB of weights made that the slowest, largest step of an import."""
+        from onnx import helper
+
+        g = self.model.graph
+        small = [p for p in self.initializers.values() if math.prod(p.dims) <= 1024]  # shape arithmetic
+        declared = {i.name for i in g.input}  # old exporters list initialisers as inputs too
+        large = [
+            helper.make_tensor_value_info(name, p.data_type, list(p.dims))
+            for name, p in self.initializers.items()
+            if math.prod(p.dims) > 1024 and name not in declared
+        ]
+        graph = helper.make_graph(
+            list(g.node),
+            g.name,
+            [*g.input, *large],
+            list(g.output),
+            initializer=small,
+            value_info=list(g.value_info),
+        )
+        light = helper.make_model(graph, opset_imports=list(self.model.opset_import))
+        light.ir_version = self.model.ir_version
+        return light
+
     def _infer_shapes(self, input_dims: dict[str, Shape]) -> None:
         from onnx import shape_inference
 
         try:
-            inferred = shape_inference.infer_shapes(self.model, strict_mode=False, data_prop=True)
+            inferred = shape_inference.infer_shapes(self._skeleton(), strict_mode=False, data_prop=True)
         except Exception as exc:
             raise ModelError(f"{self.path}: ONNX shape inference failed: {exc}") from None
         for vi in [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]:
@@ -317,6 +356,13 @@ class _Reader:
                 self.constants[node.output[0]] = source.astype(np.float32)
         elif node.op_type == "DequantizeLinear" and all(self.is_static(t) for t in node.input if t):
             self._fold_dequantize(node)
+        elif OP_KINDS.get(node.op_type) in (LayerKind.VIEW, LayerKind.FLATTEN, LayerKind.CONCAT) and all(
+            self.is_static(t) for t in node.input if t
+        ):
+            value = self._evaluate(node)  # a view of constants (a weight transposed, a bias expanded)
+            if value is None:
+                return False
+            self.constants[node.output[0]] = value
         else:
             return False
         out = node.output[0]
@@ -338,7 +384,6 @@ class _Reader:
         self, layer: str, role: str, tensor: str, transpose: bool = False, factor: float = 1.0
     ) -> None:
         """A lazy loader for ``tensor`` as ``layer``'s ``role`` (the stored form for a weight)."""
-        from onnx import numpy_helper
 
         if tensor in self.stored and role == "weight" and factor == 1.0:
             array, storage, axis = self.stored[tensor]
@@ -351,7 +396,7 @@ class _Reader:
             proto = self.initializers[tensor]
 
             def load(t: Any = proto) -> np.ndarray:
-                array = numpy_helper.to_array(t)
+                array = tensor_array(t)
                 array = array.T if transpose else array
                 return array if factor == 1.0 else array * factor
 
@@ -374,6 +419,10 @@ class _Reader:
         input_dims = self._inputs(overrides)
         _check_order(self.path, self.graph_def, set(input_dims) | set(self.initializers))
         self._infer_shapes(input_dims)
+        for _ in range(8):  # shape arithmetic folded to constants, then shapes inferred again
+            if not self._fold_shape_arithmetic() or not self._unshaped():
+                break
+            self._infer_shapes(input_dims)
         graph = new_layer_graph(self.path.stem, str(self.path))
         graph.graph["weights"] = self.store
         for name, shape in input_dims.items():
@@ -391,6 +440,75 @@ class _Reader:
         self._finish(graph)
         return graph
 
+    def _unshaped(self) -> bool:
+        return any(out and out not in self.shapes for node in self.graph_def.node for out in node.output[:1])
+
+    def _shape_static(self, tensor: str) -> bool:
+        """A tensor of shape arithmetic: a small integer constant (never a weight)."""
+        if tensor in self.constants:
+            return True
+        proto = self.initializers.get(tensor)
+        small_integers = proto is not None and proto.data_type in (6, 7)  # INT32, INT64
+        return small_integers and math.prod(proto.dims) <= 1024  # type: ignore[union-attr]
+
+    def _evaluate(self, node: Any) -> np.ndarray | None:
+        """``node``'s first output from its static inputs, by ONNX's reference evaluator."""
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+
+        inputs = [t for t in node.input if t]
+        sub = helper.make_model(
+            helper.make_graph(
+                [node],
+                "fold",
+                [helper.make_tensor_value_info(t, 0, None) for t in inputs],
+                [helper.make_tensor_value_info(o, 0, None) for o in node.output],
+            ),
+            opset_imports=self.model.opset_import,
+        )
+        try:
+            return np.asarray(ReferenceEvaluator(sub).run(None, {t: self.static(t) for t in inputs})[0])
+        except Exception:  # the reference evaluator raises many types for ops it cannot run
+            return None
+
+    def _fold_shape_arithmetic(self) -> bool:
+        """Evaluate the nodes that compute shapes (Shape of a known shape, and integer
+        arithmetic on constants) with ONNX's reference evaluator, so that Reshape, Slice
+        and Expand see constant inputs; returns whether anything new was folded."""
+        from onnx import numpy_helper
+
+        folded, kept = False, []
+        for node in self.graph_def.node:
+            inputs = [t for t in node.input if t]
+            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+                value = numpy_helper.to_array(node.attribute[0].t)
+                if value.dtype.kind not in "iu":  # float constants stay for the layer reader
+                    kept.append(node)
+                    continue
+            elif node.op_type == "Shape" and inputs[0] in self.shapes:
+                start, end = _attrs(node).get("start", 0), _attrs(node).get("end")
+                value = np.array(self.shapes[inputs[0]][start:end], dtype=np.int64)
+            elif (
+                inputs
+                and node.op_type not in ("Cast", "DequantizeLinear", "Identity")
+                and all(self._shape_static(t) for t in inputs)
+            ):
+                value = self._evaluate(node)
+                if value is None:  # an op the reference cannot run: leave it to shape inference
+                    kept.append(node)
+                    continue
+            else:
+                kept.append(node)
+                continue
+            proto = numpy_helper.from_array(np.asarray(value), node.output[0])
+            self.graph_def.initializer.append(proto)
+            self.initializers[node.output[0]] = proto
+            folded = True
+        if folded:
+            del self.graph_def.node[:]
+            self.graph_def.node.extend(kept)
+        return folded
+
     def _add_node(self, graph: nx.DiGraph, node: Any, name: str) -> None:
         act_inputs = [t for t in node.input if t in self.producer]
         in_shapes = [self.shapes.get(t, ()) for t in act_inputs]
@@ -401,8 +519,12 @@ class _Reader:
             raise ModelError(
                 f"{self.path}: node {name!r} ({node.op_type}): shape inference gave no static shape for "
                 f"output {out_name!r} (inputs {[self.shapes.get(t) for t in node.input]}); "
-                + (f"onnx.checker says: {why}" if (why := _checker_message(self.model, node)) else
-                   "check the node's attributes and input shapes, or fix dynamic inputs with --input-shape")
+                + (
+                    f"onnx.checker says: {why}"
+                    if (why := _checker_message(self.model, node))
+                    else "check the node's attributes and input shapes, or fix dynamic inputs with "
+                    "--input-shape"
+                )
             )
         layer = maker.make()
         if name in self.origins:
@@ -460,6 +582,21 @@ class _Reader:
         validate_graph(graph)
 
 
+def tensor_array(proto: Any) -> np.ndarray:
+    """An initialiser as numpy: float32 raw bytes are viewed in place, not copied (a
+    VGG-16 fc6 is 411 MB), read-only; anything else through onnx's converter."""
+    from onnx import numpy_helper
+
+    if proto.data_type == 1 and proto.raw_data and not proto.external_data:  # FLOAT, inline
+        return np.frombuffer(proto.raw_data, dtype="<f4").reshape(tuple(proto.dims))
+    return numpy_helper.to_array(proto)
+
+
+def _frozen(value: Any) -> Any:
+    """Attribute values as a frozen Layer can hold them (lists become tuples)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
 def _refresh(old: Layer, new: Layer) -> Layer:
     return replace(new, order=old.order, attrs=old.attrs, origin=old.origin)
 
@@ -499,7 +636,7 @@ class _LayerMaker:
         return ModelError(f"{self.r.path}: node {self.name!r} ({self.op}): {why}")
 
     def kept(self) -> dict[str, Any]:
-        kept = {k: self.attrs[k] for k in _KEPT_ATTRS.get(self.op, ()) if k in self.attrs}
+        kept = {k: _frozen(self.attrs[k]) for k in _KEPT_ATTRS.get(self.op, ()) if k in self.attrs}
         if self.op == "Clip":  # opset >= 11 gives min and max as inputs
             for position, key in ((1, "min"), (2, "max")):
                 if len(self.inputs) > position and self.inputs[position]:
@@ -517,14 +654,18 @@ class _LayerMaker:
         if self.op == "Conv" and len(w_shape) == 4 and len(x_shape) == 4:
             groups = int(self.attrs.get("group", 1))
             if x_shape[1] != w_shape[1] * groups:
-                raise self.fail(f"input has {x_shape[1]} channels, the weight {w_shape} with group {groups} "
-                                f"expects {w_shape[1] * groups}")
+                raise self.fail(
+                    f"input has {x_shape[1]} channels, the weight {w_shape} with group {groups} "
+                    f"expects {w_shape[1] * groups}"
+                )
         elif self.op in ("Gemm", "MatMul") and len(w_shape) == 2:
             trans_b = self.op == "Gemm" and int(self.attrs.get("transB", 0)) == 1
             n = w_shape[1] if trans_b else w_shape[0]
             if x_shape[-1] != n:
-                raise self.fail(f"input's last dimension {x_shape[-1]} does not match the weight {w_shape} "
-                                f"(transB={int(trans_b)}), which takes {n}")
+                raise self.fail(
+                    f"input's last dimension {x_shape[-1]} does not match the weight {w_shape} "
+                    f"(transB={int(trans_b)}), which takes {n}"
+                )
 
     def make(self) -> Layer:
         if self.op == "Conv":
@@ -533,6 +674,24 @@ class _LayerMaker:
             return self.gemm()
         if self.op in ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"):
             return self.pool()
+        if self.op in REDUCTIONS:
+            return self.reduction()
+        if self.op == "Gather":
+            return self.gather()
+        if self.op == "LayerNormalization":
+            for role, tensor in zip(("scale", "bias"), self.inputs[1:3], strict=False):
+                if tensor:
+                    self.r.register(self.name, role, tensor)
+            params = sum(math.prod(self.r.shapes.get(t, ())) for t in self.inputs[1:3] if t)
+            return make_layer(
+                self.name,
+                LayerKind.LAYERNORM,
+                self.in_shapes[:1],
+                self.out_shape,
+                op_type=self.op,
+                extra_params=params,
+                attrs=self.kept(),
+            )
         if self.op == "BatchNormalization":
             for role, tensor in zip(("scale", "bias", "mean", "var"), self.inputs[1:5], strict=False):
                 self.r.register(self.name, role, tensor)
@@ -546,11 +705,11 @@ class _LayerMaker:
                 extra_params=2 * channels,
                 attrs=self.kept(),
             )
-        kind = _SIMPLE_KINDS.get(self.op)
+        kind = OP_KINDS.get(self.op)
         if kind is None:
             self.r.unknown_ops[self.op] = self.r.unknown_ops.get(self.op, 0) + 1
             kind = LayerKind.OTHER
-        attrs = self.kept()
+        attrs = {**self.kept(), **self.view_attrs()}
         if kind == LayerKind.ADD:
             const = [i for i, t in enumerate(self.inputs) if t and self.r.is_static(t)]
             if const:
@@ -567,11 +726,6 @@ class _LayerMaker:
         c_out, c_in_per_group, kh, kw = w_shape
         groups = int(self.attrs.get("group", 1))
         pads = tuple(int(p) for p in self.attrs.get("pads", (0, 0, 0, 0)))
-        if self.in_shapes and len(self.in_shapes[0]) == 4 and self.in_shapes[0][1] != c_in_per_group * groups:
-            raise self.fail(
-                f"input has {self.in_shapes[0][1]} channels, the weight {w_shape} with group "
-                f"{groups} expects {c_in_per_group * groups}"
-            )
         has_bias = len(self.inputs) > 2 and bool(self.inputs[2])
         spec = ConvSpec(
             c_in_per_group * groups,
@@ -594,26 +748,12 @@ class _LayerMaker:
     def gemm(self) -> Layer:
         b_shape = self.r.shapes.get(self.inputs[1]) if len(self.inputs) > 1 else None
         if not (self.r.is_static(self.inputs[1]) and b_shape and len(b_shape) == 2):
-            # activation x activation product (attention): 2 * out elements * inner dim
-            inner = self.in_shapes[0][-1] if self.in_shapes and self.in_shapes[0] else 1
-            return make_layer(
-                self.name,
-                LayerKind.OTHER,
-                self.in_shapes,
-                self.out_shape,
-                op_type=self.op,
-                flops_override=2 * math.prod(self.out_shape) * inner,
-            )
+            # activation x activation product (attention scores, context)
+            return make_layer(self.name, LayerKind.MATMUL, self.in_shapes, self.out_shape, op_type=self.op)
         trans_b = self.op == "Gemm" and int(self.attrs.get("transB", 0)) == 1
         if self.op == "Gemm" and int(self.attrs.get("transA", 0)):
             raise self.fail("Gemm with transA=1 is not supported")
         m, n = (b_shape[0], b_shape[1]) if trans_b else (b_shape[1], b_shape[0])
-        x_dim = self.in_shapes[0][-1] if self.in_shapes and self.in_shapes[0] else None
-        if x_dim is not None and x_dim != n:
-            raise self.fail(
-                f"input's last dimension {x_dim} does not match the weight {b_shape} "
-                f"(transB={int(trans_b)}), which takes {n}"
-            )
         has_bias = self.op == "Gemm" and len(self.inputs) > 2 and bool(self.inputs[2])
         alpha, beta = float(self.attrs.get("alpha", 1.0)), float(self.attrs.get("beta", 1.0))
         self.r.register(self.name, "weight", self.inputs[1], transpose=not trans_b, factor=alpha)
@@ -627,6 +767,57 @@ class _LayerMaker:
             fc=FcSpec(m=m, n=n, bias=has_bias),
             op_type=self.op,
         )
+
+    def constant_input(self, position: int) -> list[int] | None:
+        if len(self.inputs) > position and self.inputs[position]:
+            value = self.r.static(self.inputs[position])
+            return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
+        return None
+
+    def gather(self) -> Layer:
+        """A lookup in a constant table (an embedding) or a selection from an activation."""
+        data, indices = self.inputs[0], self.inputs[1]
+        if self.r.is_static(data):
+            self.r.register(self.name, "weight", data)
+            return make_layer(
+                self.name,
+                LayerKind.EMBEDDING,
+                self.in_shapes,
+                self.out_shape,
+                op_type=self.op,
+                extra_params=math.prod(self.r.shapes.get(data, ())),
+            )
+        chosen = self.r.static(indices)
+        attrs = {**self.kept(), **({} if chosen is None else {"indices": _frozen(chosen.tolist())})}
+        return make_layer(
+            self.name, LayerKind.VIEW, self.in_shapes[:1], self.out_shape, op_type=self.op, attrs=attrs
+        )
+
+    def reduction(self) -> Layer:
+        """ReduceMean/Max/Sum as pooling over the reduced axes (all axes when none given)."""
+        rank = len(self.in_shapes[0]) if self.in_shapes else 0
+        axes = self.attrs.get("axes") or self.constant_input(1) or list(range(rank))
+        axes = sorted(int(a) % max(rank, 1) for a in axes)
+        spec = PoolSpec((1, 1), (1, 1), (0, 0), REDUCTIONS[self.op], global_pool=True)
+        return make_layer(
+            self.name,
+            LayerKind.POOL,
+            self.in_shapes[:1],
+            self.out_shape,
+            pool=spec,
+            op_type=self.op,
+            attrs={"axes": tuple(axes), "keepdims": int(self.attrs.get("keepdims", 1))},
+        )
+
+    def view_attrs(self) -> dict[str, Any]:
+        """What a Slice reads from its constant inputs (starts, ends, axes, steps)."""
+        if self.op != "Slice":
+            return {}
+        if "starts" in self.attrs:  # opset < 10
+            return {k: tuple(self.attrs[k]) for k in ("starts", "ends", "axes") if k in self.attrs}
+        names = ("starts", "ends", "axes", "steps")
+        found = {name: self.constant_input(i + 1) for i, name in enumerate(names)}
+        return {k: tuple(v) for k, v in found.items() if v is not None}
 
     def pool(self) -> Layer:
         mode = "max" if "Max" in self.op else "avg"
@@ -791,6 +982,20 @@ class _Writer:
             node = self.fc(lay, preds[0])
         elif kind == LayerKind.POOL:
             node = self.pool(lay, preds[0])
+        elif kind == LayerKind.LAYERNORM:
+            ins = [preds[0]] + [
+                self.init(f"{name}/{r}", self.store.get(name, r))
+                for r in ("scale", "bias")
+                if self.store.has(name, r)
+            ]
+            node = helper.make_node(
+                "LayerNormalization",
+                ins,
+                [name],
+                name=name,
+                axis=int(lay.attr("axis", -1)),
+                epsilon=float(lay.attr("epsilon", 1e-5)),
+            )
         elif kind == LayerKind.BATCHNORM:
             ins = [preds[0]] + [
                 self.init(f"{name}/{r}", self.store.get(name, r)) for r in ("scale", "bias", "mean", "var")
@@ -823,6 +1028,15 @@ class _Writer:
 
         p = lay.pool
         assert p is not None
+        if p.global_pool and lay.op_type in REDUCTIONS:
+            return helper.make_node(
+                lay.op_type,
+                [x],
+                [lay.name],
+                name=lay.name,
+                axes=list(lay.attr("axes")),
+                keepdims=int(lay.attr("keepdims", 1)),
+            )
         if p.global_pool:
             op = "GlobalMaxPool" if p.mode == "max" else "GlobalAveragePool"
             return helper.make_node(op, [x], [lay.name], name=lay.name)
@@ -860,6 +1074,25 @@ class _Writer:
             )
         elif kind == LayerKind.CONCAT:
             attrs["axis"] = concat_axis(lay)
+        elif kind == LayerKind.VIEW and op == "Slice":
+            names = [
+                self.init(f"{name}/{key}", np.array(lay.attr(key), dtype=np.int64))
+                for key in ("starts", "ends", "axes", "steps")
+                if lay.attr(key) is not None
+            ]
+            return helper.make_node("Slice", [ins[0], *names], [name], name=name)
+        elif kind == LayerKind.VIEW and op == "Expand":
+            shape = self.init(f"{name}/shape", np.array([1, *lay.output_shape[1:]], dtype=np.int64))
+            return helper.make_node("Expand", [ins[0], shape], [name], name=name)
+        elif kind == LayerKind.MATMUL:
+            return helper.make_node("MatMul", ins, [name], name=name)
+        elif kind == LayerKind.VIEW and op == "Gather" and lay.attr("indices") is not None:
+            indices = self.init(f"{name}/indices", np.array(lay.attr("indices"), dtype=np.int64))
+            return helper.make_node(
+                "Gather", [ins[0], indices], [name], name=name, axis=int(lay.attr("axis", 0))
+            )
+        elif kind == LayerKind.VIEW and op == "Split":
+            raise ModelError(f"layer {name!r} (Split) cannot be written to ONNX: one layer, several outputs")
         elif kind == LayerKind.FLATTEN:
             rest = lay.output_shape[1:]
             if len(lay.output_shape) == 2 and math.prod(lay.input_shapes[0][1:]) == rest[0]:

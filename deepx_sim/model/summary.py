@@ -25,6 +25,7 @@ def model_summary(graph: nx.DiGraph, bits: int = 32) -> dict[str, Any]:
             "name": lay.name,
             "kind": str(lay.kind),
             "op_type": lay.op_type,
+            "fused": list(lay.attr("fused", ())),
             "inputs": list(graph.predecessors(lay.name)),
             "input_shapes": [list(s) for s in lay.input_shapes],
             "output_shape": list(lay.output_shape),

@@ -25,26 +25,33 @@ def with_weights(
     return graph
 
 
-def small_mlp(rng: np.random.Generator, rank: int | None = None) -> nx.DiGraph:
-    """30 -> 40 (relu, dropout) -> 10; fc1 of exact ``rank`` when given."""
-    w1 = rng.standard_normal((40, 30))
+def mlp(rng: np.random.Generator, name: str, widths: tuple[int, int, int], rank: int | None = None,
+        dropout: bool = False, training_state: bool = False) -> nx.DiGraph:
+    """inputs -> hidden (relu[, dropout]) -> outputs; the hidden weight of exact ``rank`` when given."""
+    n, hidden, out = widths
+    w1 = rng.standard_normal((hidden, n))
     if rank is not None:
-        w1 = rng.standard_normal((40, rank)) @ rng.standard_normal((rank, 30))
-    b = GraphBuilder("mlp", (1, 30))
-    b.fc(40, name="fc1")
+        w1 = rng.standard_normal((hidden, rank)) @ rng.standard_normal((rank, n))
+    b = GraphBuilder(name, (1, n))
+    b.fc(hidden, name="fc1")
     b.relu(name="r1")
-    b.dropout(name="d1")
-    b.fc(10, name="fc2")
-    return with_weights(
-        b.build(),
-        {
-            "fc1/weight": w1,
-            "fc1/bias": rng.standard_normal(40),
-            "fc2/weight": rng.standard_normal((10, 40)),
-            "fc2/bias": rng.standard_normal(10),
-        },
-        {"fc1/grad": np.ones((40, 30), np.float32)},
-    )
+    if dropout:
+        b.dropout(name="d1")
+    b.fc(out, name="fc2")
+    arrays = {"fc1/weight": w1, "fc1/bias": rng.standard_normal(hidden),
+              "fc2/weight": rng.standard_normal((out, hidden)), "fc2/bias": rng.standard_normal(out)}
+    state = {"fc1/grad": np.ones((hidden, n), np.float32)} if training_state else None
+    return with_weights(b.build(), arrays, state)
+
+
+def small_mlp(rng: np.random.Generator, rank: int | None = None) -> nx.DiGraph:
+    """30 -> 40 (relu, dropout) -> 10 with training state; fc1 of exact ``rank`` when given."""
+    return mlp(rng, "mlp", (30, 40, 10), rank, dropout=True, training_state=True)
+
+
+def wide_low_rank_mlp(rng: np.random.Generator) -> nx.DiGraph:
+    """120 -> 200 -> 10 with a rank-8 hidden weight: sparse codes pay on it (nnz < n k / 2)."""
+    return mlp(rng, "wide", (120, 200, 10), rank=8)
 
 
 def small_cnn(rng: np.random.Generator) -> nx.DiGraph:

@@ -66,7 +66,7 @@ def test_compress_writes_a_checked_model_and_reports_figures(
         ("labels", "y has shape (3,); expected (10,)"),
         ("optimizer", "'xx' is not an optimiser"),
         ("suffix", "the output must end in .onnx"),
-        ("unsupported", "(Neg, kind other) cannot be executed"),
+        ("unsupported", "(Hardmax, kind other) cannot be executed"),
         ("no_convs", "has no layers cs can change"),
         ("not_npz", "not a NumPy .npz archive"),
     ],
@@ -106,7 +106,7 @@ def test_bad_input_gets_a_clear_message_and_no_output(
         args[-1] = str(tmp_path / "text.npz")
     elif setup == "unsupported":  # an operator the executor does not know, after an fc layer
         g = onnx.load(str(path))
-        g.graph.node.append(helper.make_node("Neg", [g.graph.output[0].name], ["y"], name="t"))
+        g.graph.node.append(helper.make_node("Hardmax", [g.graph.output[0].name], ["y"], name="t"))
         g.graph.output[0].name = "y"
         onnx.save(g, str(tmp_path / "t.onnx"))
         args[1] = str(tmp_path / "t.onnx")
