@@ -1,7 +1,10 @@
 """The ``deepx-sim`` command: parse arguments, call the library, print.
 
-Every DeepxError becomes one ``deepx-sim: error: ...`` line on stderr and exit
-status 2; nothing else here decides anything.
+Every DeepxError, and every bad option, becomes one ``deepx-sim: error: ...``
+line on stderr and exit status 2; nothing else here decides anything.  Any
+other exception is a bug: :func:`main` prints one line saying so, saves the
+traceback to a file and exits with status 70 (set DEEPX_SIM_DEBUG=1 to let it
+raise instead, as the test suite does).
 """
 
 from __future__ import annotations
@@ -13,12 +16,23 @@ import os
 import re
 import signal
 import sys
+import tempfile
+import traceback
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from deepx_sim.config import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_ACCURACY_LOSS,
+    Positive,
+    PositiveInt,
+    UnitInterval,
+    check_value,
+    field_type,
+)
 from deepx_sim.errors import DeepxError
 
 if TYPE_CHECKING:
@@ -26,6 +40,9 @@ if TYPE_CHECKING:
 
     from deepx_sim.compress.search import Outcome
     from deepx_sim.sweep import FolderState, Sweep
+
+#: Exit status of an internal error (BSD sysexits EX_SOFTWARE).
+EXIT_BUG = 70
 
 MIB = 1024 * 1024
 
@@ -50,6 +67,59 @@ def _mib(n: int) -> str:
     return f"{n / MIB:.2f} MiB" if n >= 0.1 * MIB else f"{n / 1024:.1f} KiB"
 
 
+def _print_json(data: Any) -> None:
+    """Strict JSON on stdout: NaN and infinities (no value) become null."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    print(json.dumps(clean(data), indent=2, allow_nan=False, default=float))
+
+
+# ------------------------------------------------------------------ option types
+def _option(kind: Callable[[], Any], parse: Callable[[str], Any] = float) -> Callable[[str], Any]:
+    """An argparse ``type`` that validates an option as ``kind()``: a validated
+    field's type, looked up only when the option is given."""
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            what = "a whole number" if parse is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        try:
+            return check_value(kind(), value, "")
+        except DeepxError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _spec_field(model: str, field: str) -> Callable[[], Any]:
+    """The type of a scenario field (its range is declared there, once)."""
+    def kind() -> Any:
+        from deepx_sim import scenario
+
+        return field_type(getattr(scenario, model), field)
+
+    return kind
+
+
+def _precisions(text: str) -> tuple[int, ...]:
+    try:
+        bits = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be bits such as 32,16,8, got {text!r}") from None
+    bad = [b for b in bits if b not in (64, 32, 16, 8)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{bad} not allowed; choose from 64, 32, 16, 8")
+    return bits
+
+
 def _input_shapes(values: list[str] | None) -> dict[str | None, tuple[int, ...]]:
     from deepx_sim.model.onnx import parse_input_shape
 
@@ -68,7 +138,7 @@ def cmd_models(args: argparse.Namespace) -> None:
             out.append({"name": entry.name, "description": entry.description,
                         "reference": entry.reference, "params": total(g, "params"),
                         "macs": total(g, "macs"), "layers": g.number_of_nodes()})
-        print(json.dumps(out, indent=2))
+        _print_json(out)
         return
     rows = []
     for entry in ZOO.values():
@@ -123,7 +193,7 @@ def cmd_platforms(args: argparse.Namespace) -> None:
 
     names = platform_names()
     if args.json:
-        print(json.dumps([load_platform(n).summary() for n in names], indent=2))
+        _print_json([load_platform(n).summary() for n in names])
         return
     rows = []
     for name in names:
@@ -139,7 +209,7 @@ def cmd_platform(args: argparse.Namespace) -> None:
     platform = load_platform(args.name)
     report = platform.summary()
     if args.json:
-        print(json.dumps(report, indent=2))
+        _print_json(report)
         return
     print(f"{platform.name}: {platform.description}")
     print(f"file {platform.path}; input arrives on {platform.sensor}; "
@@ -173,6 +243,11 @@ def _problem(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     link = args.link
     if link is None and platform.links:
         link = platform.links[0].name
+    given = [f"--{k.replace('_', '-')}" for k in ("link", "bandwidth_mbps", "downlink_mbps", "rtt_ms")
+             if getattr(args, k) is not None]
+    if given and not platform.links:
+        raise DeepxError(f"{' and '.join(given)}: platform {platform.name!r} has no wireless link "
+                         f"(it has no cloud to reach)")
     conditions = Conditions(link=link, uplink_mbps=args.bandwidth_mbps,
                             downlink_mbps=args.downlink_mbps, rtt_ms=args.rtt_ms,
                             cloud_reachable=not args.no_cloud)
@@ -180,17 +255,8 @@ def _problem(args: argparse.Namespace):  # type: ignore[no-untyped-def]
                               max_accuracy_loss=args.max_accuracy_loss,
                               energy_budget_j=args.energy_budget_j, objective=args.objective)
     profile = load_profile(args.profile, graph, platform) if args.profile else None
-    precisions = None
-    if args.precisions:
-        try:
-            precisions = tuple(int(b) for b in args.precisions.split(","))
-        except ValueError:
-            raise DeepxError(f"--precisions {args.precisions!r}: expected bits such as 32,16,8") from None
-        bad = [b for b in precisions if b not in (64, 32, 16, 8)]
-        if bad:
-            raise DeepxError(f"--precisions: {bad} not allowed; choose from 64, 32, 16, 8")
     return Problem(graph, platform, conditions, constraints, profile=profile,
-                   precisions=precisions)
+                   precisions=args.precisions)
 
 
 def _plan_lines(plan) -> list[str]:  # type: ignore[no-untyped-def]
@@ -221,7 +287,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     planner = get_planner(args.planner, **(options if args.planner == "deepx" else {}))
     plan = planner.plan(problem)
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
+        _print_json(plan.to_dict())
         return
     print(f"{problem.model_name} on {problem.platform.name} "
           f"(link {problem.conditions.link or '-'})")
@@ -264,7 +330,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     from deepx_sim.scenario import run_scenario
 
     if args.out:
-        check_table_path(args.out)
+        check_table_path(args.out, "--out")
     try:
         result = run_scenario(args.scenario)
         summary = dict(result.summary)
@@ -274,8 +340,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         print(f"\ninterrupted: nothing written{f' to {args.out}' if args.out else ''}", file=sys.stderr)
         raise SystemExit(130) from None
     if args.json:
-        print(json.dumps({"summary": summary, "run_energy_j": result.run_energy_j,
-                          "events": result.events}, indent=2, default=float))
+        _print_json({"summary": summary, "run_energy_j": result.run_energy_j, "events": result.events})
         return
     s = summary
     print(f"{s['scenario']}: {s['requests']} requests, policy {s['policy']}, "
@@ -509,21 +574,85 @@ def _compress_judgement(outcome: Outcome) -> list[str]:
     return lines
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    from deepx_sim.measure.profiling import profile_model
+
+    profile = profile_model(args.model, processor=args.processor, threads=args.threads,
+                            repeats=args.repeats, warmup=args.warmup, optimization=args.optimization,
+                            input_shapes=_input_shapes(args.input_shape),
+                            progress=None if args.quiet else lambda msg: print(msg, file=sys.stderr))
+    path = profile.save(args.out)
+    meta = profile.meta
+    print(f"{meta['model']} on {meta['processor']} ({meta['cpu_model']}), {meta['threads']} thread(s), "
+          f"{meta['repeats']} runs after {meta['warmup']} warm-up, graph optimisation {meta['optimization']}")
+    print(f"end to end {profile.end_to_end_s * 1000:.3f} ms median (interquartile range "
+          f"{profile.end_to_end_spread_s * 1000:.3f} ms), "
+          f"wall clock {float(meta['end_to_end_wall_s']) * 1000:.3f} ms: this process had "
+          f"{float(meta['cpu_share']):.0%} of a core (load average {meta['load_average_before']})")
+    print(f"energy: {meta['energy']}")
+    print(f"wrote {len(profile.entries)} layers to {path} in {meta['profiling_s']} s")
+
+
+def _calibration_tables(result) -> list[str]:  # type: ignore[no-untyped-def]
+    before, after = result.prior, result.params
+    fit = [[k, str(result.counts.get(k, 0)), f"{before.efficiency_for(k):.4g}",
+            f"{after.efficiency_for(k):.4g}"] for k in result.kinds]
+    errors = [[key.replace("/", " "), f"{e.mape:.1f} %", f"{e.within_10:.0%}", f"{e.within_20:.0%}",
+               str(e.count)] for key, e in result.errors.items()]
+
+    def ms(x: float | None) -> str:
+        return "-" if x is None else f"{x * 1000:.3f}"
+
+    models = [[r.model, ms(r.measured_s), ms(r.before_s), ms(r.calibrated_s), ms(r.learned_s)]
+              for r in result.cv_models]
+    lines = [f"fit of {result.processor} on {len(result.models)} profiles:",
+             _table(fit, ["kind", "layers", "efficiency before", "after"]),
+             f"memory efficiency {before.memory_efficiency:.4g} -> {after.memory_efficiency:.4g}; "
+             f"launch overhead {before.launch_overhead_s * 1e6:.2f} -> "
+             f"{after.launch_overhead_s * 1e6:.2f} us"]
+    if result.predictor is not None:
+        lines.append("learned correction for: " + ", ".join(
+            f"{k} ({n} layers)" for k, n in result.predictor.samples.items()))
+    return [*lines, "", "leave one model out (fit on the others, predict it):",
+            _table(errors, ["level and prediction", "MAPE", "+-10 %", "+-20 %", "n"]), "",
+            _table(models, ["model", "measured ms", "before", "calibrated", "learned"])]
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from deepx_sim.calibration import calibrate, write_calibrated
+    from deepx_sim.platform import load_platform
+
+    platform = load_platform(args.platform)
+    result = calibrate(args.profiles, platform, args.processor, args.min_layers, args.predictor, args.seed)
+    out = write_calibrated(result, platform, args.output)
+    print("\n".join(_calibration_tables(result)))
+    print(f"wrote {out}")
+
+
 def cmd_quality(args: argparse.Namespace) -> None:
     import pandas as pd
 
+    from deepx_sim.errors import closest_names
     from deepx_sim.plan.quality import default_instances, run_quality
+    from deepx_sim.results import check_table_path, write_table
 
+    if args.out:
+        check_table_path(args.out, "--out")
     instances = default_instances()
-    if args.models:
+    if args.models is not None:
+        known = sorted({i.model for i in instances})
+        for name in args.models or [""]:
+            if name not in known:
+                raise DeepxError(f"--models: {name!r} is not in the quality suite: "
+                                 f"{closest_names(name, known)}")
         instances = [i for i in instances if i.model in args.models]
-    if args.limit:
+    if args.limit is not None:
         instances = instances[: args.limit]
     planners = args.planner or ["deepx", "neurosurgeon", "dads", "greedy", "cpu-only",
                                 "gpu-only", "cloud-only"]
     frame = pd.DataFrame(run_quality(planners, instances))
     if args.out:
-        frame.to_csv(args.out, index=False)
+        write_table(frame, args.out)
     summary = frame.groupby("planner").agg(
         instances=("instance", "count"), feasible=("feasible", "sum"),
         mean_ratio=("ratio", "mean"), worst_ratio=("ratio", "max"),
@@ -536,24 +665,42 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="zoo model or .onnx file")
     p.add_argument("--platform", required=True, help="platform name or YAML file")
     p.add_argument("--link", help="wireless link to the cloud (default: the platform's first)")
-    p.add_argument("--bandwidth-mbps", type=float, help="uplink bandwidth (default: the link's)")
-    p.add_argument("--downlink-mbps", type=float, help="downlink bandwidth (default: the link's)")
-    p.add_argument("--rtt-ms", type=float, help="round-trip time (default: the link's)")
+    bandwidth = _option(_spec_field("ConditionsSpec", "bandwidth_mbps"))
+    p.add_argument("--bandwidth-mbps", type=bandwidth, help="uplink bandwidth (default: the link's)")
+    p.add_argument("--downlink-mbps", type=bandwidth, help="downlink bandwidth (default: the link's)")
+    p.add_argument("--rtt-ms", type=_option(_spec_field("ConditionsSpec", "rtt_ms")),
+                   help="round-trip time (default: the link's)")
     p.add_argument("--no-cloud", action="store_true", help="the cloud is unreachable")
-    p.add_argument("--deadline-ms", type=float, default=5000.0, help="default 5000 (DeepX)")
-    p.add_argument("--max-accuracy-loss", type=float, default=0.05, help="default 0.05 (DeepX)")
-    p.add_argument("--energy-budget-j", type=float)
+    deadline_ms = DEFAULT_DEADLINE_S * 1000
+    p.add_argument("--deadline-ms", default=deadline_ms, help=f"default {deadline_ms:g} (DeepX)",
+                   type=_option(_spec_field("ConstraintsSpec", "deadline_ms")))
+    p.add_argument("--max-accuracy-loss", default=DEFAULT_MAX_ACCURACY_LOSS,
+                   type=_option(_spec_field("ConstraintsSpec", "max_accuracy_loss")),
+                   help=f"default {DEFAULT_MAX_ACCURACY_LOSS:g} (DeepX)")
+    p.add_argument("--energy-budget-j",
+                   type=_option(_spec_field("ConstraintsSpec", "energy_budget_j")))
     p.add_argument("--objective", choices=["energy", "latency", "weighted"], default="energy")
     p.add_argument("--profile", help="measured per-layer latencies (CSV or JSON)")
-    p.add_argument("--precisions", help="weight precisions the planner may pick, e.g. 32,16,8 "
-                                        "(default: 32, or a processor's widest)")
+    p.add_argument("--precisions", type=_precisions,
+                   help="weight precisions the planner may pick, e.g. 32,16,8 "
+                        "(default: 32, or a processor's widest)")
     p.add_argument("--input-shape", action="append", metavar="[NAME=]DxDx...")
 
 
 # ------------------------------------------------------------------ parser
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a bad option is one ``deepx-sim: error:`` line, like
+    every other input error, instead of the usage text and a second line."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("deepx-sim").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"deepx-sim: error: {where}{message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="deepx-sim",
         description="Plan and simulate deep models across mobile processors and the cloud.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -589,8 +736,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_problem_args(p)
     p.add_argument("--planner", default="deepx", choices=planner_names())
     p.add_argument("--solver", choices=["highs", "cbc"], default="highs")
-    p.add_argument("--time-limit-s", type=float, default=60.0)
-    p.add_argument("--gap", type=float, default=1e-6, help="relative MIP gap to stop at")
+    p.add_argument("--time-limit-s", type=_option(lambda: Positive), default=60.0)
+    p.add_argument("--gap", type=_option(lambda: UnitInterval), default=1e-6,
+                   help="relative MIP gap to stop at, in [0, 1]")
     p.add_argument("--json", action="store_true", help="machine-readable plan (see README)")
     p.set_defaults(func=cmd_plan)
 
@@ -643,9 +791,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", help="NAME=1x3x224x224 for dynamic inputs")
     p.add_argument("--optimizers", default="pc,wf,cs,ps",
                    help="comma list of wf, sf, cs, ps, pc (default pc,wf,cs,ps)")
-    p.add_argument("--max-accuracy-loss", type=float, default=0.05,
-                   help="budget as a fraction (default 0.05), in the unit of --data, --inputs or "
-                        "synthetic inputs")
+    p.add_argument("--max-accuracy-loss", type=float, default=DEFAULT_MAX_ACCURACY_LOSS,
+                   help=f"budget as a fraction (default {DEFAULT_MAX_ACCURACY_LOSS:g}), in the unit of "
+                        "--data, --inputs or synthetic inputs")
     given = p.add_mutually_exclusive_group()
     given.add_argument("--data", help=".npz with x (inputs) and y (labels): the budget is an accuracy loss")
     given.add_argument("--inputs", help=".npy of unlabelled inputs: the budget is a fidelity loss "
@@ -655,24 +803,85 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quality", help="planner quality suite: objective vs best known")
     p.add_argument("--planner", action="append", choices=planner_names())
     p.add_argument("--models", nargs="*", help="restrict to these models")
-    p.add_argument("--limit", type=int, help="run only the first N instances")
-    p.add_argument("--out", help="write every row to this CSV")
+    p.add_argument("--limit", type=_option(lambda: PositiveInt, int),
+                   help="run only the first N instances (N >= 1)")
+    p.add_argument("--out", help="write every row to this file (.csv or .parquet)")
     p.set_defaults(func=cmd_quality)
+
+    from deepx_sim.calibration import MIN_LAYERS_PER_KIND
+    from deepx_sim.measure.profiling import (
+        DEFAULT_REPEATS,
+        DEFAULT_THREADS,
+        DEFAULT_WARMUP,
+        OPTIMIZATION_LEVELS,
+    )
+
+    p = sub.add_parser("profile", help="time every layer of a model on this machine (onnxruntime)")
+    p.add_argument("model", help="zoo model, .onnx file, heldout:NAME or sampled:SEED")
+    p.add_argument("--out", required=True, help="profile to write (.csv, the format --profile reads)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help=f"onnxruntime intra-op threads (default {DEFAULT_THREADS}: reproducible)")
+    p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help=f"timed runs ({DEFAULT_REPEATS})")
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
+                   help=f"untimed runs first ({DEFAULT_WARMUP})")
+    p.add_argument("--optimization", choices=OPTIMIZATION_LEVELS, default=OPTIMIZATION_LEVELS[0],
+                   help="onnxruntime graph optimisation (default none: one kernel per layer)")
+    p.add_argument("--processor", help="processor name in the rows (default: this host's name)")
+    p.add_argument("--input-shape", action="append", metavar="[NAME=]DxDx...")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("calibrate", help="fit a processor's cost-model parameters to profiles")
+    p.add_argument("profiles", nargs="+", help="profiles written by deepx-sim profile")
+    p.add_argument("--platform", required=True, help="platform name or YAML with the processor")
+    p.add_argument("--processor", required=True, help="the processor the profiles measured")
+    p.add_argument("-o", "--output", required=True, help="calibrated platform YAML to write")
+    p.add_argument("--predictor", action="store_true",
+                   help="also fit a learned per-kind correction, saved beside the YAML")
+    p.add_argument("--min-layers", type=int, default=MIN_LAYERS_PER_KIND,
+                   help=f"measured layers a kind needs to fit its efficiency ({MIN_LAYERS_PER_KIND})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the learned correction's forests")
+    p.set_defaults(func=cmd_calibrate)
     return parser
 
 
+def _report_bug(exc: Exception) -> int:
+    """The last resort: one line saying it is a bug, the traceback saved to a file."""
+    first_line = (str(exc).splitlines() or [""])[0]
+    try:
+        with tempfile.NamedTemporaryFile("w", prefix="deepx-sim-bug-", suffix=".txt",
+                                         delete=False) as handle:
+            handle.write(f"deepx-sim {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+        saved = f"traceback saved in {handle.name}"
+    except OSError as err:
+        saved = f"the traceback could not be saved ({err.strerror})"
+    print(f"deepx-sim: internal error (a bug in deepx-sim, please report it): {type(exc).__name__}: "
+          f"{first_line}; {saved}", file=sys.stderr)
+    return EXIT_BUG
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a bad option (already reported)
+        return exc.code if isinstance(exc.code, int) else 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             args.func(args)
         except DeepxError as exc:
-            print(f"deepx-sim: error: {exc}", file=sys.stderr)
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                print(f"deepx-sim: error: {line}", file=sys.stderr)
             return 2
         except BrokenPipeError:
             return 0
+        except KeyboardInterrupt:
+            print("deepx-sim: interrupted", file=sys.stderr)
+            return 130
+        except Exception as exc:
+            if os.environ.get("DEEPX_SIM_DEBUG"):
+                raise
+            return _report_bug(exc)
         finally:
             for w in caught:
                 print(f"deepx-sim: warning: {w.message}", file=sys.stderr)

@@ -31,41 +31,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
 import networkx as nx
 
 from deepx_sim.errors import ModelError
+from deepx_sim.kinds import LayerKind
 
 Shape = tuple[int, ...]
 
 #: Bits per element of activations when nothing else is said (float32).
 DEFAULT_ACTIVATION_BITS = 32
-
-
-class LayerKind(StrEnum):
-    """What a layer computes; decides its FLOP formula and which optimisers apply."""
-
-    INPUT = "input"
-    CONV = "conv"
-    DEPTHWISE_CONV = "depthwise_conv"
-    FC = "fc"
-    MATMUL = "matmul"  # product of two activations (attention scores and context)
-    EMBEDDING = "embedding"  # table lookup: parameters, no arithmetic
-    POOL = "pool"
-    ACTIVATION = "activation"
-    LRN = "lrn"
-    BATCHNORM = "batchnorm"
-    LAYERNORM = "layernorm"
-    ADD = "add"
-    CONCAT = "concat"
-    FLATTEN = "flatten"
-    VIEW = "view"  # data movement without arithmetic: transpose, slice, split, expand, cast
-    DROPOUT = "dropout"
-    SOFTMAX = "softmax"
-    OTHER = "other"
-
 
 #: Layer kinds that run no kernel at inference (identities and views): free unless
 #: their tensor crosses processors.

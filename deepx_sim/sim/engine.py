@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 import simpy
 
+from deepx_sim.config import DEFAULT_BATTERY_CAPACITY_MAH, DEFAULT_BATTERY_VOLTAGE_V
 from deepx_sim.errors import SimulationError
 from deepx_sim.plan.problem import Problem
 from deepx_sim.sim.policies import Decision, Policy, Step, World
@@ -37,8 +38,8 @@ from deepx_sim.sim.radio import Radio, RadioEnergy
 
 @dataclass(frozen=True)
 class Battery:
-    capacity_mah: float = 3000.0
-    voltage_v: float = 3.85
+    capacity_mah: float = DEFAULT_BATTERY_CAPACITY_MAH
+    voltage_v: float = DEFAULT_BATTERY_VOLTAGE_V
 
     def drain_pct_per_h(self, power_w: float) -> float:
         """Share of a full charge used per hour at a steady ``power_w``."""

@@ -33,7 +33,11 @@ def assert_matches(plan: object, row: object) -> None:
         assert simulated == pytest.approx(value, rel=REL, abs=1e-15), key
 
 
-@pytest.mark.parametrize("model", model_names())
+TRANSFORMERS = {"bert_base", "vit_b16"}  # 285 layers each: slow
+
+
+@pytest.mark.parametrize("model", [pytest.param(m, marks=[pytest.mark.slow] if m in TRANSFORMERS else [])
+                                   for m in model_names()])
 @pytest.mark.parametrize("planner", [p for p in planner_names() if p != "oracle"])
 def test_every_planner_and_zoo_model_on_tegra_k1(model: str, planner: str) -> None:
     problem = Problem(load_model(model), load_platform("tegra_k1"), Conditions(link="wifi"))
