@@ -280,10 +280,6 @@ class Platform(_Frozen):
     def local_processors(self) -> list[Processor]:
         return [p for p in self.processors if not p.is_remote]
 
-    @property
-    def remote_processors(self) -> list[Processor]:
-        return [p for p in self.processors if p.is_remote]
-
     def processor(self, name: str) -> Processor:
         if name not in self.by_name:
             raise PlatformError(f"platform {self.name!r} has no processor {name!r}: "

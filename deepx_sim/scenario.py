@@ -56,7 +56,8 @@ from deepx_sim.sim.conditions import (
     read_timestamps,
 )
 from deepx_sim.sim.engine import Battery, Simulation, SimulationResult
-from deepx_sim.sim.policies import POLICIES, Estimator, Policy, ReplanPolicy, StaticPolicy, World
+from deepx_sim.sim.policies import Policy, World
+from deepx_sim.sim.registry import PolicySettings, make_policy, policy_names
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -154,7 +155,7 @@ class WorkloadSpec(_Strict):
 
 
 class PolicySpec(_Strict):
-    kind: Literal["static", "replan", "oracle"] = "replan"
+    kind: str = "replan"  # a registered policy: static, replan, oracle or your own
     planner: str = "deepx"
     estimator: Literal["last", "ewma", "current"] = "last"
     sample_interval_s: Positive = 1.0
@@ -339,13 +340,14 @@ class _Builder:
         if p.planner not in planner_names():
             raise self.fail("policy.planner", f"unknown planner {p.planner!r}: "
                             f"{closest_names(p.planner, planner_names())}")
+        if p.kind not in policy_names():
+            raise self.fail("policy.kind", f"unknown policy {p.kind!r}: "
+                            f"{closest_names(p.kind, policy_names())}")
+        settings = PolicySettings(planner=p.planner, estimator=p.estimator,
+                                  sample_interval_s=p.sample_interval_s, ewma_alpha=p.ewma_alpha,
+                                  plan_at=world.mean_conditions(0.0, self.s.duration_s))
         try:
-            if p.kind == "replan":
-                estimator = Estimator(world, p.estimator, p.sample_interval_s, p.ewma_alpha)
-                return ReplanPolicy(problem, world, p.planner, estimator)
-            if p.kind == "static":
-                return StaticPolicy(problem, world, p.planner, world.mean_conditions(0.0, self.s.duration_s))
-            return POLICIES[p.kind](problem, world, p.planner)
+            return make_policy(p.kind, problem, world, settings)
         except DeepxError as exc:
             raise self.fail("policy", str(exc)) from None
 

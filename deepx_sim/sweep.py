@@ -370,9 +370,3 @@ def load_results(out_dir: str | Path) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows)
 
-
-def load_records(out_dir: str | Path, key: str) -> pd.DataFrame:
-    """One run's per-request table (sweeps with keep_records: true)."""
-    from deepx_sim.results import read_table
-
-    return read_table(Path(out_dir) / "records" / f"{key}.parquet")

@@ -140,13 +140,6 @@ class GraphBuilder:
             raise ModelError(f"add {name!r}: inputs have different shapes {sorted(shapes)}")
         return self._same_shape(LayerKind.ADD, "add", name, inputs, "Add")
 
-    def concat(self, inputs: list[str], name: str | None = None) -> str:
-        shapes = [self.shape(i) for i in inputs]
-        channels = sum(s[1] for s in shapes)
-        out = (shapes[0][0], channels, *shapes[0][2:])
-        return self._add(name or self._auto_name("concat"), LayerKind.CONCAT, inputs, out,
-                         op_type="Concat")
-
     def flatten(self, name: str | None = None, inputs: str | list[str] | None = None) -> str:
         ins = self._inputs(inputs)
         shape = self.shape(ins[0])

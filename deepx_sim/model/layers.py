@@ -62,9 +62,6 @@ class LayerKind(StrEnum):
     OTHER = "other"
 
 
-#: Layer kinds whose time is dominated by arithmetic rather than memory traffic.
-COMPUTE_BOUND_KINDS = frozenset({LayerKind.CONV, LayerKind.DEPTHWISE_CONV, LayerKind.FC})
-
 #: Per output element operation counts of the element-wise kinds (a FLOP estimate).
 _FLOPS_PER_OUTPUT = {
     LayerKind.INPUT: 0,

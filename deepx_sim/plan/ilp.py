@@ -71,155 +71,14 @@ class DeepXPlanner(Planner):
     # ---------------------------------------------------------------- build
     def build(self, problem: Problem, *, deadline: bool = True, objective: str | None = None,
               energy_budget: bool = True) -> _Model:
-        costs = problem.costs
-        c = problem.constraints
-        procs = problem.processors
-        remote = {p for p in procs if problem.platform.processor(p).is_remote}
-        prob = pulp.LpProblem("deepx", pulp.LpMinimize)
-        x: dict[tuple[str, str, Variant], pulp.LpVariable] = {}
-        # coefficient lists may name a variable twice (layer cost + result transfer);
-        # LpAffineExpression keeps only the last pair, so they are summed in _expr
-        lat_terms: list[tuple[pulp.LpVariable, float]] = []
-        en_terms: list[tuple[pulp.LpVariable, float]] = []
-        loss_terms: list[tuple[pulp.LpVariable, float]] = []
-        params: dict[str, list[tuple[pulp.LpVariable, float]]] = {p: [] for p in procs}
-        assign: dict[tuple[str, str], list[pulp.LpVariable]] = {}
-        act_bytes: dict[str, int] = {}
-        max_params: dict[str, int] = {p: 0 for p in procs}
-        n = 0
-        for lay in problem.layers:
-            allowed = [problem.sensor] if lay.kind == LayerKind.INPUT else procs
-            act_bytes[lay.name] = lay.input_bytes(costs.activation_bits) + lay.output_bytes(
-                costs.activation_bits)
-            row: list[pulp.LpVariable] = []
-            for p in allowed:
-                assign[(lay.name, p)] = []
-                biggest = 0
-                for v in problem.variants(lay, p):
-                    n += 1
-                    var = prob.add_variable(f"x{n}", 0, 1, cat=pulp.LpBinary)
-                    x[(lay.name, p, v)] = var
-                    assign[(lay.name, p)].append(var)
-                    row.append(var)
-                    cost = costs.layer_cost(lay.name, p, v)
-                    lat_terms.append((var, cost.latency_s))
-                    en_terms.append((var, cost.energy_j))
-                    params[p].append((var, cost.param_bytes))
-                    biggest = max(biggest, cost.param_bytes)
-                    loss = problem.loss(lay, v)
-                    if loss > 0:
-                        loss_terms.append((var, loss))
-                max_params[p] += biggest
-            if not row:
-                raise PlanError(f"layer {lay.name!r} has no processor that can run it")
-            prob += pulp.lpSum(row) == 1, f"place_{n}"
-
-        def a(layer: str, p: str) -> pulp.LpAffineExpression:
-            return pulp.LpAffineExpression([(v, 1) for v in assign.get((layer, p), [])])
-
-        # transfers: flows per edge, deduplicated per destination processor
-        graph = problem.graph
-        outputs = set(problem.output_layers())
-        tcache: dict[tuple[int, str, str], tuple[float, float, bool]] = {}
-
-        def transfer(size: int, p: str, q: str) -> tuple[float, float, bool]:
-            key = (size, p, q)
-            if key not in tcache:
-                t = costs.transfer_cost(size, p, q)
-                tcache[key] = (t.latency_s, t.energy_j, t.route in ("uplink", "downlink"))
-            return tcache[key]
-
-        k = 0
-        for lay in problem.layers:
-            u = lay.name
-            src_procs = [p for p in procs if (u, p) in assign]
-            consumers = list(graph.successors(u))
-            dest_count = len(consumers) + (1 if u in outputs else 0)
-            sizes: dict[str, int] = {}
-            per_edge: dict[str, dict[tuple[str, str], pulp.LpVariable]] = {}
-            for v in consumers:
-                sizes[v] = costs.edge_bytes(u, v)
-                dst_procs = [q for q in procs if (v, q) in assign]
-                z = {}
-                for p in src_procs:
-                    for q in dst_procs:
-                        k += 1
-                        z[(p, q)] = prob.add_variable(f"z{k}", 0, 1)
-                for p in src_procs:
-                    prob += pulp.lpSum(z[(p, q)] for q in dst_procs) == a(u, p)
-                for q in dst_procs:
-                    prob += pulp.lpSum(z[(p, q)] for p in src_procs) == a(v, q)
-                per_edge[v] = z
-            if dest_count == 1 and consumers:  # one consumer: pay on the flow itself
-                v = consumers[0]
-                for (p, q), var in per_edge[v].items():
-                    if p != q:
-                        t_lat, t_en, _ = transfer(sizes[v], p, q)
-                        lat_terms.append((var, t_lat))
-                        en_terms.append((var, t_en))
-                continue
-            size_out = lay.output_bytes(costs.activation_bits)
-            for p in src_procs:
-                for q in procs:
-                    if q == p:
-                        continue
-                    feeders = [per_edge[v][(p, q)] for v in consumers if (p, q) in per_edge[v]]
-                    to_sensor = u in outputs and q == problem.sensor
-                    if not feeders and not to_sensor:
-                        continue
-                    size = max([sizes[v] for v in consumers if (p, q) in per_edge[v]]
-                               + ([size_out] if to_sensor else []))
-                    t_lat, t_en, _ = transfer(size, p, q)
-                    if to_sensor and not consumers:  # result only: linear in a(u, p)
-                        for var in assign[(u, p)]:
-                            lat_terms.append((var, t_lat))
-                            en_terms.append((var, t_en))
-                        continue
-                    k += 1
-                    w = prob.add_variable(f"w{k}", 0, 1)
-                    for f in feeders:
-                        prob += w >= f
-                    if to_sensor:
-                        prob += w >= a(u, p)
-                    lat_terms.append((w, t_lat))
-                    en_terms.append((w, t_en))
-
-        if remote:
-            r = prob.add_variable("radio", 0, 1, cat=pulp.LpBinary)
-            for (_layer, p), vars_ in assign.items():
-                if p in remote:
-                    for var in vars_:
-                        prob += r >= var
-            promo_s, burst_j = costs.radio_burst()
-            lat_terms.append((r, promo_s))
-            en_terms.append((r, burst_j))
-
-        # memory: parameters plus the largest activation footprint on each processor
-        for p in procs:
-            cap = problem.platform.processor(p).usable_memory_bytes
-            if max_params[p] + max(act_bytes.values()) <= cap:
-                continue  # cannot bind
-            m = prob.add_variable(f"mem_act_{p}", 0)
-            for layer_name, size in act_bytes.items():
-                if (layer_name, p) in assign:
-                    prob += m >= size * a(layer_name, p)
-            prob += _expr(params[p]) + m <= cap, f"memory_{p}"
-
-        latency, energy, loss = _expr(lat_terms), _expr(en_terms), _expr(loss_terms)
-        if deadline:
-            prob += latency <= c.deadline_s, "deadline"
-        if loss_terms:
-            prob += loss <= c.max_accuracy_loss, "accuracy"
-        if energy_budget and c.energy_budget_j is not None:
-            prob += energy <= c.energy_budget_j, "energy_budget"
-        objective = objective or c.objective
-        if objective == "energy":
-            prob += energy
-        elif objective == "latency":
-            prob += latency
-        else:
-            prob += energy + c.latency_weight_j_per_s * latency
-        return _Model(prob, x, latency, energy, loss)
+        """The integer program for ``problem``; ``deadline``/``energy_budget`` False
+        drop those constraints and ``objective`` overrides the problem's (diagnosis)."""
+        b = _Builder(problem)
+        b.placement()
+        b.transfers()
+        b.radio()
+        b.memory()
+        return b.objective(deadline=deadline, objective=objective, energy_budget=energy_budget)
 
     # ---------------------------------------------------------------- solve
     def _solver(self) -> Any:
@@ -278,6 +137,184 @@ class DeepXPlanner(Planner):
                 return (f"energy budget {c.energy_budget_j:g} J cannot be met within the "
                         f"deadline: the lowest energy is {best_j:.4g} J")
         return "no plan meets all constraints together (deadline, accuracy, memory, energy)"
+
+
+Terms = list[tuple[pulp.LpVariable, float]]
+
+
+class _Builder:
+    """Builds the program part by part; each part adds variables, constraints and
+    (variable, coefficient) terms of latency, energy and accuracy loss.
+
+    Coefficient lists may name a variable twice (layer cost + result transfer);
+    LpAffineExpression keeps only the last pair, so they are summed in _expr.
+    """
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.costs = problem.costs
+        self.procs = problem.processors
+        self.remote = {p for p in self.procs if problem.platform.processor(p).is_remote}
+        self.prob = pulp.LpProblem("deepx", pulp.LpMinimize)
+        self.x: dict[tuple[str, str, Variant], pulp.LpVariable] = {}
+        self.lat: Terms = []
+        self.energy: Terms = []
+        self.loss: Terms = []
+        self.params: dict[str, Terms] = {p: [] for p in self.procs}
+        self.assign: dict[tuple[str, str], list[pulp.LpVariable]] = {}
+        self.act_bytes: dict[str, int] = {}
+        self.max_params: dict[str, int] = dict.fromkeys(self.procs, 0)
+        self._n = 0
+        self._tcache: dict[tuple[int, str, str], tuple[float, float, bool]] = {}
+
+    def var(self, prefix: str, binary: bool = False) -> pulp.LpVariable:
+        self._n += 1
+        return self.prob.add_variable(f"{prefix}{self._n}", 0, 1,
+                                      cat=pulp.LpBinary if binary else pulp.LpContinuous)
+
+    def a(self, layer: str, p: str) -> pulp.LpAffineExpression:
+        """1 if ``layer`` runs on ``p`` (the sum of its variant variables there)."""
+        return pulp.LpAffineExpression([(v, 1) for v in self.assign.get((layer, p), [])])
+
+    def transfer(self, size: int, p: str, q: str) -> tuple[float, float, bool]:
+        """(latency_s, energy_j, over the radio) of moving ``size`` bytes p -> q (cached)."""
+        key = (size, p, q)
+        if key not in self._tcache:
+            t = self.costs.transfer_cost(size, p, q)
+            self._tcache[key] = (t.latency_s, t.energy_j, t.route in ("uplink", "downlink"))
+        return self._tcache[key]
+
+    def pay(self, var: pulp.LpVariable, latency_s: float, energy_j: float) -> None:
+        self.lat.append((var, latency_s))
+        self.energy.append((var, energy_j))
+
+    # ------------------------------------------------------------ placement
+    def placement(self) -> None:
+        """x[l,p,v]: one processor and variant per layer, the input on the sensor."""
+        problem, costs = self.problem, self.costs
+        for lay in problem.layers:
+            allowed = [problem.sensor] if lay.kind == LayerKind.INPUT else self.procs
+            self.act_bytes[lay.name] = (lay.input_bytes(costs.activation_bits)
+                                        + lay.output_bytes(costs.activation_bits))
+            row: list[pulp.LpVariable] = []
+            for p in allowed:
+                self.assign[(lay.name, p)] = []
+                biggest = 0
+                for v in problem.variants(lay, p):
+                    var = self.var("x", binary=True)
+                    self.x[(lay.name, p, v)] = var
+                    self.assign[(lay.name, p)].append(var)
+                    row.append(var)
+                    cost = costs.layer_cost(lay.name, p, v)
+                    self.pay(var, cost.latency_s, cost.energy_j)
+                    self.params[p].append((var, cost.param_bytes))
+                    biggest = max(biggest, cost.param_bytes)
+                    loss = problem.loss(lay, v)
+                    if loss > 0:
+                        self.loss.append((var, loss))
+                self.max_params[p] += biggest
+            if not row:
+                raise PlanError(f"layer {lay.name!r} has no processor that can run it")
+            self.prob += pulp.lpSum(row) == 1, f"place_{self._n}"
+
+    # ------------------------------------------------------------ transfers
+    def transfers(self) -> None:
+        """Flows per edge, deduplicated per destination processor."""
+        outputs = set(self.problem.output_layers())
+        for lay in self.problem.layers:
+            self._layer_transfers(lay.name, lay.output_bytes(self.costs.activation_bits),
+                                  lay.name in outputs)
+
+    def _edge_flows(self, u: str, v: str, src_procs: list[str]) -> dict[tuple[str, str], pulp.LpVariable]:
+        """z[p,q] for edge u->v: sums over q and over p equal u's and v's assignments."""
+        dst_procs = [q for q in self.procs if (v, q) in self.assign]
+        z = {(p, q): self.var("z") for p in src_procs for q in dst_procs}
+        for p in src_procs:
+            self.prob += pulp.lpSum(z[(p, q)] for q in dst_procs) == self.a(u, p)
+        for q in dst_procs:
+            self.prob += pulp.lpSum(z[(p, q)] for p in src_procs) == self.a(v, q)
+        return z
+
+    def _layer_transfers(self, u: str, size_out: int, is_output: bool) -> None:
+        costs, sensor = self.costs, self.problem.sensor
+        src_procs = [p for p in self.procs if (u, p) in self.assign]
+        consumers = list(self.problem.graph.successors(u))
+        sizes = {v: costs.edge_bytes(u, v) for v in consumers}
+        per_edge = {v: self._edge_flows(u, v, src_procs) for v in consumers}
+        if len(consumers) == 1 and not is_output:  # one consumer: pay on the flow itself
+            v = consumers[0]
+            for (p, q), var in per_edge[v].items():
+                if p != q:
+                    self.pay(var, *self.transfer(sizes[v], p, q)[:2])
+            return
+        for p in src_procs:
+            for q in self.procs:
+                if q == p:
+                    continue
+                feeders = [per_edge[v][(p, q)] for v in consumers if (p, q) in per_edge[v]]
+                to_sensor = is_output and q == sensor
+                if not feeders and not to_sensor:
+                    continue
+                size = max([sizes[v] for v in consumers if (p, q) in per_edge[v]]
+                           + ([size_out] if to_sensor else []))
+                t_lat, t_en, _ = self.transfer(size, p, q)
+                if to_sensor and not consumers:  # result only: linear in a(u, p)
+                    for var in self.assign[(u, p)]:
+                        self.pay(var, t_lat, t_en)
+                    continue
+                w = self.var("w")  # u's output is sent p -> q at all
+                for f in feeders:
+                    self.prob += w >= f
+                if to_sensor:
+                    self.prob += w >= self.a(u, p)
+                self.pay(w, t_lat, t_en)
+
+    # ------------------------------------------------------------ radio
+    def radio(self) -> None:
+        """r = 1 if any layer runs remotely; it pays promotion and tail."""
+        if not self.remote:
+            return
+        r = self.prob.add_variable("radio", 0, 1, cat=pulp.LpBinary)
+        for (_layer, p), vars_ in self.assign.items():
+            if p in self.remote:
+                for var in vars_:
+                    self.prob += r >= var
+        promo_s, burst_j = self.costs.radio_burst()
+        self.pay(r, promo_s, burst_j)
+
+    # ------------------------------------------------------------ memory
+    def memory(self) -> None:
+        """Parameters plus the largest activation footprint fit each processor."""
+        for p in self.procs:
+            cap = self.problem.platform.processor(p).usable_memory_bytes
+            if self.max_params[p] + max(self.act_bytes.values()) <= cap:
+                continue  # cannot bind
+            m = self.prob.add_variable(f"mem_act_{p}", 0)
+            for layer_name, size in self.act_bytes.items():
+                if (layer_name, p) in self.assign:
+                    self.prob += m >= size * self.a(layer_name, p)
+            self.prob += _expr(self.params[p]) + m <= cap, f"memory_{p}"
+
+    # ------------------------------------------------------------ objective
+    def objective(self, *, deadline: bool, objective: str | None, energy_budget: bool) -> _Model:
+        """Deadline, accuracy and energy-budget constraints, and the objective."""
+        c = self.problem.constraints
+        prob = self.prob
+        latency, energy, loss = _expr(self.lat), _expr(self.energy), _expr(self.loss)
+        if deadline:
+            prob += latency <= c.deadline_s, "deadline"
+        if self.loss:
+            prob += loss <= c.max_accuracy_loss, "accuracy"
+        if energy_budget and c.energy_budget_j is not None:
+            prob += energy <= c.energy_budget_j, "energy_budget"
+        objective = objective or c.objective
+        if objective == "energy":
+            prob += energy
+        elif objective == "latency":
+            prob += latency
+        else:
+            prob += energy + c.latency_weight_j_per_s * latency
+        return _Model(prob, self.x, latency, energy, loss)
 
 
 def _expr(terms: list[tuple[pulp.LpVariable, float]]) -> pulp.LpAffineExpression:

@@ -98,10 +98,6 @@ class Plan:
         return {p.layer: p for p in self.placements}
 
     @property
-    def meets_deadline(self) -> bool:
-        return self.latency_s <= self.constraints.deadline_s * (1 + 1e-9)
-
-    @property
     def processors_used(self) -> list[str]:
         return sorted({p.processor for p in self.placements})
 

@@ -75,10 +75,6 @@ class StepTrace:
     def constant(cls, value: float, name: str = "constant") -> StepTrace:
         return cls((0.0,), (float(value),), name=name)
 
-    @property
-    def is_constant(self) -> bool:
-        return len(self.values) == 1
-
     def _fold(self, t: float) -> tuple[int, float]:
         """(whole periods before t, t within its period)."""
         if self.period_s is None:

@@ -33,6 +33,7 @@ from deepx_sim.errors import SimulationError
 from deepx_sim.plan.problem import Problem
 from deepx_sim.sim.policies import Decision, Policy, Step, World
 from deepx_sim.sim.radio import Radio, RadioEnergy
+from deepx_sim.sim.records import RequestRecord, records_frame, summarize
 
 
 @dataclass(frozen=True)
@@ -163,26 +164,24 @@ class Simulation:
         for step in steps:
             kind = step.kind
             if kind == "compute" or kind == "copy":
-                resource = self.resources[step.processor]
                 asked = env.now
-                claim = resource.request()
                 self.acquisitions += 1
-                yield claim
-                now = env.now
-                req.wait_s += now - asked
-                if req.start_s != req.start_s:  # nan: the first step to start
-                    req.start_s = now
-                duration = step.work_s
-                load = world.free_fraction.get(step.processor)
-                if load is not None and duration > 0:
-                    duration = load.finish_time(now, step.work_s) - now
-                    if math.isinf(duration):
-                        raise SimulationError(f"processor {step.processor!r} is fully loaded forever "
-                                              f"from t={now:.3f} s: its load trace must end below 1")
-                duration += step.fixed_s
-                yield env.timeout(duration)
-                self.timeouts += 1
-                resource.release(claim)
+                with self.resources[step.processor].request() as claim:  # released even if we raise
+                    yield claim
+                    now = env.now
+                    req.wait_s += now - asked
+                    if req.start_s != req.start_s:  # nan: the first step to start
+                        req.start_s = now
+                    duration = step.work_s
+                    load = world.free_fraction.get(step.processor)
+                    if load is not None and duration > 0:
+                        duration = load.finish_time(now, step.work_s) - now
+                        if math.isinf(duration):
+                            raise SimulationError(f"processor {step.processor!r} is fully loaded forever "
+                                                  f"from t={now:.3f} s: its load trace must end below 1")
+                    duration += step.fixed_s
+                    yield env.timeout(duration)
+                    self.timeouts += 1
                 req.energy_j[step.processor] += step.energy_j
                 self.occupied_s[step.processor] += duration
             elif kind == "cloud":
@@ -205,21 +204,29 @@ class Simulation:
         return True
 
     def _transfer(self, step: Step, req: _Request):  # type: ignore[no-untyped-def]
+        if self.world.outages.is_down(self.env.now):
+            return False
+        asked = self.env.now
+        self.acquisitions += 1
+        with self.radio_resource.request() as claim:  # released on every return and on errors
+            yield claim
+            now = self.env.now
+            req.wait_s += now - asked
+            if req.start_s != req.start_s:
+                req.start_s = now
+            if self.world.outages.is_down(now):
+                return False
+            done = yield from self._send(step, req, now)
+        if done and step.kind == "uplink":
+            req.bytes_up += step.size_bytes
+        elif done:
+            req.bytes_down += step.size_bytes
+        return done
+
+    def _send(self, step: Step, req: _Request, now: float):  # type: ignore[no-untyped-def]
+        """Move ``step``'s bits from ``now`` holding the radio; False if the link went down."""
         env, world, radio = self.env, self.world, self.radio
         assert radio is not None
-        if world.outages.is_down(env.now):
-            return False
-        asked = env.now
-        claim = self.radio_resource.request()
-        self.acquisitions += 1
-        yield claim
-        now = env.now
-        req.wait_s += now - asked
-        if req.start_s != req.start_s:
-            req.start_s = now
-        if world.outages.is_down(now):
-            self.radio_resource.release(claim)
-            return False
         up = step.kind == "uplink"
         trace = world.uplink_mbps if up else world.downlink_mbps
         promotion_s = radio.connect(now, req.radio)
@@ -238,17 +245,11 @@ class Simulation:
                 moved = min(step.megabits, trace.integral_to(lost) - trace.integral_to(bits_from))
             busy = max(0.0, lost - bits_from)
             radio.transferred(req.radio, busy, moved if up else 0.0, 0.0 if up else moved, lost)
-            self.radio_resource.release(claim)
             return False
         yield env.timeout(end - now)
         self.timeouts += 1
         radio.transferred(req.radio, end - bits_from, step.megabits if up else 0.0,
                           0.0 if up else step.megabits, end)
-        self.radio_resource.release(claim)
-        if up:
-            req.bytes_up += step.size_bytes
-        else:
-            req.bytes_down += step.size_bytes
         return True
 
     # ------------------------------------------------------------------ results
@@ -266,94 +267,51 @@ class Simulation:
         return (f"slower than predicted ({decision.predicted_latency_s:.3f} s): conditions "
                 f"differed from the estimate")
 
+    def _record(self, req: _Request) -> RequestRecord:
+        d = req.decision
+        assert d is not None
+        latency_s = req.finish_s - req.arrival_s
+        final = req.fallback or d
+        return RequestRecord(
+            request=req.index, arrival_s=req.arrival_s, start_s=req.start_s, finish_s=req.finish_s,
+            latency_s=latency_s, wait_s=req.wait_s, deadline_s=self.deadline_s,
+            deadline_met=latency_s <= self.deadline_s * (1 + 1e-9),
+            miss_reason=self._miss_reason(req, latency_s),
+            energy_j=sum(req.energy_j.values()) + req.radio.total_j,
+            energy_by_processor_j=req.energy_j, energy_radio_j=req.radio.total_j,
+            radio_promotion_j=req.radio.promotion_j, radio_transfer_j=req.radio.transfer_j,
+            radio_tail_j=req.radio.tail_j,
+            plan_id=d.compiled.plan_id, planner=d.compiled.plan.planner,
+            processors_used=d.compiled.processors_used,
+            fallback_plan_id=req.fallback.compiled.plan_id if req.fallback else "",
+            fallback=req.fallback is not None, bytes_sent=req.bytes_up, bytes_received=req.bytes_down,
+            replan_time_s=req.replan_time_s, predicted_latency_s=d.predicted_latency_s,
+            predicted_energy_j=d.predicted_energy_j, accuracy_loss=final.compiled.plan.accuracy_loss,
+            estimated_uplink_mbps=d.conditions.uplink_mbps,
+            true_uplink_mbps=self.world.uplink_mbps.value_at(req.arrival_s), note=d.note)
+
     def _result(self, horizon_s: float, wall_s: float) -> SimulationResult:
-        rows = []
-        true_up = self.world.uplink_mbps
-        for req in self.requests:
-            d = req.decision
-            assert d is not None
-            latency_s = req.finish_s - req.arrival_s
-            row: dict[str, Any] = {
-                "request": req.index, "arrival_s": req.arrival_s, "start_s": req.start_s,
-                "finish_s": req.finish_s, "latency_s": latency_s, "wait_s": req.wait_s,
-                "deadline_s": self.deadline_s,
-                "deadline_met": latency_s <= self.deadline_s * (1 + 1e-9),
-                "miss_reason": self._miss_reason(req, latency_s),
-            }
-            processor_j = sum(req.energy_j.values())
-            row["energy_j"] = processor_j + req.radio.total_j
-            for proc, e in req.energy_j.items():
-                row[f"energy_{proc}_j"] = e
-            row["energy_radio_j"] = req.radio.total_j
-            row["radio_promotion_j"] = req.radio.promotion_j
-            row["radio_transfer_j"] = req.radio.transfer_j
-            row["radio_tail_j"] = req.radio.tail_j
-            final = req.fallback or d
-            row.update({
-                "plan_id": d.compiled.plan_id, "planner": d.compiled.plan.planner,
-                "processors_used": d.compiled.processors_used,
-                "fallback_plan_id": req.fallback.compiled.plan_id if req.fallback else "",
-                "fallback": req.fallback is not None,
-                "bytes_sent": req.bytes_up, "bytes_received": req.bytes_down,
-                "replan_time_s": req.replan_time_s,
-                "predicted_latency_s": d.predicted_latency_s, "predicted_energy_j": d.predicted_energy_j,
-                "accuracy_loss": final.compiled.plan.accuracy_loss,
-                "estimated_uplink_mbps": d.conditions.uplink_mbps,
-                "true_uplink_mbps": true_up.value_at(req.arrival_s),
-                "note": d.note,
-            })
-            rows.append(row)
-        records = pd.DataFrame(rows)
-        run_energy = self._run_energy(records, horizon_s)
+        rows = [self._record(req) for req in self.requests]
+        run_energy = self._run_energy(rows, horizon_s)
         events = {"acquisitions": self.acquisitions, "timeouts": self.timeouts,
                   "simpy_events": self.acquisitions + self.timeouts}
-        summary = summarize(records, run_energy, horizon_s, self.battery)
+        summary = summarize(rows, run_energy, horizon_s, self.battery.drain_pct_per_h)
         summary.update({"policy": self.policy.name, "wall_s": wall_s,
                         "planner_full_solves": self.policy.full_solves,
                         "radio_promotions": self.radio.promotions if self.radio else 0})
-        return SimulationResult(records, summary, run_energy, events)
+        return SimulationResult(records_frame(rows, self.local), summary, run_energy, events)
 
-    def _run_energy(self, records: pd.DataFrame, horizon_s: float) -> dict[str, float]:
+    def _run_energy(self, rows: list[RequestRecord], horizon_s: float) -> dict[str, float]:
         """The run's device energy by component; sums to the total exactly."""
         platform = self.problem.platform
         out: dict[str, float] = {}
         for proc in self.local:
-            active = float(records[f"energy_{proc}_j"].sum()) if len(records) else 0.0
-            out[f"{proc}_active_j"] = active
+            out[f"{proc}_active_j"] = float(sum(r.energy_by_processor_j[proc] for r in rows))
             idle_s = max(0.0, horizon_s - self.occupied_s[proc])
             out[f"{proc}_idle_j"] = platform.processor(proc).idle_power_w * idle_s
         if self.radio is not None:
-            for part in ("promotion", "transfer", "tail"):
-                out[f"radio_{part}_j"] = float(records[f"radio_{part}_j"].sum()) if len(records) else 0.0
+            out["radio_promotion_j"] = float(sum(r.radio_promotion_j for r in rows))
+            out["radio_transfer_j"] = float(sum(r.radio_transfer_j for r in rows))
+            out["radio_tail_j"] = float(sum(r.radio_tail_j for r in rows))
             out["radio_idle_j"] = self.radio.idle_j
         return out
-
-
-def summarize(records: pd.DataFrame, run_energy_j: dict[str, float], horizon_s: float,
-              battery: Battery) -> dict[str, Any]:
-    """A run's headline numbers: latency percentiles, energy, misses, battery drain."""
-    n = len(records)
-    total_j = sum(run_energy_j.values())
-    mean_power_w = total_j / horizon_s if horizon_s > 0 else 0.0
-    inference_j = float(records["energy_j"].sum()) if n else 0.0
-    lat = records["latency_s"] if n else pd.Series(dtype=float)
-    return {
-        "requests": n,
-        "latency_p50_s": float(lat.quantile(0.50)) if n else math.nan,
-        "latency_p95_s": float(lat.quantile(0.95)) if n else math.nan,
-        "latency_p99_s": float(lat.quantile(0.99)) if n else math.nan,
-        "latency_mean_s": float(lat.mean()) if n else math.nan,
-        "energy_mean_j": inference_j / n if n else math.nan,
-        "deadline_miss_rate": float(1 - records["deadline_met"].mean()) if n else math.nan,
-        "fallback_rate": float(records["fallback"].mean()) if n else math.nan,
-        # share of requests that sent anything to the cloud
-        "offload_rate": float((records["bytes_sent"] > 0).mean()) if n else math.nan,
-        "accuracy_loss_mean": float(records["accuracy_loss"].mean()) if n else math.nan,
-        "distinct_plans": int(records["plan_id"].nunique()) if n else 0,
-        "horizon_s": horizon_s,
-        "inference_energy_j": inference_j,
-        "run_energy_j": total_j,
-        "mean_power_w": mean_power_w,
-        "battery_drain_pct_per_h": battery.drain_pct_per_h(mean_power_w),
-        "inference_drain_pct_per_h": battery.drain_pct_per_h(inference_j / horizon_s if horizon_s else 0.0),
-    }

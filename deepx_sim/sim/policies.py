@@ -39,6 +39,8 @@ StepKind = Literal["compute", "copy", "uplink", "downlink", "cloud"]
 #: Estimates below this are clamped: a planner needs a positive bandwidth.
 MIN_ESTIMATE_MBPS = 0.01
 MIN_FREE_FRACTION = 0.01
+DEFAULT_SAMPLE_INTERVAL_S = 1.0
+DEFAULT_EWMA_ALPHA = 0.3
 
 
 # ----------------------------------------------------------------- compiled plans
@@ -191,8 +193,9 @@ class Estimator:
     weight ``alpha`` on the newest), or the true value now (``current``).
     Link outages are seen at once (a failed connection is noticed)."""
 
-    def __init__(self, world: World, kind: EstimatorKind = "last", sample_interval_s: float = 1.0,
-                 alpha: float = 0.3) -> None:
+    def __init__(self, world: World, kind: EstimatorKind = "last",
+                 sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S,
+                 alpha: float = DEFAULT_EWMA_ALPHA) -> None:
         if kind not in ("last", "ewma", "current"):
             raise ScenarioError(f"policy.estimator must be last, ewma or current, got {kind!r}")
         if not sample_interval_s > 0:
@@ -382,6 +385,3 @@ class OraclePolicy(Policy):
         plan, note = self._solve(conditions)
         return self._decision(plan, conditions, started, note)
 
-
-POLICIES: dict[str, type[Policy]] = {"static": StaticPolicy, "replan": ReplanPolicy,
-                                     "oracle": OraclePolicy}
