@@ -10,9 +10,15 @@ Variables
     w[u,p,q] in [0,1]   u's output is sent p -> q at all (u with several
                         consumers sends once per destination processor)
     r in {0,1}          the request uses the radio (any layer in the cloud)
+    t >= 0              the tail energy the radio rule charges (piecewise linear in
+                        next_gap_s - span, span = radio transfer + cloud time)
     m[p] >= 0           largest activation footprint of a layer on p
 Constraints
     one placement per layer; the input on the sensor processor;
+    the radio rule (deepx_sim.costs.radio_charge): promotion when the radio
+    is idle, or when its tail runs out before the local work ahead of the
+    first cloud layer (prefix variables f, u); the tail for the part the
+    next request will not share;
     latency <= deadline; sum of accuracy losses <= budget;
     parameters + m[p] <= usable memory of p; energy <= budget (optional).
 Objective
@@ -24,6 +30,7 @@ costs are recomputed by :func:`~deepx_sim.plan.problem.evaluate`.
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,13 +38,14 @@ from typing import Any
 
 import pulp
 
-from deepx_sim.costs import Variant
+from deepx_sim.costs import Variant, tail_energy_j, tail_pieces
 from deepx_sim.errors import InfeasibleError, PlanError
 from deepx_sim.model.layers import LayerKind
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate
 
 SOLVERS = ("highs", "cbc")
+OBJECTIVE_SCALE = 1000.0
 
 
 @dataclass
@@ -83,7 +91,9 @@ class DeepXPlanner(Planner):
     # ---------------------------------------------------------------- solve
     def _solver(self) -> Any:
         if self.solver == "highs":
-            return pulp.HiGHS(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap)
+            # HiGHS also stops at an absolute gap of 1e-6 by default: too coarse for
+            # objectives in seconds or joules of ~1e-3, so only the relative gap counts
+            return pulp.HiGHS(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap, gapAbs=0.0)
         with warnings.catch_warnings():  # PuLP 3.3 warns that bundled CBC leaves in 4.0
             warnings.simplefilter("ignore", DeprecationWarning)
             return pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap)
@@ -160,6 +170,8 @@ class _Builder:
         self.lat: Terms = []
         self.energy: Terms = []
         self.loss: Terms = []
+        self.span: Terms = []  # radio transfer and cloud latency (the rule's span_s)
+        self.local_lat: list[Terms] = []  # per layer in order: its latency if local
         self.params: dict[str, Terms] = {p: [] for p in self.procs}
         self.assign: dict[tuple[str, str], list[pulp.LpVariable]] = {}
         self.act_bytes: dict[str, int] = {}
@@ -188,6 +200,12 @@ class _Builder:
         self.lat.append((var, latency_s))
         self.energy.append((var, energy_j))
 
+    def pay_transfer(self, var: pulp.LpVariable, size: int, p: str, q: str) -> None:
+        t_lat, t_en, radio = self.transfer(size, p, q)
+        self.pay(var, t_lat, t_en)
+        if radio:
+            self.span.append((var, t_lat))
+
     # ------------------------------------------------------------ placement
     def placement(self) -> None:
         """x[l,p,v]: one processor and variant per layer, the input on the sensor."""
@@ -197,6 +215,7 @@ class _Builder:
             self.act_bytes[lay.name] = (lay.input_bytes(costs.activation_bits)
                                         + lay.output_bytes(costs.activation_bits))
             row: list[pulp.LpVariable] = []
+            self.local_lat.append([])
             for p in allowed:
                 self.assign[(lay.name, p)] = []
                 biggest = 0
@@ -207,6 +226,7 @@ class _Builder:
                     row.append(var)
                     cost = costs.layer_cost(lay.name, p, v)
                     self.pay(var, cost.latency_s, cost.energy_j)
+                    (self.span if p in self.remote else self.local_lat[-1]).append((var, cost.latency_s))
                     self.params[p].append((var, cost.param_bytes))
                     biggest = max(biggest, cost.param_bytes)
                     loss = problem.loss(lay, v)
@@ -245,7 +265,7 @@ class _Builder:
             v = consumers[0]
             for (p, q), var in per_edge[v].items():
                 if p != q:
-                    self.pay(var, *self.transfer(sizes[v], p, q)[:2])
+                    self.pay_transfer(var, sizes[v], p, q)
             return
         for p in src_procs:
             for q in self.procs:
@@ -257,21 +277,20 @@ class _Builder:
                     continue
                 size = max([sizes[v] for v in consumers if (p, q) in per_edge[v]]
                            + ([size_out] if to_sensor else []))
-                t_lat, t_en, _ = self.transfer(size, p, q)
                 if to_sensor and not consumers:  # result only: linear in a(u, p)
                     for var in self.assign[(u, p)]:
-                        self.pay(var, t_lat, t_en)
+                        self.pay_transfer(var, size, p, q)
                     continue
                 w = self.var("w")  # u's output is sent p -> q at all
                 for f in feeders:
                     self.prob += w >= f
                 if to_sensor:
                     self.prob += w >= self.a(u, p)
-                self.pay(w, t_lat, t_en)
+                self.pay_transfer(w, size, p, q)
 
     # ------------------------------------------------------------ radio
     def radio(self) -> None:
-        """r = 1 if any layer runs remotely; it pays promotion and tail."""
+        """r = 1 if any layer runs remotely; the radio rule's promotion and tail."""
         if not self.remote:
             return
         r = self.prob.add_variable("radio", 0, 1, cat=pulp.LpBinary)
@@ -279,8 +298,69 @@ class _Builder:
             if p in self.remote:
                 for var in vars_:
                     self.prob += r >= var
-        promo_s, burst_j = self.costs.radio_burst()
-        self.pay(r, promo_s, burst_j)
+        model = self.costs.link.radio  # type: ignore[union-attr]
+        promotion = self._promotion(r)
+        if promotion is not None:
+            self.pay(promotion, model.promotion_s, model.promotion_energy_j)
+        self._tail(r)
+
+    def _promotion(self, r: pulp.LpVariable) -> pulp.LpVariable | None:
+        """The variable that pays the promotion (None: never paid)."""
+        c = self.problem.conditions
+        if c.radio_state == "idle":
+            return r
+        bounds = [max((coef for _, coef in terms), default=0.0) for terms in self.local_lat]
+        if c.radio_state == "promoting" or c.tail_left_s > sum(bounds):
+            return None  # the tail outlasts any local work before the first cloud layer
+        # connected with tail_left_s: no promotion (y = 1) only if the local latency before
+        # the first remote layer, sum(u), fits in it; f[i] may reach 1 only once a remote
+        # layer has appeared at or before position i
+        y = self.var("conn", binary=True)
+        p = self.var("promo")
+        self.prob += p >= r - y
+        seen: list[pulp.LpVariable] = []
+        prefix = []
+        for lay, terms, bound in zip(self.problem.layers, self.local_lat, bounds, strict=True):
+            seen += [v for q in self.remote for v in self.assign.get((lay.name, q), [])]
+            if not terms:
+                continue
+            f, u = self.var("f"), self.prob.add_variable(f"u{self._n}", 0)
+            self.prob += f <= pulp.lpSum(seen)
+            self.prob += u >= _expr(terms) - bound * f
+            prefix.append(u)
+        self.prob += pulp.lpSum(prefix) <= c.tail_left_s + sum(bounds) * (1 - y)
+        return p
+
+    def _tail(self, r: pulp.LpVariable) -> None:
+        """t >= the tail energy of x = next_gap_s * r - span: piecewise linear, convex
+        pieces as cuts, otherwise one binary per piece."""
+        model = self.costs.link.radio  # type: ignore[union-attr]
+        full_j = tail_energy_j(model, model.tail_s)
+        gap = self.problem.conditions.next_gap_s
+        span_ub = sum(coef for _, coef in self.span)
+        if gap is None or gap == float("inf") or gap - span_ub >= model.tail_s:
+            self.pay(r, 0.0, full_j)
+            return
+        pieces = [p for p in tail_pieces(model) if p[0] < gap and p[1] > gap - span_ub]
+        t = self.prob.add_variable("tail", 0)
+        self.pay(t, 0.0, 1.0)
+        x = gap * r - _expr(self.span)
+        if all(a[3] <= b[3] for a, b in itertools.pairwise(pieces)):  # convex
+            for _, _, intercept, slope in pieces:
+                self.prob += t >= intercept * r + slope * x
+            return
+        big_x = gap + span_ub + model.tail_s
+        big_t = full_j + max(p[3] for p in pieces) * (gap + span_ub)
+        ys = []
+        for start, end, intercept, slope in pieces:
+            y = self.var("piece", binary=True)
+            ys.append(y)
+            self.prob += t >= intercept * r + slope * x - big_t * (1 - y)
+            if start > -big_x:
+                self.prob += x >= start - big_x * (1 - y)
+            if end < big_x:
+                self.prob += x <= end + big_x * (1 - y)
+        self.prob += pulp.lpSum(ys) == r
 
     # ------------------------------------------------------------ memory
     def memory(self) -> None:
@@ -308,12 +388,12 @@ class _Builder:
         if energy_budget and c.energy_budget_j is not None:
             prob += energy <= c.energy_budget_j, "energy_budget"
         objective = objective or c.objective
-        if objective == "energy":
-            prob += energy
-        elif objective == "latency":
-            prob += latency
-        else:
-            prob += energy + c.latency_weight_j_per_s * latency
+        goal = {"energy": energy, "latency": latency}.get(objective)
+        if goal is None:
+            goal = energy + c.latency_weight_j_per_s * latency
+        # in mJ / ms: the solver's optimality tolerances (about 1e-7 absolute) would
+        # otherwise blur choices that differ by a tenth of a microsecond
+        prob += OBJECTIVE_SCALE * goal
         return _Model(prob, self.x, latency, energy, loss)
 
 

@@ -103,6 +103,30 @@ def random_problem(seed: int, objective: str = "energy") -> Problem:
                    rank_fractions=(0.6, 0.2))  # full rank + 2 ranks = 3 candidates
 
 
+def random_radio_problem(seed: int) -> Problem:
+    """A small random problem whose device is slow enough that the cloud often pays,
+    in a random radio state (idle, promoting, or connected with some tail left)
+    with a random next arrival gap (none, or up to 1.2 tails)."""
+    rng = np.random.default_rng(seed)
+    graph = random_dag(rng, int(rng.integers(4, 8)))
+    data = random_platform(rng).model_dump()
+    for proc in data["processors"]:
+        if proc["kind"] != "cloud":
+            proc["peak_gflops"] = {"fp32": proc["peak_gflops"]["fp32"] / 1000}
+            proc["memory_bandwidth_gbps"] /= 100
+    platform = Platform.model_validate(data)
+    radio = platform.links[0].radio
+    state = ("idle", "promoting", "connected")[seed % 3]
+    tail_left_s = float(rng.uniform(0, 0.3)) if state == "connected" else 0.0
+    gap = None if seed % 4 == 0 else float(rng.uniform(0.01, 1.2)) * radio.tail_s
+    conditions = Conditions(link="net", radio_state=state, tail_left_s=tail_left_s,  # type: ignore[arg-type]
+                            next_gap_s=gap)
+    objective = ("energy", "latency", "weighted")[seed % 3 if seed % 7 else 0]
+    constraints = Constraints(deadline_s=float(rng.choice([0.5, 5.0, 50.0])),
+                              objective=objective)  # type: ignore[arg-type]
+    return Problem(graph, platform, conditions, constraints, rank_fractions=(0.6, 0.2))
+
+
 #: (model, platform, link, deadline_s) of the zoo cases every planner is checked on.
 ZOO_CASES = (("speakerid", "tegra_k1", "wifi", 5.0), ("alexnet", "snapdragon_800", "lte", 5.0),
              ("mobilenetv2", "snapdragon_8_gen_3", "wifi", 5.0), ("speakerid", "tegra_k1", "lte", 0.001))
@@ -132,21 +156,24 @@ def contract_problem(case: str) -> Problem:
 # ------------------------------------------------------------------ checks
 def recompute(problem: Problem, plan: Plan) -> tuple[float, float]:
     """(latency_s, energy_j) of ``plan``'s assignment summed from the cost model's
-    pieces, independently of :func:`~deepx_sim.plan.problem.evaluate`."""
+    pieces and the radio rule, independently of :func:`~deepx_sim.plan.problem.evaluate`."""
     costs = problem.costs
-    lat = en = 0.0
-    for p in plan.placements:
+    remote = [problem.platform.processor(p.processor).is_remote for p in plan.placements]
+    first = remote.index(True) if any(remote) else len(remote)
+    lat = en = first_use_s = span_s = 0.0
+    for i, p in enumerate(plan.placements):
         c = costs.layer_cost(p.layer, p.processor, p.variant)
         lat, en = lat + c.latency_s, en + c.energy_j
+        first_use_s += c.latency_s if i < first else 0.0
+        span_s += c.latency_s if remote[i] else 0.0
     where = {p.layer: p.processor for p in plan.placements}
-    radio = False
     for _, src, dst, size in transfers_of(problem, where):
         t = costs.transfer_cost(size, src, dst)
         lat, en = lat + t.latency_s, en + t.energy_j
-        radio |= t.route in ("uplink", "downlink")
-    if radio:
-        promo_s, burst_j = costs.radio_burst()
-        lat, en = lat + promo_s, en + burst_j
+        span_s += t.latency_s if t.route in ("uplink", "downlink") else 0.0
+    if any(remote):
+        charge = costs.radio_charge(first_use_s, span_s)
+        lat, en = lat + charge.promotion_s, en + charge.promotion_j + charge.tail_j
     return lat, en
 
 

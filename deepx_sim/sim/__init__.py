@@ -5,6 +5,7 @@ from deepx_sim.sim.engine import Battery, Simulation, SimulationResult
 from deepx_sim.sim.policies import (
     CompiledPlan,
     Estimator,
+    Observation,
     OraclePolicy,
     Policy,
     ReplanPolicy,
@@ -25,6 +26,7 @@ __all__ = [
     "Battery",
     "CompiledPlan",
     "Estimator",
+    "Observation",
     "OraclePolicy",
     "Outages",
     "Policy",

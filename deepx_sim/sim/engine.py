@@ -31,7 +31,7 @@ import simpy
 
 from deepx_sim.errors import SimulationError
 from deepx_sim.plan.problem import Problem
-from deepx_sim.sim.policies import Decision, Policy, Step, World
+from deepx_sim.sim.policies import Decision, Observation, Policy, Step, World
 from deepx_sim.sim.radio import Radio, RadioEnergy
 from deepx_sim.sim.records import RequestRecord, records_frame, summarize
 
@@ -61,6 +61,7 @@ class _Request:
     replan_time_s: float = 0.0
     bytes_up: int = 0
     bytes_down: int = 0
+    radio_state: str = "idle"
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,17 @@ class Simulation:
             self.requests.append(req)
             env.process(self._serve(req))
 
+    def _observe(self, req: _Request) -> Observation:
+        """What the request finds: the radio's state and the arrival gaps."""
+        state, tail_left_s = self.radio.state(req.arrival_s) if self.radio is not None else ("idle", 0.0)
+        req.radio_state = state
+        i, arrivals = req.index, self.arrivals_s
+        return Observation(state, tail_left_s,
+                           arrivals[i] - arrivals[i - 1] if i > 0 else None,
+                           arrivals[i + 1] - arrivals[i] if i + 1 < len(arrivals) else None)
+
     def _serve(self, req: _Request):  # type: ignore[no-untyped-def]
-        decision = self.policy.decide(self.env.now)
+        decision = self.policy.decide(self.env.now, self._observe(req))
         req.decision = decision
         if self.policy.replans:
             overhead = (decision.planning_s if self.replan_overhead_s == "measured"
@@ -280,7 +290,8 @@ class Simulation:
             energy_j=sum(req.energy_j.values()) + req.radio.total_j,
             energy_by_processor_j=req.energy_j, energy_radio_j=req.radio.total_j,
             radio_promotion_j=req.radio.promotion_j, radio_transfer_j=req.radio.transfer_j,
-            radio_tail_j=req.radio.tail_j,
+            radio_tail_j=req.radio.tail_j, radio_state=req.radio_state,
+            expected_gap_s=d.conditions.next_gap_s,
             plan_id=d.compiled.plan_id, planner=d.compiled.plan.planner,
             processors_used=d.compiled.processors_used,
             fallback_plan_id=req.fallback.compiled.plan_id if req.fallback else "",

@@ -37,6 +37,8 @@ class RequestRecord:
     radio_promotion_j: float
     radio_transfer_j: float
     radio_tail_j: float  # tail and connected waiting charged to this request
+    radio_state: str  # what the request found: idle, promoting or connected
+    expected_gap_s: float | None  # the gap to the next arrival the policy planned for
     plan_id: str
     planner: str
     processors_used: str

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from deepx_sim.costs import Conditions
 from deepx_sim.errors import ScenarioError
@@ -42,18 +43,27 @@ class PolicySettings:
     sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S
     ewma_alpha: float = DEFAULT_EWMA_ALPHA
     plan_at: Conditions | None = None  # static plans: the conditions to plan under
+    radio_aware: bool = True  # plan with the radio state found and the gap expected next
+    expected_gap_s: float | None = None  # the workload's mean gap between arrivals, if known
+    full_solve_every: int = 0  # replan with deepx: a full solve joins the pool every N requests
 
     def make_estimator(self, world: World) -> Estimator:
         return Estimator(world, self.estimator, self.sample_interval_s, self.ewma_alpha)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keyword options every built-in policy takes."""
+        return {"radio_aware": self.radio_aware, "expected_gap_s": self.expected_gap_s}
 
 
 PolicyFactory = Callable[[Problem, World, PolicySettings], Policy]
 
 POLICIES: Registry[PolicyFactory] = Registry("policy", ENTRY_POINT_GROUP, ScenarioError)
-POLICIES.add_builtin("static", lambda problem, world, s: StaticPolicy(problem, world, s.planner, s.plan_at))
-POLICIES.add_builtin("replan", lambda problem, world, s: ReplanPolicy(problem, world, s.planner,
-                                                                      s.make_estimator(world)))
-POLICIES.add_builtin("oracle", lambda problem, world, s: OraclePolicy(problem, world, s.planner))
+POLICIES.add_builtin("static", lambda problem, world, s: StaticPolicy(problem, world, s.planner, s.plan_at,
+                                                                      **s.options))
+POLICIES.add_builtin("replan", lambda problem, world, s: ReplanPolicy(
+    problem, world, s.planner, s.make_estimator(world), s.full_solve_every, **s.options))
+POLICIES.add_builtin("oracle", lambda problem, world, s: OraclePolicy(problem, world, s.planner, **s.options))
 
 
 def register_policy(name: str, factory: PolicyFactory, *, replace: bool = False) -> None:

@@ -14,9 +14,9 @@ Outside pytest, :func:`check_policy` runs the same checks and raises
 AssertionError naming the case and the broken rule.
 
 The contract: a decision's plan passes the planner contract for the problem;
-its predicted latency and energy are what the cost model gives for that plan
-under the decision's conditions; a fallback never needs the cloud; the same
-world gives the same decisions; a whole run completes with one record per
+its predicted latency and energy are what the cost model (with the radio
+rule) gives for that plan under the decision's conditions, whatever radio
+state the request finds; a fallback never needs the cloud; the same world gives the same decisions; a whole run completes with one record per
 request; and under constant conditions a lone request costs exactly what the
 policy predicted.
 """
@@ -34,7 +34,7 @@ from deepx_sim.plan.problem import Constraints, Problem, evaluate
 from deepx_sim.plan.testing import check_plan
 from deepx_sim.sim.conditions import Outages, StepTrace
 from deepx_sim.sim.engine import Simulation
-from deepx_sim.sim.policies import Decision, Policy, World
+from deepx_sim.sim.policies import Decision, Observation, Policy, World
 
 PolicyMaker = Callable[[Problem, World], Policy]
 REL = 1e-9
@@ -110,8 +110,10 @@ def check_varying_world(make: PolicyMaker, problem: Problem, case: str) -> None:
     world = varying_world(problem)
     arrivals = [0.5 * i for i in range(60)]
     policy = make(problem, world)
-    for t in (0.0, 11.0, 16.0, 25.0):
-        check_decision(problem, policy.decide(t), f"{case} at t={t}")
+    seen = [Observation(), Observation("connected", 5.0, 0.5, 0.5), Observation("promoting", 0.0, 0.5),
+            Observation("connected", 0.001, 2.0, 20.0)]
+    for t, found in zip((0.0, 11.0, 16.0, 25.0), seen, strict=True):
+        check_decision(problem, policy.decide(t, found), f"{case} at t={t} finding {found}")
         fallback = policy.fallback(t)
         remote = {p.name for p in problem.platform.processors if p.is_remote}
         if remote & set(fallback.compiled.plan.processors_used):

@@ -17,7 +17,7 @@ from deepx_sim.sim import (
     register_policy,
     unregister_policy,
 )
-from deepx_sim.sim.policies import Decision
+from deepx_sim.sim.policies import IDLE, Decision, Observation
 from deepx_sim.sim.testing import PolicyContract, check_policy
 
 
@@ -35,8 +35,8 @@ for _name in policy_names():
 class Optimist(StaticPolicy):
     """Predicts half the energy it will spend: the contract must catch it."""
 
-    def decide(self, now_s: float) -> Decision:
-        d = super().decide(now_s)
+    def decide(self, now_s: float, seen: Observation = IDLE) -> Decision:
+        d = super().decide(now_s, seen)
         return replace(d, predicted_energy_j=d.predicted_energy_j / 2)
 
 

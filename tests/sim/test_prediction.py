@@ -97,7 +97,7 @@ def _simulate_assignment(problem: Problem, where: dict[str, str]) -> tuple[objec
     plan = evaluate(problem, placements(problem, where), "random")
     world = World.nominal(problem)
     policy = StaticPolicy(problem, world, "cpu-only")
-    policy._decision_cached = policy._decision(plan, policy.nominal, 0.0)
+    policy.plan = plan
     row = Simulation(problem, world, policy, [0.0]).run().records.iloc[0]
     return plan, row, policy.compiled(plan)
 
