@@ -16,9 +16,10 @@ AssertionError naming the case and the broken rule.
 The contract: a decision's plan passes the planner contract for the problem;
 its predicted latency and energy are what the cost model (with the radio
 rule) gives for that plan under the decision's conditions, whatever radio
-state the request finds; a fallback never needs the cloud; the same world gives the same decisions; a whole run completes with one record per
-request; and under constant conditions a lone request costs exactly what the
-policy predicted.
+state the request finds; a fallback never needs the cloud; the same world
+gives the same decisions; a whole run completes with one record per request;
+and under constant conditions a lone request costs exactly what the policy
+predicted.
 """
 
 from __future__ import annotations
