@@ -43,8 +43,9 @@ pays, besides its transfers and the connected waiting during cloud compute:
   not share (the marginal cost): with the next arrival expected ``next_gap_s``
   after this one and the next request running the same way, the tail runs
   from this request's last radio use to the next one's first, ``next_gap_s -
-  span_s`` (``span_s``: this request's transfer and cloud time), capped at the
-  full tail.  With no next request expected, the full tail.
+  span_s - promotion_s`` (``span_s``: this request's transfer and cloud time;
+  ``promotion_s`` if it promotes), capped at the full tail.  With no next
+  request expected, the full tail.
 """
 
 from __future__ import annotations
@@ -383,19 +384,26 @@ def promotes(conditions: Conditions, first_use_s: Num) -> Num:
     return conditions.tail_left_s <= first_use_s
 
 
-def tail_charged_s(radio: RadioModel, conditions: Conditions, span_s: Num) -> Num:
+def tail_charged_s(radio: RadioModel, conditions: Conditions, busy_s: Num) -> Num:
     """Seconds of tail a request pays: until the next request's first radio use
-    (``next_gap_s - span_s``), capped at the whole tail."""
+    (``next_gap_s - busy_s``, ``busy_s`` the time it holds the radio awake:
+    promotion, transfers, cloud compute), capped at the whole tail."""
     if conditions.next_gap_s is None or math.isinf(conditions.next_gap_s):
-        return 0.0 * span_s + radio.tail_s
-    clip = np.clip if isinstance(span_s, np.ndarray) else _clip
-    return clip(conditions.next_gap_s - span_s, 0.0, radio.tail_s)
+        return 0.0 * busy_s + radio.tail_s
+    clip = np.clip if isinstance(busy_s, np.ndarray) else _clip
+    return clip(conditions.next_gap_s - busy_s, 0.0, radio.tail_s)
+
+
+def radio_rule(radio: RadioModel, conditions: Conditions, first_use_s: Num, span_s: Num) -> tuple[Num, Num]:
+    """(promoted, tail_j) of requests using ``radio``; scalars or numpy arrays."""
+    promoted = promotes(conditions, first_use_s)
+    busy_s = span_s + promoted * radio.promotion_s
+    return promoted, tail_energy_j(radio, tail_charged_s(radio, conditions, busy_s))
 
 
 def radio_charge(radio: RadioModel, conditions: Conditions, first_use_s: float,
                  span_s: float) -> RadioCharge:
     """Promotion and tail of a request that uses ``radio`` (the module's rule)."""
-    promo = bool(promotes(conditions, first_use_s))
-    tail_s = float(tail_charged_s(radio, conditions, span_s))
-    return RadioCharge(first_use_s, span_s, radio.promotion_s if promo else 0.0,
-                       radio.promotion_energy_j if promo else 0.0, tail_energy_j(radio, tail_s))
+    promoted, tail_j = radio_rule(radio, conditions, first_use_s, span_s)
+    return RadioCharge(first_use_s, span_s, radio.promotion_s if promoted else 0.0,
+                       radio.promotion_energy_j if promoted else 0.0, tail_j)

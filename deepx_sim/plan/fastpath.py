@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from deepx_sim.costs import Conditions, promotes, radio_charge, tail_charged_s, tail_energy_j
+from deepx_sim.costs import Conditions, radio_charge, radio_rule
 from deepx_sim.errors import InfeasibleError
 from deepx_sim.plan.ilp import DeepXPlanner
 from deepx_sim.plan.problem import RADIO, Plan, Problem, evaluate, transfers_of
@@ -212,10 +212,11 @@ class FastReplanner:
         moving_s = (n_up + n_down) * half_rtt_s + mb_up / up + mb_down / down
         cloud_s = cloud_busy / free.get(link.remote, 1.0)
         span_s = moving_s + cloud_s
-        promoted = radio & promotes(conditions, first_use_s)
+        promoted, tail_j = radio_rule(model, conditions, first_use_s, span_s)
+        promoted &= radio
         energy = (fixed_en + model.transfer_energy_j(moving_s, up_megabits=mb_up, down_megabits=mb_down)
                   + cloud_s * model.connected_wait_power_w + promoted * model.promotion_energy_j
-                  + radio * tail_energy_j(model, tail_charged_s(model, conditions, span_s)))
+                  + radio * tail_j)
         latency = latency + span_s + promoted * model.promotion_s
         return latency, energy, radio, first_use_s, span_s
 

@@ -300,9 +300,11 @@ class _Builder:
                     self.prob += r >= var
         model = self.costs.link.radio  # type: ignore[union-attr]
         promotion = self._promotion(r)
+        awake = _expr(self.span)  # time the request holds the radio awake
         if promotion is not None:
             self.pay(promotion, model.promotion_s, model.promotion_energy_j)
-        self._tail(r)
+            awake += model.promotion_s * promotion
+        self._tail(r, awake, sum(coef for _, coef in self.span) + model.promotion_s)
 
     def _promotion(self, r: pulp.LpVariable) -> pulp.LpVariable | None:
         """The variable that pays the promotion (None: never paid)."""
@@ -331,20 +333,19 @@ class _Builder:
         self.prob += pulp.lpSum(prefix) <= c.tail_left_s + sum(bounds) * (1 - y)
         return p
 
-    def _tail(self, r: pulp.LpVariable) -> None:
-        """t >= the tail energy of x = next_gap_s * r - span: piecewise linear, convex
-        pieces as cuts, otherwise one binary per piece."""
+    def _tail(self, r: pulp.LpVariable, awake: pulp.LpAffineExpression, span_ub: float) -> None:
+        """t >= the tail energy of x = next_gap_s * r - awake (awake <= span_ub):
+        piecewise linear, convex pieces as cuts, otherwise one binary per piece."""
         model = self.costs.link.radio  # type: ignore[union-attr]
         full_j = tail_energy_j(model, model.tail_s)
         gap = self.problem.conditions.next_gap_s
-        span_ub = sum(coef for _, coef in self.span)
         if gap is None or gap == float("inf") or gap - span_ub >= model.tail_s:
             self.pay(r, 0.0, full_j)
             return
         pieces = [p for p in tail_pieces(model) if p[0] < gap and p[1] > gap - span_ub]
         t = self.prob.add_variable("tail", 0)
         self.pay(t, 0.0, 1.0)
-        x = gap * r - _expr(self.span)
+        x = gap * r - awake
         if all(a[3] <= b[3] for a, b in itertools.pairwise(pieces)):  # convex
             for _, _, intercept, slope in pieces:
                 self.prob += t >= intercept * r + slope * x

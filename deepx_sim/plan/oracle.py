@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from deepx_sim.costs import promotes, tail_charged_s, tail_energy_j
+from deepx_sim.costs import radio_rule
 from deepx_sim.errors import InfeasibleError, PlanError
 from deepx_sim.model.layers import LayerKind
 from deepx_sim.plan.base import Planner
@@ -98,7 +98,6 @@ class BruteForcePlanner(Planner):
         """Add the radio rule's promotion and tail to every combination (in place)."""
         radio = problem.costs.link.radio  # type: ignore[union-attr]
         conditions = problem.conditions
-        promoted = promotes(conditions, first_use_s)
+        promoted, tail_j = radio_rule(radio, conditions, first_use_s, span_s)
         lat += np.where(promoted, radio.promotion_s, 0.0)
-        en += np.where(promoted, radio.promotion_energy_j, 0.0)
-        en += tail_energy_j(radio, tail_charged_s(radio, conditions, span_s))
+        en += np.where(promoted, radio.promotion_energy_j, 0.0) + tail_j
