@@ -17,11 +17,14 @@ from the scenario file's folder.  Example (every field; most have defaults)::
       outages: [[120, 150]]          # or {markov: {mean_up_s: 300, mean_down_s: 20}}
       load:                          # share of a processor taken by other work
         gpu: {random_walk: {start: 0.2, step_sd: 0.1, low: 0, high: 0.9, interval_s: 5}}
+      radio: {tail: [{power_mw: 1060, duration_ms: 3000}]}  # fields of the link's radio to change
     workload: {arrivals: poisson, rate_per_s: 2}   # or periodic + interval_s, trace + timestamps_s
     # static: one plan made at the run's average conditions; replan: per request
     # from an estimate; oracle: per request from the true conditions
     policy: {kind: replan, planner: deepx, estimator: ewma, ewma_alpha: 0.3,
-             sample_interval_s: 1, replan_overhead_s: 0}
+             sample_interval_s: 1, replan_overhead_s: 0,
+             radio_aware: true,              # plan with the radio state and the next gap
+             full_solve_every: 0}            # replan: a full solve joins the pool every N
     constraints: {deadline_ms: 5000, max_accuracy_loss: 0.05, objective: energy}
     battery: {capacity_mah: 3000, voltage_v: 3.85}
 
@@ -32,6 +35,7 @@ A signal (``uplink``, ``downlink``, each ``load`` entry) is exactly one of
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -44,7 +48,7 @@ from deepx_sim.costs import Conditions
 from deepx_sim.errors import DeepxError, ScenarioError, closest_names
 from deepx_sim.plan import planner_names
 from deepx_sim.plan.problem import Constraints, Problem
-from deepx_sim.platform import validation_message
+from deepx_sim.platform import Platform, RadioModel, validation_message
 from deepx_sim.sim.conditions import (
     Outages,
     StepTrace,
@@ -127,6 +131,8 @@ class ConditionsSpec(_Strict):
     rtt_ms: NonNegative | None = None
     outages: list[tuple[NonNegative, NonNegative]] | OutageSpec = Field(default_factory=list)
     load: dict[str, Signal] = Field(default_factory=dict)
+    # fields of the link's radio model to change for this run (e.g. a shorter tail)
+    radio: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _shortcut(self) -> ConditionsSpec:
@@ -147,6 +153,11 @@ class WorkloadSpec(_Strict):
         if self.arrivals == "trace":
             if (self.timestamps_s is None) == (self.timestamps_file is None):
                 raise ValueError("arrivals trace needs exactly one of timestamps_s, timestamps_file")
+            stamps = self.timestamps_s or []
+            for i, (a, b) in enumerate(itertools.pairwise(stamps), start=1):
+                if b < a:
+                    raise ValueError(f"timestamps_s[{i}] is {b:g} after {a:g}: arrival times must not "
+                                     f"decrease (a negative inter-arrival time)")
             return self
         needed = {"periodic": "interval_s", "poisson": "rate_per_s"}[self.arrivals]
         if getattr(self, needed) is None:
@@ -161,6 +172,8 @@ class PolicySpec(_Strict):
     sample_interval_s: Positive = 1.0
     ewma_alpha: Annotated[float, Field(gt=0, le=1)] = 0.3
     replan_overhead_s: NonNegative | Literal["measured"] = 0.0
+    radio_aware: bool = True  # plan with the radio state found and the gap expected next
+    full_solve_every: Annotated[int, Field(ge=0)] = 0  # replan, deepx: a full solve joins the pool
 
 
 class ConstraintsSpec(_Strict):
@@ -286,6 +299,8 @@ class _Builder:
                             f"{closest_names(link, [lk.name for lk in platform.links])}")
         if link is None and platform.links:
             link = platform.links[0].name
+        if s.conditions.radio is not None:
+            platform = self.radio_override(platform, link)
         c = s.constraints
         try:
             constraints = Constraints(
@@ -295,6 +310,26 @@ class _Builder:
         except DeepxError as exc:
             raise self.fail("constraints", str(exc)) from None
         return Problem(graph, platform, Conditions(link=link), constraints)
+
+    def radio_override(self, platform: Platform, link_name: str | None) -> Platform:
+        """The platform with ``conditions.radio``'s fields laid over its link's radio."""
+        fields = dict(self.s.conditions.radio or {})
+        if link_name is None:
+            raise self.fail("conditions.radio", f"platform {platform.name} has no link to set a radio for")
+        link = platform.link(link_name)
+        if link.radio.promotion_ms == 0 and link.radio.tail_s == 0:  # a wire: no radio states at all
+            stateful = sorted(k for k in fields if k in ("promotion_ms", "promotion_power_mw", "tail"))
+            if stateful:
+                raise self.fail(f"conditions.radio.{stateful[0]}", f"link {link_name!r} of {platform.name} "
+                                f"is wired (its radio has no promotion and no tail), so it cannot have "
+                                f"{stateful[0]} {fields[stateful[0]]!r}; remove it or use a radio link")
+        try:
+            radio = RadioModel.model_validate({**link.radio.model_dump(), **fields, "name": "custom"})
+        except ValidationError as exc:
+            raise ScenarioError(validation_message(f"{self.source}: conditions.radio", exc)) from None
+        links = [lk.model_copy(update={"radio": radio}) if lk.name == link_name else lk
+                 for lk in platform.links]
+        return platform.model_copy(update={"links": links})
 
     def world(self, problem: Problem) -> World:
         s, cond = self.s, self.s.conditions
@@ -345,11 +380,23 @@ class _Builder:
                             f"{closest_names(p.kind, policy_names())}")
         settings = PolicySettings(planner=p.planner, estimator=p.estimator,
                                   sample_interval_s=p.sample_interval_s, ewma_alpha=p.ewma_alpha,
-                                  plan_at=world.mean_conditions(0.0, self.s.duration_s))
+                                  plan_at=world.mean_conditions(0.0, self.s.duration_s),
+                                  radio_aware=p.radio_aware, expected_gap_s=self.mean_gap_s(),
+                                  full_solve_every=p.full_solve_every)
         try:
             return make_policy(p.kind, problem, world, settings)
         except DeepxError as exc:
             raise self.fail("policy", str(exc)) from None
+
+    def mean_gap_s(self) -> float | None:
+        """The workload's mean time between arrivals (a trace's: from its timestamps)."""
+        w = self.s.workload
+        if w.arrivals == "periodic":
+            return w.interval_s
+        if w.arrivals == "poisson":
+            return 1.0 / w.rate_per_s if w.rate_per_s else None
+        stamps = self.arrivals()
+        return (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
 
     def arrivals(self) -> list[float]:
         w, s = self.s.workload, self.s

@@ -185,6 +185,9 @@ def read_timestamps(path: Path) -> list[float]:
             if not (t >= 0 and math.isfinite(t)):
                 raise ScenarioError(f"{path}:{reader.line_num}: time_s must be a number >= 0, "
                                     f"got {row['time_s']!r}")
+            if out and t < out[-1]:
+                raise ScenarioError(f"{path}:{reader.line_num}: time_s must not decrease (a negative "
+                                    f"inter-arrival time), got {t:g} after {out[-1]:g}")
             out.append(t)
     return out
 

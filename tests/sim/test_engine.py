@@ -177,3 +177,23 @@ def test_estimators() -> None:
     # samples at 0, 1, 2, 3, 4: 10, 10, 10, 2, 6
     assert ewma.estimate(4.2).uplink_mbps == pytest.approx(0.5 * 6 + 0.5 * (0.5 * 2 + 0.5 * 10))
     assert Estimator(world, "current").estimate(2.6).uplink_mbps == 2.0
+
+
+def test_arrival_timestamps_that_go_back_in_time_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from deepx_sim.errors import ScenarioError
+    from deepx_sim.scenario import load_scenario
+    from deepx_sim.sim.conditions import read_timestamps
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"model": "speakerid", "platform": "tegra_k1", "workload": {
+        "arrivals": "trace", "timestamps_s": [0.0, 2.0, 1.5]}}))
+    with pytest.raises(ScenarioError, match=r"s\.yaml: workload .*timestamps_s\[2\] is 1\.5 after 2: "
+                                            r"arrival times must not decrease"):
+        load_scenario(path)
+    stamps = tmp_path / "arrivals.csv"
+    stamps.write_text("time_s\n0\n3\n2.5\n")
+    with pytest.raises(ScenarioError, match=r"arrivals\.csv:4: time_s must not decrease \(a negative "
+                                            r"inter-arrival time\), got 2\.5 after 3"):
+        read_timestamps(stamps)
