@@ -51,7 +51,7 @@ pays, besides its transfers and the connected waiting during cloud compute:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -102,6 +102,10 @@ class Conditions:
     go idle (``inf`` while another request is transferring).  ``next_gap_s``:
     the time expected from this request's arrival to the next one's (None: no
     next request expected, so the whole tail is this request's).
+
+    ``queued_s`` maps a processor to the seconds of our own earlier requests'
+    work still ahead of a new one there; a plan waits for the longest queue
+    among the processors it uses (:meth:`CostModel.queue_wait_s`).
     """
 
     link: str | None = None
@@ -113,6 +117,7 @@ class Conditions:
     radio_state: RadioState = "idle"
     tail_left_s: float = 0.0
     next_gap_s: float | None = None
+    queued_s: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, value in (("uplink_mbps", self.uplink_mbps),
@@ -131,6 +136,9 @@ class Conditions:
         if not self.tail_left_s >= 0 or (self.radio_state != "connected" and self.tail_left_s != 0):
             raise CostError(f"conditions.tail_left_s must be >= 0, and 0 unless the radio is "
                             f"connected; got {self.tail_left_s!r} ({self.radio_state})")
+        for proc, wait_s in self.queued_s.items():
+            if not wait_s >= 0:
+                raise CostError(f"conditions.queued_s[{proc!r}] must be >= 0, got {wait_s!r}")
         if self.next_gap_s is not None and not self.next_gap_s > 0:
             raise CostError(f"conditions.next_gap_s must be > 0 or None, got {self.next_gap_s!r}")
 
@@ -206,7 +214,7 @@ class CostModel:
         self.conditions = conditions or Conditions()
         self.profile = profile or {}
         self.activation_bits = activation_bits
-        for proc in self.conditions.free_fraction:
+        for proc in (*self.conditions.free_fraction, *self.conditions.queued_s):
             platform.processor(proc)  # unknown names fail here, with the known ones listed
         self._layer_costs: dict[tuple[str, str, Variant], LayerCost] = {}
         self.link: Link | None = None
@@ -322,6 +330,12 @@ class CostModel:
         energy_j = radio.transfer_energy_j(time_s, up_megabits=megabits)
         return TransferCost(time_s, energy_j, size_bytes, "uplink")
 
+    def queue_wait_s(self, processors: Iterable[str]) -> float:
+        """How long a request using ``processors`` waits for our own queued work:
+        the longest queue among them (0 with nothing queued)."""
+        queued = self.conditions.queued_s
+        return max((queued.get(p, 0.0) for p in processors), default=0.0) if queued else 0.0
+
     def radio_charge(self, first_use_s: float, span_s: float) -> RadioCharge:
         """The radio rule under these conditions (see :func:`radio_charge`)."""
         if self.link is None:
@@ -347,7 +361,7 @@ Num = TypeVar("Num", float, np.ndarray)
 def tail_energy_j(radio: RadioModel, duration_s: Num) -> Num:
     """Energy of the first ``duration_s`` seconds of a tail (0 below 0, the whole
     tail beyond its end); scalars or numpy arrays."""
-    clip = np.clip if isinstance(duration_s, np.ndarray) else _clip
+    clip = _clip_array if isinstance(duration_s, np.ndarray) else _clip
     energy = 0.0 * duration_s
     start = 0.0
     for stage in radio.tail:
@@ -359,6 +373,10 @@ def tail_energy_j(radio: RadioModel, duration_s: Num) -> Num:
 
 def _clip(x: float, low: float, high: float) -> float:
     return low if x < low else high if x > high else x
+
+
+def _clip_array(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    return np.minimum(np.maximum(x, low), high)  # np.clip's wrapper costs more on small arrays
 
 
 def tail_pieces(radio: RadioModel) -> list[tuple[float, float, float, float]]:
@@ -390,7 +408,7 @@ def tail_charged_s(radio: RadioModel, conditions: Conditions, busy_s: Num) -> Nu
     promotion, transfers, cloud compute), capped at the whole tail."""
     if conditions.next_gap_s is None or math.isinf(conditions.next_gap_s):
         return 0.0 * busy_s + radio.tail_s
-    clip = np.clip if isinstance(busy_s, np.ndarray) else _clip
+    clip = _clip_array if isinstance(busy_s, np.ndarray) else _clip
     return clip(conditions.next_gap_s - busy_s, 0.0, radio.tail_s)
 
 

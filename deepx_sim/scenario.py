@@ -24,7 +24,8 @@ from the scenario file's folder.  Example (every field; most have defaults)::
     policy: {kind: replan, planner: deepx, estimator: ewma, ewma_alpha: 0.3,
              sample_interval_s: 1, replan_overhead_s: 0,
              radio_aware: true,              # plan with the radio state and the next gap
-             full_solve_every: 0}            # replan: a full solve joins the pool every N
+             full_solve_every: 0,            # replan: a full solve joins the pool every N
+             see_queue: false}               # plan with our own queued work too
     constraints: {deadline_ms: 5000, max_accuracy_loss: 0.05, objective: energy}
     battery: {capacity_mah: 3000, voltage_v: 3.85}
 
@@ -174,6 +175,7 @@ class PolicySpec(_Strict):
     replan_overhead_s: NonNegative | Literal["measured"] = 0.0
     radio_aware: bool = True  # plan with the radio state found and the gap expected next
     full_solve_every: Annotated[int, Field(ge=0)] = 0  # replan, deepx: a full solve joins the pool
+    see_queue: bool = False  # plan with our own earlier requests' work still ahead
 
 
 class ConstraintsSpec(_Strict):
@@ -382,7 +384,7 @@ class _Builder:
                                   sample_interval_s=p.sample_interval_s, ewma_alpha=p.ewma_alpha,
                                   plan_at=world.mean_conditions(0.0, self.s.duration_s),
                                   radio_aware=p.radio_aware, expected_gap_s=self.mean_gap_s(),
-                                  full_solve_every=p.full_solve_every)
+                                  full_solve_every=p.full_solve_every, see_queue=p.see_queue)
         try:
             return make_policy(p.kind, problem, world, settings)
         except DeepxError as exc:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -36,7 +36,12 @@ from deepx_sim.errors import InfeasibleError
 from deepx_sim.plan.ilp import DeepXPlanner
 from deepx_sim.plan.problem import RADIO, Plan, Problem, evaluate, transfers_of
 
-DEFAULT_UPLINKS_MBPS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+DEFAULT_UPLINKS_MBPS = (0.25, 2.0, 16.0, 64.0)
+#: Warm-up scans bisect between neighbours down to this ratio (bandwidth, free
+#: fraction, deadline share), from these lowest free fraction and deadline share.
+SCAN_RESOLUTION = 1.2
+MIN_FREE_FRACTION = 0.2
+MIN_DEADLINE_SHARE = 0.3
 DEFAULT_FREE_FRACTIONS = (1.0, 0.4)
 #: Arrival gaps the warm-up plans for, besides "no next request" (seconds).
 DEFAULT_GAPS_S = (0.25, 1.0, 4.0)
@@ -47,6 +52,7 @@ class _Features:
     plan: Plan
     busy_s: np.ndarray  # per local processor, in FastReplanner.local order
     prefix_busy_s: np.ndarray  # the same, for the layers before the first cloud layer
+    uses: np.ndarray  # per local processor: whether any layer runs there
     fixed_latency_s: float  # on-chip copies (condition-free)
     fixed_energy_j: dict[str, float]  # per processor, layer work + on-chip copies
     cloud_busy_s: float
@@ -69,7 +75,7 @@ class FastReplanner:
         self.candidates: list[_Features] = []
         self._keys: set[tuple[tuple[str, object], ...]] = set()
         self.full_solves = 0
-        self._arrays: tuple[np.ndarray, ...] | None = None
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         # features are taken once under nominal, unloaded conditions (one cost model, cached)
         self._nominal = problem.with_conditions(replace(problem.conditions, free_fraction={},
                                                         uplink_mbps=None, downlink_mbps=None,
@@ -85,27 +91,82 @@ class FastReplanner:
              free_fractions: tuple[float, ...] = DEFAULT_FREE_FRACTIONS,
              vary: tuple[str, ...] | None = None,
              gaps_s: Iterable[float] = DEFAULT_GAPS_S) -> FastReplanner:
-        """Solve the ILP over a grid: uplink bandwidths x per-processor free
-        fractions (for the processors in ``vary``, default all local ones) x radio
-        states (idle with no next request; connected with the next request
-        ``gaps_s`` away), and with the cloud unreachable; keep each distinct optimum."""
+        """Solve the ILP over the conditions a request may meet and keep each
+        distinct optimum:
+
+        - per-processor free fractions (``free_fractions`` for each processor in
+          ``vary``, default all local ones) x radio states (idle with no next
+          request; connected with the next request ``gaps_s`` away) x uplink
+          bandwidths, and the same loads with the cloud unreachable;
+        - each processor in ``vary`` alone, from idle down to
+          :data:`MIN_FREE_FRACTION` free, on the device alone;
+        - the share of the deadline left (our own queue, or a load on every
+          processor, spends part of it), from all down to
+          :data:`MIN_DEADLINE_SHARE`, on the device alone and with the radio connected.
+
+        Every scan starts from a few points and bisects between neighbours whose
+        optima differ, down to :data:`SCAN_RESOLUTION` (a ratio): where both ends
+        share an optimum, the plans in between rarely beat it."""
         vary = tuple(vary if vary is not None else self.local)
         base = self.problem.conditions
+        local_only = replace(base, cloud_reachable=False)
         loads = [dict(zip(vary, ff, strict=True))
                  for ff in itertools.product(free_fractions, repeat=len(vary))]
-        grid = [replace(base, cloud_reachable=False, free_fraction=ff) for ff in loads]
+        for ff in loads:
+            self._try(replace(local_only, free_fraction=ff))
+        for proc in vary:
+            self._scan(lambda f, p=proc: self._try(replace(local_only, free_fraction={p: f})),
+                       [MIN_FREE_FRACTION, 1.0])
+        radios = [local_only]
         if self.link is not None:
             radios = [replace(base, radio_state="idle", tail_left_s=0.0, next_gap_s=None)]
             radios += [replace(base, radio_state="connected", tail_left_s=float("inf"), next_gap_s=g)
                        for g in gaps_s]
-            grid += [replace(r, uplink_mbps=up, free_fraction=ff)
-                     for r in radios for up in uplinks_mbps for ff in loads]
-        for conditions in grid:
-            try:
-                self.solve(conditions)
-            except InfeasibleError:
-                continue
+            for radio, ff in itertools.product(radios, loads):
+                loaded = replace(radio, free_fraction=ff)
+                self._scan(lambda up, c=loaded: self._try(replace(c, uplink_mbps=up)),
+                           sorted(uplinks_mbps))
+        for conditions in (local_only, radios[-1]) if self.link is not None else (local_only,):
+            self._scan(lambda share, c=conditions: self._solve_within(c, share), [MIN_DEADLINE_SHARE, 1.0])
         return self
+
+    def _try(self, conditions: Conditions) -> Plan | None:
+        try:
+            return self.solve(conditions)
+        except InfeasibleError:
+            return None
+
+    def _solve_within(self, conditions: Conditions, share: float) -> Plan | None:
+        """The optimum when only ``share`` of the deadline is left, costed for the
+        real deadline (None if there is none)."""
+        c = self.problem.constraints
+        tight = self.problem.with_conditions(conditions).with_constraints(
+            replace(c, deadline_s=c.deadline_s * share))
+        try:
+            plan = self.planner.plan(tight)
+        except InfeasibleError:
+            return None
+        self.full_solves += 1
+        plan = evaluate(self.problem.with_conditions(conditions), plan.assignment, plan.planner,
+                        solver=plan.solver, solve_time_s=plan.solve_time_s, gap=plan.gap)
+        self.add(plan)
+        return plan
+
+    @staticmethod
+    def _scan(optimum: Callable[[float], Plan | None], points: list[float]) -> None:
+        """``optimum`` at ``points`` (increasing), then at geometric midpoints of
+        neighbours whose optima differ, down to :data:`SCAN_RESOLUTION`."""
+        found = [optimum(x) for x in points]
+        todo = list(zip(points, points[1:], found, found[1:], strict=False))
+        while todo:
+            lo, hi, a, b = todo.pop()
+            same = (a is None and b is None) or (a is not None and b is not None
+                                                 and a.placements == b.placements)
+            if same or hi / lo < SCAN_RESOLUTION:
+                continue
+            mid = (lo * hi) ** 0.5
+            m = optimum(mid)
+            todo += [(lo, mid, a, m), (mid, hi, m, b)]
 
     def solve(self, conditions: Conditions) -> Plan:
         """A full ILP solve under ``conditions``; its plan joins the pool."""
@@ -127,6 +188,7 @@ class FastReplanner:
         costs = self._nominal.costs
         busy = np.zeros(len(self.local))
         prefix = np.zeros(len(self.local))
+        uses = np.zeros(len(self.local), dtype=bool)
         fixed_energy = dict.fromkeys(self.local, 0.0)
         cloud_busy = fixed_latency = 0.0
         remote_seen = False
@@ -135,6 +197,7 @@ class FastReplanner:
             if place.processor in self.local:
                 i = self.local.index(place.processor)
                 busy[i] += c.busy_s
+                uses[i] = True
                 prefix[i] += 0.0 if remote_seen else c.busy_s
                 fixed_energy[place.processor] += c.energy_j
             else:
@@ -151,26 +214,52 @@ class FastReplanner:
                 n_down, bytes_down = n_down + 1, bytes_down + size
             else:
                 n_up, bytes_up = n_up + 1, bytes_up + size
-        return _Features(plan, busy, prefix, fixed_latency, fixed_energy, cloud_busy,
+        return _Features(plan, busy, prefix, uses, fixed_latency, fixed_energy, cloud_busy,
                          n_up, bytes_up, n_down, bytes_down)
 
-    def _stack(self) -> tuple[np.ndarray, ...]:
+    def _stack(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(M, uses radio, uses each local processor, any uses radio).  Every pooled plan's latency,
+        radio span, first radio use and energy (before queueing, promotion and
+        tail) are ``theta @ M``, four blocks of one column per plan, with
+        ``theta`` the conditions' parameters (:meth:`_theta`): all are linear in them."""
         if self._arrays is None:
-            c = self.candidates
-            shape = (len(c), len(self.local))
-            self._arrays = (
-                np.array([f.busy_s for f in c]).reshape(shape).T.copy(),
-                np.array([f.prefix_busy_s for f in c]).reshape(shape).T.copy(),
-                np.array([f.fixed_latency_s for f in c]),
-                np.array([sum(f.fixed_energy_j.values()) for f in c]),
-                np.array([f.cloud_busy_s for f in c]),
-                np.array([f.n_up for f in c], dtype=float),
-                np.array([f.bytes_up * 8 / 1e6 for f in c]),  # megabits
-                np.array([f.n_down for f in c], dtype=float),
-                np.array([f.bytes_down * 8 / 1e6 for f in c]),
-                np.array([f.plan.uses_radio for f in c]),
-            )
+            rows = [self._coefficients(f) for f in self.candidates]
+            m = np.array(rows).transpose(2, 1, 0).reshape(len(rows[0][0]), -1)
+            radio = np.array([f.plan.uses_radio for f in self.candidates])
+            self._arrays = (m, radio, np.array([f.uses for f in self.candidates]).T.copy(),
+                            bool(radio.any()))
         return self._arrays
+
+    def _coefficients(self, f: _Features) -> list[list[float]]:
+        """One plan's [latency, span, first use, energy] coefficients on theta."""
+        zeros = [0.0] * len(self.local)
+        n_moves = float(f.n_up + f.n_down)
+        mb_up, mb_down = f.bytes_up * 8 / 1e6, f.bytes_down * 8 / 1e6
+        fixed_j = sum(f.fixed_energy_j.values())
+        if self.link is None:
+            return [[*f.busy_s, f.fixed_latency_s], [*zeros, 0.0], [*f.prefix_busy_s, 0.0], [*zeros, fixed_j]]
+        model = self.link.radio
+        base_w = model.base_mw / 1000.0
+        moved_j = model.transfer_energy_j(0.0, up_megabits=mb_up, down_megabits=mb_down)
+        return [[*f.busy_s, f.cloud_busy_s, n_moves, mb_up, mb_down, f.fixed_latency_s],
+                [*zeros, f.cloud_busy_s, n_moves, mb_up, mb_down, 0.0],
+                [*f.prefix_busy_s, 0.0, 0.0, 0.0, 0.0, 0.0],
+                [*zeros, f.cloud_busy_s * model.connected_wait_power_w, base_w * n_moves,
+                 base_w * mb_up, base_w * mb_down, fixed_j + moved_j]]
+
+    def _theta(self, conditions: Conditions) -> np.ndarray:
+        """1 / free fraction of each local processor (then the cloud), rtt / 2,
+        1 / uplink and 1 / downlink Mbps, and 1."""
+        free = conditions.free_fraction
+        theta = [1.0 / free.get(p, 1.0) for p in self.local]
+        link = self.link
+        if link is not None:
+            theta += [1.0 / free.get(link.remote, 1.0),
+                      (conditions.rtt_ms if conditions.rtt_ms is not None else link.rtt_ms) / 2e3,
+                      1.0 / (conditions.uplink_mbps or link.uplink_mbps),
+                      1.0 / (conditions.downlink_mbps or link.downlink_mbps)]
+        theta.append(1.0)
+        return np.array(theta)
 
     # ------------------------------------------------------------ replan
     def plan(self, conditions: Conditions) -> Plan:
@@ -196,43 +285,35 @@ class FastReplanner:
 
     def _costs(self, conditions: Conditions) -> tuple[np.ndarray, ...]:
         """(latency_s, energy_j, uses the radio, first_use_s, span_s) of every pooled
-        plan under ``conditions``."""
-        busy, prefix, fixed_lat, fixed_en, cloud_busy, n_up, mb_up, n_down, mb_down, radio = self._stack()
-        free = conditions.free_fraction
-        inv = np.array([1.0 / free.get(p, 1.0) for p in self.local])
-        latency = inv @ busy + fixed_lat
-        first_use_s = inv @ prefix
-        link = self.link
-        if link is None:
-            return latency, fixed_en, radio, first_use_s, 0.0 * fixed_en
-        model = link.radio
-        up = conditions.uplink_mbps or link.uplink_mbps
-        down = conditions.downlink_mbps or link.downlink_mbps
-        half_rtt_s = (conditions.rtt_ms if conditions.rtt_ms is not None else link.rtt_ms) / 2e3
-        moving_s = (n_up + n_down) * half_rtt_s + mb_up / up + mb_down / down
-        cloud_s = cloud_busy / free.get(link.remote, 1.0)
-        span_s = moving_s + cloud_s
+        plan under ``conditions``: one product, then the radio rule on all at once."""
+        m, radio, uses, any_radio = self._stack()
+        latency, span_s, first_use_s, energy = (self._theta(conditions) @ m).reshape(4, -1)
+        if conditions.queued_s:  # wait for the longest of our own queues among the processors used
+            queued = np.array([conditions.queued_s.get(p, 0.0) for p in self.local])
+            latency = latency + (queued[:, None] * uses).max(axis=0)
+        if not any_radio:
+            return latency, energy, radio, first_use_s, span_s
+        model = self.link.radio  # type: ignore[union-attr]
         promoted, tail_j = radio_rule(model, conditions, first_use_s, span_s)
-        promoted &= radio
-        energy = (fixed_en + model.transfer_energy_j(moving_s, up_megabits=mb_up, down_megabits=mb_down)
-                  + cloud_s * model.connected_wait_power_w + promoted * model.promotion_energy_j
-                  + radio * tail_j)
-        latency = latency + span_s + promoted * model.promotion_s
+        promoted = promoted & radio
+        latency = latency + promoted * model.promotion_s
+        energy = energy + promoted * model.promotion_energy_j + radio * tail_j
         return latency, energy, radio, first_use_s, span_s
 
     def _best(self, conditions: Conditions) -> tuple[int, float, float, float, float] | None:
         """(index, latency_s, energy_j, first_use_s, span_s) of the best feasible pooled plan."""
         cons = self.problem.constraints
         latency, energy, radio, first_use_s, span_s = self._costs(conditions)
-        ok = latency <= cons.deadline_s * (1 + 1e-9)
+        score = cons.objective_value(energy, latency)  # type: ignore[arg-type]
+        bad = latency > cons.deadline_s * (1 + 1e-9)
         if not conditions.cloud_reachable:
-            ok &= ~radio
+            bad |= radio
         if cons.energy_budget_j is not None:
-            ok &= energy <= cons.energy_budget_j * (1 + 1e-9)
-        if not ok.any():
+            bad |= energy > cons.energy_budget_j * (1 + 1e-9)
+        score = np.where(bad, np.inf, score)
+        i = int(score.argmin())
+        if bad[i]:
             return None
-        score = np.where(ok, cons.objective_value(energy, latency), np.inf)  # type: ignore[arg-type]
-        i = int(np.argmin(score))
         return i, float(latency[i]), float(energy[i]), float(first_use_s[i]), float(span_s[i])
 
     def _as_plan(self, f: _Features, conditions: Conditions, best: tuple[int, float, float, float, float],

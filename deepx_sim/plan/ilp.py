@@ -15,6 +15,7 @@ Variables
     m[p] >= 0           largest activation footprint of a layer on p
 Constraints
     one placement per layer; the input on the sensor processor;
+    q >= queued_s[p] for each processor p used (our own earlier requests' work);
     the radio rule (deepx_sim.costs.radio_charge): promotion when the radio
     is idle, or when its tail runs out before the local work ahead of the
     first cloud layer (prefix variables f, u); the tail for the part the
@@ -85,6 +86,7 @@ class DeepXPlanner(Planner):
         b.placement()
         b.transfers()
         b.radio()
+        b.queue()
         b.memory()
         return b.objective(deadline=deadline, objective=objective, energy_budget=energy_budget)
 
@@ -362,6 +364,21 @@ class _Builder:
             if end < big_x:
                 self.prob += x <= end + big_x * (1 - y)
         self.prob += pulp.lpSum(ys) == r
+
+    # ------------------------------------------------------------ our own queue
+    def queue(self) -> None:
+        """q >= queued_s[p] for every processor p the plan uses: it waits for the
+        longest of our own queues among them."""
+        queued = {p: s for p, s in self.problem.conditions.queued_s.items() if s > 0 and p in self.procs}
+        if not queued:
+            return
+        q = self.prob.add_variable("queue_wait", 0)
+        self.pay(q, 1.0, 0.0)
+        for p, wait_s in queued.items():
+            uses = self.var("uses")
+            for var in (v for (_, proc), vs in self.assign.items() if proc == p for v in vs):
+                self.prob += uses >= var
+            self.prob += q >= wait_s * uses
 
     # ------------------------------------------------------------ memory
     def memory(self) -> None:

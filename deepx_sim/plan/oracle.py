@@ -48,6 +48,7 @@ class BruteForcePlanner(Planner):
                 t_en += t.energy_j
                 t_radio += t.latency_s if t.route in ("uplink", "downlink") else 0.0
             first_remote = next((i for i, p in enumerate(procs) if p in remote), None)
+            t_lat += costs.queue_wait_s(procs)
             options = [problem.variants(lay, p) for lay, p in zip(layers, procs, strict=True)]
             combos = list(itertools.product(*options))
             lat = np.full(len(combos), t_lat)

@@ -6,7 +6,9 @@ runs its layers one at a time in the graph's execution order.  A layer's
 output is sent once to each other processor that consumes it; the result
 (outputs of layers with no successor) is delivered to the sensor processor,
 where the input also starts.  Latency is the sum of layer latencies and
-transfer times, plus the radio promotion delay when the request pays one.
+transfer times, plus the radio promotion delay when the request pays one,
+plus the wait for our own queued work on the processors it uses (if the
+conditions say any is queued).
 Device energy is the sum of layer energies (cloud layers: the radio
 waiting), transfer energies and, for a request using the radio, the
 promotion and tail the radio rule charges it (:func:`deepx_sim.costs.radio_charge`:
@@ -305,6 +307,7 @@ def evaluate(problem: Problem, assignment: Mapping[str, Placement], planner: str
             energy[RADIO] += t.energy_j
         else:
             energy[src] += t.energy_j
+    latency += costs.queue_wait_s(memory_params)  # the processors the plan uses
     radio = costs.radio_charge(first_use_s, span_s) if remote_seen else None
     if radio is not None:
         latency += radio.promotion_s

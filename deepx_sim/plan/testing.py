@@ -106,7 +106,8 @@ def random_problem(seed: int, objective: str = "energy") -> Problem:
 def random_radio_problem(seed: int) -> Problem:
     """A small random problem whose device is slow enough that the cloud often pays,
     in a random radio state (idle, promoting, or connected with some tail left)
-    with a random next arrival gap (none, or up to 1.2 tails)."""
+    with a random next arrival gap (none, or up to 1.2 tails); one in five has
+    our own work queued on the device's processors."""
     rng = np.random.default_rng(seed)
     graph = random_dag(rng, int(rng.integers(4, 8)))
     data = random_platform(rng).model_dump()
@@ -119,8 +120,10 @@ def random_radio_problem(seed: int) -> Problem:
     state = ("idle", "promoting", "connected")[seed % 3]
     tail_left_s = float(rng.uniform(0, 0.3)) if state == "connected" else 0.0
     gap = None if seed % 4 == 0 else float(rng.uniform(0.01, 1.2)) * radio.tail_s
+    queued = {p["name"]: float(rng.uniform(0, 0.2)) for p in data["processors"]
+               if p["kind"] != "cloud" and seed % 5 == 1}
     conditions = Conditions(link="net", radio_state=state, tail_left_s=tail_left_s,  # type: ignore[arg-type]
-                            next_gap_s=gap)
+                            next_gap_s=gap, queued_s=queued)
     objective = ("energy", "latency", "weighted")[seed % 3 if seed % 7 else 0]
     constraints = Constraints(deadline_s=float(rng.choice([0.5, 5.0, 50.0])),
                               objective=objective)  # type: ignore[arg-type]
@@ -171,6 +174,7 @@ def recompute(problem: Problem, plan: Plan) -> tuple[float, float]:
         t = costs.transfer_cost(size, src, dst)
         lat, en = lat + t.latency_s, en + t.energy_j
         span_s += t.latency_s if t.route in ("uplink", "downlink") else 0.0
+    lat += costs.queue_wait_s({p.processor for p in plan.placements})
     if any(remote):
         charge = costs.radio_charge(first_use_s, span_s)
         lat, en = lat + charge.promotion_s, en + charge.promotion_j + charge.tail_j

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ import simpy
 
 from deepx_sim.errors import SimulationError
 from deepx_sim.plan.problem import Problem
-from deepx_sim.sim.policies import Decision, Observation, Policy, Step, World
+from deepx_sim.sim.policies import Decision, Observation, Policy, Step, World, work_by_processor
 from deepx_sim.sim.radio import Radio, RadioEnergy
 from deepx_sim.sim.records import RequestRecord, records_frame, summarize
 
@@ -116,6 +116,7 @@ class Simulation:
         self.resources = {p: simpy.Resource(env, capacity=1) for p in self.local}
         self.radio_resource = simpy.Resource(env, capacity=1)
         self.occupied_s = dict.fromkeys(self.local, 0.0)
+        self.backlog_s = dict.fromkeys(self.local, 0.0)  # our own work queued or running
         self.acquisitions = 0
         self.timeouts = 0
         self.requests: list[_Request] = []
@@ -144,7 +145,12 @@ class Simulation:
         i, arrivals = req.index, self.arrivals_s
         return Observation(state, tail_left_s,
                            arrivals[i] - arrivals[i - 1] if i > 0 else None,
-                           arrivals[i + 1] - arrivals[i] if i + 1 < len(arrivals) else None)
+                           arrivals[i + 1] - arrivals[i] if i + 1 < len(arrivals) else None,
+                           {p: max(0.0, b) for p, b in self.backlog_s.items()})
+
+    def _enqueue(self, work_s: Mapping[str, float], sign: float = 1.0) -> None:
+        for p, w in work_s.items():
+            self.backlog_s[p] += sign * w
 
     def _serve(self, req: _Request):  # type: ignore[no-untyped-def]
         decision = self.policy.decide(self.env.now, self._observe(req))
@@ -156,11 +162,14 @@ class Simulation:
                 req.replan_time_s = overhead
                 proc = self.problem.platform.processor(self.sensor)
                 step = Step("compute", self.sensor, work_s=overhead, energy_j=proc.active_power_w * overhead)
+                self._enqueue({self.sensor: overhead})
                 yield from self._run((step,), req)
+        self._enqueue(decision.compiled.work_s)
         completed = yield from self._run(decision.compiled.steps, req)
         if not completed:
             req.lost_cloud_s = self.env.now
             req.fallback = self.policy.fallback(self.env.now)
+            self._enqueue(req.fallback.compiled.work_s)
             completed = yield from self._run(req.fallback.compiled.steps, req)
             if not completed:
                 raise SimulationError(f"request {req.index}: the fallback plan "
@@ -171,7 +180,7 @@ class Simulation:
         """Run ``steps``; False if the cloud was lost (the caller falls back)."""
         env = self.env
         world = self.world
-        for step in steps:
+        for i, step in enumerate(steps):
             kind = step.kind
             if kind == "compute" or kind == "copy":
                 asked = env.now
@@ -194,6 +203,7 @@ class Simulation:
                     self.timeouts += 1
                 req.energy_j[step.processor] += step.energy_j
                 self.occupied_s[step.processor] += duration
+                self.backlog_s[step.processor] -= step.work_s + step.fixed_s
             elif kind == "cloud":
                 now = env.now
                 if req.start_s != req.start_s:
@@ -204,12 +214,14 @@ class Simulation:
                 if lost is not None:
                     yield env.timeout(lost - now)
                     self.timeouts += 1
+                    self._enqueue(work_by_processor(steps[i + 1:]), -1.0)  # abandoned
                     return False
                 yield env.timeout(end - now)
                 self.timeouts += 1
             else:
                 ok = yield from self._transfer(step, req)
                 if not ok:
+                    self._enqueue(work_by_processor(steps[i + 1:]), -1.0)  # abandoned
                     return False
         return True
 

@@ -67,6 +67,7 @@ class CompiledPlan:
     processors_used: str
     bytes_up: int
     bytes_down: int
+    work_s: Mapping[str, float]  # busy seconds held per local processor (compute and copies)
 
 
 def plan_id(plan: Plan) -> str:
@@ -136,7 +137,17 @@ def compile_plan(problem: Problem, plan: Plan) -> CompiledPlan:
         processors_used="+".join(plan.processors_used),
         bytes_up=sum(s.size_bytes for s in steps if s.kind == "uplink"),
         bytes_down=sum(s.size_bytes for s in steps if s.kind == "downlink"),
+        work_s=work_by_processor(steps),
     )
+
+
+def work_by_processor(steps: tuple[Step, ...]) -> dict[str, float]:
+    """Busy seconds (compute and on-chip copies) ``steps`` hold on each processor."""
+    out: dict[str, float] = {}
+    for s in steps:
+        if s.kind in ("compute", "copy"):
+            out[s.processor] = out.get(s.processor, 0.0) + s.work_s + s.fixed_s
+    return out
 
 
 # ----------------------------------------------------------------- the world
@@ -241,6 +252,7 @@ class Observation:
     tail_left_s: float = 0.0  # connected: seconds before the radio would go idle
     last_gap_s: float | None = None  # since the previous arrival (None: the first request)
     next_gap_s: float | None = None  # the true gap to the next arrival: for oracles only
+    backlog_s: Mapping[str, float] = field(default_factory=dict)  # our own work ahead, per processor
 
 
 IDLE = Observation()
@@ -275,7 +287,7 @@ def _conditions_key(c: Conditions, deadline_s: float) -> tuple[object, ...]:
     gap counts to 4 significant digits, so that steady runs reuse their solves."""
     return (c.link, c.uplink_mbps, c.downlink_mbps, c.rtt_ms, tuple(sorted(c.free_fraction.items())),
             c.cloud_reachable, c.radio_state, min(c.tail_left_s, deadline_s),
-            None if c.next_gap_s is None else float(f"{c.next_gap_s:.4g}"))
+            tuple(sorted(c.queued_s.items())), None if c.next_gap_s is None else float(f"{c.next_gap_s:.4g}"))
 
 
 class Policy(ABC):
@@ -286,19 +298,23 @@ class Policy(ABC):
     :mod:`deepx_sim.costs`); otherwise every request is planned as if it found
     the radio idle and had no successor (promotion and the whole tail).
     ``expected_gap_s`` (the workload's mean gap, if known) starts the gap estimate.
+    ``see_queue`` also plans with our own earlier requests' work still ahead on
+    each processor (the backlog the request finds, stretched by the load).
     """
 
     kind: str = "policy"
     replans: bool = False  # whether planning happens per request (its time can be charged)
 
     def __init__(self, problem: Problem, world: World, planner: str = "deepx", *,
-                 radio_aware: bool = True, expected_gap_s: float | None = None) -> None:
+                 radio_aware: bool = True, expected_gap_s: float | None = None,
+                 see_queue: bool = False) -> None:
         self.problem = problem
         self.world = world
         self.planner_name = planner
         self.planner = get_planner(planner)
         self.radio_aware = radio_aware and problem.costs.link is not None
         self.gaps = GapEstimator(expected_gap_s)
+        self.see_queue = see_queue
         self._compiled: dict[int, CompiledPlan] = {}
         self._memo: dict[tuple[object, ...], tuple[Plan, str]] = {}
         self._solves = 0
@@ -320,11 +336,16 @@ class Policy(ABC):
         return found
 
     def with_radio(self, conditions: Conditions, seen: Observation, next_gap_s: float | None) -> Conditions:
-        """``conditions`` with the radio state ``seen`` and the expected next gap."""
-        if not self.radio_aware:
-            return conditions
-        return replace(conditions, radio_state=seen.radio_state, tail_left_s=seen.tail_left_s,
-                       next_gap_s=next_gap_s)
+        """``conditions`` with the radio state ``seen``, the expected next gap and,
+        with ``see_queue``, our own queued work."""
+        changes: dict[str, Any] = {}
+        if self.radio_aware:
+            changes.update(radio_state=seen.radio_state, tail_left_s=seen.tail_left_s,
+                           next_gap_s=next_gap_s)
+        if self.see_queue:
+            free = conditions.free_fraction
+            changes["queued_s"] = {p: b / free.get(p, 1.0) for p, b in seen.backlog_s.items() if b > 1e-12}
+        return replace(conditions, **changes) if changes else conditions
 
     def _solve(self, conditions: Conditions, for_fallback: bool = False) -> tuple[Plan, str]:
         """A full planner call under ``conditions`` (memoised), or the fastest

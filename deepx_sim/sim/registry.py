@@ -46,6 +46,7 @@ class PolicySettings:
     radio_aware: bool = True  # plan with the radio state found and the gap expected next
     expected_gap_s: float | None = None  # the workload's mean gap between arrivals, if known
     full_solve_every: int = 0  # replan with deepx: a full solve joins the pool every N requests
+    see_queue: bool = False  # plan with our own earlier requests' work still ahead
 
     def make_estimator(self, world: World) -> Estimator:
         return Estimator(world, self.estimator, self.sample_interval_s, self.ewma_alpha)
@@ -53,7 +54,8 @@ class PolicySettings:
     @property
     def options(self) -> dict[str, Any]:
         """The keyword options every built-in policy takes."""
-        return {"radio_aware": self.radio_aware, "expected_gap_s": self.expected_gap_s}
+        return {"radio_aware": self.radio_aware, "expected_gap_s": self.expected_gap_s,
+                "see_queue": self.see_queue}
 
 
 PolicyFactory = Callable[[Problem, World, PolicySettings], Policy]

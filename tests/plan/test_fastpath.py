@@ -23,14 +23,16 @@ def random_conditions(rng: np.random.Generator) -> Conditions:
     """Random bandwidths, loads and reachability, and a random radio state: idle,
     promoting, or connected with up to 60 ms of tail left (about the local work
     before a cloud layer, so both sides of the promotion rule occur), and a next
-    arrival from 10 ms to beyond the LTE tail, or none."""
+    arrival from 10 ms to beyond the LTE tail, or none; half the time our own
+    work is queued on the GPU."""
     state = str(rng.choice(["idle", "promoting", "connected"]))
     return Conditions(link="lte", uplink_mbps=float(rng.uniform(0.3, 20)),
                       downlink_mbps=float(rng.uniform(1, 40)), rtt_ms=float(rng.uniform(20, 150)),
                       free_fraction={p: float(rng.uniform(0.2, 1.0)) for p in ("cpu", "gpu", "lpc")},
                       cloud_reachable=bool(rng.random() < 0.8), radio_state=state,  # type: ignore[arg-type]
                       tail_left_s=float(rng.uniform(0, 0.06)) if state == "connected" else 0.0,
-                      next_gap_s=None if rng.random() < 0.2 else float(np.exp(rng.uniform(-4.6, 2.7))))
+                      next_gap_s=None if rng.random() < 0.2 else float(np.exp(rng.uniform(-4.6, 2.7))),
+                      queued_s={} if rng.random() < 0.5 else {"gpu": float(rng.uniform(0, 0.2))})
 
 
 def test_fast_plans_cost_what_the_cost_model_says(fast: FastReplanner) -> None:
