@@ -42,6 +42,10 @@ DEFAULT_UPLINKS_MBPS = (0.25, 2.0, 16.0, 64.0)
 SCAN_RESOLUTION = 1.2
 MIN_FREE_FRACTION = 0.2
 MIN_DEADLINE_SHARE = 0.3
+#: Loads on several processors: random load vectors until this many solves in a
+#: row add nothing (at most MAX_SATURATION_SOLVES).
+SATURATION_PATIENCE = 20
+MAX_SATURATION_SOLVES = 300
 DEFAULT_FREE_FRACTIONS = (1.0, 0.4)
 #: Arrival gaps the warm-up plans for, besides "no next request" (seconds).
 DEFAULT_GAPS_S = (0.25, 1.0, 4.0)
@@ -102,7 +106,9 @@ class FastReplanner:
           :data:`MIN_FREE_FRACTION` free, on the device alone;
         - the share of the deadline left (our own queue, or a load on every
           processor, spends part of it), from all down to
-          :data:`MIN_DEADLINE_SHARE`, on the device alone and with the radio connected.
+          :data:`MIN_DEADLINE_SHARE`, on the device alone and with the radio connected;
+        - with several processors in ``vary``, random load vectors until the pool
+          stops growing (:meth:`_saturate`).
 
         Every scan starts from a few points and bisects between neighbours whose
         optima differ, down to :data:`SCAN_RESOLUTION` (a ratio): where both ends
@@ -128,7 +134,23 @@ class FastReplanner:
                            sorted(uplinks_mbps))
         for conditions in (local_only, radios[-1]) if self.link is not None else (local_only,):
             self._scan(lambda share, c=conditions: self._solve_within(c, share), [MIN_DEADLINE_SHARE, 1.0])
+        if len(vary) > 1:
+            self._saturate(radios, vary)
         return self
+
+    def _saturate(self, radios: list[Conditions], vary: tuple[str, ...]) -> None:
+        """Loads on several processors at once: solve at random load vectors (free
+        fractions uniform in [MIN_FREE_FRACTION, 1], each radio state in turn) until
+        :data:`SATURATION_PATIENCE` solves in a row find no plan the pool lacks."""
+        rng = np.random.default_rng(0)  # the same pool every time
+        quiet = 0
+        for i in range(MAX_SATURATION_SOLVES):
+            if quiet >= SATURATION_PATIENCE:
+                return
+            free = {p: float(rng.uniform(MIN_FREE_FRACTION, 1.0)) for p in vary}
+            before = self.pool_size
+            self._try(replace(radios[i % len(radios)], free_fraction=free))
+            quiet = quiet + 1 if self.pool_size == before else 0
 
     def _try(self, conditions: Conditions) -> Plan | None:
         try:
