@@ -82,11 +82,13 @@ class Simulation:
     of seconds, or ``"measured"`` for the planner's wall-clock time (this
     makes records vary between runs).  The run lasts until the last request
     finishes and the radio's tail runs out, and at least ``duration_s``.
+    ``fast_forward`` (default) works out the steps of a request that runs alone
+    directly instead of event by event; the records are the same either way.
     """
 
     def __init__(self, problem: Problem, world: World, policy: Policy, arrivals_s: Sequence[float], *,
                  duration_s: float | None = None, replan_overhead_s: float | str = 0.0,
-                 battery: Battery | None = None) -> None:
+                 battery: Battery | None = None, fast_forward: bool = True) -> None:
         if isinstance(replan_overhead_s, str) and replan_overhead_s != "measured":
             raise SimulationError(f"replan_overhead_s must be seconds >= 0 or 'measured', "
                                   f"got {replan_overhead_s!r}")
@@ -100,12 +102,14 @@ class Simulation:
             self.arrivals_s[-1] if self.arrivals_s else 0.0)
         self.replan_overhead_s = replan_overhead_s
         self.battery = battery or Battery()
+        self.fast_forward = fast_forward
         self.deadline_s = problem.constraints.deadline_s
         platform = problem.platform
         self.local = [p.name for p in platform.local_processors]
         self.sensor = platform.sensor
         link = problem.costs.link
         self.radio = Radio(link.radio) if link is not None else None
+        self.radio_model = link.radio if link is not None else None
         self.half_rtt_s = world.rtt_ms / 2000.0
 
     # ------------------------------------------------------------------ run
@@ -119,6 +123,8 @@ class Simulation:
         self.backlog_s = dict.fromkeys(self.local, 0.0)  # our own work queued or running
         self.acquisitions = 0
         self.timeouts = 0
+        self._active = 0  # requests in flight
+        self.steps_alone = 0  # steps worked out without the event loop
         self.requests: list[_Request] = []
         env.process(self._source())
         env.run()
@@ -153,33 +159,91 @@ class Simulation:
             self.backlog_s[p] += sign * w
 
     def _serve(self, req: _Request):  # type: ignore[no-untyped-def]
+        self._active += 1
         decision = self.policy.decide(self.env.now, self._observe(req))
         req.decision = decision
+        steps = decision.compiled.steps
         if self.policy.replans:
             overhead = (decision.planning_s if self.replan_overhead_s == "measured"
                         else float(self.replan_overhead_s))
             if overhead > 0:
                 req.replan_time_s = overhead
                 proc = self.problem.platform.processor(self.sensor)
-                step = Step("compute", self.sensor, work_s=overhead, energy_j=proc.active_power_w * overhead)
+                steps = (Step("compute", self.sensor, work_s=overhead,
+                              energy_j=proc.active_power_w * overhead), *steps)
                 self._enqueue({self.sensor: overhead})
-                yield from self._run((step,), req)
         self._enqueue(decision.compiled.work_s)
-        completed = yield from self._run(decision.compiled.steps, req)
-        if not completed:
+        for attempt in ("plan", "fallback"):
+            done, t = self._fast_forward(steps, req)
+            if t > self.env.now:
+                yield self.env.timeout(t - self.env.now)
+            if done == len(steps) or (yield from self._run(steps[done:] if done else steps, req)):
+                break
+            if attempt == "fallback":
+                raise SimulationError(f"request {req.index}: the fallback plan "
+                                      f"{req.fallback.compiled.plan_id} still needs the cloud")  # type: ignore[union-attr]
             req.lost_cloud_s = self.env.now
             req.fallback = self.policy.fallback(self.env.now)
             self._enqueue(req.fallback.compiled.work_s)
-            completed = yield from self._run(req.fallback.compiled.steps, req)
-            if not completed:
-                raise SimulationError(f"request {req.index}: the fallback plan "
-                                      f"{req.fallback.compiled.plan_id} still needs the cloud")
+            steps = req.fallback.compiled.steps
         req.finish_s = self.env.now
+        self._active -= 1
+
+    def _fast_forward(self, steps: tuple[Step, ...], req: _Request) -> tuple[int, float]:
+        """While the request is alone (no other in flight) its steps that end before
+        the next arrival are worked out directly, in one jump of the clock: nothing
+        else can happen meanwhile, so the records are the same as event by event
+        (tests/sim/test_engine.py).  Returns (steps done, the time they end)."""
+        if not (self.fast_forward and self._active == 1):
+            return 0, self.env.now
+        i = req.index + 1
+        until = self.arrivals_s[i] if i < len(self.arrivals_s) else math.inf
+        done, t = self._run_alone(steps, req, self.env.now, until)
+        self.steps_alone += done
+        return done, t
+
+    def _run_alone(self, steps: tuple[Step, ...], req: _Request, now: float,
+                   until: float) -> tuple[int, float]:
+        """Do the leading ``steps`` that end before ``until`` with nothing ahead of
+        them, without the event loop; (steps done, the time they end)."""
+        world, radio = self.world, self.radio
+        for i, step in enumerate(steps):
+            kind = step.kind
+            held_s = 0.0
+            if kind == "compute" or kind == "copy":
+                held_s = self._busy_s(step, now)
+                end = now + held_s
+            elif kind == "cloud":
+                end, lost = self._cloud_span(step, now)
+                if lost is not None:
+                    return i, now
+            else:
+                assert radio is not None
+                if world.outages.is_down(now):
+                    return i, now
+                promotion_s = self.radio_model.promotion_s if radio.state(now)[0] == "idle" else 0.0
+                bits_from, end, lost = self._bits_span(step, now, promotion_s)
+                if lost is not None:
+                    return i, now
+            if not end < until:
+                return i, now
+            if req.start_s != req.start_s:
+                req.start_s = now
+            self.timeouts += 1
+            if kind == "compute" or kind == "copy":
+                self.acquisitions += 1
+                self._computed(step, req, held_s)
+            elif kind != "cloud":
+                self.acquisitions += 1
+                radio.connect(now, req.radio)  # type: ignore[union-attr]
+                self._sent(step, req, bits_from, end)
+            now = end
+        return len(steps), now
 
     def _run(self, steps: tuple[Step, ...], req: _Request):  # type: ignore[no-untyped-def]
-        """Run ``steps``; False if the cloud was lost (the caller falls back)."""
+        """Run ``steps`` event by event; False if the cloud was lost (the caller falls back)."""
         env = self.env
-        world = self.world
+        loads = self.world.free_fraction
         for i, step in enumerate(steps):
             kind = step.kind
             if kind == "compute" or kind == "copy":
@@ -191,39 +255,69 @@ class Simulation:
                     req.wait_s += now - asked
                     if req.start_s != req.start_s:  # nan: the first step to start
                         req.start_s = now
-                    duration = step.work_s
-                    load = world.free_fraction.get(step.processor)
-                    if load is not None and duration > 0:
-                        duration = load.finish_time(now, step.work_s) - now
-                        if math.isinf(duration):
-                            raise SimulationError(f"processor {step.processor!r} is fully loaded forever "
-                                                  f"from t={now:.3f} s: its load trace must end below 1")
-                    duration += step.fixed_s
+                    duration = (step.work_s + step.fixed_s if step.processor not in loads
+                                else self._busy_s(step, now))
                     yield env.timeout(duration)
                     self.timeouts += 1
-                req.energy_j[step.processor] += step.energy_j
-                self.occupied_s[step.processor] += duration
-                self.backlog_s[step.processor] -= step.work_s + step.fixed_s
-            elif kind == "cloud":
+                self._computed(step, req, duration)
+                continue
+            if kind == "cloud":
                 now = env.now
                 if req.start_s != req.start_s:
                     req.start_s = now
-                load = world.free_fraction.get(step.processor)
-                end = now + step.work_s if load is None else load.finish_time(now, step.work_s)
-                lost = world.outages.first_down(now, end)
-                if lost is not None:
-                    yield env.timeout(lost - now)
-                    self.timeouts += 1
-                    self._enqueue(work_by_processor(steps[i + 1:]), -1.0)  # abandoned
-                    return False
-                yield env.timeout(end - now)
+                end, lost = self._cloud_span(step, now)
+                yield env.timeout((end if lost is None else lost) - now)
                 self.timeouts += 1
+                ok = lost is None
             else:
                 ok = yield from self._transfer(step, req)
-                if not ok:
-                    self._enqueue(work_by_processor(steps[i + 1:]), -1.0)  # abandoned
-                    return False
+            if not ok:
+                self._enqueue(work_by_processor(steps[i + 1:]), -1.0)  # abandoned
+                return False
         return True
+
+    # the steps' arithmetic, shared by both ways of running them
+    def _busy_s(self, step: Step, now: float) -> float:
+        """How long a compute or copy step started at ``now`` holds its processor."""
+        duration = step.work_s
+        load = self.world.free_fraction.get(step.processor)
+        if load is not None and duration > 0:
+            duration = load.finish_time(now, step.work_s) - now
+            if math.isinf(duration):
+                raise SimulationError(f"processor {step.processor!r} is fully loaded forever "
+                                      f"from t={now:.3f} s: its load trace must end below 1")
+        return duration + step.fixed_s
+
+    def _computed(self, step: Step, req: _Request, duration: float) -> None:
+        req.energy_j[step.processor] += step.energy_j
+        self.occupied_s[step.processor] += duration
+        self.backlog_s[step.processor] -= step.work_s + step.fixed_s
+
+    def _cloud_span(self, step: Step, now: float) -> tuple[float, float | None]:
+        """(end, time the cloud is lost or None) of a cloud step started at ``now``."""
+        load = self.world.free_fraction.get(step.processor)
+        end = now + step.work_s if load is None else load.finish_time(now, step.work_s)
+        return end, self.world.outages.first_down(now, end)
+
+    def _bits_span(self, step: Step, now: float, promotion_s: float) -> tuple[float, float, float | None]:
+        """(bits start, end, time the link is lost or None) of a transfer holding the
+        radio from ``now`` after a promotion of ``promotion_s``."""
+        trace = self.world.uplink_mbps if step.kind == "uplink" else self.world.downlink_mbps
+        bits_from = now + promotion_s
+        end = trace.finish_time(bits_from, step.megabits) + step.transfers * self.half_rtt_s
+        lost = self.world.outages.first_down(now, end)
+        if lost is None and math.isinf(end):
+            lost = now  # the link delivers nothing from here on: treat it as lost
+        return bits_from, end, lost
+
+    def _sent(self, step: Step, req: _Request, bits_from: float, end: float) -> None:
+        up = step.kind == "uplink"
+        self.radio.transferred(req.radio, end - bits_from, step.megabits if up else 0.0,  # type: ignore[union-attr]
+                               0.0 if up else step.megabits, end)
+        if up:
+            req.bytes_up += step.size_bytes
+        else:
+            req.bytes_down += step.size_bytes
 
     def _transfer(self, step: Step, req: _Request):  # type: ignore[no-untyped-def]
         if self.world.outages.is_down(self.env.now):
@@ -238,41 +332,30 @@ class Simulation:
                 req.start_s = now
             if self.world.outages.is_down(now):
                 return False
-            done = yield from self._send(step, req, now)
-        if done and step.kind == "uplink":
-            req.bytes_up += step.size_bytes
-        elif done:
-            req.bytes_down += step.size_bytes
-        return done
+            return (yield from self._send(step, req, now))
 
     def _send(self, step: Step, req: _Request, now: float):  # type: ignore[no-untyped-def]
         """Move ``step``'s bits from ``now`` holding the radio; False if the link went down."""
-        env, world, radio = self.env, self.world, self.radio
+        env, radio = self.env, self.radio
         assert radio is not None
-        up = step.kind == "uplink"
-        trace = world.uplink_mbps if up else world.downlink_mbps
         promotion_s = radio.connect(now, req.radio)
-        bits_from = now + promotion_s
-        bits_end = trace.finish_time(bits_from, step.megabits)
-        end = bits_end + step.transfers * self.half_rtt_s
-        lost = world.outages.first_down(now, end)
-        if lost is None and math.isinf(end):
-            lost = now  # the link delivers nothing from here on: treat it as lost
-        if lost is not None:
-            if lost > now:
-                yield env.timeout(lost - now)
-                self.timeouts += 1
-            moved = 0.0
-            if lost > bits_from:
-                moved = min(step.megabits, trace.integral_to(lost) - trace.integral_to(bits_from))
-            busy = max(0.0, lost - bits_from)
-            radio.transferred(req.radio, busy, moved if up else 0.0, 0.0 if up else moved, lost)
-            return False
-        yield env.timeout(end - now)
-        self.timeouts += 1
-        radio.transferred(req.radio, end - bits_from, step.megabits if up else 0.0,
-                          0.0 if up else step.megabits, end)
-        return True
+        bits_from, end, lost = self._bits_span(step, now, promotion_s)
+        if lost is None:
+            yield env.timeout(end - now)
+            self.timeouts += 1
+            self._sent(step, req, bits_from, end)
+            return True
+        if lost > now:
+            yield env.timeout(lost - now)
+            self.timeouts += 1
+        up = step.kind == "uplink"
+        trace = self.world.uplink_mbps if up else self.world.downlink_mbps
+        moved = 0.0
+        if lost > bits_from:
+            moved = min(step.megabits, trace.integral_to(lost) - trace.integral_to(bits_from))
+        radio.transferred(req.radio, max(0.0, lost - bits_from), moved if up else 0.0,
+                          0.0 if up else moved, lost)
+        return False
 
     # ------------------------------------------------------------------ results
     def _miss_reason(self, req: _Request, latency_s: float) -> str:
@@ -317,7 +400,7 @@ class Simulation:
         rows = [self._record(req) for req in self.requests]
         run_energy = self._run_energy(rows, horizon_s)
         events = {"acquisitions": self.acquisitions, "timeouts": self.timeouts,
-                  "simpy_events": self.acquisitions + self.timeouts}
+                  "simpy_events": self.acquisitions + self.timeouts, "steps_alone": self.steps_alone}
         summary = summarize(rows, run_energy, horizon_s, self.battery.drain_pct_per_h)
         summary.update({"policy": self.policy.name, "wall_s": wall_s,
                         "planner_full_solves": self.policy.full_solves,

@@ -345,7 +345,12 @@ class Policy(ABC):
         if self.see_queue:
             free = conditions.free_fraction
             changes["queued_s"] = {p: b / free.get(p, 1.0) for p, b in seen.backlog_s.items() if b > 1e-12}
-        return replace(conditions, **changes) if changes else conditions
+        if not changes:
+            return conditions
+        # per request, so without re-validating: the engine's radio states and gaps are valid
+        new = object.__new__(Conditions)
+        new.__dict__.update(conditions.__dict__, **changes)
+        return new
 
     def _solve(self, conditions: Conditions, for_fallback: bool = False) -> tuple[Plan, str]:
         """A full planner call under ``conditions`` (memoised), or the fastest

@@ -197,3 +197,36 @@ def test_arrival_timestamps_that_go_back_in_time_are_refused(tmp_path) -> None: 
     with pytest.raises(ScenarioError, match=r"arrivals\.csv:4: time_s must not decrease \(a negative "
                                             r"inter-arrival time\), got 2\.5 after 3"):
         read_timestamps(stamps)
+
+
+@pytest.mark.parametrize("name", ["alexnet_tegra_lte_trace", "vgg16_sd400_wifi_markov",
+                                  "vgg16_sd400_wifi_outages", "contention"])
+def test_fast_forward_gives_the_same_records_as_event_by_event(name: str) -> None:
+    """Requests that run alone are worked out without the event loop; the records
+    (times, energy, radio charges) must be identical to the event-by-event run,
+    with outages, loads, tails and queueing (contention: requests every 20 ms)."""
+    from pathlib import Path
+
+    from deepx_sim.scenario import build_simulation, load_scenario
+
+    folder = Path(__file__).parents[2] / "scenarios"
+    file = "alexnet_tegra_lte_trace" if name == "contention" else name
+    scenario, base = load_scenario(folder / f"{file}.yaml")
+    update: dict[str, object] = {"duration_s": 60.0}
+    if name == "contention":
+        update["workload"] = scenario.workload.model_copy(update={"interval_s": 0.02})
+        update["duration_s"] = 3.0
+    scenario = scenario.model_copy(update=update)
+    runs = []
+    for fast_forward in (True, False):
+        sim = build_simulation(scenario, base, name)
+        sim.fast_forward = fast_forward
+        result = sim.run()
+        runs.append(result)
+    fast, slow = runs
+    assert fast.records.equals(slow.records)
+    assert fast.run_energy_j == slow.run_energy_j
+    assert fast.events["simpy_events"] == slow.events["simpy_events"]
+    assert slow.events["steps_alone"] == 0
+    if name != "contention":
+        assert fast.events["steps_alone"] > 0
