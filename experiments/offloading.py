@@ -46,7 +46,7 @@ from deepx_sim.sweep import expand, run_sweep
 SWEEPS = HERE / "sweeps"
 LOCAL = ("gpu-only", "cpu-only")
 RATE_UPLINKS_MBPS = (2, 5, 10, 20, 50)
-RATE_GAPS_S = (0.5, 1, 2, 4, 8, 16)
+RATE_GAPS_S = (0.5, 1, 1.5, 2, 4, 8, 16)
 
 
 def load(name: str, quick: bool) -> dict:
@@ -177,7 +177,7 @@ def plot_rate(rate: pd.DataFrame, path: Path) -> None:
 
 def replan_summary(table: pd.DataFrame) -> pd.DataFrame:
     table = table.assign(trace=table["conditions.uplink.trace"].map(lambda p: Path(p).stem))
-    out = (table.groupby(["trace", "policy.kind"], sort=False)
+    out = (table.groupby(["trace", "policy.kind"], sort=True)
            .agg(runs=("seed", "count"), energy_mean_j=("energy_mean_j", "mean"),
                 miss_rate=("deadline_miss_rate", "mean"), latency_p95_s=("latency_p95_s", "mean"),
                 accuracy_loss=("accuracy_loss_mean", "mean"), offload_rate=("offload_rate", "mean"),
