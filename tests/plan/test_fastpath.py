@@ -102,3 +102,21 @@ def test_accuracy_uses_real_singular_values_when_weights_exist() -> None:
     # its only layer is the classifier
     assert model.loss(layer, Variant(rank=1)) == pytest.approx(OUTPUT_ACCURACY_PER_ERR2 * 5 / 14)
     assert model.loss(layer, Variant(rank=3)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_warm_up_covers_radio_states() -> None:
+    """Over LTE a lone VGG-16 request stays on the phone (promotion and a 12.3 J
+    tail), while one of a stream 0.5 s apart at 20 Mbps goes to the cloud: the
+    pool must hold both optima, as a full solve finds them."""
+    problem = Problem(load_model("vgg16"), load_platform("snapdragon_400"), Conditions(link="lte"),
+                      Constraints(deadline_s=5.0))
+    fast = FastReplanner(problem).warm(uplinks_mbps=(2.0, 20.0), vary=(), gaps_s=(0.5,))
+    for conditions in (Conditions(link="lte", uplink_mbps=20.0),
+                       Conditions(link="lte", uplink_mbps=20.0, radio_state="connected",
+                                  tail_left_s=10.0, next_gap_s=0.5)):
+        best = fast.choose(conditions)
+        assert best is not None
+        full = DeepXPlanner().plan(problem.with_conditions(conditions))
+        assert best[0].uses_radio == full.uses_radio
+        assert best[2] == pytest.approx(full.energy_j, rel=1e-6)  # (ties: ranks on the cloud)
+    assert {f.plan.uses_radio for f in fast.candidates} == {True, False}

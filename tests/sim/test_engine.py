@@ -230,3 +230,19 @@ def test_fast_forward_gives_the_same_records_as_event_by_event(name: str) -> Non
     assert slow.events["steps_alone"] == 0
     if name != "contention":
         assert fast.events["steps_alone"] > 0
+
+
+def test_replanning_pool_grows_with_fallbacks_and_periodic_solves() -> None:
+    """Plans from full solves join the fast path's pool: the on-device fallback
+    when the cloud is lost, and a full solve every ``full_solve_every`` requests."""
+    problem = problem_for(model="speakerid", link="wifi", deadline_s=0.25)
+    world = replace(World.nominal(problem), outages=Outages(((3.0, 6.0),)))
+    policy = ReplanPolicy(problem, world, "deepx", full_solve_every=4)
+    pool = policy.fast.pool_size
+    solves = policy.full_solves
+    records = Simulation(problem, world, policy, [0.5 * i for i in range(16)]).run().records
+    assert policy.full_solves >= solves + 16 // 4
+    fallback_ids = set(records.fallback_plan_id) - {""}
+    pooled_ids = {policy.compiled(f.plan).plan_id for f in policy.fast.candidates}
+    assert fallback_ids <= pooled_ids
+    assert policy.fast.pool_size >= pool
