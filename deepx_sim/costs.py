@@ -32,18 +32,35 @@ Transfers of a tensor between processors:
   producing processor busy meanwhile;
 - device <-> cloud: bits / link rate + rtt/2, the radio drawing the Huang et al.
   power a * rate + b while bits move and b during the propagation delay
-  (energy = a * megabits + b * time).  Promotion (latency and energy) and the
-  tail (energy) are paid once per burst of radio activity: see
-  :meth:`CostModel.radio_burst`.
+  (energy = a * megabits + b * time).
+
+The radio rule (:func:`radio_charge`; the ILP, the fast path, ``evaluate``
+and the simulator's predictions all use it).  A request that uses the radio
+pays, besides its transfers and the connected waiting during cloud compute:
+
+- the promotion (its delay and energy) only if the radio will be idle when
+  the request first needs it: it is idle at the request's start, or its tail
+  runs out (``tail_left_s``) before the request's local work up to its first
+  radio use (``first_use_s``) is done;
+- the tail after its last transfer only for the part the next request will
+  not share (the marginal cost): with the next arrival expected ``next_gap_s``
+  after this one and the next request running the same way, the tail runs
+  from this request's last radio use to the next one's first, ``next_gap_s -
+  span_s - promotion_s`` (``span_s``: this request's transfer and cloud time;
+  ``promotion_s`` if it promotes), capped at the full tail.  With no next
+  request expected, the full tail.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import networkx as nx
+import numpy as np
 
 from deepx_sim.errors import CostError
 from deepx_sim.model.layers import (
@@ -55,7 +72,7 @@ from deepx_sim.model.layers import (
     tensor_bytes,
 )
 from deepx_sim.model.profiles import Profile
-from deepx_sim.platform import Link, Platform, Processor
+from deepx_sim.platform import Link, Platform, Processor, RadioModel
 
 #: Layers that are views or identities at inference: no kernel runs.
 FREE_KINDS = NO_KERNEL_KINDS
@@ -74,6 +91,9 @@ class Variant:
 
 FULL = Variant()
 
+RadioState = Literal["idle", "promoting", "connected"]
+RADIO_STATES = ("idle", "promoting", "connected")
+
 
 @dataclass(frozen=True)
 class Conditions:
@@ -81,6 +101,16 @@ class Conditions:
 
     Bandwidths and RTT of ``None`` take the link's nominal values.  ``free_fraction``
     maps processor name to the share of it not taken by background load (1 = idle).
+
+    The radio at the request's start: ``idle``; ``promoting`` (another request
+    is waking it); or ``connected`` with ``tail_left_s`` seconds before it would
+    go idle (``inf`` while another request is transferring).  ``next_gap_s``:
+    the time expected from this request's arrival to the next one's (None: no
+    next request expected, so the whole tail is this request's).
+
+    ``queued_s`` maps a processor to the seconds of our own earlier requests'
+    work still ahead of a new one there; a plan waits for the longest queue
+    among the processors it uses (:meth:`CostModel.queue_wait_s`).
     """
 
     link: str | None = None
@@ -89,6 +119,10 @@ class Conditions:
     rtt_ms: float | None = None
     free_fraction: Mapping[str, float] = field(default_factory=dict)
     cloud_reachable: bool = True
+    radio_state: RadioState = "idle"
+    tail_left_s: float = 0.0
+    next_gap_s: float | None = None
+    queued_s: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, value in (("uplink_mbps", self.uplink_mbps),
@@ -101,6 +135,17 @@ class Conditions:
             if not 0 < share <= 1:
                 raise CostError(f"conditions.free_fraction[{proc!r}] must be in (0, 1], "
                                 f"got {share!r}")
+        if self.radio_state not in RADIO_STATES:
+            raise CostError(f"conditions.radio_state must be one of {RADIO_STATES}, "
+                            f"got {self.radio_state!r}")
+        if not self.tail_left_s >= 0 or (self.radio_state != "connected" and self.tail_left_s != 0):
+            raise CostError(f"conditions.tail_left_s must be >= 0, and 0 unless the radio is "
+                            f"connected; got {self.tail_left_s!r} ({self.radio_state})")
+        for proc, wait_s in self.queued_s.items():
+            if not wait_s >= 0:
+                raise CostError(f"conditions.queued_s[{proc!r}] must be >= 0, got {wait_s!r}")
+        if self.next_gap_s is not None and not self.next_gap_s > 0:
+            raise CostError(f"conditions.next_gap_s must be > 0 or None, got {self.next_gap_s!r}")
 
 
 @dataclass(frozen=True)
@@ -174,7 +219,7 @@ class CostModel:
         self.conditions = conditions or Conditions()
         self.profile = profile or {}
         self.activation_bits = activation_bits
-        for proc in self.conditions.free_fraction:
+        for proc in (*self.conditions.free_fraction, *self.conditions.queued_s):
             platform.processor(proc)  # unknown names fail here, with the known ones listed
         self._layer_costs: dict[tuple[str, str, Variant], LayerCost] = {}
         self._learned: dict[str, dict[str, float]] = {}  # processor -> layer -> factor
@@ -305,10 +350,98 @@ class CostModel:
         energy_j = radio.transfer_energy_j(time_s, up_megabits=megabits)
         return TransferCost(time_s, energy_j, size_bytes, "uplink")
 
-    def radio_burst(self) -> tuple[float, float]:
-        """(latency_s, energy_j) a request pays once if it uses the radio at all:
-        promotion from idle (time and energy) and the tail after the last byte."""
+    def queue_wait_s(self, processors: Iterable[str]) -> float:
+        """How long a request using ``processors`` waits for our own queued work:
+        the longest queue among them (0 with nothing queued)."""
+        queued = self.conditions.queued_s
+        return max((queued.get(p, 0.0) for p in processors), default=0.0) if queued else 0.0
+
+    def radio_charge(self, first_use_s: float, span_s: float) -> RadioCharge:
+        """The radio rule under these conditions (see :func:`radio_charge`)."""
         if self.link is None:
-            return 0.0, 0.0
-        radio = self.link.radio
-        return radio.promotion_s, radio.promotion_energy_j + radio.tail_energy_j
+            return RadioCharge(first_use_s, span_s, 0.0, 0.0, 0.0)
+        return radio_charge(self.link.radio, self.conditions, first_use_s, span_s)
+
+
+# ------------------------------------------------------------------ the radio rule
+@dataclass(frozen=True)
+class RadioCharge:
+    """What a request using the radio pays beyond its transfers and cloud waiting."""
+
+    first_use_s: float  # local work before its first radio use
+    span_s: float  # its transfer and cloud time
+    promotion_s: float
+    promotion_j: float
+    tail_j: float
+
+
+Num = TypeVar("Num", float, np.ndarray)
+
+
+def tail_energy_j(radio: RadioModel, duration_s: Num) -> Num:
+    """Energy of the first ``duration_s`` seconds of a tail (0 below 0, the whole
+    tail beyond its end); scalars or numpy arrays."""
+    clip = _clip_array if isinstance(duration_s, np.ndarray) else _clip
+    energy = 0.0 * duration_s
+    start = 0.0
+    for stage in radio.tail:
+        length = stage.duration_ms / 1000.0
+        energy = energy + stage.power_mw / 1000.0 * clip(duration_s - start, 0.0, length)
+        start += length
+    return energy
+
+
+def _clip(x: float, low: float, high: float) -> float:
+    return low if x < low else high if x > high else x
+
+
+def _clip_array(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    return np.minimum(np.maximum(x, low), high)  # np.clip's wrapper costs more on small arrays
+
+
+def tail_pieces(radio: RadioModel) -> list[tuple[float, float, float, float]]:
+    """:func:`tail_energy_j` piece by piece over the tail's duration x:
+    (start_s, end_s, intercept_j, slope_w), energy = intercept + slope * x on
+    [start, end] (the first piece is x <= 0, the last x beyond the tail)."""
+    pieces = [(-math.inf, 0.0, 0.0, 0.0)]
+    start = energy = 0.0
+    for stage in radio.tail:
+        length, power = stage.duration_ms / 1000.0, stage.power_mw / 1000.0
+        pieces.append((start, start + length, energy - power * start, power))
+        start, energy = start + length, energy + power * length
+    pieces.append((start, math.inf, energy, 0.0))
+    return pieces
+
+
+def promotes(conditions: Conditions, first_use_s: Num) -> Num:
+    """Whether a request pays the promotion: the radio is idle when it first needs it."""
+    if conditions.radio_state == "idle":
+        return first_use_s == first_use_s  # True (shaped like first_use_s)
+    if conditions.radio_state == "promoting":
+        return first_use_s != first_use_s  # False
+    return conditions.tail_left_s <= first_use_s
+
+
+def tail_charged_s(radio: RadioModel, conditions: Conditions, busy_s: Num) -> Num:
+    """Seconds of tail a request pays: until the next request's first radio use
+    (``next_gap_s - busy_s``, ``busy_s`` the time it holds the radio awake:
+    promotion, transfers, cloud compute), capped at the whole tail."""
+    if conditions.next_gap_s is None or math.isinf(conditions.next_gap_s):
+        return 0.0 * busy_s + radio.tail_s
+    clip = _clip_array if isinstance(busy_s, np.ndarray) else _clip
+    return clip(conditions.next_gap_s - busy_s, 0.0, radio.tail_s)
+
+
+def radio_rule(radio: RadioModel, conditions: Conditions, first_use_s: Num, span_s: Num) -> tuple[Num, Num]:
+    """(promoted, tail_j) of requests using ``radio``; scalars or numpy arrays."""
+    promoted = promotes(conditions, first_use_s)
+    busy_s = span_s + promoted * radio.promotion_s
+    return promoted, tail_energy_j(radio, tail_charged_s(radio, conditions, busy_s))
+
+
+def radio_charge(radio: RadioModel, conditions: Conditions, first_use_s: float,
+                 span_s: float) -> RadioCharge:
+    """Promotion and tail of a request that uses ``radio`` (the module's rule)."""
+    promoted, tail_j = radio_rule(radio, conditions, first_use_s, span_s)
+    return RadioCharge(first_use_s, span_s, radio.promotion_s if promoted else 0.0,
+                       radio.promotion_energy_j if promoted else 0.0, tail_j)

@@ -17,11 +17,15 @@ from the scenario file's folder.  Example (every field; most have defaults)::
       outages: [[120, 150]]          # or {markov: {mean_up_s: 300, mean_down_s: 20}}
       load:                          # share of a processor taken by other work
         gpu: {random_walk: {start: 0.2, step_sd: 0.1, low: 0, high: 0.9, interval_s: 5}}
+      radio: {tail: [{power_mw: 1060, duration_ms: 3000}]}  # fields of the link's radio to change
     workload: {arrivals: poisson, rate_per_s: 2}   # or periodic + interval_s, trace + timestamps_s
     # static: one plan made at the run's average conditions; replan: per request
     # from an estimate; oracle: per request from the true conditions
     policy: {kind: replan, planner: deepx, estimator: ewma, ewma_alpha: 0.3,
-             sample_interval_s: 1, replan_overhead_s: 0}
+             sample_interval_s: 1, replan_overhead_s: 0,
+             radio_aware: true,              # plan with the radio state and the next gap
+             full_solve_every: 0,            # replan: a full solve joins the pool every N
+             see_queue: false}               # plan with our own queued work too
     constraints: {deadline_ms: 5000, max_accuracy_loss: 0.05, objective: energy}
     battery: {capacity_mah: 3000, voltage_v: 3.85}
 
@@ -64,6 +68,7 @@ from deepx_sim.costs import Conditions
 from deepx_sim.errors import DeepxError, ScenarioError, closest_names
 from deepx_sim.plan import planner_names
 from deepx_sim.plan.problem import Constraints, Problem
+from deepx_sim.platform import Platform, RadioModel
 from deepx_sim.sim.conditions import (
     MahimahiBin,
     Outages,
@@ -76,7 +81,8 @@ from deepx_sim.sim.conditions import (
     read_timestamps,
 )
 from deepx_sim.sim.engine import Battery, Simulation, SimulationResult
-from deepx_sim.sim.policies import POLICIES, Estimator, Policy, ReplanPolicy, StaticPolicy, World
+from deepx_sim.sim.policies import Policy, World
+from deepx_sim.sim.registry import PolicySettings, make_policy, policy_names
 
 
 class MarkovSpec(StrictModel):
@@ -139,6 +145,8 @@ class ConditionsSpec(StrictModel):
     rtt_ms: Millis | None = None
     outages: list[tuple[NonNegative, NonNegative]] | OutageSpec = Field(default_factory=list)
     load: dict[str, Signal] = Field(default_factory=dict)
+    # fields of the link's radio model to change for this run (e.g. a shorter tail)
+    radio: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _shortcut(self) -> ConditionsSpec:
@@ -167,6 +175,11 @@ class WorkloadSpec(StrictModel):
         if self.arrivals == "trace":
             if (self.timestamps_s is None) == (self.timestamps_file is None):
                 raise ValueError("arrivals trace needs exactly one of timestamps_s, timestamps_file")
+            stamps = self.timestamps_s or []
+            for i, (a, b) in enumerate(itertools.pairwise(stamps), start=1):
+                if b < a:
+                    raise ValueError(f"timestamps_s[{i}] is {b:g} after {a:g}: arrival times must not "
+                                     f"decrease (a negative inter-arrival time)")
             return self
         needed = {"periodic": "interval_s", "poisson": "rate_per_s"}[self.arrivals]
         if getattr(self, needed) is None:
@@ -175,12 +188,15 @@ class WorkloadSpec(StrictModel):
 
 
 class PolicySpec(StrictModel):
-    kind: Literal["static", "replan", "oracle"] = "replan"
+    kind: str = "replan"  # a registered policy: static, replan, oracle or your own
     planner: str = "deepx"
     estimator: Literal["last", "ewma", "current"] = "last"
     sample_interval_s: Positive = 1.0
     ewma_alpha: Fraction = 0.3
     replan_overhead_s: Annotated[NonNegative, Field(le=1e9)] | Literal["measured"] = 0.0
+    radio_aware: bool = True  # plan with the radio state found and the gap expected next
+    full_solve_every: Annotated[int, Field(ge=0, le=1_000_000)] = 0  # every N requests a full solve joins
+    see_queue: bool = False  # plan with our own earlier requests' work still ahead
 
 
 class ConstraintsSpec(StrictModel):
@@ -314,6 +330,8 @@ class _Builder:
                             f"{closest_names(link, [lk.name for lk in platform.links])}")
         if link is None and platform.links:
             link = platform.links[0].name
+        if s.conditions.radio is not None:
+            platform = self.radio_override(platform, link)
         c = s.constraints
         try:
             constraints = Constraints(
@@ -323,6 +341,27 @@ class _Builder:
         except DeepxError as exc:
             raise self.fail("constraints", str(exc)) from None
         return Problem(graph, platform, Conditions(link=link), constraints)
+
+    def radio_override(self, platform: Platform, link_name: str | None) -> Platform:
+        """The platform with ``conditions.radio``'s fields laid over its link's radio."""
+        fields = dict(self.s.conditions.radio or {})
+        if link_name is None:
+            raise self.fail("conditions.radio", f"platform {platform.name} has no link to set a radio for")
+        link = platform.link(link_name)
+        if link.radio.promotion_ms == 0 and link.radio.tail_s == 0:  # a wire: no radio states at all
+            stateful = sorted(k for k in fields if k in ("promotion_ms", "promotion_power_mw", "tail"))
+            if stateful:
+                raise self.fail(f"conditions.radio.{stateful[0]}", f"link {link_name!r} of {platform.name} "
+                                f"is wired (its radio has no promotion and no tail), so it cannot have "
+                                f"{stateful[0]} {fields[stateful[0]]!r}; remove it or use a radio link")
+        try:
+            radio = RadioModel.model_validate({**link.radio.model_dump(), **fields, "name": "custom"})
+        except ValidationError as exc:
+            raise ScenarioError(validation_message(f"{self.source}: conditions.radio", exc, fields,
+                                                   RadioModel)) from None
+        links = [lk.model_copy(update={"radio": radio}) if lk.name == link_name else lk
+                 for lk in platform.links]
+        return platform.model_copy(update={"links": links})
 
     def world(self, problem: Problem) -> World:
         s, cond = self.s, self.s.conditions
@@ -374,15 +413,28 @@ class _Builder:
             count_within(f"{self.source}: policy.sample_interval_s: samples (duration_s / "
                          "sample_interval_s)", self.s.duration_s / p.sample_interval_s, MAX_TRACE_SEGMENTS,
                          "raise sample_interval_s or shorten duration_s", ScenarioError)
+        if p.kind not in policy_names():
+            raise self.fail("policy.kind", f"unknown policy {p.kind!r}: "
+                            f"{closest_names(p.kind, policy_names())}")
+        settings = PolicySettings(planner=p.planner, estimator=p.estimator,
+                                  sample_interval_s=p.sample_interval_s, ewma_alpha=p.ewma_alpha,
+                                  plan_at=world.mean_conditions(0.0, self.s.duration_s),
+                                  radio_aware=p.radio_aware, expected_gap_s=self.mean_gap_s(),
+                                  full_solve_every=p.full_solve_every, see_queue=p.see_queue)
         try:
-            if p.kind == "replan":
-                estimator = Estimator(world, p.estimator, p.sample_interval_s, p.ewma_alpha)
-                return ReplanPolicy(problem, world, p.planner, estimator)
-            if p.kind == "static":
-                return StaticPolicy(problem, world, p.planner, world.mean_conditions(0.0, self.s.duration_s))
-            return POLICIES[p.kind](problem, world, p.planner)
+            return make_policy(p.kind, problem, world, settings)
         except DeepxError as exc:
             raise self.fail("policy", str(exc)) from None
+
+    def mean_gap_s(self) -> float | None:
+        """The workload's mean time between arrivals (a trace's: from its timestamps)."""
+        w = self.s.workload
+        if w.arrivals == "periodic":
+            return w.interval_s
+        if w.arrivals == "poisson":
+            return 1.0 / w.rate_per_s if w.rate_per_s else None
+        stamps = self.arrivals()
+        return (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
 
     def arrivals(self) -> list[float]:
         try:

@@ -570,9 +570,3 @@ def _row(payload: dict[str, Any]) -> dict[str, Any]:
     row["error"] = payload.get("error", "")
     return row
 
-
-def load_records(out_dir: str | Path, key: str) -> pd.DataFrame:
-    """One run's per-request table (sweeps with keep_records: true)."""
-    from deepx_sim.results import read_table
-
-    return read_table(Path(out_dir) / "records" / f"{key}.parquet")

@@ -2,18 +2,27 @@
 
 Part 1 (sweeps/offload_bandwidth_deadline.yaml): VGG-16 on a Snapdragon 400,
 over WiFi and LTE, at uplink bandwidths 0.5-50 Mbps and deadlines 250 ms-5 s,
-planned by DeepX, cloud-only, GPU-only and CPU-only.  For each link and
-deadline it reports the bandwidth from which DeepX sends work to the cloud and
-how its energy compares with the best on-device strategy.
+planned by DeepX, cloud-only, GPU-only and CPU-only, one request every 20 s
+(longer than the LTE tail, so each pays promotion and a whole tail).  For each
+link and deadline it reports the bandwidth from which DeepX sends work to the
+cloud and how its energy compares with the best on-device strategy.
 
-Part 2 (sweeps/replan_vs_static_trace.yaml): AlexNet on a Snapdragon 400 over
-two real LTE uplink traces with a fluctuating GPU load, planned once (static),
-per request from the last 1 s sample (replan), or with the true conditions
-(oracle), three seeds each.
+Part 1b (planner only): the same phone over LTE as a function of the request
+rate.  A request that finds the radio connected pays no promotion and only
+the tail until the next request (the radio rule, deepx_sim/costs.py), so
+denser requests make the cloud cheaper.  For each uplink and gap between
+requests: DeepX's energy per request, whether it offloads, against the best
+on-device plan; and the largest gap at which offloading pays.
+
+Part 2 (sweeps/replan_vs_static_trace.yaml): the flagship scenario (VGG-16 on a
+Snapdragon 400, a request every 2 s, 5 s deadline) over two real LTE traces,
+planned once (static), per request from the last 1 s sample, the radio state
+and our own queue (replan), or with the true conditions (oracle).
 
 Run: ``python experiments/offloading.py [--workers N] [--out DIR]``; writes
-``offload.csv``, ``offload.png``, ``replan.csv`` and ``replan.png``, and keeps
-each sweep's folder, so a re-run only does what is missing.
+``offload.csv``, ``offload.png``, ``rate.csv``, ``rate.png``, ``replan.csv`` and
+``replan.png``, and keeps each sweep's folder, so a re-run only does what is
+missing.
 """
 
 from __future__ import annotations
@@ -26,11 +35,18 @@ import numpy as np
 import pandas as pd
 from _common import HERE, out_dir, parse_args, run, save_figure, table_text
 
+from deepx_sim.costs import Conditions
+from deepx_sim.errors import InfeasibleError
+from deepx_sim.model import load_model
+from deepx_sim.plan import Constraints, DeepXPlanner, Problem
+from deepx_sim.platform import load_platform
 from deepx_sim.scenario import read_yaml_mapping
 from deepx_sim.sweep import expand, run_sweep
 
 SWEEPS = HERE / "sweeps"
 LOCAL = ("gpu-only", "cpu-only")
+RATE_UPLINKS_MBPS = (2, 5, 10, 20, 50)
+RATE_GAPS_S = (0.5, 1, 1.5, 2, 4, 8, 16)
 
 
 def load(name: str, quick: bool) -> dict:
@@ -43,9 +59,9 @@ def load(name: str, quick: bool) -> dict:
             grid["constraints.deadline_ms"] = [500, 5000]
             grid["policy.planner"] = ["deepx", "cloud-only", "gpu-only"]
         else:
+            data["base"] = {**data.get("base", {}), "duration_s": 40}
             grid["policy.kind"] = ["static", "replan"]
-            grid["conditions.uplink.trace"] = grid["conditions.uplink.trace"][:1]
-            data["repetitions"] = 1
+            data["zip"] = {k: v[:1] for k, v in data["zip"].items()}
     return data
 
 
@@ -106,14 +122,70 @@ def plot_offload(summary: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path)
 
 
+def rate_table(quick: bool) -> pd.DataFrame:
+    """VGG-16 on a Snapdragon 400 over LTE (5 s deadline): DeepX's energy per request
+    by uplink and gap between requests, each request finding the radio connected
+    (its predecessor's tail) and sharing its own tail with the next one; against
+    the best on-device plan (the cloud unreachable) and the radio-unaware plan."""
+    problem = Problem(load_model("vgg16"), load_platform("snapdragon_400"), Conditions(link="lte"),
+                      Constraints(deadline_s=5.0))
+    local_j = DeepXPlanner().plan(problem.with_conditions(Conditions(link="lte", cloud_reachable=False)))
+    rows = []
+    uplinks = RATE_UPLINKS_MBPS[1::2] if quick else RATE_UPLINKS_MBPS
+    gaps = RATE_GAPS_S[::2] if quick else RATE_GAPS_S
+    for up in uplinks:
+        alone = Conditions(link="lte", uplink_mbps=up)  # radio idle, no next request: the old rule
+        for gap in (*gaps, None):
+            shared = Conditions(link="lte", uplink_mbps=up, radio_state="connected",
+                                tail_left_s=float("inf"), next_gap_s=gap) if gap else alone
+            try:
+                plan = DeepXPlanner().plan(problem.with_conditions(shared))
+            except InfeasibleError:
+                continue
+            rows.append({"uplink_mbps": up, "gap_s": gap if gap else np.inf,
+                         "deepx_energy_j": plan.energy_j, "offloads": plan.uses_radio,
+                         "local_energy_j": local_j.energy_j,
+                         "saving": 1 - plan.energy_j / local_j.energy_j,
+                         "tail_j": plan.radio.tail_j if plan.radio else 0.0})
+    return pd.DataFrame(rows)
+
+
+def break_even(rate: pd.DataFrame) -> pd.DataFrame:
+    """Per uplink, the largest gap between requests at which DeepX offloads."""
+    paying = rate[rate["offloads"]]
+    out = paying.groupby("uplink_mbps")["gap_s"].max().rename("offloads_up_to_gap_s")
+    return out.reindex(sorted(rate["uplink_mbps"].unique())).reset_index()
+
+
+def plot_rate(rate: pd.DataFrame, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    finite = rate[np.isfinite(rate["gap_s"])]
+    for up, curve in finite.groupby("uplink_mbps"):
+        line, = ax.plot(curve["gap_s"], curve["deepx_energy_j"], "-", label=f"{up:g} Mbps")
+        off = curve[curve["offloads"]]
+        ax.plot(off["gap_s"], off["deepx_energy_j"], "x", color=line.get_color())
+    ax.axhline(rate["local_energy_j"].iloc[0], color="k", ls=":", label="on the phone")
+    ax.set_xscale("log")
+    ax.set_xlabel("gap between requests (s)")
+    ax.set_ylabel("energy per request (J)")
+    ax.set_title("VGG-16, Snapdragon 400, LTE: x = offloaded")
+    ax.legend(fontsize=7, title="uplink")
+    save_figure(fig, path)
+
+
 def replan_summary(table: pd.DataFrame) -> pd.DataFrame:
     table = table.assign(trace=table["conditions.uplink.trace"].map(lambda p: Path(p).stem))
-    return (table.groupby(["trace", "policy.kind"], sort=False)
-            .agg(runs=("seed", "count"), energy_mean_j=("energy_mean_j", "mean"),
-                 miss_rate=("deadline_miss_rate", "mean"), latency_p95_s=("latency_p95_s", "mean"),
-                 accuracy_loss=("accuracy_loss_mean", "mean"), offload_rate=("offload_rate", "mean"),
-                 distinct_plans=("distinct_plans", "mean"))
-            .reset_index())
+    out = (table.groupby(["trace", "policy.kind"], sort=True)
+           .agg(runs=("seed", "count"), energy_mean_j=("energy_mean_j", "mean"),
+                miss_rate=("deadline_miss_rate", "mean"), latency_p95_s=("latency_p95_s", "mean"),
+                accuracy_loss=("accuracy_loss_mean", "mean"), offload_rate=("offload_rate", "mean"),
+                distinct_plans=("distinct_plans", "mean"))
+           .reset_index())
+    oracle = out[out["policy.kind"] == "oracle"].set_index("trace")["energy_mean_j"]
+    out["vs_oracle"] = out["energy_mean_j"] / out["trace"].map(oracle)
+    return out
 
 
 def plot_replan(summary: pd.DataFrame, path: Path) -> None:
@@ -152,12 +224,22 @@ def main(argv: Sequence[str] | None = None) -> None:
           "\nbest_local_energy_j: cheapest of GPU-only/CPU-only that meets the deadline (nan: none);"
           "\ndeepx_local_energy_j: DeepX staying on the phone (below 5 s it then misses the deadline)")
 
+    rate = rate_table(args.quick)
+    rate.to_csv(out / "rate.csv", index=False)
+    plot_rate(rate, out / "rate.png")
+    print("\nPart 1b: VGG-16 on snapdragon_400 over LTE, 5 s deadline, by uplink and gap between "
+          "requests\n(gap inf: a lone request, promotion and the whole tail)\n")
+    grid = rate.pivot(index="uplink_mbps", columns="gap_s", values="saving")
+    print(table_text(grid.reset_index(), "{:+.2f}"))
+    print("\nsaving: 1 - DeepX energy / on-device energy (0: DeepX stays on the phone)\n")
+    print(table_text(break_even(rate), "{:.3g}"))
+
     replan = replan_summary(sweep("replan_vs_static_trace", args.quick, out, args.workers))
     replan.to_csv(out / "replan.csv", index=False)
     plot_replan(replan, out / "replan.png")
-    print("\nPart 2: AlexNet on snapdragon_400 over real LTE uplink traces, GPU load varying\n")
+    print("\nPart 2: the flagship (VGG-16 on snapdragon_400, a request every 2 s) over two LTE traces\n")
     print(table_text(replan, "{:.4g}"))
-    print(f"\nwrote {out}/offload.csv, offload.png, replan.csv, replan.png")
+    print(f"\nwrote {out}/offload.csv, offload.png, rate.csv, rate.png, replan.csv, replan.png")
 
 
 if __name__ == "__main__":

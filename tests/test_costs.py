@@ -97,9 +97,9 @@ def test_conditions_override_the_link(alexnet_k1: CostModel) -> None:
     g, p = load_model("alexnet"), load_platform("tegra_k1")
     slow = CostModel(g, p, Conditions(link="lte", uplink_mbps=1.0, rtt_ms=100))
     assert slow.transfer_cost(1000, "cpu", "cloud").latency_s == pytest.approx(0.05 + 8000 / 1e6)
-    promo_s, burst_j = slow.radio_burst()
-    assert promo_s == pytest.approx(0.2601)
-    assert burst_j == pytest.approx(1.2107 * 0.2601 + 1.060 * 11.576)
+    charge = slow.radio_charge(first_use_s=0.1, span_s=0.5)  # idle radio, no next request
+    assert charge.promotion_s == pytest.approx(0.2601)
+    assert charge.promotion_j + charge.tail_j == pytest.approx(1.2107 * 0.2601 + 1.060 * 11.576)
     unreachable = CostModel(g, p, Conditions(link="lte", cloud_reachable=False))
     assert "cloud" not in [q.name for q in unreachable.available_processors()]
     with pytest.raises(CostError, match="not reachable"):
@@ -143,3 +143,32 @@ def test_bad_profiles(tmp_path: Path, content: str, suffix: str, expected: str) 
         load_profile(path, load_model("alexnet"), load_platform("tegra_k1"))
     assert expected in str(err.value)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(("state", "tail_left_s", "gap_s", "promoted", "tail_s"), [
+    ("idle", 0.0, None, True, 11.576),  # a lone request: promotion and the whole tail
+    ("connected", 3.0, None, False, 11.576),  # the tail outlasts the 0.1 s of local work first
+    ("connected", 0.05, None, True, 11.576),  # it runs out during that local work
+    ("promoting", 0.0, 2.0, False, 2.0 - 0.5),  # the next request arrives 2 s on: shares the rest
+    ("idle", 0.0, 0.3, True, 0.0),  # the next one arrives before this one is done with the radio
+    ("connected", 9.0, 20.0, False, 11.576),  # the next one comes after the tail: it promotes
+])
+def test_radio_rule_charges_promotion_from_idle_and_the_unshared_tail(
+        state: str, tail_left_s: float, gap_s: float | None, promoted: bool, tail_s: float) -> None:
+    g, p = load_model("alexnet"), load_platform("tegra_k1")
+    conditions = Conditions(link="lte", radio_state=state, tail_left_s=tail_left_s,  # type: ignore[arg-type]
+                            next_gap_s=gap_s)
+    charge = CostModel(g, p, conditions).radio_charge(first_use_s=0.1, span_s=0.5)
+    # Huang et al. LTE: promotion 1210.7 mW x 260.1 ms, one tail stage of 1060 mW for 11.576 s
+    assert charge.promotion_s == pytest.approx(0.2601 if promoted else 0.0)
+    assert charge.promotion_j == pytest.approx(1.2107 * 0.2601 if promoted else 0.0)
+    assert charge.tail_j == pytest.approx(1.060 * tail_s)
+
+
+def test_bad_radio_conditions_are_named() -> None:
+    with pytest.raises(CostError, match="radio_state must be one of"):
+        Conditions(radio_state="asleep")  # type: ignore[arg-type]
+    with pytest.raises(CostError, match="tail_left_s must be >= 0, and 0 unless the radio is connected"):
+        Conditions(radio_state="idle", tail_left_s=2.0)
+    with pytest.raises(CostError, match="next_gap_s must be > 0"):
+        Conditions(next_gap_s=-1.0)

@@ -1,13 +1,20 @@
-"""Planners: the DeepX ILP, baselines and a brute-force oracle, behind one interface."""
+"""Planners: the DeepX ILP, baselines and a brute-force oracle, behind one interface
+and one registry (:func:`register_planner` adds your own)."""
 
 from __future__ import annotations
 
-from deepx_sim.errors import PlanError, closest_names
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.baselines import BASELINES
 from deepx_sim.plan.ilp import DeepXPlanner
 from deepx_sim.plan.oracle import BruteForcePlanner
 from deepx_sim.plan.problem import Constraints, Placement, Plan, Problem, evaluate
+from deepx_sim.plan.registry import (
+    PLANNERS,
+    get_planner,
+    planner_names,
+    register_planner,
+    unregister_planner,
+)
 
 __all__ = [
     "BruteForcePlanner",
@@ -20,19 +27,11 @@ __all__ = [
     "evaluate",
     "get_planner",
     "planner_names",
+    "register_planner",
+    "unregister_planner",
 ]
 
-
-def planner_names() -> list[str]:
-    return ["deepx", *BASELINES, "oracle"]
-
-
-def get_planner(name: str, **options: object) -> Planner:
-    """A planner by name; ``options`` go to DeepXPlanner (solver, time_limit_s, gap)."""
-    if name == "deepx":
-        return DeepXPlanner(**options)  # type: ignore[arg-type]
-    if name == "oracle":
-        return BruteForcePlanner()
-    if name in BASELINES:
-        return BASELINES[name]
-    raise PlanError(f"unknown planner {name!r}: {closest_names(name, planner_names())}")
+PLANNERS.add_builtin("deepx", DeepXPlanner)
+for _name, _factory in BASELINES.items():
+    PLANNERS.add_builtin(_name, _factory)
+PLANNERS.add_builtin("oracle", BruteForcePlanner)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from functools import partial
 
 import networkx as nx
 
@@ -197,14 +199,15 @@ class GreedyPlanner(Planner):
         return evaluate(problem, chosen, "greedy")
 
 
-BASELINES: dict[str, Planner] = {
-    "cpu-only": SingleProcessorPlanner((ProcessorKind.CPU, ProcessorKind.MCU), "cpu-only"),
-    "gpu-only": SingleProcessorPlanner((ProcessorKind.GPU,), "gpu-only"),
-    "lowpower-only": SingleProcessorPlanner((ProcessorKind.LPC, ProcessorKind.DSP),
-                                            "lowpower-only"),
-    "npu-only": SingleProcessorPlanner((ProcessorKind.NPU,), "npu-only"),
-    "cloud-only": SingleProcessorPlanner((ProcessorKind.CLOUD,), "cloud-only"),
-    "neurosurgeon": NeurosurgeonPlanner(),
-    "dads": DADSPlanner(),
-    "greedy": GreedyPlanner(),
+#: The baselines by name, as factories (each call makes a new planner).
+BASELINES: dict[str, Callable[[], Planner]] = {
+    "cpu-only": partial(SingleProcessorPlanner, (ProcessorKind.CPU, ProcessorKind.MCU), "cpu-only"),
+    "gpu-only": partial(SingleProcessorPlanner, (ProcessorKind.GPU,), "gpu-only"),
+    "lowpower-only": partial(SingleProcessorPlanner, (ProcessorKind.LPC, ProcessorKind.DSP),
+                             "lowpower-only"),
+    "npu-only": partial(SingleProcessorPlanner, (ProcessorKind.NPU,), "npu-only"),
+    "cloud-only": partial(SingleProcessorPlanner, (ProcessorKind.CLOUD,), "cloud-only"),
+    "neurosurgeon": NeurosurgeonPlanner,
+    "dads": DADSPlanner,
+    "greedy": GreedyPlanner,
 }

@@ -4,40 +4,59 @@ DeepX replans every inference, faster than an ILP solve allows.  A plan's
 costs depend on the conditions only through a few sums, so each candidate
 plan is reduced once to features:
 
-- busy seconds per processor (latency scales by 1 / free fraction),
+- busy seconds per processor (latency scales by 1 / free fraction), and the
+  same for the layers before its first cloud layer (the radio rule's
+  ``first_use_s``),
 - condition-free energy (layer work, on-chip copies),
 - number and bytes of uplink and downlink transfers, cloud busy seconds,
-- whether it uses the radio (promotion and tail).
+- whether it uses the radio.
 
 Under new conditions every candidate's latency and energy follow in closed
-form (numpy, microseconds), and the best one meeting the deadline and energy
-budget is returned.  The pool is the set of ILP optima over a grid of
-conditions (``warm``); when no candidate is feasible the full ILP runs and its
-plan joins the pool.  ``benchmarks/bench_planner.py`` measures the loss
-against a full solve.
+form (numpy, tens of microseconds), with the radio rule of
+:mod:`deepx_sim.costs` (promotion from idle, the unshared tail) applied to
+the whole pool at once, and the best one meeting the deadline and energy
+budget is returned.  The pool holds the ILP optima over a grid of conditions
+and radio states (:meth:`FastReplanner.warm`), and grows: every full solve
+(when no candidate is feasible, a caller's periodic check, a fallback plan
+passed to :meth:`FastReplanner.add`) joins it.  ``benchmarks/bench_planner.py``
+measures the loss against a full solve.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from deepx_sim.costs import Conditions
+from deepx_sim.costs import Conditions, radio_charge, radio_rule
 from deepx_sim.errors import InfeasibleError
 from deepx_sim.plan.ilp import DeepXPlanner
 from deepx_sim.plan.problem import RADIO, Plan, Problem, evaluate, transfers_of
 
-DEFAULT_UPLINKS_MBPS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+DEFAULT_UPLINKS_MBPS = (0.25, 2.0, 16.0, 64.0)
+#: Warm-up scans bisect between neighbours down to this ratio (bandwidth, free
+#: fraction, deadline share), from these lowest free fraction and deadline share.
+SCAN_RESOLUTION = 1.2
+MIN_FREE_FRACTION = 0.2
+MIN_DEADLINE_SHARE = 0.3
+#: Loads on several processors: random load vectors until this many solves in a
+#: row add nothing (at most MAX_SATURATION_SOLVES).
+SATURATION_PATIENCE = 20
+MAX_SATURATION_SOLVES = 300
 DEFAULT_FREE_FRACTIONS = (1.0, 0.4)
+#: Arrival gaps the warm-up plans for, besides "no next request" (seconds).
+DEFAULT_GAPS_S = (0.25, 1.0, 4.0)
 
 
 @dataclass(frozen=True)
 class _Features:
     plan: Plan
     busy_s: np.ndarray  # per local processor, in FastReplanner.local order
+    prefix_busy_s: np.ndarray  # the same, for the layers before the first cloud layer
+    uses: np.ndarray  # per local processor: whether any layer runs there
     fixed_latency_s: float  # on-chip copies (condition-free)
     fixed_energy_j: dict[str, float]  # per processor, layer work + on-chip copies
     cloud_busy_s: float
@@ -60,59 +79,155 @@ class FastReplanner:
         self.candidates: list[_Features] = []
         self._keys: set[tuple[tuple[str, object], ...]] = set()
         self.full_solves = 0
-        self._arrays: tuple[np.ndarray, ...] | None = None
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         # features are taken once under nominal, unloaded conditions (one cost model, cached)
         self._nominal = problem.with_conditions(replace(problem.conditions, free_fraction={},
                                                         uplink_mbps=None, downlink_mbps=None,
                                                         rtt_ms=None, cloud_reachable=True))
 
+    @property
+    def pool_size(self) -> int:
+        """Distinct plans in the pool."""
+        return len(self.candidates)
+
     # ------------------------------------------------------------ pool
     def warm(self, uplinks_mbps: tuple[float, ...] = DEFAULT_UPLINKS_MBPS,
              free_fractions: tuple[float, ...] = DEFAULT_FREE_FRACTIONS,
-             vary: tuple[str, ...] | None = None) -> FastReplanner:
-        """Solve the ILP over a grid of uplink bandwidths x per-processor free
-        fractions (for the processors in ``vary``, default all local ones)
-        and with the cloud unreachable; keep each distinct optimum."""
+             vary: tuple[str, ...] | None = None,
+             gaps_s: Iterable[float] = DEFAULT_GAPS_S) -> FastReplanner:
+        """Solve the ILP over the conditions a request may meet and keep each
+        distinct optimum:
+
+        - per-processor free fractions (``free_fractions`` for each processor in
+          ``vary``, default all local ones) x radio states (idle with no next
+          request; connected with the next request ``gaps_s`` away) x uplink
+          bandwidths, and the same loads with the cloud unreachable;
+        - each processor in ``vary`` alone, from idle down to
+          :data:`MIN_FREE_FRACTION` free, on the device alone;
+        - the share of the deadline left (our own queue, or a load on every
+          processor, spends part of it), from all down to
+          :data:`MIN_DEADLINE_SHARE`, on the device alone and with the radio connected;
+        - with several processors in ``vary``, random load vectors until the pool
+          stops growing (:meth:`_saturate`).
+
+        Every scan starts from a few points and bisects between neighbours whose
+        optima differ, down to :data:`SCAN_RESOLUTION` (a ratio): where both ends
+        share an optimum, the plans in between rarely beat it."""
         vary = tuple(vary if vary is not None else self.local)
         base = self.problem.conditions
-        loads = list(itertools.product(free_fractions, repeat=len(vary)))
-        grid = [replace(base, uplink_mbps=up, free_fraction=dict(zip(vary, ff, strict=True)))
-                for up in (uplinks_mbps if self.link else (None,)) for ff in loads]
-        grid += [replace(base, cloud_reachable=False, free_fraction=dict(zip(vary, ff, strict=True)))
-                 for ff in loads] if self.link else []
-        for conditions in grid:
-            try:
-                self._solve(conditions)
-            except InfeasibleError:
-                continue
+        local_only = replace(base, cloud_reachable=False)
+        loads = [dict(zip(vary, ff, strict=True))
+                 for ff in itertools.product(free_fractions, repeat=len(vary))]
+        for ff in loads:
+            self._try(replace(local_only, free_fraction=ff))
+        for proc in vary:
+            self._scan(lambda f, p=proc: self._try(replace(local_only, free_fraction={p: f})),
+                       [MIN_FREE_FRACTION, 1.0])
+        radios = [local_only]
+        if self.link is not None:
+            radios = [replace(base, radio_state="idle", tail_left_s=0.0, next_gap_s=None)]
+            radios += [replace(base, radio_state="connected", tail_left_s=float("inf"), next_gap_s=g)
+                       for g in gaps_s]
+            for radio, ff in itertools.product(radios, loads):
+                loaded = replace(radio, free_fraction=ff)
+                self._scan(lambda up, c=loaded: self._try(replace(c, uplink_mbps=up)),
+                           sorted(uplinks_mbps))
+        for conditions in (local_only, radios[-1]) if self.link is not None else (local_only,):
+            self._scan(lambda share, c=conditions: self._solve_within(c, share), [MIN_DEADLINE_SHARE, 1.0])
+        if len(vary) > 1:
+            self._saturate(radios, vary)
         return self
 
-    def _solve(self, conditions: Conditions) -> Plan:
-        plan = self.planner.plan(self.problem.with_conditions(conditions))
+    def _saturate(self, radios: list[Conditions], vary: tuple[str, ...]) -> None:
+        """Loads on several processors at once: solve at random load vectors (free
+        fractions uniform in [MIN_FREE_FRACTION, 1], each radio state in turn) until
+        :data:`SATURATION_PATIENCE` solves in a row find no plan the pool lacks."""
+        rng = np.random.default_rng(0)  # the same pool every time
+        quiet = 0
+        for i in range(MAX_SATURATION_SOLVES):
+            if quiet >= SATURATION_PATIENCE:
+                return
+            free = {p: float(rng.uniform(MIN_FREE_FRACTION, 1.0)) for p in vary}
+            before = self.pool_size
+            self._try(replace(radios[i % len(radios)], free_fraction=free))
+            quiet = quiet + 1 if self.pool_size == before else 0
+
+    def _try(self, conditions: Conditions) -> Plan | None:
+        try:
+            return self.solve(conditions)
+        except InfeasibleError:
+            return None
+
+    def _solve_within(self, conditions: Conditions, share: float) -> Plan | None:
+        """The optimum when only ``share`` of the deadline is left, costed for the
+        real deadline (None if there is none)."""
+        c = self.problem.constraints
+        tight = self.problem.with_conditions(conditions).with_constraints(
+            replace(c, deadline_s=c.deadline_s * share))
+        try:
+            plan = self.planner.plan(tight)
+        except InfeasibleError:
+            return None
         self.full_solves += 1
-        self._add(plan)
+        plan = evaluate(self.problem.with_conditions(conditions), plan.assignment, plan.planner,
+                        solver=plan.solver, solve_time_s=plan.solve_time_s, gap=plan.gap)
+        self.add(plan)
         return plan
 
-    def _add(self, plan: Plan) -> None:
+    @staticmethod
+    def _scan(optimum: Callable[[float], Plan | None], points: list[float]) -> None:
+        """``optimum`` at ``points`` (increasing), then at geometric midpoints of
+        neighbours whose optima differ, down to :data:`SCAN_RESOLUTION`."""
+        found = [optimum(x) for x in points]
+        todo = list(zip(points, points[1:], found, found[1:], strict=False))
+        while todo:
+            lo, hi, a, b = todo.pop()
+            same = (a is None and b is None) or (a is not None and b is not None
+                                                 and a.placements == b.placements)
+            if same or hi / lo < SCAN_RESOLUTION:
+                continue
+            mid = (lo * hi) ** 0.5
+            m = optimum(mid)
+            todo += [(lo, mid, a, m), (mid, hi, m, b)]
+
+    def solve(self, conditions: Conditions) -> Plan:
+        """A full ILP solve under ``conditions``; its plan joins the pool."""
+        plan = self.planner.plan(self.problem.with_conditions(conditions))
+        self.full_solves += 1
+        self.add(plan)
+        return plan
+
+    def add(self, plan: Plan) -> None:
+        """Put ``plan`` (any plan for this problem) in the pool, unless it is there."""
         key = tuple((p.layer, (p.processor, p.variant)) for p in plan.placements)
         if key in self._keys:
             return
         self._keys.add(key)
-        nominal = self._nominal
-        costs = nominal.costs
+        self.candidates.append(self._features(plan))
+        self._arrays = None
+
+    def _features(self, plan: Plan) -> _Features:
+        costs = self._nominal.costs
         busy = np.zeros(len(self.local))
-        fixed_energy = {p: 0.0 for p in self.local}
+        prefix = np.zeros(len(self.local))
+        uses = np.zeros(len(self.local), dtype=bool)
+        fixed_energy = dict.fromkeys(self.local, 0.0)
         cloud_busy = fixed_latency = 0.0
+        remote_seen = False
         for place in plan.placements:
             c = costs.layer_cost(place.layer, place.processor, place.variant)
             if place.processor in self.local:
-                busy[self.local.index(place.processor)] += c.busy_s
+                i = self.local.index(place.processor)
+                busy[i] += c.busy_s
+                uses[i] = True
+                prefix[i] += 0.0 if remote_seen else c.busy_s
                 fixed_energy[place.processor] += c.energy_j
             else:
+                remote_seen = True
                 cloud_busy += c.busy_s
         n_up = n_down = bytes_up = bytes_down = 0
         where = {p.layer: p.processor for p in plan.placements}
-        for _, src, dst, size in transfers_of(nominal, where):
+        for _, src, dst, size in transfers_of(self._nominal, where):
             if src in self.local and dst in self.local:
                 t = costs.transfer_cost(size, src, dst)
                 fixed_latency += t.latency_s
@@ -121,88 +236,118 @@ class FastReplanner:
                 n_down, bytes_down = n_down + 1, bytes_down + size
             else:
                 n_up, bytes_up = n_up + 1, bytes_up + size
-        self.candidates.append(_Features(plan, busy, fixed_latency, fixed_energy, cloud_busy,
-                                         n_up, bytes_up, n_down, bytes_down))
-        self._arrays = None
+        return _Features(plan, busy, prefix, uses, fixed_latency, fixed_energy, cloud_busy,
+                         n_up, bytes_up, n_down, bytes_down)
 
-    def _stack(self) -> tuple[np.ndarray, ...]:
+    def _stack(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(M, uses radio, uses each local processor, any uses radio).  Every pooled plan's latency,
+        radio span, first radio use and energy (before queueing, promotion and
+        tail) are ``theta @ M``, four blocks of one column per plan, with
+        ``theta`` the conditions' parameters (:meth:`_theta`): all are linear in them."""
         if self._arrays is None:
-            c = self.candidates
-            self._arrays = (
-                np.array([f.busy_s for f in c]).reshape(len(c), len(self.local)),
-                np.array([f.fixed_latency_s for f in c]),
-                np.array([sum(f.fixed_energy_j.values()) for f in c]),
-                np.array([f.cloud_busy_s for f in c]),
-                np.array([f.n_up for f in c], dtype=float),
-                np.array([f.bytes_up for f in c], dtype=float),
-                np.array([f.n_down for f in c], dtype=float),
-                np.array([f.bytes_down for f in c], dtype=float),
-                np.array([f.plan.uses_radio for f in c]),
-            )
+            rows = [self._coefficients(f) for f in self.candidates]
+            m = np.array(rows).transpose(2, 1, 0).reshape(len(rows[0][0]), -1)
+            radio = np.array([f.plan.uses_radio for f in self.candidates])
+            self._arrays = (m, radio, np.array([f.uses for f in self.candidates]).T.copy(),
+                            bool(radio.any()))
         return self._arrays
+
+    def _coefficients(self, f: _Features) -> list[list[float]]:
+        """One plan's [latency, span, first use, energy] coefficients on theta."""
+        zeros = [0.0] * len(self.local)
+        n_moves = float(f.n_up + f.n_down)
+        mb_up, mb_down = f.bytes_up * 8 / 1e6, f.bytes_down * 8 / 1e6
+        fixed_j = sum(f.fixed_energy_j.values())
+        if self.link is None:
+            return [[*f.busy_s, f.fixed_latency_s], [*zeros, 0.0], [*f.prefix_busy_s, 0.0], [*zeros, fixed_j]]
+        model = self.link.radio
+        base_w = model.base_mw / 1000.0
+        moved_j = model.transfer_energy_j(0.0, up_megabits=mb_up, down_megabits=mb_down)
+        return [[*f.busy_s, f.cloud_busy_s, n_moves, mb_up, mb_down, f.fixed_latency_s],
+                [*zeros, f.cloud_busy_s, n_moves, mb_up, mb_down, 0.0],
+                [*f.prefix_busy_s, 0.0, 0.0, 0.0, 0.0, 0.0],
+                [*zeros, f.cloud_busy_s * model.connected_wait_power_w, base_w * n_moves,
+                 base_w * mb_up, base_w * mb_down, fixed_j + moved_j]]
+
+    def _theta(self, conditions: Conditions) -> np.ndarray:
+        """1 / free fraction of each local processor (then the cloud), rtt / 2,
+        1 / uplink and 1 / downlink Mbps, and 1."""
+        free = conditions.free_fraction
+        theta = [1.0 / free.get(p, 1.0) for p in self.local]
+        link = self.link
+        if link is not None:
+            theta += [1.0 / free.get(link.remote, 1.0),
+                      (conditions.rtt_ms if conditions.rtt_ms is not None else link.rtt_ms) / 2e3,
+                      1.0 / (conditions.uplink_mbps or link.uplink_mbps),
+                      1.0 / (conditions.downlink_mbps or link.downlink_mbps)]
+        theta.append(1.0)
+        return np.array(theta)
 
     # ------------------------------------------------------------ replan
     def plan(self, conditions: Conditions) -> Plan:
-        """The best pooled plan under ``conditions``; a full solve if none fits."""
+        """The best pooled plan under ``conditions``, with its costs there; a full
+        solve if none fits."""
         start = time.perf_counter()
         if self.candidates:
             best = self._best(conditions)
             if best is not None:
-                index, lat, energy, radio_j = best
-                return self._as_plan(self.candidates[index], conditions, lat, energy, radio_j,
+                return self._as_plan(self.candidates[best[0]], conditions, best,
                                      time.perf_counter() - start)
-        return self._solve(conditions)
+        return self.solve(conditions)
 
-    def choose(self, conditions: Conditions) -> tuple[Plan, float, float]:
-        """Like :meth:`plan` but returns the pooled Plan object itself (its costs are
-        those of the conditions it was solved under) with the predicted latency_s
-        and energy_j under ``conditions``: the simulator's per-request call."""
+    def choose(self, conditions: Conditions) -> tuple[Plan, float, float] | None:
+        """The best pooled Plan object itself (its costs are those of the conditions
+        it was solved under) with its latency_s and energy_j under ``conditions``,
+        or None if no pooled plan is feasible: the simulator's per-request call."""
         best = self._best(conditions) if self.candidates else None
         if best is None:
-            plan = self._solve(conditions)
-            return plan, plan.latency_s, plan.energy_j
-        index, latency_s, energy_j, _ = best
+            return None
+        index, latency_s, energy_j, _, _ = best
         return self.candidates[index].plan, latency_s, energy_j
 
-    def _best(self, conditions: Conditions) -> tuple[int, float, float, float] | None:
-        busy, fixed_lat, fixed_en, cloud_busy, n_up, b_up, n_down, b_down, radio = self._stack()
-        cons = self.problem.constraints
-        free = np.array([conditions.free_fraction.get(p, 1.0) for p in self.local])
-        latency = busy @ (1.0 / free) + fixed_lat
-        energy = fixed_en.copy()
-        radio_j = np.zeros(len(energy))
-        if self.link is not None:
-            up = conditions.uplink_mbps or self.link.uplink_mbps
-            down = conditions.downlink_mbps or self.link.downlink_mbps
-            rtt_s = (conditions.rtt_ms if conditions.rtt_ms is not None else self.link.rtt_ms) / 1e3
-            up_s = n_up * rtt_s / 2 + b_up * 8 / (up * 1e6)
-            down_s = n_down * rtt_s / 2 + b_down * 8 / (down * 1e6)
-            cloud_s = cloud_busy / conditions.free_fraction.get(self.link.remote, 1.0)
-            radio_model = self.link.radio
-            radio_j = (radio_model.transfer_energy_j(up_s + down_s, up_megabits=b_up * 8 / 1e6,
-                                                     down_megabits=b_down * 8 / 1e6)
-                       + cloud_s * radio_model.connected_wait_power_w
-                       + radio * (radio_model.promotion_energy_j + radio_model.tail_energy_j))
-            latency = latency + up_s + down_s + cloud_s + radio * radio_model.promotion_s
-            energy = energy + radio_j
-        ok = latency <= cons.deadline_s * (1 + 1e-9)
-        if not conditions.cloud_reachable:
-            ok &= ~radio
-        if cons.energy_budget_j is not None:
-            ok &= energy <= cons.energy_budget_j * (1 + 1e-9)
-        if not ok.any():
-            return None
-        score = np.where(ok, cons.objective_value(energy, latency), np.inf)  # type: ignore[arg-type]
-        i = int(np.argmin(score))
-        return i, float(latency[i]), float(energy[i]), float(radio_j[i])
+    def _costs(self, conditions: Conditions) -> tuple[np.ndarray, ...]:
+        """(latency_s, energy_j, uses the radio, first_use_s, span_s) of every pooled
+        plan under ``conditions``: one product, then the radio rule on all at once."""
+        m, radio, uses, any_radio = self._stack()
+        latency, span_s, first_use_s, energy = (self._theta(conditions) @ m).reshape(4, -1)
+        if conditions.queued_s:  # wait for the longest of our own queues among the processors used
+            queued = np.array([conditions.queued_s.get(p, 0.0) for p in self.local])
+            latency = latency + (queued[:, None] * uses).max(axis=0)
+        if not any_radio:
+            return latency, energy, radio, first_use_s, span_s
+        model = self.link.radio  # type: ignore[union-attr]
+        promoted, tail_j = radio_rule(model, conditions, first_use_s, span_s)
+        promoted = promoted & radio
+        latency = latency + promoted * model.promotion_s
+        energy = energy + promoted * model.promotion_energy_j + radio * tail_j
+        return latency, energy, radio, first_use_s, span_s
 
-    def _as_plan(self, f: _Features, conditions: Conditions, latency: float, energy: float,
-                 radio_j: float, elapsed: float) -> Plan:
+    def _best(self, conditions: Conditions) -> tuple[int, float, float, float, float] | None:
+        """(index, latency_s, energy_j, first_use_s, span_s) of the best feasible pooled plan."""
+        cons = self.problem.constraints
+        latency, energy, radio, first_use_s, span_s = self._costs(conditions)
+        score = cons.objective_value(energy, latency)  # type: ignore[arg-type]
+        bad = latency > cons.deadline_s * (1 + 1e-9)
+        if not conditions.cloud_reachable:
+            bad |= radio
+        if cons.energy_budget_j is not None:
+            bad |= energy > cons.energy_budget_j * (1 + 1e-9)
+        score = np.where(bad, np.inf, score)
+        i = int(score.argmin())
+        if bad[i]:
+            return None
+        return i, float(latency[i]), float(energy[i]), float(first_use_s[i]), float(span_s[i])
+
+    def _as_plan(self, f: _Features, conditions: Conditions, best: tuple[int, float, float, float, float],
+                 elapsed: float) -> Plan:
+        _, latency, energy, first_use_s, span_s = best
         breakdown = {p: e for p, e in f.fixed_energy_j.items() if e != 0.0 or p in f.plan.memory_bytes}
-        if radio_j:
-            breakdown[RADIO] = radio_j
+        charge = None
+        if f.plan.uses_radio:
+            breakdown[RADIO] = energy - sum(f.fixed_energy_j.values())
+            charge = radio_charge(self.link.radio, conditions, first_use_s, span_s)  # type: ignore[union-attr]
         return replace(f.plan, planner=self.name, latency_s=latency, energy_j=energy,
-                       energy_breakdown_j=breakdown,
+                       energy_breakdown_j=breakdown, radio=charge,
                        objective_value=self.problem.constraints.objective_value(energy, latency),
                        conditions=conditions, solver="pool", solve_time_s=elapsed, gap=None,
                        status="feasible")
@@ -210,3 +355,4 @@ class FastReplanner:
     def check(self, plan: Plan) -> Plan:
         """The same placements costed by :func:`evaluate` (for tests and audits)."""
         return evaluate(self.problem.with_conditions(plan.conditions), plan.assignment, "check")
+

@@ -10,9 +10,16 @@ Variables
     w[u,p,q] in [0,1]   u's output is sent p -> q at all (u with several
                         consumers sends once per destination processor)
     r in {0,1}          the request uses the radio (any layer in the cloud)
+    t >= 0              the tail energy the radio rule charges (piecewise linear in
+                        next_gap_s - span, span = radio transfer + cloud time)
     m[p] >= 0           largest activation footprint of a layer on p
 Constraints
     one placement per layer; the input on the sensor processor;
+    q >= queued_s[p] for each processor p used (our own earlier requests' work);
+    the radio rule (deepx_sim.costs.radio_charge): promotion when the radio
+    is idle, or when its tail runs out before the local work ahead of the
+    first cloud layer (prefix variables f, u); the tail for the part the
+    next request will not share;
     latency <= deadline; sum of accuracy losses <= budget;
     parameters + m[p] <= usable memory of p; energy <= budget (optional).
 Objective
@@ -24,6 +31,7 @@ costs are recomputed by :func:`~deepx_sim.plan.problem.evaluate`.
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,13 +39,14 @@ from typing import Any
 
 import pulp
 
-from deepx_sim.costs import Variant
+from deepx_sim.costs import Variant, tail_energy_j, tail_pieces
 from deepx_sim.errors import InfeasibleError, PlanError
 from deepx_sim.model.layers import LayerKind
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate
 
 SOLVERS = ("highs", "cbc")
+OBJECTIVE_SCALE = 1000.0
 
 
 @dataclass
@@ -71,160 +80,22 @@ class DeepXPlanner(Planner):
     # ---------------------------------------------------------------- build
     def build(self, problem: Problem, *, deadline: bool = True, objective: str | None = None,
               energy_budget: bool = True) -> _Model:
-        costs = problem.costs
-        c = problem.constraints
-        procs = problem.processors
-        remote = {p for p in procs if problem.platform.processor(p).is_remote}
-        prob = pulp.LpProblem("deepx", pulp.LpMinimize)
-        x: dict[tuple[str, str, Variant], pulp.LpVariable] = {}
-        # coefficient lists may name a variable twice (layer cost + result transfer);
-        # LpAffineExpression keeps only the last pair, so they are summed in _expr
-        lat_terms: list[tuple[pulp.LpVariable, float]] = []
-        en_terms: list[tuple[pulp.LpVariable, float]] = []
-        loss_terms: list[tuple[pulp.LpVariable, float]] = []
-        params: dict[str, list[tuple[pulp.LpVariable, float]]] = {p: [] for p in procs}
-        assign: dict[tuple[str, str], list[pulp.LpVariable]] = {}
-        act_bytes: dict[str, int] = {}
-        max_params: dict[str, int] = {p: 0 for p in procs}
-        n = 0
-        for lay in problem.layers:
-            allowed = [problem.sensor] if lay.kind == LayerKind.INPUT else procs
-            act_bytes[lay.name] = lay.input_bytes(costs.activation_bits) + lay.output_bytes(
-                costs.activation_bits)
-            row: list[pulp.LpVariable] = []
-            for p in allowed:
-                assign[(lay.name, p)] = []
-                biggest = 0
-                for v in problem.variants(lay, p):
-                    n += 1
-                    var = prob.add_variable(f"x{n}", 0, 1, cat=pulp.LpBinary)
-                    x[(lay.name, p, v)] = var
-                    assign[(lay.name, p)].append(var)
-                    row.append(var)
-                    cost = costs.layer_cost(lay.name, p, v)
-                    lat_terms.append((var, cost.latency_s))
-                    en_terms.append((var, cost.energy_j))
-                    params[p].append((var, cost.param_bytes))
-                    biggest = max(biggest, cost.param_bytes)
-                    loss = problem.loss(lay, v)
-                    if loss > 0:
-                        loss_terms.append((var, loss))
-                max_params[p] += biggest
-            if not row:
-                raise PlanError(f"layer {lay.name!r} has no processor that can run it")
-            prob += pulp.lpSum(row) == 1, f"place_{n}"
-
-        def a(layer: str, p: str) -> pulp.LpAffineExpression:
-            return pulp.LpAffineExpression([(v, 1) for v in assign.get((layer, p), [])])
-
-        # transfers: flows per edge, deduplicated per destination processor
-        graph = problem.graph
-        outputs = set(problem.output_layers())
-        tcache: dict[tuple[int, str, str], tuple[float, float, bool]] = {}
-
-        def transfer(size: int, p: str, q: str) -> tuple[float, float, bool]:
-            key = (size, p, q)
-            if key not in tcache:
-                t = costs.transfer_cost(size, p, q)
-                tcache[key] = (t.latency_s, t.energy_j, t.route in ("uplink", "downlink"))
-            return tcache[key]
-
-        k = 0
-        for lay in problem.layers:
-            u = lay.name
-            src_procs = [p for p in procs if (u, p) in assign]
-            consumers = list(graph.successors(u))
-            dest_count = len(consumers) + (1 if u in outputs else 0)
-            sizes: dict[str, int] = {}
-            per_edge: dict[str, dict[tuple[str, str], pulp.LpVariable]] = {}
-            for v in consumers:
-                sizes[v] = costs.edge_bytes(u, v)
-                dst_procs = [q for q in procs if (v, q) in assign]
-                z = {}
-                for p in src_procs:
-                    for q in dst_procs:
-                        k += 1
-                        z[(p, q)] = prob.add_variable(f"z{k}", 0, 1)
-                for p in src_procs:
-                    prob += pulp.lpSum(z[(p, q)] for q in dst_procs) == a(u, p)
-                for q in dst_procs:
-                    prob += pulp.lpSum(z[(p, q)] for p in src_procs) == a(v, q)
-                per_edge[v] = z
-            if dest_count == 1 and consumers:  # one consumer: pay on the flow itself
-                v = consumers[0]
-                for (p, q), var in per_edge[v].items():
-                    if p != q:
-                        t_lat, t_en, _ = transfer(sizes[v], p, q)
-                        lat_terms.append((var, t_lat))
-                        en_terms.append((var, t_en))
-                continue
-            size_out = lay.output_bytes(costs.activation_bits)
-            for p in src_procs:
-                for q in procs:
-                    if q == p:
-                        continue
-                    feeders = [per_edge[v][(p, q)] for v in consumers if (p, q) in per_edge[v]]
-                    to_sensor = u in outputs and q == problem.sensor
-                    if not feeders and not to_sensor:
-                        continue
-                    size = max([sizes[v] for v in consumers if (p, q) in per_edge[v]]
-                               + ([size_out] if to_sensor else []))
-                    t_lat, t_en, _ = transfer(size, p, q)
-                    if to_sensor and not consumers:  # result only: linear in a(u, p)
-                        for var in assign[(u, p)]:
-                            lat_terms.append((var, t_lat))
-                            en_terms.append((var, t_en))
-                        continue
-                    k += 1
-                    w = prob.add_variable(f"w{k}", 0, 1)
-                    for f in feeders:
-                        prob += w >= f
-                    if to_sensor:
-                        prob += w >= a(u, p)
-                    lat_terms.append((w, t_lat))
-                    en_terms.append((w, t_en))
-
-        if remote:
-            r = prob.add_variable("radio", 0, 1, cat=pulp.LpBinary)
-            for (_layer, p), vars_ in assign.items():
-                if p in remote:
-                    for var in vars_:
-                        prob += r >= var
-            promo_s, burst_j = costs.radio_burst()
-            lat_terms.append((r, promo_s))
-            en_terms.append((r, burst_j))
-
-        # memory: parameters plus the largest activation footprint on each processor
-        for p in procs:
-            cap = problem.platform.processor(p).usable_memory_bytes
-            if max_params[p] + max(act_bytes.values()) <= cap:
-                continue  # cannot bind
-            m = prob.add_variable(f"mem_act_{p}", 0)
-            for layer_name, size in act_bytes.items():
-                if (layer_name, p) in assign:
-                    prob += m >= size * a(layer_name, p)
-            prob += _expr(params[p]) + m <= cap, f"memory_{p}"
-
-        latency, energy, loss = _expr(lat_terms), _expr(en_terms), _expr(loss_terms)
-        if deadline:
-            prob += latency <= c.deadline_s, "deadline"
-        if loss_terms:
-            prob += loss <= c.max_accuracy_loss, "accuracy"
-        if energy_budget and c.energy_budget_j is not None:
-            prob += energy <= c.energy_budget_j, "energy_budget"
-        objective = objective or c.objective
-        if objective == "energy":
-            prob += energy
-        elif objective == "latency":
-            prob += latency
-        else:
-            prob += energy + c.latency_weight_j_per_s * latency
-        return _Model(prob, x, latency, energy, loss)
+        """The integer program for ``problem``; ``deadline``/``energy_budget`` False
+        drop those constraints and ``objective`` overrides the problem's (diagnosis)."""
+        b = _Builder(problem)
+        b.placement()
+        b.transfers()
+        b.radio()
+        b.queue()
+        b.memory()
+        return b.objective(deadline=deadline, objective=objective, energy_budget=energy_budget)
 
     # ---------------------------------------------------------------- solve
     def _solver(self) -> Any:
         if self.solver == "highs":
-            return pulp.HiGHS(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap)
+            # HiGHS also stops at an absolute gap of 1e-6 by default: too coarse for
+            # objectives in seconds or joules of ~1e-3, so only the relative gap counts
+            return pulp.HiGHS(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap, gapAbs=0.0)
         with warnings.catch_warnings():  # PuLP 3.3 warns that bundled CBC leaves in 4.0
             warnings.simplefilter("ignore", DeprecationWarning)
             return pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap)
@@ -278,6 +149,270 @@ class DeepXPlanner(Planner):
                 return (f"energy budget {c.energy_budget_j:g} J cannot be met within the "
                         f"deadline: the lowest energy is {best_j:.4g} J")
         return "no plan meets all constraints together (deadline, accuracy, memory, energy)"
+
+
+Terms = list[tuple[pulp.LpVariable, float]]
+
+
+class _Builder:
+    """Builds the program part by part; each part adds variables, constraints and
+    (variable, coefficient) terms of latency, energy and accuracy loss.
+
+    Coefficient lists may name a variable twice (layer cost + result transfer);
+    LpAffineExpression keeps only the last pair, so they are summed in _expr.
+    """
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.costs = problem.costs
+        self.procs = problem.processors
+        self.remote = {p for p in self.procs if problem.platform.processor(p).is_remote}
+        self.prob = pulp.LpProblem("deepx", pulp.LpMinimize)
+        self.x: dict[tuple[str, str, Variant], pulp.LpVariable] = {}
+        self.lat: Terms = []
+        self.energy: Terms = []
+        self.loss: Terms = []
+        self.span: Terms = []  # radio transfer and cloud latency (the rule's span_s)
+        self.local_lat: list[Terms] = []  # per layer in order: its latency if local
+        self.params: dict[str, Terms] = {p: [] for p in self.procs}
+        self.assign: dict[tuple[str, str], list[pulp.LpVariable]] = {}
+        self.act_bytes: dict[str, int] = {}
+        self.max_params: dict[str, int] = dict.fromkeys(self.procs, 0)
+        self._n = 0
+        self._tcache: dict[tuple[int, str, str], tuple[float, float, bool]] = {}
+
+    def var(self, prefix: str, binary: bool = False) -> pulp.LpVariable:
+        self._n += 1
+        return self.prob.add_variable(f"{prefix}{self._n}", 0, 1,
+                                      cat=pulp.LpBinary if binary else pulp.LpContinuous)
+
+    def a(self, layer: str, p: str) -> pulp.LpAffineExpression:
+        """1 if ``layer`` runs on ``p`` (the sum of its variant variables there)."""
+        return pulp.LpAffineExpression([(v, 1) for v in self.assign.get((layer, p), [])])
+
+    def transfer(self, size: int, p: str, q: str) -> tuple[float, float, bool]:
+        """(latency_s, energy_j, over the radio) of moving ``size`` bytes p -> q (cached)."""
+        key = (size, p, q)
+        if key not in self._tcache:
+            t = self.costs.transfer_cost(size, p, q)
+            self._tcache[key] = (t.latency_s, t.energy_j, t.route in ("uplink", "downlink"))
+        return self._tcache[key]
+
+    def pay(self, var: pulp.LpVariable, latency_s: float, energy_j: float) -> None:
+        self.lat.append((var, latency_s))
+        self.energy.append((var, energy_j))
+
+    def pay_transfer(self, var: pulp.LpVariable, size: int, p: str, q: str) -> None:
+        t_lat, t_en, radio = self.transfer(size, p, q)
+        self.pay(var, t_lat, t_en)
+        if radio:
+            self.span.append((var, t_lat))
+
+    # ------------------------------------------------------------ placement
+    def placement(self) -> None:
+        """x[l,p,v]: one processor and variant per layer, the input on the sensor."""
+        problem, costs = self.problem, self.costs
+        for lay in problem.layers:
+            allowed = [problem.sensor] if lay.kind == LayerKind.INPUT else self.procs
+            self.act_bytes[lay.name] = (lay.input_bytes(costs.activation_bits)
+                                        + lay.output_bytes(costs.activation_bits))
+            row: list[pulp.LpVariable] = []
+            self.local_lat.append([])
+            for p in allowed:
+                self.assign[(lay.name, p)] = []
+                biggest = 0
+                for v in problem.variants(lay, p):
+                    var = self.var("x", binary=True)
+                    self.x[(lay.name, p, v)] = var
+                    self.assign[(lay.name, p)].append(var)
+                    row.append(var)
+                    cost = costs.layer_cost(lay.name, p, v)
+                    self.pay(var, cost.latency_s, cost.energy_j)
+                    (self.span if p in self.remote else self.local_lat[-1]).append((var, cost.latency_s))
+                    self.params[p].append((var, cost.param_bytes))
+                    biggest = max(biggest, cost.param_bytes)
+                    loss = problem.loss(lay, v)
+                    if loss > 0:
+                        self.loss.append((var, loss))
+                self.max_params[p] += biggest
+            if not row:
+                raise PlanError(f"layer {lay.name!r} has no processor that can run it")
+            self.prob += pulp.lpSum(row) == 1, f"place_{self._n}"
+
+    # ------------------------------------------------------------ transfers
+    def transfers(self) -> None:
+        """Flows per edge, deduplicated per destination processor."""
+        outputs = set(self.problem.output_layers())
+        for lay in self.problem.layers:
+            self._layer_transfers(lay.name, lay.output_bytes(self.costs.activation_bits),
+                                  lay.name in outputs)
+
+    def _edge_flows(self, u: str, v: str, src_procs: list[str]) -> dict[tuple[str, str], pulp.LpVariable]:
+        """z[p,q] for edge u->v: sums over q and over p equal u's and v's assignments."""
+        dst_procs = [q for q in self.procs if (v, q) in self.assign]
+        z = {(p, q): self.var("z") for p in src_procs for q in dst_procs}
+        for p in src_procs:
+            self.prob += pulp.lpSum(z[(p, q)] for q in dst_procs) == self.a(u, p)
+        for q in dst_procs:
+            self.prob += pulp.lpSum(z[(p, q)] for p in src_procs) == self.a(v, q)
+        return z
+
+    def _layer_transfers(self, u: str, size_out: int, is_output: bool) -> None:
+        costs, sensor = self.costs, self.problem.sensor
+        src_procs = [p for p in self.procs if (u, p) in self.assign]
+        consumers = list(self.problem.graph.successors(u))
+        sizes = {v: costs.edge_bytes(u, v) for v in consumers}
+        per_edge = {v: self._edge_flows(u, v, src_procs) for v in consumers}
+        if len(consumers) == 1 and not is_output:  # one consumer: pay on the flow itself
+            v = consumers[0]
+            for (p, q), var in per_edge[v].items():
+                if p != q:
+                    self.pay_transfer(var, sizes[v], p, q)
+            return
+        for p in src_procs:
+            for q in self.procs:
+                if q == p:
+                    continue
+                feeders = [per_edge[v][(p, q)] for v in consumers if (p, q) in per_edge[v]]
+                to_sensor = is_output and q == sensor
+                if not feeders and not to_sensor:
+                    continue
+                size = max([sizes[v] for v in consumers if (p, q) in per_edge[v]]
+                           + ([size_out] if to_sensor else []))
+                if to_sensor and not consumers:  # result only: linear in a(u, p)
+                    for var in self.assign[(u, p)]:
+                        self.pay_transfer(var, size, p, q)
+                    continue
+                w = self.var("w")  # u's output is sent p -> q at all
+                for f in feeders:
+                    self.prob += w >= f
+                if to_sensor:
+                    self.prob += w >= self.a(u, p)
+                self.pay_transfer(w, size, p, q)
+
+    # ------------------------------------------------------------ radio
+    def radio(self) -> None:
+        """r = 1 if any layer runs remotely; the radio rule's promotion and tail."""
+        if not self.remote:
+            return
+        r = self.prob.add_variable("radio", 0, 1, cat=pulp.LpBinary)
+        for (_layer, p), vars_ in self.assign.items():
+            if p in self.remote:
+                for var in vars_:
+                    self.prob += r >= var
+        model = self.costs.link.radio  # type: ignore[union-attr]
+        promotion = self._promotion(r)
+        awake = _expr(self.span)  # time the request holds the radio awake
+        if promotion is not None:
+            self.pay(promotion, model.promotion_s, model.promotion_energy_j)
+            awake += model.promotion_s * promotion
+        self._tail(r, awake, sum(coef for _, coef in self.span) + model.promotion_s)
+
+    def _promotion(self, r: pulp.LpVariable) -> pulp.LpVariable | None:
+        """The variable that pays the promotion (None: never paid)."""
+        c = self.problem.conditions
+        if c.radio_state == "idle":
+            return r
+        bounds = [max((coef for _, coef in terms), default=0.0) for terms in self.local_lat]
+        if c.radio_state == "promoting" or c.tail_left_s > sum(bounds):
+            return None  # the tail outlasts any local work before the first cloud layer
+        # connected with tail_left_s: no promotion (y = 1) only if the local latency before
+        # the first remote layer, sum(u), fits in it; f[i] may reach 1 only once a remote
+        # layer has appeared at or before position i
+        y = self.var("conn", binary=True)
+        p = self.var("promo")
+        self.prob += p >= r - y
+        seen: list[pulp.LpVariable] = []
+        prefix = []
+        for lay, terms, bound in zip(self.problem.layers, self.local_lat, bounds, strict=True):
+            seen += [v for q in self.remote for v in self.assign.get((lay.name, q), [])]
+            if not terms:
+                continue
+            f, u = self.var("f"), self.prob.add_variable(f"u{self._n}", 0)
+            self.prob += f <= pulp.lpSum(seen)
+            self.prob += u >= _expr(terms) - bound * f
+            prefix.append(u)
+        self.prob += pulp.lpSum(prefix) <= c.tail_left_s + sum(bounds) * (1 - y)
+        return p
+
+    def _tail(self, r: pulp.LpVariable, awake: pulp.LpAffineExpression, span_ub: float) -> None:
+        """t >= the tail energy of x = next_gap_s * r - awake (awake <= span_ub):
+        piecewise linear, convex pieces as cuts, otherwise one binary per piece."""
+        model = self.costs.link.radio  # type: ignore[union-attr]
+        full_j = tail_energy_j(model, model.tail_s)
+        gap = self.problem.conditions.next_gap_s
+        if gap is None or gap == float("inf") or gap - span_ub >= model.tail_s:
+            self.pay(r, 0.0, full_j)
+            return
+        pieces = [p for p in tail_pieces(model) if p[0] < gap and p[1] > gap - span_ub]
+        t = self.prob.add_variable("tail", 0)
+        self.pay(t, 0.0, 1.0)
+        x = gap * r - awake
+        if all(a[3] <= b[3] for a, b in itertools.pairwise(pieces)):  # convex
+            for _, _, intercept, slope in pieces:
+                self.prob += t >= intercept * r + slope * x
+            return
+        big_x = gap + span_ub + model.tail_s
+        big_t = full_j + max(p[3] for p in pieces) * (gap + span_ub)
+        ys = []
+        for start, end, intercept, slope in pieces:
+            y = self.var("piece", binary=True)
+            ys.append(y)
+            self.prob += t >= intercept * r + slope * x - big_t * (1 - y)
+            if start > -big_x:
+                self.prob += x >= start - big_x * (1 - y)
+            if end < big_x:
+                self.prob += x <= end + big_x * (1 - y)
+        self.prob += pulp.lpSum(ys) == r
+
+    # ------------------------------------------------------------ our own queue
+    def queue(self) -> None:
+        """q >= queued_s[p] for every processor p the plan uses: it waits for the
+        longest of our own queues among them."""
+        queued = {p: s for p, s in self.problem.conditions.queued_s.items() if s > 0 and p in self.procs}
+        if not queued:
+            return
+        q = self.prob.add_variable("queue_wait", 0)
+        self.pay(q, 1.0, 0.0)
+        for p, wait_s in queued.items():
+            uses = self.var("uses")
+            for var in (v for (_, proc), vs in self.assign.items() if proc == p for v in vs):
+                self.prob += uses >= var
+            self.prob += q >= wait_s * uses
+
+    # ------------------------------------------------------------ memory
+    def memory(self) -> None:
+        """Parameters plus the largest activation footprint fit each processor."""
+        for p in self.procs:
+            cap = self.problem.platform.processor(p).usable_memory_bytes
+            if self.max_params[p] + max(self.act_bytes.values()) <= cap:
+                continue  # cannot bind
+            m = self.prob.add_variable(f"mem_act_{p}", 0)
+            for layer_name, size in self.act_bytes.items():
+                if (layer_name, p) in self.assign:
+                    self.prob += m >= size * self.a(layer_name, p)
+            self.prob += _expr(self.params[p]) + m <= cap, f"memory_{p}"
+
+    # ------------------------------------------------------------ objective
+    def objective(self, *, deadline: bool, objective: str | None, energy_budget: bool) -> _Model:
+        """Deadline, accuracy and energy-budget constraints, and the objective."""
+        c = self.problem.constraints
+        prob = self.prob
+        latency, energy, loss = _expr(self.lat), _expr(self.energy), _expr(self.loss)
+        if deadline:
+            prob += latency <= c.deadline_s, "deadline"
+        if self.loss:
+            prob += loss <= c.max_accuracy_loss, "accuracy"
+        if energy_budget and c.energy_budget_j is not None:
+            prob += energy <= c.energy_budget_j, "energy_budget"
+        objective = objective or c.objective
+        goal = {"energy": energy, "latency": latency}.get(objective)
+        if goal is None:
+            goal = energy + c.latency_weight_j_per_s * latency
+        # in mJ / ms: the solver's optimality tolerances (about 1e-7 absolute) would
+        # otherwise blur choices that differ by a tenth of a microsecond
+        prob += OBJECTIVE_SCALE * goal
+        return _Model(prob, self.x, latency, energy, loss)
 
 
 def _expr(terms: list[tuple[pulp.LpVariable, float]]) -> pulp.LpAffineExpression:

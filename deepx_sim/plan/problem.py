@@ -6,10 +6,16 @@ runs its layers one at a time in the graph's execution order.  A layer's
 output is sent once to each other processor that consumes it; the result
 (outputs of layers with no successor) is delivered to the sensor processor,
 where the input also starts.  Latency is the sum of layer latencies and
-transfer times, plus the radio promotion delay when any data crosses the
-radio.  Device energy is the sum of layer energies (cloud layers: the radio
-waiting), transfer energies and, once per request using the radio,
-promotion and tail energy.
+transfer times, plus the radio promotion delay when the request pays one,
+plus the wait for our own queued work on the processors it uses (if the
+conditions say any is queued).
+Device energy is the sum of layer energies (cloud layers: the radio
+waiting), transfer energies and, for a request using the radio, the
+promotion and tail the radio rule charges it (:func:`deepx_sim.costs.radio_charge`:
+promotion only from idle, the tail only for the part the next request will
+not share).  The rule's ``first_use_s`` is the latency of the local layers
+before the first remote one; its ``span_s`` the radio transfer time plus the
+remote layers' latency.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import networkx as nx
 
 from deepx_sim.accuracy import RANK_FRACTIONS, AccuracyModel, candidate_ranks
 from deepx_sim.config import DEFAULT_DEADLINE_S, DEFAULT_MAX_ACCURACY_LOSS
-from deepx_sim.costs import FULL, Conditions, CostModel, Variant
+from deepx_sim.costs import FULL, Conditions, CostModel, RadioCharge, Variant
 from deepx_sim.errors import PlanError
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.profiles import Profile
@@ -89,6 +95,7 @@ class Plan:
     conditions: Conditions
     constraints: Constraints
     uses_radio: bool
+    radio: RadioCharge | None = None  # the rule's promotion and tail (None: no radio use)
     status: str = "feasible"
     solver: str = ""
     solve_time_s: float = 0.0
@@ -99,10 +106,6 @@ class Plan:
     @property
     def assignment(self) -> dict[str, Placement]:
         return {p.layer: p for p in self.placements}
-
-    @property
-    def meets_deadline(self) -> bool:
-        return self.latency_s <= self.constraints.deadline_s * (1 + 1e-9)
 
     @property
     def processors_used(self) -> list[str]:
@@ -143,7 +146,14 @@ class Plan:
                 "downlink_mbps": self.conditions.downlink_mbps, "rtt_ms": self.conditions.rtt_ms,
                 "free_fraction": dict(self.conditions.free_fraction),
                 "cloud_reachable": self.conditions.cloud_reachable,
+                "radio_state": self.conditions.radio_state,
+                "tail_left_s": self.conditions.tail_left_s,
+                "next_gap_s": self.conditions.next_gap_s,
             },
+            "radio": None if self.radio is None else {
+                "first_use_s": self.radio.first_use_s, "span_s": self.radio.span_s,
+                "promotion_s": self.radio.promotion_s, "promotion_j": self.radio.promotion_j,
+                "tail_j": self.radio.tail_j},
             "assignment": [
                 {"layer": p.layer, "processor": p.processor, "rank": p.variant.rank,
                  "bits": p.variant.bits} for p in self.placements
@@ -265,7 +275,8 @@ def evaluate(problem: Problem, assignment: Mapping[str, Placement], planner: str
         raise PlanError(f"{planner}: layers not placed: {missing[:5]}")
     available = set(problem.processors)
     where = {name: p.processor for name, p in assignment.items()}
-    latency = 0.0
+    latency = first_use_s = span_s = 0.0
+    remote_seen = False
     energy: dict[str, float] = {p: 0.0 for p in available}
     energy[RADIO] = 0.0
     memory_params: dict[str, int] = {}
@@ -282,24 +293,29 @@ def evaluate(problem: Problem, assignment: Mapping[str, Placement], planner: str
         c = costs.layer_cost(lay.name, place.processor, place.variant)
         latency += c.latency_s
         proc = problem.platform.processor(place.processor)
+        remote_seen |= proc.is_remote
+        if proc.is_remote:
+            span_s += c.latency_s
+        elif not remote_seen:
+            first_use_s += c.latency_s
         energy[RADIO if proc.is_remote else place.processor] += c.energy_j
         memory_params[place.processor] = memory_params.get(place.processor, 0) + c.param_bytes
         act = lay.input_bytes(costs.activation_bits) + c.activation_bytes
         memory_act[place.processor] = max(memory_act.get(place.processor, 0), act)
         loss += problem.loss(lay, place.variant)
-    uses_radio = False
     for _, src, dst, size in transfers_of(problem, where):
         t = costs.transfer_cost(size, src, dst)
         latency += t.latency_s
         if t.route in ("uplink", "downlink"):
-            uses_radio = True
+            span_s += t.latency_s
             energy[RADIO] += t.energy_j
         else:
             energy[src] += t.energy_j
-    if uses_radio:
-        promo_s, burst_j = costs.radio_burst()
-        latency += promo_s
-        energy[RADIO] += burst_j
+    latency += costs.queue_wait_s(memory_params)  # the processors the plan uses
+    radio = costs.radio_charge(first_use_s, span_s) if remote_seen else None
+    if radio is not None:
+        latency += radio.promotion_s
+        energy[RADIO] += radio.promotion_j + radio.tail_j
     total_energy = sum(energy.values())
     memory = {p: memory_params[p] + memory_act[p] for p in memory_params}
     c = problem.constraints
@@ -328,7 +344,7 @@ def evaluate(problem: Problem, assignment: Mapping[str, Placement], planner: str
         memory_bytes=memory, accuracy_loss=loss,
         accuracy_source=problem.accuracy.accuracy_source if problem.accuracy else "",
         objective_value=c.objective_value(total_energy, latency),
-        conditions=conditions, constraints=c, uses_radio=uses_radio, status=status,
+        conditions=conditions, constraints=c, uses_radio=radio is not None, radio=radio, status=status,
         **info,  # type: ignore[arg-type]
     )
 

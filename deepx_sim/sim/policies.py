@@ -25,12 +25,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
-from deepx_sim.costs import Conditions
+from deepx_sim.costs import Conditions, RadioState, radio_charge
 from deepx_sim.errors import InfeasibleError, PlanError, ScenarioError
 from deepx_sim.plan import get_planner
-from deepx_sim.plan.fastpath import FastReplanner
+from deepx_sim.plan.fastpath import DEFAULT_GAPS_S, FastReplanner
 from deepx_sim.plan.ilp import DeepXPlanner
 from deepx_sim.plan.problem import Constraints, Plan, Problem, transfers_of
 from deepx_sim.sim.conditions import Outages, StepTrace
@@ -39,6 +39,8 @@ StepKind = Literal["compute", "copy", "uplink", "downlink", "cloud"]
 #: Estimates below this are clamped: a planner needs a positive bandwidth.
 MIN_ESTIMATE_MBPS = 0.01
 MIN_FREE_FRACTION = 0.01
+DEFAULT_SAMPLE_INTERVAL_S = 1.0
+DEFAULT_EWMA_ALPHA = 0.3
 
 
 # ----------------------------------------------------------------- compiled plans
@@ -65,6 +67,7 @@ class CompiledPlan:
     processors_used: str
     bytes_up: int
     bytes_down: int
+    work_s: Mapping[str, float]  # busy seconds held per local processor (compute and copies)
 
 
 def plan_id(plan: Plan) -> str:
@@ -134,7 +137,17 @@ def compile_plan(problem: Problem, plan: Plan) -> CompiledPlan:
         processors_used="+".join(plan.processors_used),
         bytes_up=sum(s.size_bytes for s in steps if s.kind == "uplink"),
         bytes_down=sum(s.size_bytes for s in steps if s.kind == "downlink"),
+        work_s=work_by_processor(steps),
     )
+
+
+def work_by_processor(steps: tuple[Step, ...]) -> dict[str, float]:
+    """Busy seconds (compute and on-chip copies) ``steps`` hold on each processor."""
+    out: dict[str, float] = {}
+    for s in steps:
+        if s.kind in ("compute", "copy"):
+            out[s.processor] = out.get(s.processor, 0.0) + s.work_s + s.fixed_s
+    return out
 
 
 # ----------------------------------------------------------------- the world
@@ -191,8 +204,9 @@ class Estimator:
     weight ``alpha`` on the newest), or the true value now (``current``).
     Link outages are seen at once (a failed connection is noticed)."""
 
-    def __init__(self, world: World, kind: EstimatorKind = "last", sample_interval_s: float = 1.0,
-                 alpha: float = 0.3) -> None:
+    def __init__(self, world: World, kind: EstimatorKind = "last",
+                 sample_interval_s: float = DEFAULT_SAMPLE_INTERVAL_S,
+                 alpha: float = DEFAULT_EWMA_ALPHA) -> None:
         if kind not in ("last", "ewma", "current"):
             raise ScenarioError(f"policy.estimator must be last, ewma or current, got {kind!r}")
         if not sample_interval_s > 0:
@@ -230,6 +244,34 @@ class Estimator:
 
 # ----------------------------------------------------------------- policies
 @dataclass(frozen=True)
+class Observation:
+    """What a request finds when it arrives, besides the link and loads: the
+    radio's state (:meth:`deepx_sim.sim.radio.Radio.state`) and the arrival gaps."""
+
+    radio_state: RadioState = "idle"
+    tail_left_s: float = 0.0  # connected: seconds before the radio would go idle
+    last_gap_s: float | None = None  # since the previous arrival (None: the first request)
+    next_gap_s: float | None = None  # the true gap to the next arrival: for oracles only
+    backlog_s: Mapping[str, float] = field(default_factory=dict)  # our own work ahead, per processor
+
+
+IDLE = Observation()
+
+
+class GapEstimator:
+    """The expected gap to the next arrival: an EWMA of the observed gaps (weight
+    ``alpha`` on the newest), starting from ``prior_s`` (e.g. the workload's mean)."""
+
+    def __init__(self, prior_s: float | None = None, alpha: float = DEFAULT_EWMA_ALPHA) -> None:
+        self.value, self.alpha = prior_s, alpha
+
+    def observe(self, gap_s: float | None) -> float | None:
+        if gap_s is not None and gap_s > 0:
+            self.value = gap_s if self.value is None else self.alpha * gap_s + (1 - self.alpha) * self.value
+        return self.value
+
+
+@dataclass(frozen=True)
 class Decision:
     compiled: CompiledPlan
     predicted_latency_s: float
@@ -239,22 +281,40 @@ class Decision:
     note: str = ""
 
 
-def _conditions_key(c: Conditions) -> tuple[object, ...]:
+def _conditions_key(c: Conditions, deadline_s: float) -> tuple[object, ...]:
+    """What a plan depends on.  Tail left beyond the deadline is as good as any
+    longer tail (a feasible plan reaches the radio before its deadline), and the
+    gap counts to 4 significant digits, so that steady runs reuse their solves."""
     return (c.link, c.uplink_mbps, c.downlink_mbps, c.rtt_ms, tuple(sorted(c.free_fraction.items())),
-            c.cloud_reachable)
+            c.cloud_reachable, c.radio_state, min(c.tail_left_s, deadline_s),
+            tuple(sorted(c.queued_s.items())), None if c.next_gap_s is None else float(f"{c.next_gap_s:.4g}"))
 
 
 class Policy(ABC):
-    """Chooses a plan for each request; see the module docstring."""
+    """Chooses a plan for each request; see the module docstring.
+
+    ``radio_aware`` (default) plans with the radio state a request finds and
+    the gap expected to the next arrival (the radio rule of
+    :mod:`deepx_sim.costs`); otherwise every request is planned as if it found
+    the radio idle and had no successor (promotion and the whole tail).
+    ``expected_gap_s`` (the workload's mean gap, if known) starts the gap estimate.
+    ``see_queue`` also plans with our own earlier requests' work still ahead on
+    each processor (the backlog the request finds, stretched by the load).
+    """
 
     kind: str = "policy"
     replans: bool = False  # whether planning happens per request (its time can be charged)
 
-    def __init__(self, problem: Problem, world: World, planner: str = "deepx") -> None:
+    def __init__(self, problem: Problem, world: World, planner: str = "deepx", *,
+                 radio_aware: bool = True, expected_gap_s: float | None = None,
+                 see_queue: bool = False) -> None:
         self.problem = problem
         self.world = world
         self.planner_name = planner
         self.planner = get_planner(planner)
+        self.radio_aware = radio_aware and problem.costs.link is not None
+        self.gaps = GapEstimator(expected_gap_s)
+        self.see_queue = see_queue
         self._compiled: dict[int, CompiledPlan] = {}
         self._memo: dict[tuple[object, ...], tuple[Plan, str]] = {}
         self._solves = 0
@@ -275,12 +335,33 @@ class Policy(ABC):
             self._compiled[id(plan)] = found
         return found
 
+    def with_radio(self, conditions: Conditions, seen: Observation, next_gap_s: float | None) -> Conditions:
+        """``conditions`` with the radio state ``seen``, the expected next gap and,
+        with ``see_queue``, our own queued work."""
+        changes: dict[str, Any] = {}
+        if self.radio_aware:
+            changes.update(radio_state=seen.radio_state, tail_left_s=seen.tail_left_s,
+                           next_gap_s=next_gap_s)
+        if self.see_queue:
+            free = conditions.free_fraction
+            changes["queued_s"] = {p: b / free.get(p, 1.0) for p, b in seen.backlog_s.items() if b > 1e-12}
+        if not changes:
+            return conditions
+        # per request, so without re-validating: the engine's radio states and gaps are valid
+        new = object.__new__(Conditions)
+        new.__dict__.update(conditions.__dict__, **changes)
+        return new
+
     def _solve(self, conditions: Conditions, for_fallback: bool = False) -> tuple[Plan, str]:
         """A full planner call under ``conditions`` (memoised), or the fastest
         plan when none meets the constraints.  A planner that does not apply
         (e.g. npu-only without an NPU) raises, except when a fallback is needed."""
-        key = _conditions_key(conditions)
+        deadline_s = self.problem.constraints.deadline_s
+        key = _conditions_key(conditions, deadline_s)
         if key not in self._memo:
+            gap = key[-1]
+            conditions = replace(conditions, tail_left_s=min(conditions.tail_left_s, deadline_s),
+                                 next_gap_s=gap)  # type: ignore[arg-type]
             problem = self.problem.with_conditions(conditions)
             self._solves += 1
             try:
@@ -297,15 +378,27 @@ class Policy(ABC):
         relaxed = Constraints(deadline_s=1e9, max_accuracy_loss=c.max_accuracy_loss, objective="latency")
         return DeepXPlanner().plan(problem.with_constraints(relaxed))
 
+    def predicted(self, plan: Plan, conditions: Conditions) -> tuple[float, float]:
+        """(latency_s, energy_j) of ``plan`` with its radio charged for ``conditions``'
+        radio state and gap (the plan's other costs as planned)."""
+        charged = plan.radio
+        link = self.problem.costs.link
+        if charged is None or link is None:
+            return plan.latency_s, plan.energy_j
+        now = radio_charge(link.radio, conditions, charged.first_use_s, charged.span_s)
+        return (plan.latency_s - charged.promotion_s + now.promotion_s,
+                plan.energy_j - (charged.promotion_j + charged.tail_j) + (now.promotion_j + now.tail_j))
+
     def _decision(self, plan: Plan, conditions: Conditions, started: float, note: str = "",
                   latency_s: float | None = None, energy_j: float | None = None) -> Decision:
-        return Decision(self.compiled(plan), plan.latency_s if latency_s is None else latency_s,
-                        plan.energy_j if energy_j is None else energy_j,
-                        time.perf_counter() - started, conditions, note)
+        if latency_s is None or energy_j is None:
+            latency_s, energy_j = self.predicted(plan, conditions)
+        return Decision(self.compiled(plan), latency_s, energy_j, time.perf_counter() - started,
+                        conditions, note)
 
     @abstractmethod
-    def decide(self, now_s: float) -> Decision:
-        """The plan for a request arriving at ``now_s``."""
+    def decide(self, now_s: float, seen: Observation = IDLE) -> Decision:
+        """The plan for a request arriving at ``now_s`` that finds ``seen``."""
 
     def fallback(self, now_s: float) -> Decision:
         """The on-device plan for a request that lost the cloud at ``now_s``."""
@@ -317,20 +410,33 @@ class Policy(ABC):
 
 class StaticPolicy(Policy):
     """One plan for every request, made under ``plan_at`` (default: the link's
-    nominal values, no load; scenarios pass the run's average conditions)."""
+    nominal values, no load; scenarios pass the run's average conditions) with
+    the radio as the plan would keep it: connected when requests come within a
+    tail of each other, else idle.  Each prediction charges the radio for the
+    state the request finds."""
 
     kind = "static"
 
     def __init__(self, problem: Problem, world: World, planner: str = "deepx",
-                 plan_at: Conditions | None = None) -> None:
-        super().__init__(problem, world, planner)
+                 plan_at: Conditions | None = None, **options: Any) -> None:
+        super().__init__(problem, world, planner, **options)
         self.nominal = plan_at or Conditions(link=world.link)
+        gap = self.gaps.value
+        link = problem.costs.link
+        if self.radio_aware and gap is not None and link is not None and gap < link.radio.tail_s:
+            steady = Observation("connected", math.inf)
+        else:
+            steady = IDLE
         started = time.perf_counter()
-        plan, note = self._solve(self.nominal)
-        self._decision_cached = self._decision(plan, self.nominal, started, note)
+        self.planned_at = self.with_radio(self.nominal, steady, gap)
+        self.plan, self.note = self._solve(self.planned_at)
+        self.planning_s = time.perf_counter() - started
 
-    def decide(self, now_s: float) -> Decision:
-        return self._decision_cached
+    def decide(self, now_s: float, seen: Observation = IDLE) -> Decision:
+        conditions = self.with_radio(self.planned_at, seen, self.gaps.observe(seen.last_gap_s))
+        latency_s, energy_j = self.predicted(self.plan, conditions)
+        return Decision(self.compiled(self.plan), latency_s, energy_j, self.planning_s, conditions,
+                        self.note)
 
     def fallback(self, now_s: float) -> Decision:
         started = time.perf_counter()
@@ -340,48 +446,75 @@ class StaticPolicy(Policy):
 
 
 class ReplanPolicy(Policy):
+    """Plans every request from the estimated conditions, the radio state it finds
+    and the gap expected to the next arrival (an EWMA of the observed gaps).
+
+    With the ``deepx`` planner it uses the fast path: a pool of ILP optima warmed
+    over bandwidths, loads and radio states, re-ranked per request.  Plans made
+    by full solves join the pool: when no pooled plan is feasible, fallbacks, and
+    a full solve every ``full_solve_every`` requests (0: never).
+    """
+
     kind = "replan"
     replans = True
 
     def __init__(self, problem: Problem, world: World, planner: str = "deepx",
-                 estimator: Estimator | None = None) -> None:
-        super().__init__(problem, world, planner)
+                 estimator: Estimator | None = None, full_solve_every: int = 0, **options: Any) -> None:
+        super().__init__(problem, world, planner, **options)
+        if full_solve_every < 0:
+            raise ScenarioError(f"policy.full_solve_every must be >= 0, got {full_solve_every!r}")
         self.estimator = estimator or Estimator(world)
+        self.full_solve_every = full_solve_every
+        self._requests = 0
         self.fast: FastReplanner | None = None
         if planner == "deepx":
             local = {p.name for p in problem.platform.local_processors}
             loaded = tuple(p for p in world.free_fraction if p in local)
             self.fast = FastReplanner(problem.with_conditions(Conditions(link=world.link)))
-            self.fast.warm(vary=loaded)
+            gaps = DEFAULT_GAPS_S if self.gaps.value is None else (*DEFAULT_GAPS_S, self.gaps.value)
+            self.fast.warm(vary=loaded, gaps_s=gaps if self.radio_aware else ())
 
     @property
     def full_solves(self) -> int:
         return self._solves + (self.fast.full_solves if self.fast is not None else 0)
 
-    def decide(self, now_s: float) -> Decision:
+    def decide(self, now_s: float, seen: Observation = IDLE) -> Decision:
         started = time.perf_counter()
-        conditions = self.estimator.estimate(now_s)
+        conditions = self.with_radio(self.estimator.estimate(now_s), seen, self.gaps.observe(seen.last_gap_s))
+        fast = self.fast
+        if fast is None:
+            plan, note = self._solve(conditions)
+            return self._decision(plan, conditions, started, note)
+        self._requests += 1
+        if self.full_solve_every and self._requests % self.full_solve_every == 0:
+            try:  # a periodic check: the optimum here joins the pool
+                return self._decision(fast.solve(conditions), conditions, started)
+            except InfeasibleError:
+                pass
+        best = fast.choose(conditions)
+        if best is None:
+            plan, note = self._solve(conditions)
+            fast.add(plan)
+            return self._decision(plan, conditions, started, note)
+        plan, latency_s, energy_j = best
+        return self._decision(plan, conditions, started, "", latency_s, energy_j)
+
+    def fallback(self, now_s: float) -> Decision:
+        decision = super().fallback(now_s)
         if self.fast is not None:
-            try:
-                plan, latency_s, energy_j = self.fast.choose(conditions)
-            except PlanError:
-                plan, note = self._solve(conditions)
-                return self._decision(plan, conditions, started, note)
-            return self._decision(plan, conditions, started, "", latency_s, energy_j)
-        plan, note = self._solve(conditions)
-        return self._decision(plan, conditions, started, note)
+            self.fast.add(decision.compiled.plan)
+        return decision
 
 
 class OraclePolicy(Policy):
+    """Plans every request with a full solve under the true conditions at its
+    arrival, the radio state it finds and the true gap to the next arrival."""
+
     kind = "oracle"
     replans = True
 
-    def decide(self, now_s: float) -> Decision:
+    def decide(self, now_s: float, seen: Observation = IDLE) -> Decision:
         started = time.perf_counter()
-        conditions = self.world.conditions_at(now_s)
+        conditions = self.with_radio(self.world.conditions_at(now_s), seen, seen.next_gap_s)
         plan, note = self._solve(conditions)
         return self._decision(plan, conditions, started, note)
-
-
-POLICIES: dict[str, type[Policy]] = {"static": StaticPolicy, "replan": ReplanPolicy,
-                                     "oracle": OraclePolicy}

@@ -11,13 +11,19 @@ Energy is integrated state by state and attributed to requests:
 - idle (DRX paging): nobody's; it is reported per run.
 
 The radio carries one transfer at a time (the link resource in the engine
-serialises them), so base power is never counted twice.
+serialises them), so base power is never counted twice.  :meth:`Radio.state`
+tells a policy what a new request finds: idle, promoting, or connected with
+so much tail left.  These are what really happened; the planner's radio rule
+(:func:`deepx_sim.costs.radio_charge`) predicts them, exactly when requests
+arrive evenly under constant conditions (tests/sim/test_prediction.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 
+from deepx_sim.costs import RadioState, tail_energy_j
 from deepx_sim.platform import RadioModel
 
 
@@ -42,54 +48,48 @@ class Radio:
     promotions: int = 0
     _tail_from_s: float | None = None  # when the current tail began; None when idle
     _tail_owner: RadioEnergy | None = None
-    _bounds_s: list[float] = field(default_factory=list)  # tail stage ends, from tail start
-    _stage_w: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        elapsed = 0.0
-        for stage in self.model.tail:
-            elapsed += stage.duration_ms / 1000.0
-            self._bounds_s.append(elapsed)
-            self._stage_w.append(stage.power_mw / 1000.0)
+    _sending: bool = False  # a transfer holds the radio
+    _promoted_at_s: float = -math.inf  # when the last promotion ends
 
     @property
     def tail_s(self) -> float:
-        return self._bounds_s[-1] if self._bounds_s else 0.0
+        return self.model.tail_s
 
-    def tail_energy_j(self, duration_s: float) -> float:
-        """Energy of the first ``duration_s`` seconds of a tail (capped at its length)."""
-        energy, start = 0.0, 0.0
-        for end, power in zip(self._bounds_s, self._stage_w, strict=True):
-            if duration_s <= start:
-                break
-            energy += power * (min(duration_s, end) - start)
-            start = end
-        return energy
+    def state(self, now_s: float) -> tuple[RadioState, float]:
+        """(state, tail_left_s) a request arriving at ``now_s`` finds."""
+        if self._sending:
+            return ("promoting", 0.0) if now_s < self._promoted_at_s else ("connected", math.inf)
+        if self._tail_from_s is not None and now_s - self._tail_from_s < self.tail_s:
+            return "connected", self.tail_s - (now_s - self._tail_from_s)
+        return "idle", 0.0
 
     def connect(self, now_s: float, requester: RadioEnergy) -> float:
         """The radio is about to carry data at ``now_s``: settle the tail or the
         idle period before it; return the promotion delay (0 if still connected)."""
+        self._sending = True
         tail_from = self._tail_from_s
         if tail_from is not None:
             in_tail_s = now_s - tail_from
             owner = self._tail_owner
             assert owner is not None
             if in_tail_s < self.tail_s:
-                owner.tail_j += self.tail_energy_j(in_tail_s)
+                owner.tail_j += tail_energy_j(self.model, in_tail_s)
                 self._tail_from_s = None
                 return 0.0
-            owner.tail_j += self.tail_energy_j(self.tail_s)
+            owner.tail_j += tail_energy_j(self.model, self.tail_s)
             self.idle_since_s = tail_from + self.tail_s
             self._tail_from_s = None
         self.idle_j += self.model.idle_power_mw / 1000.0 * max(0.0, now_s - self.idle_since_s)
         self.promotions += 1
         requester.promotion_j += self.model.promotion_energy_j
+        self._promoted_at_s = now_s + self.model.promotion_s
         return self.model.promotion_s
 
     def transferred(self, requester: RadioEnergy, time_s: float, up_megabits: float,
                     down_megabits: float, end_s: float) -> None:
         """A transfer by ``requester`` ended at ``end_s``; the tail starts."""
         requester.transfer_j += self.model.transfer_energy_j(time_s, up_megabits, down_megabits)
+        self._sending = False
         self._tail_from_s = end_s
         self._tail_owner = requester
 
@@ -99,7 +99,7 @@ class Radio:
         the horizon used."""
         if self._tail_from_s is not None:
             assert self._tail_owner is not None
-            self._tail_owner.tail_j += self.tail_energy_j(self.tail_s)
+            self._tail_owner.tail_j += tail_energy_j(self.model, self.tail_s)
             self.idle_since_s = self._tail_from_s + self.tail_s
             self._tail_from_s = None
         horizon_s = max(horizon_s, self.idle_since_s)

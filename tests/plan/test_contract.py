@@ -2,67 +2,72 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
+
 import pytest
 
 from deepx_sim.costs import Conditions
 from deepx_sim.errors import InfeasibleError, PlanError
 from deepx_sim.model import load_model
-from deepx_sim.model.layers import LayerKind
-from deepx_sim.plan import Constraints, Problem, get_planner, planner_names
-from deepx_sim.plan.problem import RADIO, transfers_of
+from deepx_sim.plan import (
+    Constraints,
+    DeepXPlanner,
+    Plan,
+    Planner,
+    Problem,
+    get_planner,
+    planner_names,
+    register_planner,
+    unregister_planner,
+)
+from deepx_sim.plan.testing import CASE_NAMES, SMALL_CASES, PlannerContract, check_planner
 from deepx_sim.platform import load_platform
 
-PLANNERS = [n for n in planner_names() if n != "oracle"]
-CASES = [("speakerid", "tegra_k1", "wifi"), ("alexnet", "snapdragon_800", "lte"),
-         ("mobilenetv2", "snapdragon_8_gen_3", "wifi")]
+
+def _contract_class(name: str) -> type:
+    return type(f"TestContract_{name.replace('-', '_')}", (PlannerContract,),
+                {"make_planner": staticmethod(partial(get_planner, name)),
+                 "cases": SMALL_CASES if name == "oracle" else CASE_NAMES})
 
 
-def recompute(problem: Problem, plan) -> tuple[float, float]:
-    """Latency and energy summed independently from the cost model's pieces."""
-    costs = problem.costs
-    lat = en = 0.0
-    for p in plan.placements:
-        c = costs.layer_cost(p.layer, p.processor, p.variant)
-        lat, en = lat + c.latency_s, en + c.energy_j
-    where = {p.layer: p.processor for p in plan.placements}
-    radio = False
-    for _, src, dst, size in transfers_of(problem, where):
-        t = costs.transfer_cost(size, src, dst)
-        lat, en = lat + t.latency_s, en + t.energy_j
-        radio |= t.route in ("uplink", "downlink")
-    if radio:
-        promo_s, burst_j = costs.radio_burst()
-        lat, en = lat + promo_s, en + burst_j
-    return lat, en
+# the shipped contract (deepx_sim.plan.testing) on every registered planner
+for _name in planner_names():
+    globals()[f"TestContract_{_name.replace('-', '_')}"] = _contract_class(_name)
 
 
-@pytest.mark.parametrize("planner", PLANNERS)
-@pytest.mark.parametrize(("model", "platform", "link"), CASES)
-def test_planner_contract(planner: str, model: str, platform: str, link: str) -> None:
-    problem = Problem(load_model(model), load_platform(platform), Conditions(link=link),
-                      Constraints(deadline_s=5.0))
+def test_a_broken_planner_fails_the_contract() -> None:
+    """The contract can fail: a planner that misreports its energy is caught."""
+
+    class Liar(Planner):
+        name = "liar"
+
+        def plan(self, problem: Problem) -> Plan:
+            plan = get_planner("cpu-only").plan(problem)
+            return replace(plan, energy_j=plan.energy_j * 0.5)
+
+    with pytest.raises(AssertionError, match="energy_j .* differs from the cost model"):
+        check_planner(Liar(), ["speakerid/tegra_k1/wifi/5s"])
+
+
+def test_a_registered_planner_is_usable_by_name() -> None:
+    register_planner("test-cpu", partial(get_planner, "cpu-only"))
     try:
-        plan = get_planner(planner).plan(problem)
-    except (InfeasibleError, PlanError) as exc:
-        assert str(exc)  # a planner that does not apply says why
-        return
-    names = [lay.name for lay in problem.layers]
-    assert [p.layer for p in plan.placements] == names  # every layer once, in order
-    assert all(p.processor in problem.processors for p in plan.placements)
-    inputs = [p for p in plan.placements if problem.graph.nodes[p.layer]["layer"].kind
-              == LayerKind.INPUT]
-    assert all(p.processor == problem.sensor for p in inputs)
-    lat, en = recompute(problem, plan)
-    assert plan.latency_s == pytest.approx(lat, rel=1e-9)
-    assert plan.energy_j == pytest.approx(en, rel=1e-9)
-    assert sum(plan.energy_breakdown_j.values()) == pytest.approx(plan.energy_j, rel=1e-12)
-    if plan.status in ("feasible", "optimal"):
-        for proc, used in plan.memory_bytes.items():
-            assert used <= problem.platform.processor(proc).usable_memory_bytes
-        assert plan.latency_s <= problem.constraints.deadline_s * (1 + 1e-9)
-        assert plan.accuracy_loss <= problem.constraints.max_accuracy_loss + 1e-9
-    if plan.uses_radio:
-        assert plan.energy_breakdown_j[RADIO] > 0
+        assert "test-cpu" in planner_names()
+        results = check_planner(partial(get_planner, "test-cpu"))
+        assert all(isinstance(r, Plan) for r in results.values())
+    finally:
+        unregister_planner("test-cpu")
+    assert "test-cpu" not in planner_names()
+
+
+def test_registry_refuses_bad_names_and_builtin_overrides() -> None:
+    with pytest.raises(PlanError, match="already registered"):
+        register_planner("deepx", DeepXPlanner)
+    with pytest.raises(PlanError, match="letters, digits"):
+        register_planner("my planner", DeepXPlanner)
+    with pytest.raises(PlanError, match="does not take options"):
+        get_planner("greedy", solver="cbc")
 
 
 def test_impossible_deadline_names_the_fastest_plan() -> None:

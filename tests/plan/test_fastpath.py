@@ -20,10 +20,19 @@ def fast() -> FastReplanner:
 
 
 def random_conditions(rng: np.random.Generator) -> Conditions:
+    """Random bandwidths, loads and reachability, and a random radio state: idle,
+    promoting, or connected with up to 60 ms of tail left (about the local work
+    before a cloud layer, so both sides of the promotion rule occur), and a next
+    arrival from 10 ms to beyond the LTE tail, or none; half the time our own
+    work is queued on the GPU."""
+    state = str(rng.choice(["idle", "promoting", "connected"]))
     return Conditions(link="lte", uplink_mbps=float(rng.uniform(0.3, 20)),
                       downlink_mbps=float(rng.uniform(1, 40)), rtt_ms=float(rng.uniform(20, 150)),
                       free_fraction={p: float(rng.uniform(0.2, 1.0)) for p in ("cpu", "gpu", "lpc")},
-                      cloud_reachable=bool(rng.random() < 0.8))
+                      cloud_reachable=bool(rng.random() < 0.8), radio_state=state,  # type: ignore[arg-type]
+                      tail_left_s=float(rng.uniform(0, 0.06)) if state == "connected" else 0.0,
+                      next_gap_s=None if rng.random() < 0.2 else float(np.exp(rng.uniform(-4.6, 2.7))),
+                      queued_s={} if rng.random() < 0.5 else {"gpu": float(rng.uniform(0, 0.2))})
 
 
 def test_fast_plans_cost_what_the_cost_model_says(fast: FastReplanner) -> None:
@@ -35,6 +44,10 @@ def test_fast_plans_cost_what_the_cost_model_says(fast: FastReplanner) -> None:
         assert plan.energy_j == pytest.approx(checked.energy_j, rel=1e-9)
         for part, value in checked.energy_breakdown_j.items():
             assert plan.energy_breakdown_j.get(part, 0.0) == pytest.approx(value, rel=1e-9, abs=1e-15)
+        if checked.radio is not None:
+            assert plan.radio is not None
+            for got, want in zip(vars(plan.radio).values(), vars(checked.radio).values(), strict=True):
+                assert got == pytest.approx(want, rel=1e-9, abs=1e-15)
 
 
 def test_fast_path_is_never_better_than_the_ilp_and_rarely_worse(fast: FastReplanner) -> None:
@@ -47,6 +60,19 @@ def test_fast_path_is_never_better_than_the_ilp_and_rarely_worse(fast: FastRepla
         assert quick.objective_value >= full.objective_value * (1 - 1e-9)
         losses.append(quick.objective_value / full.objective_value - 1)
     assert np.median(losses) < 0.05
+
+
+def test_pool_grows_with_every_full_solve(fast: FastReplanner) -> None:
+    """A plan the pool lacks (here the cpu-only plan) joins it and is then chosen
+    where it is best: when nothing else meets a deadline only it can meet."""
+    from deepx_sim.plan import get_planner
+
+    cpu = get_planner("cpu-only").plan(fast.problem)
+    size = fast.pool_size
+    fast.add(cpu)
+    fast.add(cpu)  # already there: no duplicate
+    assert fast.pool_size == size + 1
+    assert fast.candidates[-1].plan is cpu
 
 
 def test_unreachable_cloud_never_gets_a_cloud_plan(fast: FastReplanner) -> None:
@@ -76,3 +102,21 @@ def test_accuracy_uses_real_singular_values_when_weights_exist() -> None:
     # its only layer is the classifier
     assert model.loss(layer, Variant(rank=1)) == pytest.approx(OUTPUT_ACCURACY_PER_ERR2 * 5 / 14)
     assert model.loss(layer, Variant(rank=3)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_warm_up_covers_radio_states() -> None:
+    """Over LTE a lone VGG-16 request stays on the phone (promotion and a 12.3 J
+    tail), while one of a stream 0.5 s apart at 20 Mbps goes to the cloud: the
+    pool must hold both optima, as a full solve finds them."""
+    problem = Problem(load_model("vgg16"), load_platform("snapdragon_400"), Conditions(link="lte"),
+                      Constraints(deadline_s=5.0))
+    fast = FastReplanner(problem).warm(uplinks_mbps=(2.0, 20.0), vary=(), gaps_s=(0.5,))
+    for conditions in (Conditions(link="lte", uplink_mbps=20.0),
+                       Conditions(link="lte", uplink_mbps=20.0, radio_state="connected",
+                                  tail_left_s=10.0, next_gap_s=0.5)):
+        best = fast.choose(conditions)
+        assert best is not None
+        full = DeepXPlanner().plan(problem.with_conditions(conditions))
+        assert best[0].uses_radio == full.uses_radio
+        assert best[2] == pytest.approx(full.energy_j, rel=1e-6)  # (ties: ranks on the cloud)
+    assert {f.plan.uses_radio for f in fast.candidates} == {True, False}

@@ -7,7 +7,7 @@ import pytest
 from deepx_sim.errors import InfeasibleError
 from deepx_sim.plan import BruteForcePlanner, Constraints, DeepXPlanner, Problem
 from deepx_sim.plan.baselines import DADSPlanner
-from tests.plan.conftest import random_platform, random_problem
+from tests.plan.conftest import random_platform, random_problem, random_radio_problem
 
 
 @pytest.mark.parametrize("seed", range(120))
@@ -22,6 +22,22 @@ def test_ilp_equals_brute_force_on_random_dags(seed: int) -> None:
     ilp = DeepXPlanner().plan(problem)
     assert ilp.objective_value == pytest.approx(oracle.objective_value, rel=1e-6, abs=1e-12)
     assert ilp.status == "optimal"
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_ilp_equals_brute_force_in_every_radio_state(seed: int) -> None:
+    """The radio rule in the ILP (promotion from idle or an expiring tail; the tail
+    for the part the next request will not share) against brute force, which
+    applies the rule's own functions to every assignment."""
+    problem = random_radio_problem(seed)
+    try:
+        oracle = BruteForcePlanner().plan(problem)
+    except InfeasibleError:
+        with pytest.raises(InfeasibleError):
+            DeepXPlanner().plan(problem)
+        return
+    ilp = DeepXPlanner().plan(problem)
+    assert ilp.objective_value == pytest.approx(oracle.objective_value, rel=1e-6, abs=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -177,3 +177,72 @@ def test_estimators() -> None:
     # samples at 0, 1, 2, 3, 4: 10, 10, 10, 2, 6
     assert ewma.estimate(4.2).uplink_mbps == pytest.approx(0.5 * 6 + 0.5 * (0.5 * 2 + 0.5 * 10))
     assert Estimator(world, "current").estimate(2.6).uplink_mbps == 2.0
+
+
+def test_arrival_timestamps_that_go_back_in_time_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from deepx_sim.errors import ScenarioError
+    from deepx_sim.scenario import load_scenario
+    from deepx_sim.sim.conditions import read_timestamps
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"model": "speakerid", "platform": "tegra_k1", "workload": {
+        "arrivals": "trace", "timestamps_s": [0.0, 2.0, 1.5]}}))
+    with pytest.raises(ScenarioError, match=r"s\.yaml: workload .*timestamps_s\[2\] is 1\.5 after 2: "
+                                            r"arrival times must not decrease"):
+        load_scenario(path)
+    stamps = tmp_path / "arrivals.csv"
+    stamps.write_text("time_s\n0\n3\n2.5\n")
+    with pytest.raises(ScenarioError, match=r"arrivals\.csv:4: time_s must not decrease \(a negative "
+                                            r"inter-arrival time\), got 2\.5 after 3"):
+        read_timestamps(stamps)
+
+
+@pytest.mark.parametrize("name", ["alexnet_tegra_lte_trace", "vgg16_sd400_wifi_markov",
+                                  "vgg16_sd400_wifi_outages", "contention"])
+def test_fast_forward_gives_the_same_records_as_event_by_event(name: str) -> None:
+    """Requests that run alone are worked out without the event loop; the records
+    (times, energy, radio charges) must be identical to the event-by-event run,
+    with outages, loads, tails and queueing (contention: requests every 20 ms)."""
+    from pathlib import Path
+
+    from deepx_sim.scenario import build_simulation, load_scenario
+
+    folder = Path(__file__).parents[2] / "scenarios"
+    file = "alexnet_tegra_lte_trace" if name == "contention" else name
+    scenario, base = load_scenario(folder / f"{file}.yaml")
+    update: dict[str, object] = {"duration_s": 60.0}
+    if name == "contention":
+        update["workload"] = scenario.workload.model_copy(update={"interval_s": 0.02})
+        update["duration_s"] = 3.0
+    scenario = scenario.model_copy(update=update)
+    runs = []
+    for fast_forward in (True, False):
+        sim = build_simulation(scenario, base, name)
+        sim.fast_forward = fast_forward
+        result = sim.run()
+        runs.append(result)
+    fast, slow = runs
+    assert fast.records.equals(slow.records)
+    assert fast.run_energy_j == slow.run_energy_j
+    assert fast.events["simpy_events"] == slow.events["simpy_events"]
+    assert slow.events["steps_alone"] == 0
+    if name != "contention":
+        assert fast.events["steps_alone"] > 0
+
+
+def test_replanning_pool_grows_with_fallbacks_and_periodic_solves() -> None:
+    """Plans from full solves join the fast path's pool: the on-device fallback
+    when the cloud is lost, and a full solve every ``full_solve_every`` requests."""
+    problem = problem_for(model="speakerid", link="wifi", deadline_s=0.25)
+    world = replace(World.nominal(problem), outages=Outages(((3.0, 6.0),)))
+    policy = ReplanPolicy(problem, world, "deepx", full_solve_every=4)
+    pool = policy.fast.pool_size
+    solves = policy.full_solves
+    records = Simulation(problem, world, policy, [0.5 * i for i in range(16)]).run().records
+    assert policy.full_solves >= solves + 16 // 4
+    fallback_ids = set(records.fallback_plan_id) - {""}
+    pooled_ids = {policy.compiled(f.plan).plan_id for f in policy.fast.candidates}
+    assert fallback_ids <= pooled_ids
+    assert policy.fast.pool_size >= pool

@@ -89,3 +89,58 @@ def test_engine_tail_sharing_against_the_planner(link: str) -> None:
         - RADIO_PRESETS[link].tail_energy_j + tail_w * (gap_s - first.finish_s), rel=1e-9)
     assert second.radio_promotion_j == 0.0
     assert second.latency_s == pytest.approx(plan.latency_s - promo_s, rel=1e-9)
+
+
+def _scenario(tmp_path, **fields):  # type: ignore[no-untyped-def]
+    import yaml
+
+    from deepx_sim.scenario import build_simulation, load_scenario
+
+    data = {"model": "speakerid", "platform": "tegra_k1", "duration_s": 5,
+            "workload": {"arrivals": "periodic", "interval_s": 1}, **fields}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    scenario, base = load_scenario(path)
+    return build_simulation(scenario, base, str(path)), path
+
+
+def _wired_platform(tmp_path):  # type: ignore[no-untyped-def]
+    import yaml
+
+    from deepx_sim.platform import hardware_dir
+
+    data = yaml.safe_load((hardware_dir() / "tegra_k1.yaml").read_text())
+    data["remote"] = None
+    remote = yaml.safe_load((hardware_dir() / "remote" / "cloud_a100.yaml").read_text())
+    data["processors"] += remote["processors"]
+    # an Ethernet link: no radio states, a constant 0.5 W while sending (estimate)
+    data["links"] = [{"name": "eth", "remote": "cloud", "uplink_mbps": 100, "downlink_mbps": 100,
+                      "rtt_ms": 5, "radio": {"promotion_power_mw": 0, "promotion_ms": 0, "tail": [],
+                                             "a_up_mw_per_mbps": 0, "a_down_mw_per_mbps": 0,
+                                             "base_mw": 500}}]
+    data.pop("remote")
+    path = tmp_path / "wired.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_a_tail_on_a_wired_link_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from deepx_sim.errors import ScenarioError
+
+    with pytest.raises(ScenarioError, match=r"s\.yaml: conditions\.radio\.tail: link 'eth' of tegra_k1 "
+                                            r"is wired .* cannot have tail"):
+        _scenario(tmp_path, platform=_wired_platform(tmp_path),
+                  conditions={"radio": {"tail": [{"power_mw": 1000, "duration_ms": 5000}]}})
+
+
+def test_a_radio_override_changes_the_tail_the_run_charges(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """LTE with a 3 s tail (fast dormancy): a lone cloud-only request pays 1060 mW
+    for 3 s of tail instead of 11.576 s."""
+    lone = {"policy": {"kind": "static", "planner": "cloud-only"}, "duration_s": 1,
+            "workload": {"arrivals": "periodic", "interval_s": 20}}  # no next request: the whole tail
+    short, _ = _scenario(tmp_path, conditions={
+        "link": "lte", "radio": {"tail": [{"power_mw": 1060, "duration_ms": 3000}]}}, **lone)
+    default, _ = _scenario(tmp_path, conditions={"link": "lte"}, **lone)
+    row, usual = short.run().records.iloc[0], default.run().records.iloc[0]
+    assert usual.radio_tail_j - row.radio_tail_j == pytest.approx(1.060 * (11.576 - 3.0), rel=1e-9)
+    assert row.energy_j == pytest.approx(row.predicted_energy_j, rel=1e-9)

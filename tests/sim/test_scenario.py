@@ -47,8 +47,8 @@ def test_same_scenario_and_seed_give_identical_rows(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("dotted", "value", "message"), [
-    ("policy.kind", "sometimes", "s.yaml: policy.kind must be one of 'static', 'replan' or 'oracle', "
-                                 "got 'sometimes'"),
+    ("policy.kind", "sometimes", "s.yaml: policy.kind: unknown policy 'sometimes': known: oracle, "
+                                 "replan, static"),
     ("policy.planer", "deepx", "s.yaml: policy.planer is not a known field"),
     ("policy.planner", "deepxx", "s.yaml: policy.planner: unknown planner 'deepxx'"),
     ("constraints.deadline_ms", -5, "s.yaml: constraints.deadline_ms must be > 0, got -5"),
