@@ -16,19 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from deepx_sim.cache import array_digest, cached
-from deepx_sim.errors import ModelError
+from deepx_sim.model.weights import check_finite
 
 #: Below this smaller side, a values-only float64 SVD is about as fast as the Gram route.
 GRAM_MIN_SIDE = 128
-
-
-def check_finite(matrix: np.ndarray, layer: str) -> None:
-    """A clear error for NaN or infinity (a float64 sum is finite iff every value is)."""
-    if not np.isfinite(np.sum(matrix, dtype=np.float64)):
-        bad = int(matrix.size - np.count_nonzero(np.isfinite(matrix)))
-        raise ModelError(
-            f"layer {layer!r}: its weight holds {bad} NaN or infinite values; the accuracy model needs "
-            "finite weights")
 
 
 def _compute(matrix: np.ndarray, layer: str) -> np.ndarray:

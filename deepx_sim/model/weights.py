@@ -89,7 +89,10 @@ class WeightStore:
         if key not in self._cache:
             if key not in self._loaders:
                 raise ModelError(f"no {role!r} weights stored for layer {layer!r}")
-            self._cache[key] = self._loaders[key]()
+            array = self._loaders[key]()
+            if role == "weight" and array.dtype.kind == "f":
+                check_finite(array, layer)
+            self._cache[key] = array
         return self._cache[key]
 
     def get(self, layer: str, role: str = "weight") -> np.ndarray:
@@ -119,6 +122,15 @@ class WeightStore:
     def loaded_count(self) -> int:
         """How many arrays have been converted so far (laziness is testable)."""
         return len(self._cache)
+
+
+def check_finite(array: np.ndarray, layer: str) -> None:
+    """A clear error for NaN or infinity in a layer's weight (a float64 sum is finite iff
+    every value is), before anything computes with it."""
+    if not np.isfinite(np.sum(array, dtype=np.float64)):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise ModelError(f"layer {layer!r}: its weight holds {bad} NaN or infinite values; weights must be "
+                         "finite")
 
 
 def as_stored(values: np.ndarray, bits: int) -> tuple[np.ndarray, Storage]:

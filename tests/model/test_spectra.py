@@ -85,3 +85,21 @@ def test_nan_or_inf_weights_name_the_layer_before_any_spectrum() -> None:
     w[0, 0] = np.inf
     with pytest.raises(ModelError, match=r"layer 'fc7': its weight holds 2 NaN or infinite values"):
         singular_values(w, "fc7")
+
+
+def test_nan_weights_in_a_file_get_one_line_from_plan_and_compress(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from deepx_sim.cli import main
+    from deepx_sim.model.onnx import save_onnx
+    from tests.compress.conftest import small_mlp
+
+    graph = small_mlp(np.random.default_rng(0))
+    weight = graph.graph["weights"].get("fc1").copy()
+    weight[3, 4] = np.inf
+    graph.graph["weights"].set("fc1", "weight", weight)
+    path = save_onnx(graph, tmp_path / "bad.onnx")
+    for args in (["plan", "--model", str(path), "--platform", "tegra_k1"],
+                 ["compress", str(path), "-o", str(tmp_path / "out.onnx")]):
+        assert main(args) == 2
+        assert "layer 'fc1': its weight holds 1 NaN or infinite values" in capsys.readouterr().err
+    assert not (tmp_path / "out.onnx").exists()
