@@ -87,8 +87,8 @@ def test_nan_or_inf_weights_name_the_layer_before_any_spectrum() -> None:
         singular_values(w, "fc7")
 
 
-def test_nan_weights_in_a_file_get_one_line_from_plan_and_compress(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_nan_weights_in_a_file_get_one_line_from_plan_and_compress(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from deepx_sim.cli import main
     from deepx_sim.model.onnx import save_onnx
     from tests.compress.conftest import small_mlp
