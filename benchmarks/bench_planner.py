@@ -19,12 +19,12 @@ import time
 
 import numpy as np
 
+from deepx_sim.accuracy import candidate_ranks
 from deepx_sim.costs import Conditions
 from deepx_sim.errors import InfeasibleError
 from deepx_sim.model import load_model
 from deepx_sim.plan import Constraints, DeepXPlanner, Problem
 from deepx_sim.plan.fastpath import FastReplanner
-from deepx_sim.plan.variants import candidate_ranks
 from deepx_sim.platform import load_platform
 
 TARGETS_S = {"alexnet": 0.100, "vgg16": 0.150, "resnet50": 1.0}

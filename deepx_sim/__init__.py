@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def load_results(out_dir: str | Path) -> "pd.DataFrame":
+def load_results(out_dir: str | Path, all_runs: bool = False) -> "pd.DataFrame":
     """A sweep folder's tidy table (see :func:`deepx_sim.sweep.load_results`)."""
     from deepx_sim.sweep import load_results as _load
 
-    return _load(out_dir)
+    return _load(out_dir, all_runs)

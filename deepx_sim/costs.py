@@ -16,6 +16,9 @@ Layer on a processor, in a variant (precision ``bits``, SVD ``rank`` for fc):
   spends the rest on someone else's work.  A measured profile replaces busy_s
   (and power, when given) for the full-rank 32-bit variant; other variants are
   scaled by the analytic ratio.
+- A calibrated processor may name a learned predictor (``deepx-sim calibrate
+  --predictor``): without a measured profile, busy_s is the roofline times the
+  predictor's per-layer factor (:mod:`deepx_sim.measure.predictor`).
 - On a cloud processor the device spends no compute energy, but its radio
   waits connected (first tail state power) for the remote compute time.
 
@@ -53,6 +56,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, TypeVar
 
 import networkx as nx
@@ -61,16 +65,17 @@ import numpy as np
 from deepx_sim.errors import CostError
 from deepx_sim.model.layers import (
     DEFAULT_ACTIVATION_BITS,
+    NO_KERNEL_KINDS,
     Layer,
-    LayerKind,
     get_layer,
+    layers_in_order,
     tensor_bytes,
 )
 from deepx_sim.model.profiles import Profile
 from deepx_sim.platform import Link, Platform, Processor, RadioModel
 
 #: Layers that are views or identities at inference: no kernel runs.
-FREE_KINDS = frozenset({LayerKind.INPUT, LayerKind.FLATTEN, LayerKind.DROPOUT})
+FREE_KINDS = NO_KERNEL_KINDS
 
 
 @dataclass(frozen=True, order=True)
@@ -217,6 +222,7 @@ class CostModel:
         for proc in (*self.conditions.free_fraction, *self.conditions.queued_s):
             platform.processor(proc)  # unknown names fail here, with the known ones listed
         self._layer_costs: dict[tuple[str, str, Variant], LayerCost] = {}
+        self._learned: dict[str, dict[str, float]] = {}  # processor -> layer -> factor
         self.link: Link | None = None
         if self.conditions.link is not None:
             self.link = platform.link(self.conditions.link)
@@ -263,6 +269,18 @@ class CostModel:
         launches = 2 if (variant.rank is not None and layer.fc is not None) else 1
         return max(compute_s, memory_s) + launches * proc.launch_overhead_s, compute_s, memory_s
 
+    def learned_factor(self, layer_name: str, proc: Processor) -> float:
+        """The calibrated processor's learned correction of the roofline (1 without one)."""
+        if proc.calibration is None or not proc.calibration.predictor:
+            return 1.0
+        if proc.name not in self._learned:
+            from deepx_sim.measure.predictor import load_predictor
+
+            folder = Path(self.platform.path).parent if self.platform.path else Path.cwd()
+            predictor = load_predictor(str(folder / proc.calibration.predictor))
+            self._learned[proc.name] = predictor.factors(layers_in_order(self.graph))
+        return self._learned[proc.name].get(layer_name, 1.0)
+
     def layer_cost(self, layer_name: str, processor: str, variant: Variant = FULL) -> LayerCost:
         """Cost of running ``layer_name`` on ``processor`` in ``variant``.
 
@@ -289,6 +307,8 @@ class CostModel:
             busy_s = measured.latency_s * scale
             if measured.power_w is not None:
                 power_w = measured.power_w
+        else:
+            busy_s *= self.learned_factor(layer_name, proc)
         latency_s = busy_s / self.free_fraction(processor)
         if proc.is_remote:
             wait_w = self.link.radio.connected_wait_power_w if self.link else 0.0

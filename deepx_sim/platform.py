@@ -23,14 +23,33 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from deepx_sim.config import (
+    Mbps,
+    Millis,
+    NonNegative,
+    Positive,
+    StrictModel,
+    finite_range,
+    read_yaml_mapping,
+    validation_message,
+)
 from deepx_sim.errors import PlatformError, closest_names
-from deepx_sim.model.layers import LayerKind
+from deepx_sim.kinds import LayerKind
 
 PRECISION_BITS = {"fp64": 64, "fp32": 32, "fp16": 16, "int8": 8}
 BITS_PRECISION = {bits: name for name, bits in PRECISION_BITS.items()}
+
+# Bounds far beyond any real device; upper ones keep every product of two fields finite.
+# Lower bounds keep latencies (work / rate) below 1e13 s: solvers take 1e20 as infinite.
+Gflops = finite_range(ge=1e-6, le=1e9)  # 1 kFLOP/s to 1 EFLOP/s
+Gbps = finite_range(ge=1e-6, le=1e6)  # 1 kB/s to 1 PB/s
+Efficiency = finite_range(ge=1e-3, le=1)
+Watts = Annotated[NonNegative, Field(le=1e6)]
+MilliWatts = Annotated[NonNegative, Field(le=1e9)]
+Mebibytes = Annotated[Positive, Field(le=2.0**40)]  # 1 EiB
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")]
 
 
 class ProcessorKind(StrEnum):
@@ -43,32 +62,34 @@ class ProcessorKind(StrEnum):
     CLOUD = "cloud"
 
 
-Fraction = Annotated[float, Field(gt=0, le=1)]
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")]
+class Calibration(BaseModel):
+    """Where a processor's fitted numbers come from (written by ``deepx-sim calibrate``):
+    when and how it was measured, plus free-form provenance (host, CPU, errors).
+    ``predictor`` names a learned latency predictor file beside the YAML."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+    measured_at: str
+    method: str
+    predictor: str = ""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Processor(_Frozen):
+class Processor(StrictModel):
     """One processor: compute peaks, efficiencies, memory and power."""
 
     name: Identifier
     kind: ProcessorKind
     description: str = ""
-    peak_gflops: dict[Literal["fp64", "fp32", "fp16", "int8"], Positive]
+    peak_gflops: dict[Literal["fp64", "fp32", "fp16", "int8"], Gflops]
     #: fraction of peak reached, per layer kind; ``default`` covers the rest
-    efficiency: dict[str, Fraction]
-    memory_bandwidth_gbps: Positive
+    efficiency: dict[str, Efficiency]
+    memory_bandwidth_gbps: Gbps
     #: fraction of memory bandwidth reached by layer kernels
-    memory_efficiency: Fraction = 0.7
-    usable_memory_mib: Positive
-    active_power_w: NonNegative
-    idle_power_w: NonNegative = 0.0
-    launch_overhead_ms: NonNegative = 0.0
+    memory_efficiency: Efficiency = 0.7
+    usable_memory_mib: Mebibytes
+    active_power_w: Watts
+    idle_power_w: Watts = 0.0
+    launch_overhead_ms: Millis = 0.0
+    calibration: Calibration | None = None  # None: datasheet numbers and estimates
 
     @field_validator("peak_gflops")
     @classmethod
@@ -122,29 +143,29 @@ class Processor(_Frozen):
             )
         return self.peak_gflops[key] * 1e9  # type: ignore[index]
 
-    def efficiency_for(self, kind: LayerKind) -> float:
-        return self.efficiency.get(kind.value, self.efficiency["default"])
+    def efficiency_for(self, kind: LayerKind | str) -> float:
+        return self.efficiency.get(str(kind), self.efficiency["default"])
 
 
-class TailStage(_Frozen):
-    power_mw: NonNegative
-    duration_ms: NonNegative
+class TailStage(StrictModel):
+    power_mw: MilliWatts
+    duration_ms: Millis
 
 
-class RadioModel(_Frozen):
+class RadioModel(StrictModel):
     """Huang et al. (MobiSys 2012) radio power model: promotion, transfer, tail.
 
     Transfer power is ``a_up * up_mbps + a_down * down_mbps + base`` (mW).
     """
 
     name: str = "custom"
-    promotion_power_mw: NonNegative
-    promotion_ms: NonNegative
+    promotion_power_mw: MilliWatts
+    promotion_ms: Millis
     tail: list[TailStage]
-    a_up_mw_per_mbps: NonNegative
-    a_down_mw_per_mbps: NonNegative
-    base_mw: NonNegative
-    idle_power_mw: NonNegative = 0.0
+    a_up_mw_per_mbps: MilliWatts
+    a_down_mw_per_mbps: MilliWatts
+    base_mw: MilliWatts
+    idle_power_mw: MilliWatts = 0.0
 
     @property
     def promotion_s(self) -> float:
@@ -207,14 +228,14 @@ RADIO_PRESETS: dict[str, RadioModel] = {
 }
 
 
-class Link(_Frozen):
+class Link(StrictModel):
     """A wireless link from the device to a remote processor."""
 
     name: Identifier
     remote: str
-    uplink_mbps: Positive
-    downlink_mbps: Positive
-    rtt_ms: NonNegative
+    uplink_mbps: Mbps
+    downlink_mbps: Mbps
+    rtt_ms: Millis
     radio: RadioModel
     description: str = ""
 
@@ -233,14 +254,14 @@ class Link(_Frozen):
         return self.rtt_ms / 1000.0
 
 
-class Platform(_Frozen):
+class Platform(StrictModel):
     """A device's processors, the remote processors and the links that reach them."""
 
     name: Identifier
     description: str = ""
     sources: list[str] = Field(default_factory=list)
     sensor_processor: str = ""
-    shared_memory_gbps: Positive
+    shared_memory_gbps: Gbps
     processors: list[Processor]
     links: list[Link] = Field(default_factory=list)
     path: str = ""
@@ -318,53 +339,36 @@ def platform_names() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def _format_loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+class _RemoteFile(StrictModel):
+    """A file in hardware/remote/: processors and links that platforms share."""
+
+    description: str = ""
+    sources: list[str] = Field(default_factory=list)
+    processors: list[Processor] = Field(default_factory=list)
+    links: list[Link] = Field(default_factory=list)
 
 
-def _plain(value: Any) -> Any:
-    """0.0 -> 0, so bounds read as the user wrote them."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def _format_error(source: str, err: dict[str, Any]) -> str:
-    loc = _format_loc(tuple(err["loc"]))
-    ctx = {k: _plain(v) for k, v in (err.get("ctx") or {}).items()}
-    rules = {
-        "greater_than": f"must be > {ctx.get('gt')}",
-        "greater_than_equal": f"must be >= {ctx.get('ge')}",
-        "less_than_equal": f"must be <= {ctx.get('le')}",
-        "less_than": f"must be < {ctx.get('lt')}",
-        "missing": "is required",
-        "extra_forbidden": "is not a known field",
-        "literal_error": f"must be one of {ctx.get('expected')}",
-        "enum": f"must be one of {ctx.get('expected')}",
-        "string_pattern_mismatch": "must be a name of letters, digits, '_' or '-'",
-    }
-    rule = rules.get(err["type"], err["msg"].replace("Value error, ", ""))
-    if err["type"] == "missing":
-        return f"{source}: {loc} {rule}"
-    return f"{source}: {loc or '(top level)'} {rule}, got {err.get('input')!r}"
-
-
-def validation_message(source: str, exc: ValidationError) -> str:
-    """All of a pydantic ValidationError's problems, one line each, named by path."""
-    return "\n".join(_format_error(source, e) for e in exc.errors())
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _merge_remote(path: Path, data: dict[str, Any]) -> None:
+    """Add the processors, links and sources of ``remote: <name>`` (a file in
+    ``remote/`` beside ``path``) to ``data``, after checking them in their own file."""
+    remote = data.pop("remote", None)
+    if remote is None:
+        return
+    folder = path.parent / "remote"
+    known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    if not isinstance(remote, str) or remote not in known:
+        raise PlatformError(f"{path}: remote {remote!r} has no file in {folder}; known remotes: "
+                            f"{', '.join(known) or 'none'}")
+    remote_path = folder / f"{remote}.yaml"
+    extra = read_yaml_mapping(remote_path, PlatformError)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise PlatformError(f"{path}: not valid YAML: {exc}") from None
-    except OSError as exc:
-        raise PlatformError(f"{path}: cannot read: {exc.strerror}") from None
-    if not isinstance(data, dict):
-        raise PlatformError(f"{path}: must be a mapping of fields, got {type(data).__name__}")
-    return data
+        _RemoteFile.model_validate(extra)
+    except ValidationError as exc:
+        raise PlatformError(validation_message(str(remote_path), exc, extra, _RemoteFile)) from None
+    for key in ("processors", "links", "sources"):
+        if not isinstance(data.get(key, []), list):
+            raise PlatformError(f"{path}: {key} must be a list, got {data[key]!r}")
+        data[key] = [*data.get(key, []), *extra.get(key, [])]
 
 
 def load_platform(name_or_path: str | Path) -> Platform:
@@ -381,23 +385,9 @@ def load_platform(name_or_path: str | Path) -> Platform:
                 f"unknown platform {name_or_path!r}: "
                 f"{closest_names(str(name_or_path), platform_names())}"
             )
-    data = _read_yaml(path)
-    remote = data.pop("remote", None)
-    if remote is not None:
-        remote_path = path.parent / "remote" / f"{remote}.yaml"
-        if not remote_path.is_file():
-            known = sorted(p.stem for p in (path.parent / "remote").glob("*.yaml"))
-            raise PlatformError(f"{path}: remote {remote!r} has no file {remote_path}; "
-                                f"known remotes: {known}")
-        extra = _read_yaml(remote_path)
-        bad = set(extra) - {"processors", "links", "sources", "description"}
-        if bad:
-            raise PlatformError(f"{remote_path}: unknown fields {sorted(bad)}; a remote file "
-                                f"holds processors, links, sources, description")
-        data["processors"] = list(data.get("processors") or []) + list(extra.get("processors", []))
-        data["links"] = list(data.get("links") or []) + list(extra.get("links", []))
-        data["sources"] = list(data.get("sources") or []) + list(extra.get("sources", []))
+    data = read_yaml_mapping(path, PlatformError)
+    _merge_remote(path, data)
     try:
         return Platform.model_validate({**data, "path": str(path)})
     except ValidationError as exc:
-        raise PlatformError(validation_message(str(path), exc)) from None
+        raise PlatformError(validation_message(str(path), exc, data, Platform)) from None

@@ -42,15 +42,35 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from deepx_sim import config
+from deepx_sim.config import (
+    DEFAULT_BATTERY_CAPACITY_MAH,
+    DEFAULT_BATTERY_VOLTAGE_V,
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_ACCURACY_LOSS,
+    MAX_TRACE_SEGMENTS,
+    Count,
+    Flag,
+    Fraction,
+    Mbps,
+    Millis,
+    NonNegative,
+    Positive,
+    Seconds,
+    StrictModel,
+    UnitInterval,
+    count_within,
+    validation_message,
+)
 from deepx_sim.costs import Conditions
 from deepx_sim.errors import DeepxError, ScenarioError, closest_names
 from deepx_sim.plan import planner_names
 from deepx_sim.plan.problem import Constraints, Problem
-from deepx_sim.platform import Platform, RadioModel, validation_message
+from deepx_sim.platform import Platform, RadioModel
 from deepx_sim.sim.conditions import (
+    MahimahiBin,
     Outages,
     StepTrace,
     arrival_times,
@@ -64,22 +84,15 @@ from deepx_sim.sim.engine import Battery, Simulation, SimulationResult
 from deepx_sim.sim.policies import Policy, World
 from deepx_sim.sim.registry import PolicySettings, make_policy, policy_names
 
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MarkovSpec(_Strict):
+class MarkovSpec(StrictModel):
     good: NonNegative
     bad: NonNegative
     mean_good_s: Positive
     mean_bad_s: Positive
 
 
-class RandomWalkSpec(_Strict):
+class RandomWalkSpec(StrictModel):
     start: NonNegative
     step_sd: NonNegative
     low: NonNegative
@@ -93,15 +106,15 @@ class RandomWalkSpec(_Strict):
         return self
 
 
-class Signal(_Strict):
+class Signal(StrictModel):
     """A value over time: exactly one of constant, trace, markov, random_walk."""
 
     constant: NonNegative | None = None
     trace: str | None = None
     format: Literal["csv", "mahimahi"] | None = None  # default: csv for *.csv, else mahimahi
     column: str | None = None  # csv value column (default mbps, or load for loads)
-    bin_s: Positive = 1.0  # mahimahi bin width
-    repeat: bool = False  # csv: loop the trace (Mahimahi traces always loop)
+    bin_s: MahimahiBin = 1.0  # mahimahi bin width
+    repeat: Flag = False  # csv: loop the trace (Mahimahi traces always loop)
     scale: Positive = 1.0  # multiply every value
     markov: MarkovSpec | None = None
     random_walk: RandomWalkSpec | None = None
@@ -115,21 +128,21 @@ class Signal(_Strict):
         return self
 
 
-class OutageMarkov(_Strict):
+class OutageMarkov(StrictModel):
     mean_up_s: Positive
     mean_down_s: Positive
 
 
-class OutageSpec(_Strict):
+class OutageSpec(StrictModel):
     markov: OutageMarkov
 
 
-class ConditionsSpec(_Strict):
+class ConditionsSpec(StrictModel):
     link: str | None = None
-    bandwidth_mbps: Positive | None = None
+    bandwidth_mbps: Mbps | None = None
     uplink: Signal | None = None
     downlink: Signal | None = None
-    rtt_ms: NonNegative | None = None
+    rtt_ms: Millis | None = None
     outages: list[tuple[NonNegative, NonNegative]] | OutageSpec = Field(default_factory=list)
     load: dict[str, Signal] = Field(default_factory=dict)
     # fields of the link's radio model to change for this run (e.g. a shorter tail)
@@ -142,12 +155,20 @@ class ConditionsSpec(_Strict):
         return self
 
 
-class WorkloadSpec(_Strict):
+class WorkloadSpec(StrictModel):
     arrivals: Literal["periodic", "poisson", "trace"] = "periodic"
     interval_s: Positive | None = None
     rate_per_s: Positive | None = None
     timestamps_s: list[NonNegative] | None = None
     timestamps_file: str | None = None  # CSV with a time_s column (relative to the scenario file)
+
+    @field_validator("timestamps_s")
+    @classmethod
+    def _in_order(cls, stamps: list[float] | None) -> list[float] | None:
+        for i, (a, b) in enumerate(itertools.pairwise(stamps or ())):
+            if b < a:
+                raise ValueError(f"must not decrease, got {b!r} after {a!r} at [{i + 1}]")
+        return stamps
 
     @model_validator(mode="after")
     def _needs(self) -> WorkloadSpec:
@@ -166,42 +187,51 @@ class WorkloadSpec(_Strict):
         return self
 
 
-class PolicySpec(_Strict):
+class PolicySpec(StrictModel):
     kind: str = "replan"  # a registered policy: static, replan, oracle or your own
     planner: str = "deepx"
     estimator: Literal["last", "ewma", "current"] = "last"
     sample_interval_s: Positive = 1.0
-    ewma_alpha: Annotated[float, Field(gt=0, le=1)] = 0.3
-    replan_overhead_s: NonNegative | Literal["measured"] = 0.0
+    ewma_alpha: Fraction = 0.3
+    replan_overhead_s: Annotated[NonNegative, Field(le=1e9)] | Literal["measured"] = 0.0
     radio_aware: bool = True  # plan with the radio state found and the gap expected next
-    full_solve_every: Annotated[int, Field(ge=0)] = 0  # replan, deepx: a full solve joins the pool
+    full_solve_every: Annotated[int, Field(ge=0, le=1_000_000)] = 0  # every N requests a full solve joins
     see_queue: bool = False  # plan with our own earlier requests' work still ahead
 
 
-class ConstraintsSpec(_Strict):
-    deadline_ms: Positive = 5000.0
-    max_accuracy_loss: Annotated[float, Field(ge=0, le=1)] = 0.05
+class ConstraintsSpec(StrictModel):
+    deadline_ms: Positive = DEFAULT_DEADLINE_S * 1000.0
+    max_accuracy_loss: UnitInterval = DEFAULT_MAX_ACCURACY_LOSS
     energy_budget_j: Positive | None = None
     objective: Literal["energy", "latency", "weighted"] = "energy"
     latency_weight_j_per_s: NonNegative = 1.0
 
 
-class BatterySpec(_Strict):
-    capacity_mah: Positive = 3000.0
-    voltage_v: Positive = 3.85
+class BatterySpec(StrictModel):
+    capacity_mah: Positive = DEFAULT_BATTERY_CAPACITY_MAH
+    voltage_v: Positive = DEFAULT_BATTERY_VOLTAGE_V
 
 
-class Scenario(_Strict):
+class Scenario(StrictModel):
     name: str = "scenario"
     model: str
     platform: str
-    seed: int = 0
-    duration_s: Positive = 60.0
+    seed: Count = 0
+    duration_s: Seconds = 60.0
     conditions: ConditionsSpec = Field(default_factory=ConditionsSpec)
     workload: WorkloadSpec = Field(default_factory=lambda: WorkloadSpec(interval_s=1.0))
     policy: PolicySpec = Field(default_factory=PolicySpec)
     constraints: ConstraintsSpec = Field(default_factory=ConstraintsSpec)
     battery: BatterySpec = Field(default_factory=BatterySpec)
+
+    @model_validator(mode="after")
+    def _stamps_within_run(self) -> Scenario:
+        late = [t for t in self.workload.timestamps_s or () if t >= self.duration_s]
+        if late:
+            raise ValueError(f"workload.timestamps_s has {len(late)} past the run's end "
+                             f"(duration_s {self.duration_s:g}), the first {late[0]!r}; "
+                             f"arrivals must lie in [0, duration_s)")
+        return self
 
 
 # ------------------------------------------------------------------ loading
@@ -212,19 +242,12 @@ def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(validation_message(source, exc)) from None
+        raise ScenarioError(validation_message(source, exc, data, Scenario)) from None
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: must be a mapping of fields, got {type(data).__name__}")
-    return data
+    """A scenario or sweep file's fields (ScenarioError naming the file on any problem)."""
+    return config.read_yaml_mapping(path, ScenarioError)
 
 
 def load_scenario(path: str | Path) -> tuple[Scenario, Path]:
@@ -249,6 +272,13 @@ class _Builder:
         return ScenarioError(f"{self.source}: {field}: {message}")
 
     def signal(self, spec: Signal, field: str, default_column: str) -> StepTrace:
+        try:
+            return self._signal(spec, field, default_column)
+        except ScenarioError as exc:  # (a trace file's error names that file; add the scenario)
+            where = f"{field}.trace: " if spec.trace is not None else ""
+            raise ScenarioError(f"{self.source}: {where}{exc}") from None
+
+    def _signal(self, spec: Signal, field: str, default_column: str) -> StepTrace:
         s = self.s
         if spec.constant is not None:
             trace = StepTrace.constant(spec.constant, name=field)
@@ -272,8 +302,7 @@ class _Builder:
             trace = random_walk(_rng(s.seed, field), s.duration_s, w.start, w.step_sd, w.low, w.high,
                                 w.interval_s, name=field)
         if spec.scale != 1.0:
-            trace = StepTrace(trace.times_s, tuple(v * spec.scale for v in trace.values),
-                              trace.period_s, trace.name)
+            trace = StepTrace(trace.times_s, trace.values * spec.scale, trace.period_s, trace.name)
         return trace
 
     def problem(self) -> Problem:
@@ -328,7 +357,8 @@ class _Builder:
         try:
             radio = RadioModel.model_validate({**link.radio.model_dump(), **fields, "name": "custom"})
         except ValidationError as exc:
-            raise ScenarioError(validation_message(f"{self.source}: conditions.radio", exc)) from None
+            raise ScenarioError(validation_message(f"{self.source}: conditions.radio", exc, fields,
+                                                   RadioModel)) from None
         links = [lk.model_copy(update={"radio": radio}) if lk.name == link_name else lk
                  for lk in platform.links]
         return platform.model_copy(update={"links": links})
@@ -345,8 +375,11 @@ class _Builder:
                     else nominal.downlink_mbps)
         if isinstance(cond.outages, OutageSpec):
             m = cond.outages.markov
-            outages = Outages.markov(_rng(s.seed, "conditions.outages"), s.duration_s, m.mean_up_s,
-                                     m.mean_down_s)
+            try:
+                outages = Outages.markov(_rng(s.seed, "conditions.outages"), s.duration_s, m.mean_up_s,
+                                         m.mean_down_s)
+            except ScenarioError as exc:
+                raise ScenarioError(f"{self.source}: {exc}") from None
         else:
             try:
                 outages = Outages(tuple((float(a), float(b)) for a, b in cond.outages))
@@ -361,14 +394,13 @@ class _Builder:
             if proc not in names:
                 raise self.fail(field, f"unknown processor {proc!r}: {closest_names(proc, names)}")
             load = self.signal(spec, field, "load")
-            if any(v > 1 for v in load.values):
+            if load.values.max() > 1:
                 raise self.fail(field, f"a load is a share of the processor in [0, 1], "
-                                f"got {max(load.values)!r}")
+                                f"got {float(load.values.max())!r}")
             if load.period_s is None and load.values[-1] >= 1:
                 raise self.fail(field, "the load must end below 1 (a processor taken forever "
                                 "never finishes our work)")
-            free[proc] = StepTrace(load.times_s, tuple(1.0 - v for v in load.values), load.period_s,
-                                   field)
+            free[proc] = StepTrace(load.times_s, 1.0 - load.values, load.period_s, field)
         rtt = cond.rtt_ms if cond.rtt_ms is not None else nominal.rtt_ms
         return World(nominal.link, up, down, rtt, outages, free)
 
@@ -377,6 +409,10 @@ class _Builder:
         if p.planner not in planner_names():
             raise self.fail("policy.planner", f"unknown planner {p.planner!r}: "
                             f"{closest_names(p.planner, planner_names())}")
+        if p.kind == "replan" and p.estimator == "ewma":  # the estimator folds in every sample
+            count_within(f"{self.source}: policy.sample_interval_s: samples (duration_s / "
+                         "sample_interval_s)", self.s.duration_s / p.sample_interval_s, MAX_TRACE_SEGMENTS,
+                         "raise sample_interval_s or shorten duration_s", ScenarioError)
         if p.kind not in policy_names():
             raise self.fail("policy.kind", f"unknown policy {p.kind!r}: "
                             f"{closest_names(p.kind, policy_names())}")
@@ -401,6 +437,12 @@ class _Builder:
         return (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
 
     def arrivals(self) -> list[float]:
+        try:
+            return self._arrivals()
+        except ScenarioError as exc:
+            raise self.fail("workload", str(exc)) from None
+
+    def _arrivals(self) -> list[float]:
         w, s = self.s.workload, self.s
         stamps = list(w.timestamps_s or ())
         if w.timestamps_file is not None:
@@ -408,7 +450,7 @@ class _Builder:
             path = path if path.is_absolute() else self.base_dir / path
             if not path.is_file():
                 raise self.fail("workload.timestamps_file", f"no such file {str(path)!r}")
-            stamps = read_timestamps(path)
+            stamps = read_timestamps(path, end_s=s.duration_s)
         return arrival_times(w.arrivals, s.duration_s, _rng(s.seed, "workload"), interval_s=w.interval_s,
                              rate_per_s=w.rate_per_s, timestamps_s=stamps)
 
@@ -416,11 +458,12 @@ class _Builder:
 def build_simulation(scenario: Scenario, base_dir: Path | str = ".", source: str = "scenario") -> Simulation:
     """Everything a scenario names, loaded and checked, ready to ``run()``."""
     b = _Builder(scenario, Path(base_dir), source)
+    arrivals = b.arrivals()  # first: a run too large is refused before any planning
     problem = b.problem()
     world = b.world(problem)
     policy = b.policy(problem, world)
     battery = Battery(scenario.battery.capacity_mah, scenario.battery.voltage_v)
-    return Simulation(problem, world, policy, b.arrivals(), duration_s=scenario.duration_s,
+    return Simulation(problem, world, policy, arrivals, duration_s=scenario.duration_s,
                       replan_overhead_s=scenario.policy.replan_overhead_s, battery=battery)
 
 

@@ -21,12 +21,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+import networkx as nx
 import numpy as np
 import pandas as pd
 from _common import out_dir, parse_args, run, save_figure, table_text
 
+from deepx_sim.accuracy import ACCURACY_PER_ERR2, OUTPUT_ACCURACY_PER_ERR2, Source
 from deepx_sim.compress.calibration import calibration_points, fit, prediction_errors
-from deepx_sim.compress.network import Network
 from deepx_sim.compress.optimizers import (
     conv_separation,
     parameter_cleaning,
@@ -34,16 +35,22 @@ from deepx_sim.compress.optimizers import (
     sparse_factorization,
     weight_factorization,
 )
-from deepx_sim.compress.search import LabelledData, compress
+from deepx_sim.compress.search import compress
 from deepx_sim.compress.train import trained_model
-from deepx_sim.plan.variants import ACCURACY_PER_ERR2, OUTPUT_ACCURACY_PER_ERR2
+from deepx_sim.model.execute import accuracy
+from deepx_sim.model.layers import LayerKind, layers_in_order, total
+from deepx_sim.model.memory import stored_sizes
+
+
+def memory_bytes(graph: nx.DiGraph) -> int:
+    return stored_sizes(graph).memory_bytes
 
 # DXTK Table 3 (Lane et al. 2016): size before -> after at the estimator threshold, accuracy loss
 PAPER_TABLE3 = {"SpeakerID (DNN)": (28.0, 2.0, 0.032), "AlexNet (CNN)": (233.0, 57.0, 0.049)}
 
 
-def sweep_optimisers(name: str, net: Network, x: np.ndarray, y: np.ndarray, quick: bool) -> list[dict]:
-    base_acc = net.accuracy(x, y)
+def sweep_optimisers(name: str, net: nx.DiGraph, x: np.ndarray, y: np.ndarray, quick: bool) -> list[dict]:
+    base_acc = accuracy(net, x, y)
     clean, _ = parameter_cleaning(net)
     rows = [
         {
@@ -51,8 +58,8 @@ def sweep_optimisers(name: str, net: Network, x: np.ndarray, y: np.ndarray, quic
             "optimiser": "original",
             "setting": "64-bit + training state",
             "accuracy": base_acc,
-            "memory_bytes": precision_scaling(net, 64)[0].memory_bytes(),
-            "macs": net.macs(),
+            "memory_bytes": memory_bytes(precision_scaling(net, 64)[0]),
+            "macs": total(net, "macs"),
             "err2": 0.0,
         }
     ]
@@ -61,15 +68,15 @@ def sweep_optimisers(name: str, net: Network, x: np.ndarray, y: np.ndarray, quic
             "model": name,
             "optimiser": "pc",
             "setting": "cleaned, 32-bit",
-            "accuracy": clean.accuracy(x, y),
-            "memory_bytes": clean.memory_bytes(),
-            "macs": clean.macs(),
+            "accuracy": accuracy(clean, x, y),
+            "memory_bytes": memory_bytes(clean),
+            "macs": total(clean, "macs"),
             "err2": 0.0,
         }
     )
     fractions = (0.5, 0.2) if quick else (0.9, 0.5, 0.35, 0.2, 0.1, 0.05)
     trials = [("wf", f"x{f:g} break-even", *weight_factorization(clean, fraction=f)) for f in fractions]
-    if clean.weighted_ops("conv"):
+    if any(lay.kind == LayerKind.CONV for lay in layers_in_order(clean)):
         trials += [("cs", f"x{f:g} break-even", *conv_separation(clean, fraction=f)) for f in fractions]
     sf_settings = ((0.2, 8),) if quick else ((0.3, 16), (0.2, 8), (0.1, 4))
     trials += [("sf", f"{a:g} atoms, {s} nnz", *sparse_factorization(clean, a, s)) for a, s in sf_settings]
@@ -81,9 +88,9 @@ def sweep_optimisers(name: str, net: Network, x: np.ndarray, y: np.ndarray, quic
                 "model": name,
                 "optimiser": optimiser,
                 "setting": setting,
-                "accuracy": trial.accuracy(x, y),
-                "memory_bytes": trial.memory_bytes(),
-                "macs": trial.macs(),
+                "accuracy": accuracy(trial, x, y),
+                "memory_bytes": memory_bytes(trial),
+                "macs": total(trial, "macs"),
                 "err2": report.err2_total(),
                 "sparsity": float(np.mean(sparsity)) if sparsity else np.nan,
             }
@@ -93,23 +100,24 @@ def sweep_optimisers(name: str, net: Network, x: np.ndarray, y: np.ndarray, quic
     return rows
 
 
-def budgets(name: str, net: Network, data: object, quick: bool) -> list[dict]:
+def budgets(name: str, net: nx.DiGraph, data: object, quick: bool) -> list[dict]:
     x_val, y_val = data.x_train, data.y_train  # type: ignore[attr-defined]
     x_test, y_test = data.x_test, data.y_test  # type: ignore[attr-defined]
     rows = []
     for budget in (0.05,) if quick else (0.01, 0.03, 0.05, 0.1):
-        outcome = compress(net, ["pc", "wf", "cs", "ps"], budget, LabelledData(x_val, y_val, "train split"))
+        train = Source("labels", x_val, y_val, "train split")
+        outcome = compress(net, ["pc", "wf", "cs", "ps"], budget, train)
         rows.append(
             {
                 "model": name,
                 "budget": budget,
-                "memory_before_bytes": net.memory_bytes(),
-                "memory_after_bytes": outcome.network.memory_bytes(),
-                "reduction": net.memory_bytes() / outcome.network.memory_bytes(),
-                "test_accuracy_before": net.accuracy(x_test, y_test),
-                "test_accuracy_after": outcome.network.accuracy(x_test, y_test),
-                "test_loss": net.accuracy(x_test, y_test) - outcome.network.accuracy(x_test, y_test),
-                "estimated_loss": outcome.estimated_loss,
+                "memory_before_bytes": memory_bytes(net),
+                "memory_after_bytes": memory_bytes(outcome.graph),
+                "reduction": memory_bytes(net) / memory_bytes(outcome.graph),
+                "test_accuracy_before": accuracy(net, x_test, y_test),
+                "test_accuracy_after": accuracy(outcome.graph, x_test, y_test),
+                "test_loss": accuracy(net, x_test, y_test) - accuracy(outcome.graph, x_test, y_test),
+                "estimated_loss": outcome.chosen_score.loss if outcome.chosen_score else None,
             }
         )
     return rows

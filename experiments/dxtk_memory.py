@@ -27,12 +27,12 @@ from collections.abc import Sequence
 import pandas as pd
 from _common import out_dir, parse_args, run, save_figure, table_text
 
+from deepx_sim.accuracy import AccuracyModel
 from deepx_sim.compress.ranks import choose_ranks
 from deepx_sim.costs import Variant
 from deepx_sim.model import load_model
 from deepx_sim.model.layers import get_layer
 from deepx_sim.model.memory import MIB, footprints, model_bytes
-from deepx_sim.plan.variants import AccuracyModel
 
 MODELS = ("speakerid", "ambient", "alexnet", "agenet", "gendernet")
 # DXTK (Lane et al. 2016) Figure 6: original and fully optimised footprints (MiB;

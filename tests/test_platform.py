@@ -44,7 +44,8 @@ def test_cloud_reachable_over_wifi_lte_3g() -> None:
     assert p.link("lte").radio == RADIO_PRESETS["lte"]
 
 
-def _write(tmp_path: Path, edit: dict) -> Path:
+def edited_tegra(edit: dict) -> dict:
+    """tegra_k1 without its remote file, with dotted fields (``processors.1.kind``) changed."""
     data = yaml.safe_load((hardware_dir() / "tegra_k1.yaml").read_text())
     data.pop("remote")
     for dotted, value in edit.items():
@@ -53,8 +54,12 @@ def _write(tmp_path: Path, edit: dict) -> Path:
         for part in path:
             target = target[int(part)] if part.isdigit() else target[part]
         target[last] = value
+    return data
+
+
+def _write(tmp_path: Path, edit: dict) -> Path:
     out = tmp_path / "x.yaml"
-    out.write_text(yaml.safe_dump(data))
+    out.write_text(yaml.safe_dump(edited_tegra(edit)))
     return out
 
 
@@ -62,13 +67,13 @@ def test_negative_peak_names_file_field_value(tmp_path: Path) -> None:
     path = _write(tmp_path, {"processors.1.peak_gflops": {"fp32": -3}})
     with pytest.raises(PlatformError) as err:
         load_platform(path)
-    assert str(err.value) == f"{path}: processors[1].peak_gflops.fp32 must be > 0, got -3"
+    assert str(err.value) == f"{path}: processors[1].peak_gflops.fp32 must be in [1e-06, 1e+09], got -3"
 
 
 @pytest.mark.parametrize(("edit", "expected"), [
     ({"processors.0.kind": "fpga"}, "processors[0].kind must be one of"),
     ({"processors.0.colour": "red"}, "processors[0].colour is not a known field"),
-    ({"processors.2.efficiency": {"default": 1.5}}, "processors[2].efficiency.default must be <= 1"),
+    ({"processors.2.efficiency": {"default": 1.5}}, "processors[2].efficiency.default must be in [0.001, 1]"),
     ({"processors.2.efficiency": {"cnv": 0.5, "default": 0.5}}, "unknown layer kinds ['cnv']"),
     ({"processors.0.idle_power_w": 9.0}, "idle_power_w (9.0) must be <= active_power_w"),
     ({"sensor_processor": "gpu0"}, "sensor_processor 'gpu0' must be a local processor"),
@@ -93,7 +98,7 @@ def test_unknown_radio_preset_and_remote(tmp_path: Path) -> None:
 def test_malformed_yaml_and_unknown_name(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("processors: [unclosed\n")
-    with pytest.raises(PlatformError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(PlatformError, match=r"bad.yaml:2:1: not valid YAML: expected ',' or ']'"):
         load_platform(bad)
     with pytest.raises(PlatformError, match="unknown platform 'tegra'.*tegra_k1"):
         load_platform("tegra")

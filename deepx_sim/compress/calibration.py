@@ -11,7 +11,7 @@ classifier (the last weighted layer, far more sensitive), summed over layers:
 ``calibration_points`` measures real pairs (sum of err2, test-accuracy loss)
 on the in-project trained models (single-layer and whole-model
 factorisations at a ladder of ranks), and ``fit`` finds the constant by least
-squares through the origin.  The constants in ``plan/variants.py`` are the
+squares through the origin.  The constants in ``accuracy.py`` are the
 ones fitted here (see ``experiments/dxtk_accuracy.py`` for the report).
 """
 
@@ -19,37 +19,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import networkx as nx
 import numpy as np
 
-from deepx_sim.compress.network import Network
+from deepx_sim.accuracy import PRECISION_LOSS, classifier_layers, err2_loss
+from deepx_sim.accuracy.sensitivity import one_blas_thread
 from deepx_sim.compress.optimizers import (
     Report,
     conv_separation,
     precision_scaling,
     weight_factorization,
 )
+from deepx_sim.model.execute import accuracy
+from deepx_sim.model.layers import LayerKind, layers_in_order
+from deepx_sim.model.weights import require_weights
 
 
-def estimate_loss(net: Network, reports: list[Report]) -> float:
-    """Estimated accuracy loss of the changes in ``reports`` (the planner's model)."""
-    from deepx_sim.plan.variants import ACCURACY_PER_ERR2, OUTPUT_ACCURACY_PER_ERR2, PRECISION_LOSS
-
-    output = classifier(net)
+def estimate_loss(graph: nx.DiGraph, reports: list[Report]) -> float:
+    """Estimated accuracy loss of the changes in ``reports`` (the planner's rule)."""
+    classifier = classifier_layers(graph)
     loss = 0.0
     for report in reports:
         for change in report.changes:
             if change.optimizer == "ps":
                 loss += PRECISION_LOSS.get(int(change.setting.split("-")[0]), 0.0)
             else:
-                per_err2 = OUTPUT_ACCURACY_PER_ERR2 if change.layer == output else ACCURACY_PER_ERR2
-                loss += per_err2 * change.rel_error ** 2
+                loss += err2_loss(change.rel_error ** 2, change.layer in classifier)
     return loss
 
 
-def classifier(net: Network) -> str:
-    """The name of the last weighted layer (before any factorisation of it)."""
-    last = net.weighted_ops()[-1]
-    return last.origin.split(":", 1)[1] if last.origin else last.name
+def _weighted(graph: nx.DiGraph, kind: LayerKind) -> list[str]:
+    store = require_weights(graph, "calibration")
+    return [lay.name for lay in layers_in_order(graph) if lay.kind == kind and store.has(lay.name)]
 
 
 @dataclass(frozen=True)
@@ -62,33 +63,39 @@ class Point:
     measured_loss: float
 
 
-def calibration_points(nets: dict[str, tuple[Network, np.ndarray, np.ndarray]],
+def calibration_points(models: dict[str, tuple[nx.DiGraph, np.ndarray, np.ndarray]],
                        fractions: tuple[float, ...] = (0.9, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1)) -> list[Point]:
     """(sum err2, measured loss) for wf on each dense layer and cs on each conv
     layer alone, and for all of them at once, at each ``fraction`` of the
     break-even rank; precision scaling at 16 and 8 bits."""
+    with one_blas_thread():
+        return _points(models, fractions)
+
+
+def _points(models: dict[str, tuple[nx.DiGraph, np.ndarray, np.ndarray]],
+            fractions: tuple[float, ...]) -> list[Point]:
     points: list[Point] = []
-    for model, (net, x, y) in nets.items():
-        base = net.accuracy(x, y)
-        output = classifier(net)
-        dense = [op.name for op in net.weighted_ops("dense")]
-        convs = [op.name for op in net.weighted_ops("conv")]
+    for model, (graph, x, y) in models.items():
+        base = accuracy(graph, x, y)
+        output = classifier_layers(graph)
+        dense = _weighted(graph, LayerKind.FC)
+        convs = _weighted(graph, LayerKind.CONV)
         for fraction in fractions:
             groups = [("wf", [name]) for name in dense] + [("cs", [name]) for name in convs]
             groups += [("wf", dense)] + ([("cs", convs)] if convs else [])
             for optimizer, layers in groups:
                 apply = weight_factorization if optimizer == "wf" else conv_separation
-                trial, report = apply(net, fraction=fraction, layers=layers)
+                trial, report = apply(graph, fraction=fraction, layers=layers)
                 if not report.changes:
                     continue
-                hidden = sum(c.rel_error ** 2 for c in report.changes if c.layer != output)
-                out = sum(c.rel_error ** 2 for c in report.changes if c.layer == output)
+                hidden = sum(c.rel_error ** 2 for c in report.changes if c.layer not in output)
+                out = sum(c.rel_error ** 2 for c in report.changes if c.layer in output)
                 points.append(Point(model, optimizer, f"{'+'.join(layers)} x{fraction:g}",
-                                    hidden, out, base - trial.accuracy(x, y)))
+                                    hidden, out, base - accuracy(trial, x, y)))
         for bits in (16, 8):
-            trial, report = precision_scaling(net, bits)
+            trial, report = precision_scaling(graph, bits)
             points.append(Point(model, "ps", f"{bits}-bit", report.err2_total(), 0.0,
-                                base - trial.accuracy(x, y)))
+                                base - accuracy(trial, x, y)))
     return points
 
 

@@ -1,4 +1,8 @@
-"""DXTK's five model optimisers, each a function Network -> (Network, report).
+"""DXTK's five model optimisers, each a function graph -> (graph, report).
+
+They act on the fc and conv layers of any layer graph with weights, wherever
+those sit (chains and DAGs alike), and return a new graph; the input graph
+and its weight store are left as they were.
 
 - weight factorisation (``wf``): W (m x n) ~ U_k V_k by truncated SVD, a k-unit
   linear layer inserted; pays when k < mn/(m+n);
@@ -9,7 +13,7 @@
   channels then a 1 x d conv (Tai et al., ICLR 2016, closed form by SVD);
 - precision scaling (``ps``): weights stored at 64/32/16-bit float or 8-bit
   integer with a scale per output channel;
-- parameter cleaning (``pc``): drop training-only state and dropout ops.
+- parameter cleaning (``pc``): drop training-only state and dropout layers.
 
 Every report gives, per layer, the relative reconstruction error
 ||W - W'||_F / ||W||_F of what it changed and the parameters before/after.
@@ -19,10 +23,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import networkx as nx
 import numpy as np
 
-from deepx_sim.compress.network import ALLOWED_BITS, Network, Op
+from deepx_sim.accuracy import break_even_rank, separable
 from deepx_sim.errors import ModelError
+from deepx_sim.model.layers import (
+    ConvSpec,
+    FcSpec,
+    Layer,
+    LayerKind,
+    layers_in_order,
+    make_layer,
+    rewrite_graph,
+    with_nonzeros,
+)
+from deepx_sim.model.lowrank import recompose_conv, separate_conv, svd_factors
+from deepx_sim.model.memory import layer_weight_bytes
+from deepx_sim.model.weights import Storage, WeightStore, as_stored, require_weights
 
 
 @dataclass
@@ -43,27 +61,67 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def err2_total(self) -> float:
-        return float(sum(c.rel_error ** 2 for c in self.changes))
+        return float(sum(c.rel_error**2 for c in self.changes))
 
 
-def _rel_error(w: np.ndarray, approx: np.ndarray) -> float:
+def rel_error(w: np.ndarray, approx: np.ndarray) -> float:
     norm = float(np.linalg.norm(w))
     return float(np.linalg.norm(w - approx)) / norm if norm else 0.0
 
 
-def _targets(net: Network, kind: str, layers: list[str] | None, optimizer: str) -> list[Op]:
-    ops = net.weighted_ops(kind)
+def targets(
+    graph: nx.DiGraph, kinds: tuple[LayerKind, ...], layers: list[str] | None, optimizer: str
+) -> list[Layer]:
+    """The weighted layers of ``kinds`` an optimiser may change (never a factor again)."""
+    store = require_weights(graph, optimizer)
+    found = [lay for lay in layers_in_order(graph) if lay.kind in kinds and store.has(lay.name)]
     if layers is not None:
-        unknown = sorted(set(layers) - {op.name for op in ops})
+        unknown = sorted(set(layers) - {lay.name for lay in found})
         if unknown:
-            raise ModelError(f"{optimizer}: {net.name!r} has no {kind} layer {unknown[0]!r}; "
-                             f"its {kind} layers are {[op.name for op in ops]}")
-        ops = [op for op in ops if op.name in layers]
-    return [op for op in ops if not op.origin]  # never re-factorise a factor
+            raise ModelError(
+                f"{optimizer}: {graph.graph.get('name')!r} has no {'/'.join(kinds)} layer "
+                f"{unknown[0]!r} with weights; those are {[lay.name for lay in found]}"
+            )
+        found = [lay for lay in found if lay.name in layers]
+    return [lay for lay in found if not lay.origin]
 
 
-def _pick_rank(optimizer: str, what: str, layer: str, ranks: dict[str, int] | None, fraction: float | None,
-               break_even: float, full: int) -> int:
+def _with_store(graph: nx.DiGraph) -> tuple[nx.DiGraph, WeightStore]:
+    new = graph.copy()
+    store = require_weights(graph, "an optimiser").copy()
+    new.graph["weights"] = store
+    return new, store
+
+
+def _replace_pairs(
+    graph: nx.DiGraph,
+    pairs: dict[str, tuple[Layer, Layer, dict[str, np.ndarray], dict[str, np.ndarray], Storage]],
+) -> nx.DiGraph:
+    """Replace each named layer by its (first, second) pair and their arrays."""
+    new = rewrite_graph(graph, {name: [first, second] for name, (first, second, *_) in pairs.items()})
+    store = require_weights(graph, "an optimiser").copy()
+    for name, (first, second, first_arrays, second_arrays, first_storage) in pairs.items():
+        bias = store.get(name, "bias") if store.has(name, "bias") else None
+        store.drop(name)
+        for role, array in first_arrays.items():
+            store.set(first.name, role, array, first_storage if role == "weight" else None)
+        for role, array in second_arrays.items():
+            store.set(second.name, role, array)
+        if bias is not None:
+            store.set(second.name, "bias", bias)
+    new.graph["weights"] = store
+    return new
+
+
+def pick_rank(
+    optimizer: str,
+    what: str,
+    layer: str,
+    ranks: dict[str, int] | None,
+    fraction: float | None,
+    break_even: float,
+    full: int,
+) -> int:
     """The rank asked for a layer: given explicitly, or a fraction of its break-even rank."""
     if ranks is not None:
         k = int(ranks[layer])
@@ -76,43 +134,77 @@ def _pick_rank(optimizer: str, what: str, layer: str, ranks: dict[str, int] | No
     return k
 
 
+def _fc_pair(lay: Layer, first_name: str, second_name: str, k: int, origin: str) -> tuple[Layer, Layer]:
+    """fc (m x n) -> fc (k x n) then fc (m x k), same input and output shapes."""
+    assert lay.fc is not None
+    mid = (*lay.input_shapes[0][:-1], k)
+    first = make_layer(
+        first_name,
+        LayerKind.FC,
+        lay.input_shapes[:1],
+        mid,
+        fc=FcSpec(k, lay.fc.n, bias=False),
+        op_type=lay.op_type,
+        origin=origin,
+    )
+    second = make_layer(
+        second_name,
+        LayerKind.FC,
+        [mid],
+        lay.output_shape,
+        fc=FcSpec(lay.fc.m, k, lay.fc.bias),
+        op_type=lay.op_type,
+        origin=origin,
+    )
+    return first, second
+
+
 # ---------------------------------------------------------------- weight factorisation
 
-def svd_factors(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """(V_k (k x n), U_k S_k (m x k)) with W ~ (U_k S_k) V_k."""
-    u, s, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
-    return vt[:rank].astype(np.float32), (u[:, :rank] * s[:rank]).astype(np.float32)
 
-
-def weight_factorization(net: Network, ranks: dict[str, int] | None = None, fraction: float | None = None,
-                         layers: list[str] | None = None) -> tuple[Network, Report]:
-    """Replace dense layers by rank-k factor pairs: explicit ``ranks`` per layer, or
+def weight_factorization(
+    graph: nx.DiGraph,
+    ranks: dict[str, int] | None = None,
+    fraction: float | None = None,
+    layers: list[str] | None = None,
+) -> tuple[nx.DiGraph, Report]:
+    """Replace fc layers by rank-k factor pairs: explicit ``ranks`` per layer, or
     ``fraction`` of each layer's break-even rank mn/(m+n).  Layers where the
     factorisation would not save parameters are left whole (noted)."""
     report = Report("wf")
-    out = net
-    for op in _targets(net, "dense", layers if ranks is None else list(ranks), "wf"):
-        w = op.float_weight()
+    store = require_weights(graph, "wf")
+    pairs = {}
+    for lay in targets(graph, (LayerKind.FC,), layers if ranks is None else list(ranks), "wf"):
+        w = store.get(lay.name)
         m, n = w.shape
-        break_even = m * n / (m + n)
-        k = _pick_rank("wf", "rank", op.name, ranks, fraction, break_even, min(m, n))
-        if k >= break_even:
-            report.notes.append(f"{op.name}: rank {k} >= break-even {break_even:.1f}; left whole")
+        be = break_even_rank(m, n)
+        k = pick_rank("wf", "rank", lay.name, ranks, fraction, be, min(m, n))
+        if k >= be:
+            report.notes.append(f"{lay.name}: rank {k} >= break-even {be:.1f}; left whole")
             continue
         v_k, us_k = svd_factors(w, k)
-        first = Op(f"{op.name}_v", "dense", weight=v_k, bias=None, origin=f"wf:{op.name}")
-        second = Op(f"{op.name}_u", "dense", weight=us_k, bias=op.bias, origin=f"wf:{op.name}")
-        out = out.replaced(op.name, [first, second])
-        report.changes.append(LayerChange(op.name, "wf", f"rank {k}", op.params(),
-                                          first.params() + second.params(), _rel_error(w, us_k @ v_k),
-                                          {"rank": k, "break_even_rank": break_even}))
-    return out, report
+        first, second = _fc_pair(lay, f"{lay.name}_v", f"{lay.name}_u", k, f"wf:{lay.name}")
+        pairs[lay.name] = (first, second, {"weight": v_k}, {"weight": us_k}, Storage())
+        report.changes.append(
+            LayerChange(
+                lay.name,
+                "wf",
+                f"rank {k}",
+                lay.params,
+                first.params + second.params,
+                rel_error(w, us_k @ v_k),
+                {"rank": k, "break_even_rank": be},
+            )
+        )
+    return (_replace_pairs(graph, pairs) if pairs else graph), report
 
 
 # ---------------------------------------------------------------- sparse factorisation
 
-def sparse_factors(w: np.ndarray, atoms: int, nonzeros: int, seed: int = 0,
-                   max_iter: int = 30) -> tuple[np.ndarray, np.ndarray]:
+
+def sparse_factors(
+    w: np.ndarray, atoms: int, nonzeros: int, seed: int = 0, max_iter: int = 30
+) -> tuple[np.ndarray, np.ndarray]:
     """(A (k x n) sparse codes, B (m x k) dictionary) with W ~ B A.
 
     The columns of W (one per input) are the samples; each is coded with at
@@ -120,18 +212,27 @@ def sparse_factors(w: np.ndarray, atoms: int, nonzeros: int, seed: int = 0,
     from sklearn.decomposition import MiniBatchDictionaryLearning, sparse_encode
 
     samples = w.T.astype(np.float64)  # n samples of m features
-    learner = MiniBatchDictionaryLearning(n_components=atoms, batch_size=min(256, len(samples)),
-                                          max_iter=max_iter, random_state=seed,
-                                          transform_algorithm="omp",
-                                          transform_n_nonzero_coefs=nonzeros)
+    learner = MiniBatchDictionaryLearning(
+        n_components=atoms,
+        batch_size=min(256, len(samples)),
+        max_iter=max_iter,
+        random_state=seed,
+        transform_algorithm="omp",
+        transform_n_nonzero_coefs=nonzeros,
+    )
     dictionary = learner.fit(samples).components_  # (k, m), unit-norm atoms
     codes = sparse_encode(samples, dictionary, algorithm="omp", n_nonzero_coefs=nonzeros)  # (n, k)
     return codes.T.astype(np.float32), dictionary.T.astype(np.float32)
 
 
-def sparse_factorization(net: Network, atoms_fraction: float = 0.5, nonzeros: int = 8,
-                         layers: list[str] | None = None, seed: int = 0) -> tuple[Network, Report]:
-    """Replace dense layers by B A: k = ``atoms_fraction`` x min(m, n) atoms, at most
+def sparse_factorization(
+    graph: nx.DiGraph,
+    atoms_fraction: float = 0.5,
+    nonzeros: int = 8,
+    layers: list[str] | None = None,
+    seed: int = 0,
+) -> tuple[nx.DiGraph, Report]:
+    """Replace fc layers by B A: k = ``atoms_fraction`` x min(m, n) atoms, at most
     ``nonzeros`` nonzeros per input column.  Left whole where B A would not be
     smaller than W (noted), or where nnz(A) >= n*k/2 (DXTK's criterion)."""
     if not 0 < atoms_fraction <= 1:
@@ -139,130 +240,167 @@ def sparse_factorization(net: Network, atoms_fraction: float = 0.5, nonzeros: in
     if nonzeros < 1:
         raise ModelError(f"sf: nonzeros must be >= 1, got {nonzeros!r}")
     report = Report("sf")
-    out = net
-    for op in _targets(net, "dense", layers, "sf"):
-        w = op.float_weight()
+    store = require_weights(graph, "sf")
+    pairs = {}
+    for lay in targets(graph, (LayerKind.FC,), layers, "sf"):
+        w = store.get(lay.name)
         m, n = w.shape
         k = max(1, int(min(m, n) * atoms_fraction))
         s = min(nonzeros, k)
-        # storage: A's nonzeros as value + index, B dense
-        if 2 * n * s + m * k >= m * n:
-            report.notes.append(f"{op.name}: {k} atoms x {s} nonzeros would not be smaller; left whole")
+        if 2 * n * s + m * k >= m * n:  # A's nonzeros as value + index, B dense
+            report.notes.append(f"{lay.name}: {k} atoms x {s} nonzeros would not be smaller; left whole")
             continue
         codes, dictionary = sparse_factors(w, k, s, seed)
         nnz = int(np.count_nonzero(codes))
         if nnz >= n * k / 2:
-            report.notes.append(f"{op.name}: nnz(A) {nnz} >= n*k/2; left whole")
+            report.notes.append(f"{lay.name}: nnz(A) {nnz} >= n*k/2; left whole")
             continue
-        first = Op(f"{op.name}_a", "dense", weight=codes, bias=None, sparse=True, origin=f"sf:{op.name}")
-        second = Op(f"{op.name}_b", "dense", weight=dictionary, bias=op.bias, origin=f"sf:{op.name}")
-        out = out.replaced(op.name, [first, second])
-        report.changes.append(LayerChange(
-            op.name, "sf", f"{k} atoms, {s} nonzeros", op.params(), first.params() + second.params(),
-            _rel_error(w, dictionary @ codes),
-            {"atoms": k, "nnz": nnz, "sparsity": 1 - nnz / codes.size}))
-    return out, report
+        first, second = _fc_pair(lay, f"{lay.name}_a", f"{lay.name}_b", k, f"sf:{lay.name}")
+        first = with_nonzeros(first, nnz)
+        pairs[lay.name] = (first, second, {"weight": codes}, {"weight": dictionary}, Storage(sparse=True))
+        report.changes.append(
+            LayerChange(
+                lay.name,
+                "sf",
+                f"{k} atoms, {s} nonzeros",
+                lay.params,
+                first.params + second.params,
+                rel_error(w, dictionary @ codes),
+                {"atoms": k, "nnz": nnz, "sparsity": 1 - nnz / codes.size},
+            )
+        )
+    return (_replace_pairs(graph, pairs) if pairs else graph), report
 
 
 # ---------------------------------------------------------------- convolution separation
 
-def separate_conv(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tai et al.'s closed form: (vertical (K, C, d, 1), horizontal (N, K, 1, d)).
 
-    W[n, c, i, j] is laid out as a (C*d) x (N*d) matrix over (c, i) and (n, j);
-    its rank-K SVD gives the two filters, optimal in Frobenius norm."""
-    n_out, c_in, dh, dw = w.shape
-    mat = w.transpose(1, 2, 0, 3).reshape(c_in * dh, n_out * dw).astype(np.float64)
-    u, s, vt = np.linalg.svd(mat, full_matrices=False)
-    root = np.sqrt(s[:rank])
-    vertical = (u[:, :rank] * root).T.reshape(rank, c_in, dh, 1)
-    horizontal = (vt[:rank].T * root).reshape(n_out, dw, rank).transpose(0, 2, 1).reshape(n_out, rank, 1, dw)
-    return vertical.astype(np.float32), horizontal.astype(np.float32)
+def _conv_pair(lay: Layer, k: int) -> tuple[Layer, Layer]:
+    c = lay.conv
+    assert c is not None
+    top, left, bottom, right = c.pads
+    batch, _, _, width = lay.input_shapes[0]
+    mid = (batch, k, lay.output_shape[2], width)
+    first = make_layer(
+        f"{lay.name}_v",
+        LayerKind.CONV,
+        lay.input_shapes[:1],
+        mid,
+        op_type="Conv",
+        conv=ConvSpec(
+            c.c_in, k, (c.kernel[0], 1), (c.stride[0], 1), (top, 0), 1, False, padding_end=(bottom, 0)
+        ),
+        origin=f"cs:{lay.name}",
+    )
+    second = make_layer(
+        f"{lay.name}_h",
+        LayerKind.CONV,
+        [mid],
+        lay.output_shape,
+        op_type="Conv",
+        conv=ConvSpec(
+            k, c.c_out, (1, c.kernel[1]), (1, c.stride[1]), (0, left), 1, c.bias, padding_end=(0, right)
+        ),
+        origin=f"cs:{lay.name}",
+    )
+    return first, second
 
 
-def recompose_conv(vertical: np.ndarray, horizontal: np.ndarray) -> np.ndarray:
-    """The d x d kernel the separated pair computes: W'[n,c,i,j] = sum_k H[n,k,j] V[k,c,i]."""
-    return np.einsum("kci,nkj->ncij", vertical[..., 0], horizontal[:, :, 0, :])
-
-
-def conv_separation(net: Network, ranks: dict[str, int] | None = None, fraction: float | None = None,
-                    layers: list[str] | None = None) -> tuple[Network, Report]:
+def conv_separation(
+    graph: nx.DiGraph,
+    ranks: dict[str, int] | None = None,
+    fraction: float | None = None,
+    layers: list[str] | None = None,
+) -> tuple[nx.DiGraph, Report]:
     """Split d x d convolutions (d > 1) into d x 1 then 1 x d with K channels between:
     explicit ``ranks`` per layer, or ``fraction`` of the break-even K = NCd/(C+N)."""
     report = Report("cs")
-    out = net
-    for op in _targets(net, "conv", layers if ranks is None else list(ranks), "cs"):
-        w = op.float_weight()
-        n_out, c_in, dh, dw = w.shape
-        if dh == 1 or dw == 1 or dh != dw:
-            report.notes.append(f"{op.name}: kernel {dh}x{dw} is not square d x d with d > 1; left whole")
+    store = require_weights(graph, "cs")
+    pairs = {}
+    for lay in targets(graph, (LayerKind.CONV,), layers if ranks is None else list(ranks), "cs"):
+        if not separable(lay):
+            report.notes.append(f"{lay.name}: not a square d x d (d > 1) ungrouped kernel; left whole")
             continue
-        break_even = n_out * c_in * dh / (c_in + n_out)
+        w = store.get(lay.name)
+        n_out, c_in, dh, dw = w.shape
+        be = break_even_rank(c_in * dh, n_out * dw)
         full = min(c_in * dh, n_out * dw)
-        k = _pick_rank("cs", "K", op.name, ranks, fraction, break_even, full)
-        if k >= break_even and k < full:
-            report.notes.append(f"{op.name}: K {k} >= break-even {break_even:.1f}; left whole")
+        k = pick_rank("cs", "K", lay.name, ranks, fraction, be, full)
+        if be <= k < full:
+            report.notes.append(f"{lay.name}: K {k} >= break-even {be:.1f}; left whole")
             continue
         vertical, horizontal = separate_conv(w, k)
-        first = Op(f"{op.name}_v", "conv", weight=vertical, bias=None, stride=(op.stride[0], 1),
-                   pad=(op.pad[0], 0), origin=f"cs:{op.name}")
-        second = Op(f"{op.name}_h", "conv", weight=horizontal, bias=op.bias, stride=(1, op.stride[1]),
-                    pad=(0, op.pad[1]), origin=f"cs:{op.name}")
-        out = out.replaced(op.name, [first, second])
-        report.changes.append(LayerChange(op.name, "cs", f"K {k}", op.params(),
-                                          first.params() + second.params(),
-                                          _rel_error(w, recompose_conv(vertical, horizontal)),
-                                          {"K": k, "break_even_K": break_even}))
+        first, second = _conv_pair(lay, k)
+        pairs[lay.name] = (first, second, {"weight": vertical}, {"weight": horizontal}, Storage())
+        report.changes.append(
+            LayerChange(
+                lay.name,
+                "cs",
+                f"K {k}",
+                lay.params,
+                first.params + second.params,
+                rel_error(w, recompose_conv(vertical, horizontal)),
+                {"K": k, "break_even_K": be},
+            )
+        )
     if not report.changes and not report.notes:
         report.notes.append("no convolution layers")
-    return out, report
+    return (_replace_pairs(graph, pairs) if pairs else graph), report
 
 
 # ---------------------------------------------------------------- precision scaling
 
-def quantize_int8(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-output-channel int8: (q, scale) with w ~ q * scale."""
-    flat = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-    scale = np.where(flat > 0, flat / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w / scale.reshape((-1,) + (1,) * (w.ndim - 1))), -127, 127).astype(np.int8)
-    return q, scale
 
-
-def precision_scaling(net: Network, bits: int) -> tuple[Network, Report]:
-    """Store every weight at ``bits`` (64, 32, 16 float; 8 integer per channel)."""
-    if bits not in ALLOWED_BITS:
-        raise ModelError(f"ps: bits must be one of {', '.join(map(str, ALLOWED_BITS))}, got {bits!r}")
+def precision_scaling(graph: nx.DiGraph, bits: int) -> tuple[nx.DiGraph, Report]:
+    """Store every fc and conv weight at ``bits`` (64, 32, 16 float; 8 integer per channel)."""
+    new, store = _with_store(graph)
     report = Report("ps")
-    ops: list[Op] = []
-    for op in net.ops:
-        if not op.has_weights:
-            ops.append(op)
-            continue
-        w = op.float_weight()
-        if bits == 8:
-            q, scale = quantize_int8(w)
-            new = replace(op, weight=q, bits=8, scale=scale)
-        else:
-            dtype = {64: np.float64, 32: np.float32, 16: np.float16}[bits]
-            new = replace(op, weight=w.astype(dtype), bits=bits, scale=None)
-        ops.append(new)
-        report.changes.append(LayerChange(op.name, "ps", f"{bits}-bit", op.params(), new.params(),
-                                          _rel_error(w, new.float_weight()),
-                                          {"bytes_before": op.weight_bytes(),
-                                           "bytes_after": new.weight_bytes()}))
-    return net.copy_with(ops), report
+    kinds = (LayerKind.FC, LayerKind.CONV, LayerKind.DEPTHWISE_CONV)
+    for lay in [lay for lay in layers_in_order(graph) if lay.kind in kinds and store.has(lay.name)]:
+        w = store.get(lay.name)
+        before = layer_weight_bytes(graph, lay)
+        stored, storage = as_stored(w, bits)
+        store.set(lay.name, "weight", stored, replace(storage, sparse=store.storage(lay.name).sparse))
+        report.changes.append(
+            LayerChange(
+                lay.name,
+                "ps",
+                f"{bits}-bit",
+                lay.params,
+                lay.params,
+                rel_error(w, store.get(lay.name)),
+                {"bytes_before": before, "bytes_after": layer_weight_bytes(new, lay)},
+            )
+        )
+    return new, report
 
 
 # ---------------------------------------------------------------- parameter cleaning
 
-def parameter_cleaning(net: Network) -> tuple[Network, Report]:
-    """Drop training-only state (gradients, optimiser moments) and dropout ops."""
-    report = Report("pc")
-    dropped = [op.name for op in net.ops if op.kind == "dropout"]
-    report.notes.append(f"dropped {net.training_state_bytes():,} bytes of training-only state "
-                        f"({len(net.training_state)} tensors) and {len(dropped)} dropout ops")
-    return net.copy_with([op for op in net.ops if op.kind != "dropout"], training_state={}), report
+
+def parameter_cleaning(graph: nx.DiGraph) -> tuple[nx.DiGraph, Report]:
+    """Drop training-only state (gradients, optimiser moments) and dropout layers."""
+    store = require_weights(graph, "pc")
+    dropped = [lay.name for lay in layers_in_order(graph) if lay.kind == LayerKind.DROPOUT]
+    state_bytes = int(sum(np.asarray(a).nbytes for a in store.training_state.values()))
+    report = Report(
+        "pc",
+        notes=[
+            f"dropped {state_bytes:,} bytes of training-only state "
+            f"({len(store.training_state)} tensors) and {len(dropped)} dropout layers"
+        ],
+    )
+    new = rewrite_graph(graph, bypass=dropped)
+    cleaned = store.copy()
+    cleaned.training_state = {}
+    new.graph["weights"] = cleaned
+    return new, report
 
 
-OPTIMIZERS = {"wf": "weight factorisation", "sf": "sparse factorisation", "cs": "convolution separation",
-              "ps": "precision scaling", "pc": "parameter cleaning"}
+OPTIMIZERS = {
+    "wf": "weight factorisation",
+    "sf": "sparse factorisation",
+    "cs": "convolution separation",
+    "ps": "precision scaling",
+    "pc": "parameter cleaning",
+}

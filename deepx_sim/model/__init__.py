@@ -1,4 +1,8 @@
-"""Layer graphs: the zoo, the ONNX importer, memory footprints and profiles."""
+"""The one model type: a layer graph with its weights.
+
+Layers and attribute keys (layers.py), the zoo (zoo.py, built with builder.py),
+ONNX read and write (onnx.py), the weight store (weights.py), the numpy
+executor (execute.py) and DXTK's memory steps (memory.py)."""
 
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ def load_model(
 ) -> nx.DiGraph:
     """A zoo model by name, or an ONNX file by path (``.onnx``)."""
     if str(name_or_path).lower().endswith(".onnx"):
-        from deepx_sim.model.onnx_import import load_onnx
+        from deepx_sim.model.onnx import load_onnx
 
         return load_onnx(name_or_path, input_shapes)
     return load_zoo_model(str(name_or_path))

@@ -52,8 +52,7 @@ class GraphBuilder:
     def shape(self, name: str | None = None) -> Shape:
         return get_layer(self.graph, name or self._last).output_shape
 
-    def _add(self, name: str, kind: LayerKind, inputs: list[str], out_shape: Shape,
-             **specs: object) -> str:
+    def _add(self, name: str, kind: LayerKind, inputs: list[str], out_shape: Shape, **specs: object) -> str:
         in_shapes = [self.shape(i) for i in inputs]
         layer = make_layer(name, kind, in_shapes, out_shape, **specs)  # type: ignore[arg-type]
         add_layer(self.graph, layer, inputs)
@@ -67,9 +66,17 @@ class GraphBuilder:
         self._last = name
         return name
 
-    def conv(self, c_out: int, kernel: int | tuple[int, int], stride: int = 1,
-             padding: int = 0, groups: int = 1, bias: bool = True, name: str | None = None,
-             inputs: str | list[str] | None = None) -> str:
+    def conv(
+        self,
+        c_out: int,
+        kernel: int | tuple[int, int],
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        bias: bool = True,
+        name: str | None = None,
+        inputs: str | list[str] | None = None,
+    ) -> str:
         ins = self._inputs(inputs)
         n, c_in, h, w = self.shape(ins[0])
         k, s, p = _pair(kernel), _pair(stride), _pair(padding)
@@ -77,56 +84,103 @@ class GraphBuilder:
         spec = ConvSpec(c_in, c_out, k, s, p, groups, bias)
         depthwise = groups > 1 and groups == c_in == c_out
         kind = LayerKind.DEPTHWISE_CONV if depthwise else LayerKind.CONV
-        return self._add(name or self._auto_name("conv"), kind, ins, (n, c_out, oh, ow),
-                         conv=spec)
+        return self._add(name or self._auto_name("conv"), kind, ins, (n, c_out, oh, ow), conv=spec)
 
-    def fc(self, m: int, bias: bool = True, name: str | None = None,
-           inputs: str | list[str] | None = None) -> str:
+    def fc(
+        self, m: int, bias: bool = True, name: str | None = None, inputs: str | list[str] | None = None
+    ) -> str:
+        """A linear layer on the last axis: (N, n) -> (N, m), or (N, tokens, n) -> (N, tokens, m)."""
         ins = self._inputs(inputs)
         shape = self.shape(ins[0])
-        if len(shape) != 2:
-            raise ModelError(f"fc layer {name!r} needs a flat (N, features) input, got {shape}")
-        return self._add(name or self._auto_name("fc"), LayerKind.FC, ins, (shape[0], m),
-                         fc=FcSpec(m=m, n=shape[1], bias=bias))
+        if len(shape) < 2:
+            raise ModelError(f"fc layer {name!r} needs a (N, ..., features) input, got {shape}")
+        return self._add(
+            name or self._auto_name("fc"),
+            LayerKind.FC,
+            ins,
+            (*shape[:-1], m),
+            fc=FcSpec(m=m, n=shape[-1], bias=bias),
+            op_type="Gemm" if len(shape) == 2 else "MatMul",
+        )
 
-    def pool(self, kernel: int, stride: int, padding: int = 0, mode: str = "max",
-             ceil_mode: bool = False, name: str | None = None,
-             inputs: str | list[str] | None = None) -> str:
+    def pool(
+        self,
+        kernel: int,
+        stride: int,
+        padding: int = 0,
+        mode: str = "max",
+        ceil_mode: bool = False,
+        name: str | None = None,
+        inputs: str | list[str] | None = None,
+    ) -> str:
         ins = self._inputs(inputs)
         n, c, h, w = self.shape(ins[0])
         k, s, p = _pair(kernel), _pair(stride), _pair(padding)
         oh, ow = conv_output_hw(h, w, k, s, p, ceil_mode)
         spec = PoolSpec(k, s, p, mode, ceil_mode)
-        return self._add(name or self._auto_name("pool"), LayerKind.POOL, ins, (n, c, oh, ow),
-                         pool=spec)
+        return self._add(name or self._auto_name("pool"), LayerKind.POOL, ins, (n, c, oh, ow), pool=spec)
 
-    def global_pool(self, mode: str = "avg", name: str | None = None,
-                    inputs: str | list[str] | None = None) -> str:
+    def global_pool(
+        self, mode: str = "avg", name: str | None = None, inputs: str | list[str] | None = None
+    ) -> str:
         ins = self._inputs(inputs)
         n, c, h, w = self.shape(ins[0])
         spec = PoolSpec((h, w), (1, 1), (0, 0), mode, global_pool=True)
-        return self._add(name or self._auto_name("gpool"), LayerKind.POOL, ins, (n, c, 1, 1),
-                         pool=spec)
+        return self._add(name or self._auto_name("gpool"), LayerKind.POOL, ins, (n, c, 1, 1), pool=spec)
 
-    def _same_shape(self, kind: LayerKind, prefix: str, name: str | None,
-                    inputs: str | list[str] | None, op_type: str = "",
-                    extra_params: int = 0) -> str:
+    def _same_shape(
+        self,
+        kind: LayerKind,
+        prefix: str,
+        name: str | None,
+        inputs: str | list[str] | None,
+        op_type: str = "",
+        extra_params: int = 0,
+        attrs: dict[str, float] | None = None,
+    ) -> str:
         ins = self._inputs(inputs)
-        return self._add(name or self._auto_name(prefix), kind, ins, self.shape(ins[0]),
-                         op_type=op_type, extra_params=extra_params)
+        return self._add(
+            name or self._auto_name(prefix),
+            kind,
+            ins,
+            self.shape(ins[0]),
+            op_type=op_type,
+            extra_params=extra_params,
+            attrs=attrs,
+        )
 
-    def relu(self, name: str | None = None, inputs: str | list[str] | None = None,
-             op_type: str = "Relu") -> str:
-        return self._same_shape(LayerKind.ACTIVATION, "relu", name, inputs, op_type)
+    def relu(
+        self,
+        name: str | None = None,
+        inputs: str | list[str] | None = None,
+        op_type: str = "Relu",
+        attrs: dict[str, float] | None = None,
+    ) -> str:
+        return self._same_shape(LayerKind.ACTIVATION, "relu", name, inputs, op_type, attrs=attrs)
 
     def lrn(self, name: str | None = None, inputs: str | list[str] | None = None) -> str:
-        return self._same_shape(LayerKind.LRN, "lrn", name, inputs, "LRN")
+        # AlexNet's local response normalisation (Krizhevsky et al. 2012, Sec. 3.3)
+        return self._same_shape(
+            LayerKind.LRN,
+            "lrn",
+            name,
+            inputs,
+            "LRN",
+            attrs={"size": 5, "alpha": 1e-4, "beta": 0.75, "bias": 1.0},
+        )
 
     def batchnorm(self, name: str | None = None, inputs: str | list[str] | None = None) -> str:
         channels = self.shape(self._inputs(inputs)[0])[1]
         # learned scale and shift; running mean/var are buffers, not parameters
-        return self._same_shape(LayerKind.BATCHNORM, "bn", name, inputs, "BatchNormalization",
-                                extra_params=2 * channels)
+        return self._same_shape(
+            LayerKind.BATCHNORM,
+            "bn",
+            name,
+            inputs,
+            "BatchNormalization",
+            extra_params=2 * channels,
+            attrs={"epsilon": 1e-5},
+        )
 
     def dropout(self, name: str | None = None, inputs: str | list[str] | None = None) -> str:
         return self._same_shape(LayerKind.DROPOUT, "dropout", name, inputs, "Dropout")
@@ -143,8 +197,98 @@ class GraphBuilder:
     def flatten(self, name: str | None = None, inputs: str | list[str] | None = None) -> str:
         ins = self._inputs(inputs)
         shape = self.shape(ins[0])
-        return self._add(name or self._auto_name("flatten"), LayerKind.FLATTEN, ins,
-                         (shape[0], math.prod(shape[1:])), op_type="Flatten")
+        return self._add(
+            name or self._auto_name("flatten"),
+            LayerKind.FLATTEN,
+            ins,
+            (shape[0], math.prod(shape[1:])),
+            op_type="Flatten",
+        )
+
+    # -------------------------------------------------------------- transformers
+    def embedding(
+        self, vocab: int, dim: int, name: str | None = None, inputs: str | list[str] | None = None
+    ) -> str:
+        """A lookup table of ``vocab`` x ``dim`` parameters read by integer ids."""
+        ins = self._inputs(inputs)
+        return self._add(
+            name or self._auto_name("embedding"),
+            LayerKind.EMBEDDING,
+            ins,
+            (*self.shape(ins[0]), dim),
+            op_type="Gather",
+            extra_params=vocab * dim,
+        )
+
+    def layernorm(self, name: str | None = None, inputs: str | list[str] | None = None) -> str:
+        """Layer normalisation over the last axis with a learned scale and shift."""
+        dim = self.shape(self._inputs(inputs)[0])[-1]
+        return self._same_shape(
+            LayerKind.LAYERNORM,
+            "ln",
+            name,
+            inputs,
+            "LayerNormalization",
+            extra_params=2 * dim,
+            attrs={"axis": -1, "epsilon": 1e-12},
+        )
+
+    def matmul(self, a: str, b: str, name: str | None = None) -> str:
+        """The product of two activations (..., p, q) x (..., q, r) -> (..., p, r)."""
+        sa, sb = self.shape(a), self.shape(b)
+        if sa[-1] != sb[-2] or sa[:-2] != sb[:-2]:
+            raise ModelError(f"matmul {name!r}: shapes {sa} and {sb} do not multiply")
+        return self._add(
+            name or self._auto_name("matmul"), LayerKind.MATMUL, [a, b], (*sa[:-1], sb[-1]), op_type="MatMul"
+        )
+
+    def view(
+        self,
+        shape: tuple[int, ...] | None = None,
+        perm: tuple[int, ...] | None = None,
+        name: str | None = None,
+        inputs: str | list[str] | None = None,
+    ) -> str:
+        """A reshape to ``shape`` or a transpose by ``perm``: data movement, no arithmetic."""
+        ins = self._inputs(inputs)
+        src = self.shape(ins[0])
+        if perm is not None:
+            return self._add(
+                name or self._auto_name("transpose"),
+                LayerKind.VIEW,
+                ins,
+                tuple(src[i] for i in perm),
+                op_type="Transpose",
+                attrs={"perm": tuple(perm)},
+            )
+        assert shape is not None
+        if math.prod(shape) != math.prod(src):  # a part of the tensor (the class token)
+            return self._add(name or self._auto_name("slice"), LayerKind.VIEW, ins, shape, op_type="Slice")
+        return self._add(name or self._auto_name("reshape"), LayerKind.FLATTEN, ins, shape, op_type="Reshape")
+
+    def class_token(self, name: str | None = None, inputs: str | list[str] | None = None) -> str:
+        """Prepend one learned token to a (N, tokens, width) sequence (ViT's [class])."""
+        ins = self._inputs(inputs)
+        n, tokens, width = self.shape(ins[0])
+        return self._add(
+            name or self._auto_name("cls"),
+            LayerKind.CONCAT,
+            ins,
+            (n, tokens + 1, width),
+            op_type="Concat",
+            extra_params=width,
+        )
+
+    def scale(
+        self,
+        name: str | None = None,
+        inputs: str | list[str] | None = None,
+        params: int = 0,
+        op_type: str = "Mul",
+    ) -> str:
+        """An element-wise op with a constant (attention's 1/sqrt(d)); ``params`` learned values
+        (a position embedding added, a class token)."""
+        return self._same_shape(LayerKind.ADD, "scale", name, inputs, op_type, extra_params=params)
 
     @property
     def last(self) -> str:

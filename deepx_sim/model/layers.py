@@ -29,46 +29,37 @@ uses batch 1).  Counting conventions, used everywhere:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from typing import Any
 
 import networkx as nx
 
 from deepx_sim.errors import ModelError
+from deepx_sim.kinds import LayerKind
 
 Shape = tuple[int, ...]
 
 #: Bits per element of activations when nothing else is said (float32).
 DEFAULT_ACTIVATION_BITS = 32
 
+#: Layer kinds that run no kernel at inference (identities and views): free unless
+#: their tensor crosses processors.
+NO_KERNEL_KINDS = frozenset({LayerKind.INPUT, LayerKind.FLATTEN, LayerKind.VIEW, LayerKind.DROPOUT})
 
-class LayerKind(StrEnum):
-    """What a layer computes; decides its FLOP formula and which optimisers apply."""
-
-    INPUT = "input"
-    CONV = "conv"
-    DEPTHWISE_CONV = "depthwise_conv"
-    FC = "fc"
-    POOL = "pool"
-    ACTIVATION = "activation"
-    LRN = "lrn"
-    BATCHNORM = "batchnorm"
-    ADD = "add"
-    CONCAT = "concat"
-    FLATTEN = "flatten"
-    DROPOUT = "dropout"
-    SOFTMAX = "softmax"
-    OTHER = "other"
-
+#: Layer kinds that carry a weight matrix or kernel the DXTK optimisers rewrite.
+WEIGHTED_KINDS = frozenset({LayerKind.CONV, LayerKind.DEPTHWISE_CONV, LayerKind.FC})
 
 #: Per output element operation counts of the element-wise kinds (a FLOP estimate).
 _FLOPS_PER_OUTPUT = {
     LayerKind.INPUT: 0,
     LayerKind.ACTIVATION: 1,  # max(0, x) or a table lookup
     LayerKind.BATCHNORM: 2,  # inference BN folds to one scale and one shift
+    LayerKind.LAYERNORM: 8,  # mean, variance (3), normalise (2), scale and shift (2): an estimate
+    LayerKind.EMBEDDING: 0,  # a lookup moves bytes, computes nothing
     LayerKind.DROPOUT: 0,  # identity at inference
     LayerKind.FLATTEN: 0,  # a view
+    LayerKind.VIEW: 0,  # data movement only
     LayerKind.SOFTMAX: 3,  # exp, sum, divide
     LayerKind.OTHER: 1,  # unknown operator: one operation per output element
 }
@@ -76,7 +67,9 @@ _FLOPS_PER_OUTPUT = {
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """A 2-D convolution: ``c_in`` -> ``c_out`` channels with ``groups`` groups."""
+    """A 2-D convolution: ``c_in`` -> ``c_out`` channels with ``groups`` groups.
+
+    ``padding`` is (top, left); ``padding_end`` (bottom, right) defaults to the same."""
 
     c_in: int
     c_out: int
@@ -85,6 +78,14 @@ class ConvSpec:
     padding: tuple[int, int] = (0, 0)
     groups: int = 1
     bias: bool = True
+    dilation: tuple[int, int] = (1, 1)
+    padding_end: tuple[int, int] | None = None
+
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right), ONNX's order."""
+        end = self.padding if self.padding_end is None else self.padding_end
+        return (*self.padding, *end)
 
     @property
     def weight_params(self) -> int:
@@ -102,7 +103,14 @@ class FcSpec:
     @property
     def break_even_rank(self) -> float:
         """Rank below which the SVD factorisation U_k V_k is cheaper: mn / (m + n)."""
-        return self.m * self.n / (self.m + self.n)
+        return break_even_rank(self.m, self.n)
+
+
+def break_even_rank(rows: int, cols: int) -> float:
+    """Rank k below which a rank-k factor pair of a rows x cols matrix has fewer values:
+    k (rows + cols) < rows cols (DeepX; DXTK). Convolution separation uses it with
+    rows = C d and cols = N d, giving Tai et al.'s K < N C d / (C + N)."""
+    return rows * cols / (rows + cols)
 
 
 @dataclass(frozen=True)
@@ -115,13 +123,23 @@ class PoolSpec:
     mode: str = "max"
     ceil_mode: bool = False
     global_pool: bool = False
+    padding_end: tuple[int, int] | None = None
+    count_include_pad: bool = False
+
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        end = self.padding if self.padding_end is None else self.padding_end
+        return (*self.padding, *end)
 
 
 @dataclass(frozen=True)
 class Layer:
     """One layer of a model with its costs in operations and parameters.
 
-    ``op_type`` keeps the source operator name (e.g. the ONNX op) for ``other``.
+    ``op_type`` keeps the source operator name (e.g. the ONNX op): it tells the
+    executor and the ONNX writer which activation or element-wise op this is.
+    ``attrs`` holds the operator attributes they need (epsilon, alpha, ...).
+    ``origin`` names the optimiser and layer a layer was made from (``"wf:fc6"``).
     """
 
     name: str
@@ -138,6 +156,16 @@ class Layer:
     pool: PoolSpec | None = None
     op_type: str = ""
     notes: tuple[str, ...] = field(default=())
+    attrs: tuple[tuple[str, Any], ...] = ()
+    origin: str = ""
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return dict(self.attrs).get(name, default)
+
+    @property
+    def source_layer(self) -> str:
+        """The layer this one was made from by an optimiser (itself if none)."""
+        return self.origin.split(":", 1)[1] if self.origin else self.name
 
     @property
     def params(self) -> int:
@@ -160,6 +188,14 @@ class Layer:
 
     def input_bytes(self, bits: int = DEFAULT_ACTIVATION_BITS) -> int:
         return tensor_bytes(self.input_elements, bits)
+
+
+def with_nonzeros(layer: Layer, nonzeros: int) -> Layer:
+    """An fc layer whose weight keeps only ``nonzeros`` values: only they are stored
+    and multiplied (sparse factorisation's codes)."""
+    assert layer.fc is not None
+    rows = layer.macs // (layer.fc.m * layer.fc.n)
+    return replace(layer, weight_params=nonzeros, macs=rows * nonzeros, flops=2 * rows * nonzeros)
 
 
 def tensor_bytes(elements: int, bits: int) -> int:
@@ -194,6 +230,8 @@ def make_layer(
     op_type: str = "",
     extra_params: int = 0,
     flops_override: int | None = None,
+    attrs: dict[str, Any] | None = None,
+    origin: str = "",
 ) -> Layer:
     """Build a :class:`Layer`, computing MACs, FLOPs and parameter counts.
 
@@ -232,11 +270,15 @@ def make_layer(
     elif kind == LayerKind.POOL:
         if pool is None:
             raise ModelError(f"layer {name!r}: a pool layer needs a PoolSpec")
-        if pool.global_pool:
-            window = math.prod(in_shapes[0][2:]) if len(in_shapes[0]) > 2 else 1
+        if pool.global_pool:  # every input element read once, whatever the axes reduced
+            window = math.prod(in_shapes[0]) // max(1, out_elems)
         else:
             window = pool.kernel[0] * pool.kernel[1]
         flops = out_elems * window  # one compare or add per window element
+    elif kind == LayerKind.MATMUL:
+        # (..., p, q) x (..., q, r): every output element is a q-long dot product
+        macs = out_elems * in_shapes[0][-1]
+        flops = 2 * macs
     elif kind == LayerKind.LRN:
         flops = out_elems * 8  # window of 5 squares, a sum, a power and a divide
     elif kind in (LayerKind.ADD, LayerKind.CONCAT):
@@ -252,6 +294,7 @@ def make_layer(
         name=name, kind=kind, input_shapes=in_shapes, output_shape=output_shape,
         macs=macs, flops=flops, weight_params=weight_params, bias_params=bias_params,
         conv=conv, fc=fc, pool=pool, op_type=op_type or str(kind),
+        attrs=tuple(sorted((attrs or {}).items())), origin=origin,
     )
 
 
@@ -299,13 +342,39 @@ def layers_in_order(graph: nx.DiGraph) -> list[Layer]:
     return sorted((d["layer"] for _, d in graph.nodes(data=True)), key=lambda lay: lay.order)
 
 
-def replace_layer(graph: nx.DiGraph, layer: Layer) -> None:
-    """Swap a node's Layer (same name) and refresh the sizes on its out-edges."""
-    old = get_layer(graph, layer.name)
-    graph.nodes[layer.name]["layer"] = replace(layer, order=old.order)
-    for _, _dst, data in graph.out_edges(layer.name, data=True):
-        data["elements"] = layer.output_elements
-        data["size_bytes"] = layer.output_bytes(DEFAULT_ACTIVATION_BITS)
+def rewrite_graph(
+    graph: nx.DiGraph,
+    chains: Mapping[str, Sequence[Layer]] | None = None,
+    bypass: Iterable[str] = (),
+) -> nx.DiGraph:
+    """A new graph where each layer in ``chains`` becomes that chain of layers (the
+    first reads the old layer's inputs, the last feeds its consumers) and each
+    layer in ``bypass`` (one input, same shape out) is removed, its input feeding
+    its consumers.  Execution order is renumbered; edge data is kept; graph
+    attributes are copied (the weight store is shared: copy it to change it)."""
+    chains = dict(chains or {})
+    skip = set(bypass)
+    new = nx.DiGraph(**graph.graph)
+    alias: dict[str, str] = {}
+    for lay in layers_in_order(graph):
+        preds = list(graph.predecessors(lay.name))
+        if lay.name in skip:
+            if len(preds) != 1:
+                raise ModelError(f"layer {lay.name!r} has {len(preds)} inputs; only a one-input "
+                                 "layer can be bypassed")
+            alias[lay.name] = alias[preds[0]]
+            continue
+        chain = list(chains.get(lay.name, [lay]))
+        inputs = [(alias[p], graph.edges[p, lay.name]) for p in preds]
+        for link in chain:
+            link = replace(link, order=new.number_of_nodes())
+            new.add_node(link.name, layer=link)
+            for src, data in inputs:
+                new.add_edge(src, link.name, **data)
+            inputs = [(link.name, {"elements": link.output_elements,
+                                   "size_bytes": link.output_bytes(DEFAULT_ACTIVATION_BITS)})]
+        alias[lay.name] = chain[-1].name
+    return new
 
 
 def validate_graph(graph: nx.DiGraph) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import networkx as nx
+import numpy as np
 
 from deepx_sim.model.layers import (
     DEFAULT_ACTIVATION_BITS,
+    Layer,
     layers_in_order,
     tensor_bytes,
     total,
@@ -85,3 +87,45 @@ def footprints(graph: nx.DiGraph, bits: int = 32) -> Footprints:
         peak_activation_bytes=peak_activation_bytes(graph, bits),
         precision_bits=bits,
     )
+
+
+@dataclass(frozen=True)
+class StoredSizes:
+    """What a model with weights holds, as stored: the figures ``compress`` and
+    ``inspect`` both print (parameters and multiply-adds count nonzeros of sparse layers)."""
+
+    params: int
+    macs: int
+    weight_bytes: int  # weights at their storage precision, biases and scales as float32
+    training_state_bytes: int  # gradients, optimiser moments: dropped by parameter cleaning
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.weight_bytes + self.training_state_bytes
+
+    def as_dict(self) -> dict[str, int]:
+        return {"params": self.params, "macs": self.macs, "weight_bytes": self.weight_bytes,
+                "training_state_bytes": self.training_state_bytes, "memory_bytes": self.memory_bytes}
+
+
+def layer_weight_bytes(graph: nx.DiGraph, layer: Layer) -> int:
+    """Bytes to store ``layer``'s parameters: its weight at the stored precision (a sparse
+    weight pays a value and an index per nonzero, DXTK's nnz < nk/2 rule), everything else
+    (biases, batchnorm, 8-bit scales) at 32 bits; 32-bit throughout without a store."""
+    store = graph.graph.get("weights")
+    if store is None or not store.has(layer.name):
+        return tensor_bytes(layer.params, 32)
+    storage = store.storage(layer.name)
+    per_value = 2 if storage.sparse else 1
+    scales = 0 if storage.scale is None else len(storage.scale)
+    return (tensor_bytes(layer.weight_params * per_value, storage.bits)
+            + tensor_bytes(layer.bias_params + scales, 32))
+
+
+def stored_sizes(graph: nx.DiGraph) -> StoredSizes:
+    store = graph.graph.get("weights")
+    state = 0 if store is None else int(sum(np.asarray(a).nbytes for a in store.training_state.values()))
+    return StoredSizes(
+        params=total(graph, "params"), macs=total(graph, "macs"),
+        weight_bytes=sum(layer_weight_bytes(graph, lay) for lay in layers_in_order(graph)),
+        training_state_bytes=state)

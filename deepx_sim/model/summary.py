@@ -12,7 +12,7 @@ from typing import Any
 import networkx as nx
 
 from deepx_sim.model.layers import layers_in_order, total
-from deepx_sim.model.memory import footprints
+from deepx_sim.model.memory import footprints, stored_sizes
 
 SCHEMA_VERSION = 1
 
@@ -25,6 +25,7 @@ def model_summary(graph: nx.DiGraph, bits: int = 32) -> dict[str, Any]:
             "name": lay.name,
             "kind": str(lay.kind),
             "op_type": lay.op_type,
+            "fused": list(lay.attr("fused", ())),
             "inputs": list(graph.predecessors(lay.name)),
             "input_shapes": [list(s) for s in lay.input_shapes],
             "output_shape": list(lay.output_shape),
@@ -48,6 +49,10 @@ def model_summary(graph: nx.DiGraph, bits: int = 32) -> dict[str, Any]:
         "param_bytes": fp.cleaned_bytes,
         **{k: v for k, v in fp.as_dict().items() if k not in ("params", "precision_bits")},
     }
+    if graph.graph.get("weights") is not None:  # what the file really stores
+        stored = stored_sizes(graph)
+        totals["stored_weight_bytes"] = stored.weight_bytes
+        totals["training_state_bytes"] = stored.training_state_bytes
     return {
         "schema_version": SCHEMA_VERSION,
         "model": graph.graph.get("name"),

@@ -1,19 +1,53 @@
-"""Real weights of a layer graph, converted to numpy only when asked for.
+"""A layer graph's real weights: arrays, their storage precision and quantisation scales.
 
-Importers register, per layer, named tensors (``weight``, ``bias``...) as
-zero-argument loaders.  fc weights are always handed out as ``W`` of shape
-(m, n) = (out, in), whatever layout the source file used.
+The one weight store of a model (``graph.graph["weights"]``).  Importers
+register, per layer, named tensors (``weight``, ``bias``, batchnorm's
+``scale``/``mean``/``var``, ...) as zero-argument loaders, converted to numpy
+only when asked for.  fc weights are always ``W`` of shape (m, n) = (out, in),
+whatever layout the source file used.
+
+A layer's ``weight`` may be *stored* at another precision than the float32
+computation sees (:class:`Storage`): 64 or 16-bit floats, or 8-bit integers
+with one scale per output channel (dequantised on read, as onnxruntime does
+with ``DequantizeLinear``); a sparse weight counts its nonzeros only.  Other
+roles are always float32.  ``training_state`` holds what only training uses
+(gradient buffers, optimiser moments), which parameter cleaning drops.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import networkx as nx
 import numpy as np
 
 from deepx_sim.errors import ModelError
 
 Loader = Callable[[], np.ndarray]
+
+#: Weight storage precisions a model may use (bits).
+STORAGE_BITS = (64, 32, 16, 8)
+_FLOAT_DTYPES = {64: np.float64, 32: np.float32, 16: np.float16}
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How a layer's ``weight`` is stored: ``bits`` per value, per-output-channel
+    ``scale`` for 8-bit integers, ``sparse`` when only nonzeros are kept."""
+
+    bits: int = 32
+    scale: np.ndarray | None = None
+    sparse: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bits not in STORAGE_BITS:
+            raise ModelError(f"weight storage bits must be one of {STORAGE_BITS}, got {self.bits!r}")
+        if (self.bits == 8) != (self.scale is not None):
+            raise ModelError("8-bit weights need per-channel scales, and only they have them")
+
+
+FLOAT32 = Storage()
 
 
 class WeightStore:
@@ -22,19 +56,35 @@ class WeightStore:
     def __init__(self) -> None:
         self._loaders: dict[tuple[str, str], Loader] = {}
         self._cache: dict[tuple[str, str], np.ndarray] = {}
+        self._storage: dict[str, Storage] = {}
+        self.training_state: dict[str, np.ndarray] = {}
 
     def register(self, layer: str, role: str, loader: Loader) -> None:
         self._loaders[(layer, role)] = loader
+        self._cache.pop((layer, role), None)
 
-    def set(self, layer: str, role: str, array: np.ndarray) -> None:
-        """Store an array directly (optimisers writing new weights)."""
+    def set(self, layer: str, role: str, array: np.ndarray, storage: Storage | None = None) -> None:
+        """Store an array directly: float values, or for ``weight`` the values as
+        ``storage`` keeps them (int8 codes, float16...)."""
         self._cache[(layer, role)] = array
         self._loaders[(layer, role)] = lambda: array
+        if role == "weight":
+            self.set_storage(layer, storage or FLOAT32)
+
+    def set_storage(self, layer: str, storage: Storage) -> None:
+        self._storage[layer] = storage
+
+    def storage(self, layer: str) -> Storage:
+        return self._storage.get(layer, FLOAT32)
 
     def has(self, layer: str, role: str = "weight") -> bool:
         return (layer, role) in self._loaders
 
-    def get(self, layer: str, role: str = "weight") -> np.ndarray:
+    def roles(self, layer: str) -> list[str]:
+        return sorted(role for name, role in self._loaders if name == layer)
+
+    def stored(self, layer: str, role: str = "weight") -> np.ndarray:
+        """The array as stored (int8 codes for an 8-bit weight)."""
         key = (layer, role)
         if key not in self._cache:
             if key not in self._loaders:
@@ -42,9 +92,84 @@ class WeightStore:
             self._cache[key] = self._loaders[key]()
         return self._cache[key]
 
-    def layers(self) -> list[str]:
-        return sorted({layer for layer, _ in self._loaders})
+    def get(self, layer: str, role: str = "weight") -> np.ndarray:
+        """The array as computation sees it: float32, 8-bit weights dequantised."""
+        array = self.stored(layer, role)
+        storage = self.storage(layer) if role == "weight" else FLOAT32
+        if storage.scale is not None:
+            shape = (-1,) + (1,) * (array.ndim - 1)
+            return array.astype(np.float32) * storage.scale.reshape(shape).astype(np.float32)
+        return np.asarray(array, dtype=np.float32)
+
+    def copy(self) -> WeightStore:
+        """A store sharing the arrays (optimisers replace arrays, never edit them)."""
+        new = WeightStore()
+        new._loaders = dict(self._loaders)
+        new._cache = dict(self._cache)
+        new._storage = dict(self._storage)
+        new.training_state = dict(self.training_state)
+        return new
+
+    def drop(self, layer: str) -> None:
+        for key in [k for k in self._loaders if k[0] == layer]:
+            self._loaders.pop(key)
+            self._cache.pop(key, None)
+        self._storage.pop(layer, None)
 
     def loaded_count(self) -> int:
         """How many arrays have been converted so far (laziness is testable)."""
         return len(self._cache)
+
+
+def as_stored(values: np.ndarray, bits: int) -> tuple[np.ndarray, Storage]:
+    """``values`` (float) stored at ``bits``: a float array of that width, or
+    symmetric per-output-channel int8 codes with their scales (w ~ q * scale)."""
+    if bits not in STORAGE_BITS:
+        raise ModelError(f"bits must be one of {', '.join(map(str, STORAGE_BITS))}, got {bits!r}")
+    if bits != 8:
+        return values.astype(_FLOAT_DTYPES[bits]), Storage(bits)
+    peak = np.abs(values.reshape(values.shape[0], -1)).max(axis=1)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(values / scale.reshape((-1,) + (1,) * (values.ndim - 1))), -127, 127)
+    return q.astype(np.int8), Storage(8, scale)
+
+
+def weight_store(graph: nx.DiGraph) -> WeightStore | None:
+    return graph.graph.get("weights")
+
+
+def require_weights(graph: nx.DiGraph, what: str) -> WeightStore:
+    """The graph's store, or a ModelError saying ``what`` needs real weights."""
+    store = weight_store(graph)
+    if store is None:
+        raise ModelError(
+            f"model {graph.graph.get('name')!r} has no weights; {what} needs a model with "
+            "weights (an ONNX file, or random_weights() for a zoo model)"
+        )
+    return store
+
+
+def random_weights(graph: nx.DiGraph, seed: int = 0) -> WeightStore:
+    """Fill ``graph`` with He-initialised random weights (zoo models have none):
+    enough to run, export and time a model, not to measure its accuracy."""
+    rng = np.random.default_rng(seed)
+    store = WeightStore()
+    for name, data in graph.nodes(data=True):
+        lay = data["layer"]
+        shape: tuple[int, ...] | None = None
+        if lay.fc is not None:
+            shape = (lay.fc.m, lay.fc.n)
+        elif lay.conv is not None:
+            c = lay.conv
+            shape = (c.c_out, c.c_in // c.groups, *c.kernel)
+        if shape is not None:
+            fan_in = int(np.prod(shape[1:]))
+            store.set(name, "weight", (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32))
+            if lay.bias_params:
+                store.set(name, "bias", np.zeros(shape[0], np.float32))
+        elif lay.kind == "batchnorm":
+            channels = lay.output_shape[1]
+            for role, value in (("scale", 1.0), ("bias", 0.0), ("mean", 0.0), ("var", 1.0)):
+                store.set(name, role, np.full(channels, value, np.float32))
+    graph.graph["weights"] = store
+    return store

@@ -148,8 +148,7 @@ def resnet50() -> nx.DiGraph:
             main = b.batchnorm(name=f"{p}.bn3")
             shortcut = entry
             if block == 0 and (stride != 1 or in_channels != planes * 4):
-                b.conv(planes * 4, 1, stride=stride, bias=False, name=f"{p}.downsample.conv",
-                       inputs=entry)
+                b.conv(planes * 4, 1, stride=stride, bias=False, name=f"{p}.downsample.conv", inputs=entry)
                 shortcut = b.batchnorm(name=f"{p}.downsample.bn")
             b.add([main, shortcut], name=f"{p}.add")
             b.relu(name=f"{p}.relu3")
@@ -160,14 +159,25 @@ def resnet50() -> nx.DiGraph:
     return b.build()
 
 
+#: ReLU6 as torchvision exports it: Clip to [0, 6].
+RELU6 = {"min": 0.0, "max": 6.0}
+
+
 def mobilenetv2() -> nx.DiGraph:
     """MobileNetV2 1.0 at 224 (Sandler et al. 2018, torchvision layout)."""
     b = GraphBuilder("mobilenetv2", (1, 3, 224, 224))
     b.conv(32, 3, stride=2, padding=1, bias=False, name="features.0.conv")
     b.batchnorm(name="features.0.bn")
-    b.relu(name="features.0.relu6", op_type="Clip")
-    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    b.relu(name="features.0.relu6", op_type="Clip", attrs=RELU6)
+    settings = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
     index = 1
     for expand, c_out, repeats, first_stride in settings:
         for r in range(repeats):
@@ -179,11 +189,12 @@ def mobilenetv2() -> nx.DiGraph:
             if expand != 1:
                 b.conv(hidden, 1, bias=False, name=f"{p}.expand", inputs=entry)
                 b.batchnorm(name=f"{p}.expand_bn")
-                b.relu(name=f"{p}.expand_relu6", op_type="Clip")
-            b.conv(hidden, 3, stride=stride, padding=1, groups=hidden, bias=False,
-                   name=f"{p}.dw", inputs=b.last)
+                b.relu(name=f"{p}.expand_relu6", op_type="Clip", attrs=RELU6)
+            b.conv(
+                hidden, 3, stride=stride, padding=1, groups=hidden, bias=False, name=f"{p}.dw", inputs=b.last
+            )
             b.batchnorm(name=f"{p}.dw_bn")
-            b.relu(name=f"{p}.dw_relu6", op_type="Clip")
+            b.relu(name=f"{p}.dw_relu6", op_type="Clip", attrs=RELU6)
             b.conv(c_out, 1, bias=False, name=f"{p}.project")
             out = b.batchnorm(name=f"{p}.project_bn")
             if stride == 1 and c_in == c_out:
@@ -191,7 +202,7 @@ def mobilenetv2() -> nx.DiGraph:
             index += 1
     b.conv(1280, 1, bias=False, name=f"features.{index}.conv")
     b.batchnorm(name=f"features.{index}.bn")
-    b.relu(name=f"features.{index}.relu6", op_type="Clip")
+    b.relu(name=f"features.{index}.relu6", op_type="Clip", attrs=RELU6)
     b.global_pool("avg", name="avgpool")
     b.flatten(name="flatten")
     b.dropout(name="dropout")
@@ -200,25 +211,114 @@ def mobilenetv2() -> nx.DiGraph:
     return b.build()
 
 
+def _attention(b: GraphBuilder, src: str, p: str, heads: int) -> str:
+    """Multi-head self-attention: q, k, v projections, scores, softmax, context, output."""
+    n, tokens, width = b.shape(src)
+    head = width // heads
+    parts = {}
+    for part, perm in (("q", (0, 2, 1, 3)), ("k", (0, 2, 3, 1)), ("v", (0, 2, 1, 3))):
+        b.fc(width, name=f"{p}.attn.{part}", inputs=src)
+        b.view(shape=(n, tokens, heads, head), name=f"{p}.attn.{part}_heads")
+        parts[part] = b.view(perm=perm, name=f"{p}.attn.{part}_t")
+    b.matmul(parts["q"], parts["k"], name=f"{p}.attn.scores")
+    b.scale(name=f"{p}.attn.scale", op_type="Div")  # by sqrt(head width)
+    probs = b.softmax(name=f"{p}.attn.softmax")
+    b.matmul(probs, parts["v"], name=f"{p}.attn.context")
+    b.view(perm=(0, 2, 1, 3), name=f"{p}.attn.context_t")
+    b.view(shape=(n, tokens, width), name=f"{p}.attn.merge")
+    return b.fc(width, name=f"{p}.attn.out")
+
+
+def _encoder(b: GraphBuilder, x: str, p: str, heads: int, hidden: int, pre_norm: bool) -> str:
+    """A transformer encoder block: BERT's post-norm or ViT's pre-norm."""
+    width = b.shape(x)[-1]
+    attn = _attention(b, b.layernorm(name=f"{p}.ln1", inputs=x) if pre_norm else x, p, heads)
+    mid = b.add([attn, x], name=f"{p}.residual1")
+    if not pre_norm:
+        mid = b.layernorm(name=f"{p}.ln1", inputs=mid)
+    b.fc(hidden, name=f"{p}.mlp.fc1", inputs=b.layernorm(name=f"{p}.ln2", inputs=mid) if pre_norm else mid)
+    b.relu(name=f"{p}.mlp.gelu", op_type="Gelu")
+    out = b.add([b.fc(width, name=f"{p}.mlp.fc2"), mid], name=f"{p}.residual2")
+    return out if pre_norm else b.layernorm(name=f"{p}.ln2", inputs=out)
+
+
+def bert_base(seq: int = 128) -> nx.DiGraph:
+    """BERT-base (Devlin et al. 2019): 12 post-norm blocks, 768 wide, 12 heads, MLP 3072,
+    vocabulary 30522, 512 positions, 2 segments, with the pooler; sequence ``seq``."""
+    b = GraphBuilder("bert_base", (1, seq))
+    ids = b.last
+    sources = [
+        b.embedding(vocab, 768, name=f"embeddings.{what}", inputs=ids)
+        for what, vocab in (("word", 30522), ("position", 512), ("token_type", 2))
+    ]
+    x = b.layernorm(name="embeddings.ln", inputs=b.add(sources, name="embeddings.sum"))
+    for i in range(12):
+        x = _encoder(b, x, f"encoder.{i}", heads=12, hidden=3072, pre_norm=False)
+    b.view(shape=(1, 768), name="pooler.first_token")
+    b.fc(768, name="pooler.dense")
+    b.relu(name="pooler.tanh", op_type="Tanh")
+    return b.build()
+
+
+def vit_b16() -> nx.DiGraph:
+    """ViT-B/16 at 224 (Dosovitskiy et al. 2021): 16 x 16 patches, a class token, learned
+    positions, 12 pre-norm blocks 768 wide, 12 heads, MLP 3072, 1000 classes."""
+    b = GraphBuilder("vit_b16", (1, 3, 224, 224))
+    b.conv(768, 16, stride=16, name="patch_embed")
+    b.view(shape=(1, 768, 196), name="patch_embed.flatten")
+    b.view(perm=(0, 2, 1), name="patch_embed.tokens")
+    b.class_token(name="cls_token")
+    x = b.scale(name="pos_embed", op_type="Add", params=197 * 768)
+    for i in range(12):
+        x = _encoder(b, x, f"blocks.{i}", heads=12, hidden=3072, pre_norm=True)
+    b.layernorm(name="norm")
+    b.view(shape=(1, 768), name="head.class_token")
+    b.fc(1000, name="head")
+    return b.build()
+
+
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in [
-        ZooEntry("speakerid", speakerid, "speaker identification DNN 650-1000-1000-106",
-                 "DXTK (Lane et al. 2016), Table 1"),
-        ZooEntry("ambient", ambient, "ambient scene DNN 650-1000-1000-19",
-                 "DXTK (Lane et al. 2016), Table 1"),
-        ZooEntry("alexnet", alexnet, "AlexNet, grouped conv2/4/5, 227x227",
-                 "Krizhevsky et al. 2012; Caffe bvlc_alexnet"),
-        ZooEntry("agenet", agenet, "age CNN, 3 conv + 3 fc, 8 classes",
-                 "Levi & Hassner 2015"),
-        ZooEntry("gendernet", gendernet, "gender CNN, 3 conv + 3 fc, 2 classes",
-                 "Levi & Hassner 2015"),
-        ZooEntry("vgg16", vgg16, "VGG-16 (configuration D), 224x224",
-                 "Simonyan & Zisserman 2015"),
-        ZooEntry("resnet50", resnet50, "ResNet-50 v1.5 with residual adds, 224x224",
-                 "He et al. 2016; torchvision"),
-        ZooEntry("mobilenetv2", mobilenetv2, "MobileNetV2 1.0, depthwise convs, 224x224",
-                 "Sandler et al. 2018; torchvision"),
+        ZooEntry(
+            "speakerid",
+            speakerid,
+            "speaker identification DNN 650-1000-1000-106",
+            "DXTK (Lane et al. 2016), Table 1",
+        ),
+        ZooEntry(
+            "ambient", ambient, "ambient scene DNN 650-1000-1000-19", "DXTK (Lane et al. 2016), Table 1"
+        ),
+        ZooEntry(
+            "alexnet",
+            alexnet,
+            "AlexNet, grouped conv2/4/5, 227x227",
+            "Krizhevsky et al. 2012; Caffe bvlc_alexnet",
+        ),
+        ZooEntry("agenet", agenet, "age CNN, 3 conv + 3 fc, 8 classes", "Levi & Hassner 2015"),
+        ZooEntry("gendernet", gendernet, "gender CNN, 3 conv + 3 fc, 2 classes", "Levi & Hassner 2015"),
+        ZooEntry("vgg16", vgg16, "VGG-16 (configuration D), 224x224", "Simonyan & Zisserman 2015"),
+        ZooEntry(
+            "resnet50", resnet50, "ResNet-50 v1.5 with residual adds, 224x224", "He et al. 2016; torchvision"
+        ),
+        ZooEntry(
+            "mobilenetv2",
+            mobilenetv2,
+            "MobileNetV2 1.0, depthwise convs, 224x224",
+            "Sandler et al. 2018; torchvision",
+        ),
+        ZooEntry(
+            "bert_base",
+            bert_base,
+            "BERT-base encoder with pooler, sequence 128",
+            "Devlin et al. 2019; Hugging Face bert-base-uncased",
+        ),
+        ZooEntry(
+            "vit_b16",
+            vit_b16,
+            "ViT-B/16, 224x224, 1000 classes",
+            "Dosovitskiy et al. 2021; timm vit_base_patch16_224",
+        ),
     ]
 }
 
@@ -229,7 +329,11 @@ def model_names() -> list[str]:
 
 def load_zoo_model(name: str) -> nx.DiGraph:
     """Build a zoo model by name; ModelError lists the known names otherwise."""
-    key = name.lower().replace("-", "").replace("_", "")
-    if key not in ZOO:
+
+    def key(text: str) -> str:
+        return text.lower().replace("-", "").replace("_", "").replace("/", "")
+
+    found = [entry for entry in ZOO.values() if key(entry.name) == key(name)]
+    if not found:
         raise ModelError(f"unknown model {name!r}: {closest_names(name, model_names())}")
-    return ZOO[key].build()
+    return found[0].build()

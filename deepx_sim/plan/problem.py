@@ -20,6 +20,7 @@ remote layers' latency.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -27,11 +28,12 @@ from typing import Literal
 
 import networkx as nx
 
+from deepx_sim.accuracy import RANK_FRACTIONS, AccuracyModel, candidate_ranks
+from deepx_sim.config import DEFAULT_DEADLINE_S, DEFAULT_MAX_ACCURACY_LOSS
 from deepx_sim.costs import FULL, Conditions, CostModel, RadioCharge, Variant
 from deepx_sim.errors import PlanError
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.profiles import Profile
-from deepx_sim.plan.variants import RANK_FRACTIONS, AccuracyModel, candidate_ranks
 from deepx_sim.platform import Platform
 
 Objective = Literal["energy", "latency", "weighted"]
@@ -45,19 +47,19 @@ class Constraints:
     ``weighted`` minimises energy_j + latency_weight_j_per_s * latency_s.
     """
 
-    deadline_s: float = 5.0
-    max_accuracy_loss: float = 0.05
+    deadline_s: float = DEFAULT_DEADLINE_S
+    max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS
     energy_budget_j: float | None = None
     objective: Objective = "energy"
     latency_weight_j_per_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.deadline_s > 0:
-            raise PlanError(f"deadline_s must be > 0, got {self.deadline_s!r}")
+        if not 0 < self.deadline_s < math.inf:  # (an infinite deadline breaks the ILP's bounds)
+            raise PlanError(f"deadline_s must be a finite number > 0, got {self.deadline_s!r}")
         if not 0 <= self.max_accuracy_loss <= 1:
             raise PlanError(f"max_accuracy_loss must be in [0, 1], got {self.max_accuracy_loss!r}")
-        if self.energy_budget_j is not None and not self.energy_budget_j > 0:
-            raise PlanError(f"energy_budget_j must be > 0, got {self.energy_budget_j!r}")
+        if self.energy_budget_j is not None and not 0 < self.energy_budget_j < math.inf:
+            raise PlanError(f"energy_budget_j must be a finite number > 0, got {self.energy_budget_j!r}")
         if self.objective not in ("energy", "latency", "weighted"):
             raise PlanError(f"objective must be energy, latency or weighted, got {self.objective!r}")
 
@@ -99,6 +101,7 @@ class Plan:
     solve_time_s: float = 0.0
     gap: float | None = None
     notes: tuple[str, ...] = ()
+    accuracy_source: str = ""  # where accuracy_loss comes from (AccuracyModel.accuracy_source)
 
     @property
     def assignment(self) -> dict[str, Placement]:
@@ -156,6 +159,7 @@ class Plan:
                  "bits": p.variant.bits} for p in self.placements
             ],
             "notes": list(self.notes),
+            "accuracy_source": self.accuracy_source,
         }
 
 
@@ -338,6 +342,7 @@ def evaluate(problem: Problem, assignment: Mapping[str, Placement], planner: str
         placements=ordered, latency_s=latency, energy_j=total_energy,
         energy_breakdown_j={k: v for k, v in energy.items() if v != 0.0 or k in memory},
         memory_bytes=memory, accuracy_loss=loss,
+        accuracy_source=problem.accuracy.accuracy_source if problem.accuracy else "",
         objective_value=c.objective_value(total_energy, latency),
         conditions=conditions, constraints=c, uses_radio=radio is not None, radio=radio, status=status,
         **info,  # type: ignore[arg-type]

@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 import simpy
 
+from deepx_sim.config import DEFAULT_BATTERY_CAPACITY_MAH, DEFAULT_BATTERY_VOLTAGE_V
 from deepx_sim.errors import SimulationError
 from deepx_sim.plan.problem import Problem
 from deepx_sim.sim.policies import Decision, Observation, Policy, Step, World, work_by_processor
@@ -38,8 +39,8 @@ from deepx_sim.sim.records import RequestRecord, records_frame, summarize
 
 @dataclass(frozen=True)
 class Battery:
-    capacity_mah: float = 3000.0
-    voltage_v: float = 3.85
+    capacity_mah: float = DEFAULT_BATTERY_CAPACITY_MAH
+    voltage_v: float = DEFAULT_BATTERY_VOLTAGE_V
 
     def drain_pct_per_h(self, power_w: float) -> float:
         """Share of a full charge used per hour at a steady ``power_w``."""
@@ -393,6 +394,7 @@ class Simulation:
             fallback=req.fallback is not None, bytes_sent=req.bytes_up, bytes_received=req.bytes_down,
             replan_time_s=req.replan_time_s, predicted_latency_s=d.predicted_latency_s,
             predicted_energy_j=d.predicted_energy_j, accuracy_loss=final.compiled.plan.accuracy_loss,
+            accuracy_source=final.compiled.plan.accuracy_source,
             estimated_uplink_mbps=d.conditions.uplink_mbps,
             true_uplink_mbps=self.world.uplink_mbps.value_at(req.arrival_s), note=d.note)
 

@@ -50,6 +50,7 @@ class RequestRecord:
     predicted_latency_s: float
     predicted_energy_j: float
     accuracy_loss: float
+    accuracy_source: str  # where the accuracy figure comes from: measured curves or the spectral estimate
     estimated_uplink_mbps: float | None
     true_uplink_mbps: float
     note: str

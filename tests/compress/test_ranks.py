@@ -7,11 +7,11 @@ import math
 
 import pytest
 
+from deepx_sim.accuracy import AccuracyModel
 from deepx_sim.compress.ranks import LOSS_STEP, choose_ranks, rank_grid
 from deepx_sim.costs import Variant
 from deepx_sim.model import load_model
 from deepx_sim.model.layers import get_layer
-from deepx_sim.plan.variants import AccuracyModel
 
 
 @pytest.mark.parametrize("budget", [0.0, 0.005, 0.02, 0.05, 0.2])

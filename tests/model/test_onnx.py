@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from deepx_sim.errors import ModelError
 from deepx_sim.model import LayerKind, get_layer, load_model, total
 from deepx_sim.model.builder import GraphBuilder
-from deepx_sim.model.onnx_import import UnknownOperatorWarning, load_onnx, parse_input_shape
+from deepx_sim.model.onnx import UnknownOperatorWarning, load_onnx, parse_input_shape
 
 RNG = np.random.default_rng(0)
 
@@ -114,20 +114,45 @@ def test_unknown_operators_warn_and_cost_by_output(tmp_path: Path) -> None:
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
     nodes = [helper.make_node("Transpose", ["x"], ["t"], name="tr", perm=[0, 2, 1]),
-             helper.make_node("Neg", ["t"], ["y"], name="neg")]
-    with pytest.warns(UnknownOperatorWarning, match=r"Neg x1, Transpose x1"):
+             helper.make_node("Hardmax", ["t"], ["y"], name="neg")]
+    with pytest.warns(UnknownOperatorWarning, match=r"'other'.*: Hardmax x1$"):
         g = load_onnx(save(tmp_path, nodes, [], [x], [y], name="odd"))
-    assert get_layer(g, "tr").kind == LayerKind.OTHER
-    assert get_layer(g, "tr").flops == 20
+    assert get_layer(g, "neg").kind == LayerKind.OTHER
+    assert get_layer(g, "neg").flops == 20  # one operation per output element
+    assert get_layer(g, "tr").kind == LayerKind.VIEW and get_layer(g, "tr").flops == 0
 
 
-def test_dynamic_input_asks_for_input_shape(tmp_path: Path) -> None:
-    path = small_cnn(tmp_path, batch="N")
-    with pytest.raises(ModelError, match=r"dynamic dimensions.*--input-shape x=1x3x32x32"):
+def test_symbolic_batch_is_batch_one_and_other_dynamic_dims_ask_for_input_shape(tmp_path: Path) -> None:
+    g = load_onnx(small_cnn(tmp_path, batch="N"))
+    assert get_layer(g, "fc").output_shape == (1, 10)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", 32])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    path = save(tmp_path, [helper.make_node("Relu", ["x"], ["y"], name="r")], [], [x], [y], name="dyn")
+    with pytest.raises(ModelError, match=r"dynamic dimensions.*--input-shape x=1x3x1x32"):
         load_onnx(path)
-    g = load_model(path, {None: (2, 3, 32, 32)})
+    g = load_model(small_cnn(tmp_path, batch="N"), {None: (2, 3, 32, 32)})
     assert get_layer(g, "fc").output_shape == (2, 10)
     assert get_layer(g, "fc").macs == 2 * 10 * 4096
+
+
+def test_misleading_cases_get_messages_that_name_the_cause(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelError, match="the file is empty"):
+        load_onnx(empty)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    out_of_order = [helper.make_node("Relu", ["a"], ["y"], name="second"),
+                    helper.make_node("Relu", ["x"], ["a"], name="first")]
+    with pytest.raises(ModelError, match=r"node 'second' \(Relu\) reads 'a' before node 'first'"):
+        load_onnx(save(tmp_path, out_of_order, [], [x], [y], name="order"))
+    x4 = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    pool = [helper.make_node("MaxPool", ["x"], ["y"], name="pool")]
+    with pytest.raises(ModelError, match="pool.*kernel_shape|kernel_shape.*pool"):
+        load_onnx(save(tmp_path, pool, [], [x4], [y], name="pool"))
+    gemm = [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)]
+    with pytest.raises(ModelError, match=r"node 'fc' \(Gemm\).*last dimension 4 does not match"):
+        load_onnx(save(tmp_path, gemm, [_init("w", (3, 5))], [x], [y], name="gemm"))
 
 
 def test_bad_files_get_clear_errors(tmp_path: Path) -> None:

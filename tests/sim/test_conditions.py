@@ -41,7 +41,9 @@ def test_mahimahi_mean_rate_over_a_shipped_trace() -> None:
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
-    ("", "no timestamps"), ("0\nabc\n", "tiny.up:2"), ("5\n3\n", "non-decreasing"),
+    ("", "no timestamps"), ("0\nabc\n", "tiny.up:2"),
+    ("5\n3\n", "tiny.up:2: .*must not decrease, got 3 after 5"),
+    ("0\n" + "9" * 20 + "\n", "must be in \\[0, 2\\*\\*53\\] ms"),
 ])
 def test_mahimahi_bad_files(tmp_path: Path, text: str, fragment: str) -> None:
     f = tmp_path / "tiny.up"
@@ -92,7 +94,7 @@ def test_csv_trace(tmp_path: Path) -> None:
     trace = read_csv_trace(f, "mbps")
     assert trace.value_at(9.99) == 5 and trace.value_at(100) == 1.5
     f.write_text("time_s,mbps\n0,5\n10,-1\n")
-    with pytest.raises(ScenarioError, match=r"bw.csv:3: mbps must be >= 0, got -1"):
+    with pytest.raises(ScenarioError, match=r"bw.csv:3: mbps must be a finite number >= 0, got '-1'"):
         read_csv_trace(f, "mbps")
     f.write_text("time_s,rate\n0,5\n")
     with pytest.raises(ScenarioError, match="needs a column 'mbps'"):
@@ -129,4 +131,101 @@ def test_arrivals() -> None:
     assert arrival_times("periodic", 1.0, np.random.default_rng(0), interval_s=0.25) == [0, 0.25, 0.5, 0.75]
     poisson = arrival_times("poisson", 10_000, np.random.default_rng(0), rate_per_s=2.0)
     assert len(poisson) == pytest.approx(20_000, rel=0.03)
-    assert arrival_times("trace", 5, np.random.default_rng(0), timestamps_s=[4, 1, 7]) == [1, 4]
+    assert arrival_times("trace", 5, np.random.default_rng(0), timestamps_s=[1, 1, 4]) == [1, 1, 4]
+    with pytest.raises(ScenarioError, match="must not decrease, got 1.0 after 4.0"):
+        arrival_times("trace", 5, np.random.default_rng(0), timestamps_s=[4, 1])
+    with pytest.raises(ScenarioError, match=r"must lie in \[0, duration_s = 5\)"):
+        arrival_times("trace", 5, np.random.default_rng(0), timestamps_s=[1, 7])
+
+
+# ----------------------------------------------------------------- bounded memory
+def _dense_mahimahi(stamps_ms: list[int], bin_s: float) -> tuple[np.ndarray, float]:
+    """The straightforward reading (one value per bin, empty bins included): the oracle."""
+    bin_ms = bin_s * 1000.0
+    n_bins = max(1, math.ceil((stamps_ms[-1] + 1) / bin_ms))
+    counts = np.bincount((np.asarray(stamps_ms) // bin_ms).astype(int), minlength=n_bins)
+    return counts * 1500 * 8 / bin_s / 1e6, n_bins * bin_s
+
+
+@pytest.mark.parametrize("bin_s", [0.001, 0.25, 1.0, 3.0])
+def test_sparse_mahimahi_equals_the_dense_reading(tmp_path: Path, bin_s: float) -> None:
+    rng = np.random.default_rng(int(bin_s * 1000))
+    gaps = rng.choice([0, 0, 1, 7, 400, 5_000], size=300)  # bursts and long silences
+    stamps = np.cumsum(gaps).tolist()
+    f = tmp_path / "gappy.up"
+    f.write_text("".join(f"{s}\n" for s in stamps))
+    trace = read_mahimahi(f, bin_s)
+    dense, period = _dense_mahimahi(stamps, bin_s)
+    assert trace.period_s == pytest.approx(period)
+    assert len(trace.values) < len(dense) or bin_s >= 1.0  # only changes are stored
+    for t in rng.uniform(0, 2 * period, size=500):
+        local = t % period
+        assert trace.value_at(t) == pytest.approx(dense[min(int(local // bin_s), len(dense) - 1)])
+    assert trace.integral_to(period) == pytest.approx(len(stamps) * 1500 * 8 / 1e6)
+
+
+def test_a_huge_gap_in_a_mahimahi_trace_costs_no_memory(tmp_path: Path) -> None:
+    f = tmp_path / "gap.up"
+    f.write_text(f"0\n{10**12}\n")  # one packet now, one in 31 years; 1 ms bins
+    trace = read_mahimahi(f, bin_s=0.001)
+    assert len(trace.values) == 3  # packet, 31 years of silence, packet
+    # (times near 1e9 s carry about 1e-7 s of rounding, so compare to 1e-4)
+    assert trace.integral_to(trace.period_s) == pytest.approx(2 * 1500 * 8 / 1e6, rel=1e-4)
+
+
+def test_chunked_markov_equals_one_draw_at_a_time() -> None:
+    def oracle(rng: np.random.Generator, duration_s: float) -> list[float]:
+        times, t, good = [], 0.0, True
+        while t < duration_s or not times:
+            times.append(t)
+            t += float(rng.exponential(3.0 if good else 1.0))
+            good = not good
+        return times
+
+    for duration_s in (0.5, 40.0, 20_000.0):  # inside one chunk, and across several
+        trace = markov_two_state(np.random.default_rng(9), duration_s, 5.0, 1.0, 3.0, 1.0)
+        assert trace.times_s.tolist() == oracle(np.random.default_rng(9), duration_s)
+        assert trace.values.tolist() == [5.0 if i % 2 == 0 else 1.0 for i in range(len(trace.values))]
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda: random_walk(np.random.default_rng(0), 600, 0.5, 0.1, 0, 1, 1e-6),
+     "steps (duration_s / interval_s) would be 600,000,000; at most 2,000,000"),
+    (lambda: markov_two_state(np.random.default_rng(0), 1e12, 1, 0, 1, 1),
+     "state changes would be 1,000,000,000,000; at most 2,000,000"),
+    (lambda: Outages.markov(np.random.default_rng(0), 1e9, 1, 1), "outages would be 500,000,000"),
+    (lambda: arrival_times("periodic", 1e9, np.random.default_rng(0), interval_s=1e-3),
+     "requests (duration_s / interval_s) would be 1,000,000,000,000; at most 1,000,000"),
+    (lambda: arrival_times("poisson", 60, np.random.default_rng(0), rate_per_s=1e300),
+     "requests (duration_s x rate_per_s) would be 6e+301"),
+    (lambda: StepTrace(np.arange(2_000_001.0), np.ones(2_000_001)), "segments would be 2,000,001"),
+])
+def test_sizes_beyond_the_limits_are_refused_before_allocating(make: object, words: str) -> None:
+    with pytest.raises(ScenarioError) as err:
+        make()  # type: ignore[operator]
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize(("times", "values", "words"), [
+    ((0.0, math.inf), (1.0, 2.0), "times must increase and be finite"),
+    ((0.0, 1.0), (1.0, math.nan), "values must be finite and >= 0, got nan"),
+    ((0.0, 1.0), (1.0, math.inf), "values must be finite and >= 0, got inf"),
+    ((0.0, 1.0), (1e308, 1e308), "integral overflows"),
+])
+def test_non_finite_traces_are_refused(times: tuple, values: tuple, words: str) -> None:
+    with pytest.raises(ScenarioError, match=words):
+        StepTrace(times, values, period_s=5.0)
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"time_s,mbps\n", "the trace has a header but no rows"),
+    (b"time_s,mbps\n0,5\n\xff,1\n", "bw.csv:3: not UTF-8 text (byte 0xff at column 1)"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "bw.csv: a binary file, not text"),
+    (b"time_s,mbps\n0,inf\n", "mbps must be a finite number >= 0, got 'inf'"),
+])
+def test_bad_csv_traces_name_the_file(tmp_path: Path, content: bytes, words: str) -> None:
+    f = tmp_path / "bw.csv"
+    f.write_bytes(content)
+    with pytest.raises(ScenarioError) as err:
+        read_csv_trace(f, "mbps")
+    assert words in str(err.value) and str(f) in str(err.value)

@@ -99,13 +99,19 @@ def test_shipped_scenarios_run(path: Path) -> None:
 
 
 def test_arrivals_from_a_timestamp_file(tmp_path: Path) -> None:
-    (tmp_path / "arrivals.csv").write_text("time_s\n0.5\n0.5\n3\n25\n")
+    (tmp_path / "arrivals.csv").write_text("time_s\n0.5\n0.5\n3\n")
     data = with_change("workload", {"arrivals": "trace", "timestamps_file": "arrivals.csv"})
     records = run_scenario(write(tmp_path, data)).records
-    assert records.arrival_s.tolist() == [0.5, 0.5, 3.0]  # 25 s is past duration_s
-    (tmp_path / "arrivals.csv").write_text("time_s\n1\nsoon\n")
-    with pytest.raises(ScenarioError, match=r"arrivals.csv:3: time_s must be a number >= 0, got 'soon'"):
-        run_scenario(write(tmp_path, data))
+    assert records.arrival_s.tolist() == [0.5, 0.5, 3.0]
+    for rows, message in [("1\nsoon\n", "arrivals.csv:3: time_s must be a finite number >= 0, got 'soon'"),
+                          ("1\n25\n", "arrivals.csv:3: time_s 25 is past the run's end (duration_s 20); "
+                                      "arrivals must lie in [0, duration_s)"),
+                          ("3\n1\n", "arrivals.csv:3: time_s must not decrease, got 1 after 3"),
+                          ("", "arrivals.csv: the arrivals file has a header but no rows")]:
+        (tmp_path / "arrivals.csv").write_text("time_s\n" + rows)
+        with pytest.raises(ScenarioError) as err:
+            run_scenario(write(tmp_path, data))
+        assert str(err.value) == f"{tmp_path / 's.yaml'}: workload: {tmp_path / message}"
 
 
 def test_static_policy_plans_at_the_runs_average_conditions(tmp_path: Path) -> None:

@@ -1,0 +1,100 @@
+"""Imported models plan as fast as zoo models: first and second `plan` of large exports.
+
+Writes ONNX files with random weights (VGG-16 from the zoo, with its 4096 x 25088
+fc6; BERT-base- and ViT-B/16-sized stacks of linear layers on 3-D inputs, the
+shapes of their weight-bearing MatMuls), then times `deepx-sim plan` on each in a
+fresh process twice: the first with an empty spectrum cache, the second reading it.
+Prints wall time and peak memory (maxrss of the child) beside the targets, and the
+load average, since this machine is shared.
+
+Run: ``python benchmarks/bench_import.py [--models vgg16,bert,vit]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import networkx as nx
+
+from deepx_sim.model import load_model
+from deepx_sim.model.builder import GraphBuilder
+from deepx_sim.model.onnx import save_onnx
+from deepx_sim.model.weights import random_weights
+
+TARGET_FIRST_S, TARGET_SECOND_S, TARGET_VGG_PEAK_GB = 5.0, 1.0, 1.5
+
+
+def linear_stack(name: str, tokens: int, width: int, hidden: int, blocks: int) -> nx.DiGraph:
+    """A transformer's weight-bearing layers: per block q, k, v, out (width x width), then
+    the MLP (width -> hidden -> width), on a (1, tokens, width) input."""
+    b = GraphBuilder(name, (1, tokens, width))
+    for i in range(blocks):
+        for part in ("q", "k", "v", "out"):
+            b.fc(width, name=f"b{i}.{part}")
+        b.fc(hidden, name=f"b{i}.mlp1")
+        b.relu(name=f"b{i}.act")
+        b.fc(width, name=f"b{i}.mlp2")
+    return b.build()
+
+
+def build(name: str) -> nx.DiGraph:
+    if name == "bert":  # BERT-base: 12 blocks, 768 wide, 3072 MLP, sequence 128 (Devlin et al. 2019)
+        return linear_stack("bert_base_sized", 128, 768, 3072, 12)
+    if name == "vit":  # ViT-B/16: 12 blocks, 768 wide, 3072 MLP, 197 tokens (Dosovitskiy et al. 2021)
+        return linear_stack("vit_b16_sized", 197, 768, 3072, 12)
+    return load_model(name)
+
+
+def timed_plan(path: Path, cache: Path) -> tuple[float, float]:
+    """(wall s, peak GB) of one `deepx-sim plan` in a fresh process."""
+    env = {**os.environ, "DEEPX_SIM_CACHE": str(cache)}
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent that forked
+    code = ("import sys; from deepx_sim.cli import main; rc = main(sys.argv[1:]); "
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+            "print('PEAK', hwm, file=sys.stderr); sys.exit(rc)")
+    args = [sys.executable, "-c", code, "plan", "--model", str(path), "--platform", "tegra_k1",
+            "--link", "wifi"]
+    start = time.perf_counter()
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"plan failed on {path}:\n{done.stderr}")
+    peak_kb = int(next(line.split()[1] for line in done.stderr.splitlines() if line.startswith("PEAK")))
+    return wall, peak_kb / 1024**2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="vgg16,bert,vit")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+        print(f"{'model':<18}{'file MB':>9}{'first s':>9}{'second s':>10}{'peak GB':>9}  targets")
+        for name in args.models.split(","):
+            graph = build(name)
+            random_weights(graph, seed=0)
+            path = save_onnx(graph, root / f"{name}.onnx")
+            del graph
+            cache = root / f"cache-{name}"
+            first, peak = timed_plan(path, cache)
+            second, _ = timed_plan(path, cache)
+            size_mb = path.stat().st_size / 1e6
+            verdict = (f"first {first / TARGET_FIRST_S:.2f}x of {TARGET_FIRST_S:g} s, "
+                       f"second {second / TARGET_SECOND_S:.2f}x of {TARGET_SECOND_S:g} s")
+            if name == "vgg16":
+                verdict += f", peak {peak / TARGET_VGG_PEAK_GB:.2f}x of {TARGET_VGG_PEAK_GB:g} GB"
+            print(f"{name:<18}{size_mb:>9.0f}{first:>9.2f}{second:>10.2f}{peak:>9.2f}  {verdict}")
+        print(f"\nload average at end: {os.getloadavg()[0]:.1f}; "
+              f"this process peaked at {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Accuracy you can trust: the loss compress and the planner estimate, against the loss
+measured on test data neither saw.
+
+Three models trained in-project on scikit-learn's digits: the SpeakerID-shaped
+DNN (64-1000-1000-10), the small CNN, and a harder task where little of the
+network is redundant (64-32-32-10 on digits with N(0, 0.35) pixel noise).
+For each model, accuracy budget and split seed:
+
+- ``compress`` (pc, wf, cs) is given the train split as ``--data``; it chooses
+  on 70 % of it and checks on the 30 % it holds apart.  Its *estimate* is the
+  loss it measured on the rows it chose on;
+- the *planner* reads the same measured curves (AccuracyModel with that source)
+  at its own rank ladder; a knapsack over the fc layers stands in for the ILP's
+  rank choice, and its estimate is the sum of the per-layer losses (it cannot
+  run the model mid-solve);
+- both are then measured on the test split, which neither saw.
+
+The error distribution (estimate - test loss) is printed per model and method
+and drawn as a figure.  Both figures are sample means over a few hundred rows:
+their standard errors (from the rows whose correctness changed) are a floor no
+estimate beats, so each point is also checked against 1 point plus two
+combined standard errors (``within_bound``).
+For comparison the err2 rule (the estimate weightless models keep) is scored
+on the same planner choices.
+
+Run: ``python experiments/accuracy_calibration.py [--quick] [--out DIR]``;
+writes ``estimates.csv`` and ``estimate_errors.png``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+from _common import out_dir, parse_args, run, save_figure, table_text
+
+from deepx_sim.accuracy import AccuracyModel, Source, candidate_ranks, weighted_layers
+from deepx_sim.accuracy.sources import reference
+from deepx_sim.compress.optimizers import weight_factorization
+from deepx_sim.compress.ranks import knapsack
+from deepx_sim.compress.search import compress
+from deepx_sim.compress.train import trained_model
+from deepx_sim.costs import Variant
+from deepx_sim.model.layers import get_layer
+
+MODELS = ("speakerid_digits", "cnn_digits", "small_noisy_digits")
+BUDGETS = (0.01, 0.02, 0.03, 0.05, 0.075, 0.1)
+
+
+def _test_loss(net: nx.DiGraph, changed: nx.DiGraph, test: Source) -> tuple[float, float]:
+    """(accuracy loss on ``test``, its standard error from the rows whose correctness changed)."""
+    ref = reference(net, test)
+    after = reference(changed, test)
+    diff = (ref.top1 == test.y).astype(float) - (after.top1 == test.y).astype(float)
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
+def planner_choice(net: nx.DiGraph, model: AccuracyModel, budget: float) -> tuple[dict[str, int], float]:
+    """The fc ranks the planner's losses allow (knapsack on its rank ladder) and their summed loss."""
+    options = {}
+    for lay in weighted_layers(net):
+        if lay.fc is not None:
+            m, n = lay.fc.m, lay.fc.n
+            options[lay.name] = [(model.loss(lay, Variant(rank=k)), m * n - k * (m + n), k)
+                                 for k in candidate_ranks(lay)]
+    ranks = knapsack(options, budget)
+    return ranks, sum(model.loss(get_layer(net, n), Variant(rank=k)) for n, k in ranks.items())
+
+
+def protocols(name: str, seed: int) -> dict[str, tuple[Source, Source]]:
+    """(data given to compress and the planner, test data neither saw), two ways:
+    the training split (what a user may have; the model has fitted it), or half
+    the test split (a validation set), the other half then the test."""
+    _, data = trained_model(name)
+    test = Source("labels", data.x_test, data.y_test, "digits test split")
+    half_a, half_b = test.split(0.5, seed)
+    return {"train split": (Source("labels", data.x_train, data.y_train, "digits train split"), test),
+            "validation half": (half_a, half_b)}
+
+
+def rows_for(name: str, seeds: Sequence[int], budgets: Sequence[float], which: Sequence[str]) -> list[dict]:
+    net, _ = trained_model(name)
+    rows = []
+    for seed in seeds:
+        for protocol, (given, test) in protocols(name, seed).items():
+            if protocol not in which:
+                continue
+            chosen_on, _ = given.split(0.3, seed)
+            measured = AccuracyModel(net, source=chosen_on)
+            rule = AccuracyModel(net, measure=False)  # the err2 rule on the same weights
+            for budget in budgets:
+                base = {"model": name, "data": protocol, "seed": seed, "budget": budget,
+                        "test_rows": test.rows}
+                outcome = compress(net, ["pc", "wf", "cs"], budget, given, seed=seed)
+                assert outcome.chosen_score is not None and outcome.held_score is not None
+                loss, se = _test_loss(net, outcome.graph, test)
+                rows.append({**base, "method": "compress", "estimate": outcome.chosen_score.loss,
+                             "estimate_se": _test_loss(net, outcome.graph, chosen_on)[1],
+                             "held_apart": outcome.held_score.loss, "test_loss": loss, "test_se": se})
+                for method, model in (("planner (measured curves)", measured), ("planner (err2 rule)", rule)):
+                    ranks, estimate = planner_choice(net, model, budget)
+                    changed = weight_factorization(net, ranks=ranks)[0] if ranks else net
+                    loss, se = _test_loss(net, changed, test)
+                    rows.append({**base, "method": method, "estimate": estimate, "test_loss": loss,
+                                 "test_se": se, "estimate_se": _test_loss(net, changed, chosen_on)[1]})
+    return rows
+
+
+def bound(table: pd.DataFrame) -> pd.Series:
+    """1 point plus two standard errors of (estimate - test loss): the two come from
+    independent rows, so their errors add in quadrature (a 95 % band around 1 point)."""
+    return 0.01 + 2 * np.sqrt(table.test_se**2 + table.estimate_se**2)
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    error = table.estimate - table.test_loss
+    table = table.assign(error=error, abs_error=error.abs(), within_bound=error.abs() <= bound(table))
+    return table.groupby(["model", "data", "method"]).agg(
+        points=("error", "size"), mean_error=("error", "mean"), mean_abs=("abs_error", "mean"),
+        median_abs=("abs_error", "median"), p90_abs=("abs_error", lambda e: e.quantile(0.9)),
+        max_abs=("abs_error", "max"), within_1pt=("abs_error", lambda e: (e <= 0.01).mean()),
+        within_bound=("within_bound", "mean"), mean_test_se=("test_se", "mean")).reset_index()
+
+
+def plot(table: pd.DataFrame, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    table = table[table.data == "validation half"]
+    methods = list(dict.fromkeys(table.method))
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods, strict=True):
+        part = table[table.method == method]
+        for model, group in part.groupby("model"):
+            ax.scatter(group.estimate * 100, group.test_loss * 100, s=14, label=model)
+        top = max(part.estimate.max(), part.test_loss.max()) * 100 + 1
+        ax.plot([0, top], [0, top], "k-", lw=0.8)
+        ax.fill_between([0, top], [-1, top - 1], [1, top + 1], color="grey", alpha=0.2,
+                        label="within 1 point")
+        ax.set_xlabel("estimated loss (%)")
+        ax.set_title(method)
+    axes[0][0].set_ylabel("loss measured on the other test half (%)")
+    axes[0][0].legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    out = out_dir(args, "accuracy_calibration")
+    seeds = (0,) if args.quick else (0, 1, 2)
+    budgets = (0.02, 0.05, 0.1) if args.quick else BUDGETS
+    models = MODELS[:2] if args.quick else MODELS
+    which = ("validation half",) if args.quick else ("train split", "validation half")
+    table = pd.DataFrame([r for name in models for r in rows_for(name, seeds, budgets, which)])
+    table.to_csv(out / "estimates.csv", index=False)
+    plot(table, str(out / "estimate_errors.png"))
+    print("Estimated against measured accuracy loss on the test split (neither saw it); "
+          f"{len(seeds)} split seeds x budgets {', '.join(f'{b:g}' for b in budgets)}\n")
+    print(table_text(summary(table), "{:.4f}"))
+    compress_rows = table[table.method == "compress"]
+    worst = (compress_rows.held_apart - compress_rows.budget).max()
+    print(f"\ncompress: worst held-apart loss minus budget {worst:+.4f} (target <= +0.01)")
+    print(f"\nwrote {out}/estimates.csv, estimate_errors.png")
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,46 @@
+"""experiments/accuracy_calibration.py runs end to end and its rows agree with direct measurement."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepx_sim.accuracy import Source
+from deepx_sim.accuracy.sources import reference
+from deepx_sim.compress.search import HELD_TOLERANCE, compress
+from deepx_sim.compress.train import trained_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_estimates_on_the_trained_models_hold_on_test_rows_neither_saw(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "accuracy_calibration.py"), "--quick",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(tmp_path / "estimates.csv")
+    assert set(table.method) == {"compress", "planner (measured curves)", "planner (err2 rule)"}
+    rows = table[table.method == "compress"]
+    assert (rows.held_apart <= rows.budget + HELD_TOLERANCE).all()
+    # the issue's target on the trained DNN and CNN: the estimate within 1 point of the loss on
+    # test rows neither saw, up to the sampling error of two means over a few hundred rows each
+    measured = table[table.method != "planner (err2 rule)"]
+    assert set(measured.model) == {"speakerid_digits", "cnn_digits"} and measured.budget.max() == 0.1
+    error = (measured.estimate - measured.test_loss).abs()
+    assert (error <= 0.01 + 2 * np.sqrt(measured.test_se**2 + measured.estimate_se**2)).all()
+    # the compress row again, by hand: chosen on one half of the test split, scored on the other
+    net, data = trained_model("speakerid_digits")
+    given, test = Source("labels", data.x_test, data.y_test, "test").split(0.5, 0)
+    outcome = compress(net, ["pc", "wf", "cs"], 0.05, given, seed=0)
+    row = rows[rows.budget == 0.05].iloc[0]
+    assert row.test_rows == test.rows
+    assert outcome.chosen_score is not None
+    assert row.estimate == pytest.approx(outcome.chosen_score.loss)
+    assert row.test_loss == pytest.approx(reference(net, test).score_model(outcome.graph).loss)
+    assert (tmp_path / "estimate_errors.png").stat().st_size > 0
+    assert "Estimated against measured accuracy loss" in done.stdout
