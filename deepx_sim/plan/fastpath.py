@@ -36,7 +36,7 @@ from deepx_sim.errors import InfeasibleError
 from deepx_sim.plan.ilp import DeepXPlanner
 from deepx_sim.plan.problem import RADIO, Plan, Problem, evaluate, transfers_of
 
-DEFAULT_UPLINKS_MBPS = (0.25, 2.0, 16.0, 64.0)
+DEFAULT_UPLINKS_MBPS = (0.25, 4.0, 64.0)
 #: Warm-up scans bisect between neighbours down to this ratio (bandwidth, free
 #: fraction, deadline share), from these lowest free fraction and deadline share.
 SCAN_RESOLUTION = 1.2
@@ -47,8 +47,9 @@ MIN_DEADLINE_SHARE = 0.3
 SATURATION_PATIENCE = 20
 MAX_SATURATION_SOLVES = 300
 DEFAULT_FREE_FRACTIONS = (1.0, 0.4)
-#: Arrival gaps the warm-up plans for, besides "no next request" (seconds).
-DEFAULT_GAPS_S = (0.25, 1.0, 4.0)
+#: Arrival gaps the warm-up plans for, besides "no next request": these shares
+#: of the link's tail (a gap beyond the tail costs a whole one, like no next request).
+DEFAULT_GAP_SHARES = (0.1, 0.5)
 
 
 @dataclass(frozen=True)
@@ -94,16 +95,17 @@ class FastReplanner:
     def warm(self, uplinks_mbps: tuple[float, ...] = DEFAULT_UPLINKS_MBPS,
              free_fractions: tuple[float, ...] = DEFAULT_FREE_FRACTIONS,
              vary: tuple[str, ...] | None = None,
-             gaps_s: Iterable[float] = DEFAULT_GAPS_S) -> FastReplanner:
+             gaps_s: Iterable[float] | None = None) -> FastReplanner:
         """Solve the ILP over the conditions a request may meet and keep each
         distinct optimum:
 
         - per-processor free fractions (``free_fractions`` for each processor in
           ``vary``, default all local ones) x radio states (idle with no next
-          request; connected with the next request ``gaps_s`` away) x uplink
-          bandwidths, and the same loads with the cloud unreachable;
-        - each processor in ``vary`` alone, from idle down to
-          :data:`MIN_FREE_FRACTION` free, on the device alone;
+          request; connected with the next request ``gaps_s`` away, default
+          :data:`DEFAULT_GAP_SHARES` of the tail) x uplink bandwidths, and the
+          same loads with the cloud unreachable;
+        - each processor in ``vary`` alone, and each pair together, from idle
+          down to :data:`MIN_FREE_FRACTION` free, on the device alone;
         - the share of the deadline left (our own queue, or a load on every
           processor, spends part of it), from all down to
           :data:`MIN_DEADLINE_SHARE`, on the device alone and with the radio connected;
@@ -120,11 +122,14 @@ class FastReplanner:
                  for ff in itertools.product(free_fractions, repeat=len(vary))]
         for ff in loads:
             self._try(replace(local_only, free_fraction=ff))
-        for proc in vary:
-            self._scan(lambda f, p=proc: self._try(replace(local_only, free_fraction={p: f})),
+        for group in [(p,) for p in vary] + list(itertools.combinations(vary, 2)):
+            self._scan(lambda f, g=group: self._try(replace(local_only, free_fraction=dict.fromkeys(g, f))),
                        [MIN_FREE_FRACTION, 1.0])
         radios = [local_only]
         if self.link is not None:
+            tail_s = self.link.radio.tail_s
+            if gaps_s is None:
+                gaps_s = [share * tail_s for share in DEFAULT_GAP_SHARES if tail_s]
             radios = [replace(base, radio_state="idle", tail_left_s=0.0, next_gap_s=None)]
             radios += [replace(base, radio_state="connected", tail_left_s=float("inf"), next_gap_s=g)
                        for g in gaps_s]

@@ -1,9 +1,14 @@
 """How the simulator gets plans: compiled plans, condition estimates and policies.
 
 The simulator asks a :class:`Policy` for a :class:`Decision` at each request's
-arrival and never talks to a planner directly.
+arrival, passing what the request finds (:class:`Observation`: the radio's
+state, the arrival gaps, our own backlog), and never talks to a planner
+directly.  Policies put the radio state and the expected next gap into the
+conditions they plan under, so the radio rule of :mod:`deepx_sim.costs`
+charges promotion and tail as they will fall.
 
-- ``static``: one plan, made at the link's nominal conditions with no load.
+- ``static``: one plan, made at the link's nominal conditions with no load
+  (scenarios: the run's average conditions).
 - ``replan``: DeepX's behaviour; each request is planned from an estimate of
   the current conditions (the last periodic sample, an EWMA of samples, or
   the instantaneous value).  The ``deepx`` planner uses the fast path
@@ -30,7 +35,7 @@ from typing import Any, Literal
 from deepx_sim.costs import Conditions, RadioState, radio_charge
 from deepx_sim.errors import InfeasibleError, PlanError, ScenarioError
 from deepx_sim.plan import get_planner
-from deepx_sim.plan.fastpath import DEFAULT_GAPS_S, FastReplanner
+from deepx_sim.plan.fastpath import DEFAULT_GAP_SHARES, FastReplanner
 from deepx_sim.plan.ilp import DeepXPlanner
 from deepx_sim.plan.problem import Constraints, Plan, Problem, transfers_of
 from deepx_sim.sim.conditions import Outages, StepTrace
@@ -471,7 +476,10 @@ class ReplanPolicy(Policy):
             local = {p.name for p in problem.platform.local_processors}
             loaded = tuple(p for p in world.free_fraction if p in local)
             self.fast = FastReplanner(problem.with_conditions(Conditions(link=world.link)))
-            gaps = DEFAULT_GAPS_S if self.gaps.value is None else (*DEFAULT_GAPS_S, self.gaps.value)
+            link = problem.costs.link
+            gaps = [share * link.radio.tail_s for share in DEFAULT_GAP_SHARES] if link else []
+            if self.gaps.value is not None:
+                gaps.append(self.gaps.value)  # the workload's
             self.fast.warm(vary=loaded, gaps_s=gaps if self.radio_aware else ())
 
     @property
