@@ -233,8 +233,7 @@ def read_timestamps(path: Path, end_s: float = math.inf) -> list[float]:
     out: list[float] = []
     for line, (t,) in _numeric_rows(path, ("time_s",), MAX_REQUESTS_PER_RUN, "arrivals file"):
         if out and t < out[-1]:
-            raise ScenarioError(f"{path}:{line}: time_s must not decrease (a negative inter-arrival "
-                                f"time), got {t:g} after {out[-1]:g}")
+            raise ScenarioError(f"{path}:{line}: time_s must not decrease, got {t:g} after {out[-1]:g}")
         if t >= end_s:
             raise ScenarioError(f"{path}:{line}: time_s {t:g} is past the run's end "
                                 f"(duration_s {end_s:g}); arrivals must lie in [0, duration_s)")

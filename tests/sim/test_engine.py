@@ -194,8 +194,7 @@ def test_arrival_timestamps_that_go_back_in_time_are_refused(tmp_path) -> None: 
         load_scenario(path)
     stamps = tmp_path / "arrivals.csv"
     stamps.write_text("time_s\n0\n3\n2.5\n")
-    with pytest.raises(ScenarioError, match=r"arrivals\.csv:4: time_s must not decrease \(a negative "
-                                            r"inter-arrival time\), got 2\.5 after 3"):
+    with pytest.raises(ScenarioError, match=r"arrivals\.csv:4: time_s must not decrease, got 2\.5 after 3"):
         read_timestamps(stamps)
 
 
