@@ -340,7 +340,7 @@ def _simulate_compare(args: argparse.Namespace) -> None:
         rows.append([kind, f"{s['energy_mean_j'] * 1000:.1f}", f"{s['deadline_miss_rate'] * 100:.1f}",
                      f"{s['offload_rate'] * 100:.1f}", str(s["distinct_plans"]),
                      f"{s['latency_p95_s'] * 1000:.1f}", str(s["radio_promotions"]),
-                     str(s["planner_full_solves"])])
+                     str(s["planner_full_solves"]), str(s["planner_pool_size"] or "-")])
     if args.json:
         print(json.dumps(summaries, indent=2, default=float))
         return
@@ -350,9 +350,11 @@ def _simulate_compare(args: argparse.Namespace) -> None:
     print(f"{scenario.name}: {summaries['replan']['requests']} requests, planner "
           f"{scenario.policy.planner}, each policy on the same conditions\n")
     print(_table(rows, ["policy", "energy/request mJ", "vs oracle", "deadline misses %", "sent to cloud %",
-                        "distinct plans", "p95 latency ms", "radio promotions", "full solves"]))
+                        "distinct plans", "p95 latency ms", "radio promotions", "full solves",
+                        "pool"]))
     print("\nstatic: one plan at the run's average conditions; replan: per request from the last "
-          "estimate (fast path);\noracle: per request from the true conditions (full solves).")
+          "estimate (with deepx,\nthe fast path re-ranks a pool of plans); oracle: per request from "
+          "the true conditions (full solves).")
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
@@ -387,7 +389,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         ["fell back on device", f"{s['fallback_rate'] * 100:.2f} %"],
         ["sent to the cloud", f"{s['offload_rate'] * 100:.2f} %"],
         ["energy per request (mean)", f"{s['energy_mean_j'] * 1000:.2f} mJ"],
-        ["distinct plans used", str(s["distinct_plans"])],
+        ["distinct plans used", str(s["distinct_plans"])
+         + (f" (fast-path pool {s['planner_pool_size']})" if s.get("planner_pool_size") else "")],
         ["radio promotions", str(s["radio_promotions"])],
         ["mean device power", f"{s['mean_power_w'] * 1000:.1f} mW"],
         ["battery drain", f"{s['battery_drain_pct_per_h']:.2f} %/h (inference alone "

@@ -406,6 +406,7 @@ class Simulation:
         summary = summarize(rows, run_energy, horizon_s, self.battery.drain_pct_per_h)
         summary.update({"policy": self.policy.name, "wall_s": wall_s,
                         "planner_full_solves": self.policy.full_solves,
+                        "planner_pool_size": self.policy.pool_size,
                         "radio_promotions": self.radio.promotions if self.radio else 0})
         return SimulationResult(records_frame(rows, self.local), summary, run_energy, events)
 

@@ -330,6 +330,11 @@ class Policy(ABC):
         return self._solves
 
     @property
+    def pool_size(self) -> int:
+        """Distinct plans in the replanning fast path's pool (0 without one)."""
+        return 0
+
+    @property
     def name(self) -> str:
         return f"{self.kind}:{self.planner_name}"
 
@@ -485,6 +490,10 @@ class ReplanPolicy(Policy):
     @property
     def full_solves(self) -> int:
         return self._solves + (self.fast.full_solves if self.fast is not None else 0)
+
+    @property
+    def pool_size(self) -> int:
+        return self.fast.pool_size if self.fast is not None else 0
 
     def decide(self, now_s: float, seen: Observation = IDLE) -> Decision:
         started = time.perf_counter()
