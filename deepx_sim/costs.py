@@ -181,7 +181,9 @@ def variant_flops(layer: Layer, variant: Variant) -> int:
     if variant.rank is None or layer.fc is None:
         return layer.flops
     rows = layer.output_elements // layer.fc.m
-    return 2 * rows * variant.rank * (layer.fc.m + layer.fc.n)
+    dense = 2 * rows * layer.fc.m * layer.fc.n  # the product a rank replaces; a fused unit's
+    rest = max(layer.flops - dense, 0)  # bias, batchnorm and activation stay
+    return 2 * rows * variant.rank * (layer.fc.m + layer.fc.n) + rest
 
 
 def variant_params(layer: Layer, variant: Variant) -> int:

@@ -41,7 +41,7 @@ import pulp
 
 from deepx_sim.costs import Variant, tail_energy_j, tail_pieces
 from deepx_sim.errors import InfeasibleError, PlanError
-from deepx_sim.model.layers import LayerKind
+from deepx_sim.model.layers import Layer, LayerKind
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate
 
@@ -216,28 +216,49 @@ class _Builder:
             allowed = [problem.sensor] if lay.kind == LayerKind.INPUT else self.procs
             self.act_bytes[lay.name] = (lay.input_bytes(costs.activation_bits)
                                         + lay.output_bytes(costs.activation_bits))
-            row: list[pulp.LpVariable] = []
-            self.local_lat.append([])
-            for p in allowed:
-                self.assign[(lay.name, p)] = []
-                biggest = 0
-                for v in problem.variants(lay, p):
-                    var = self.var("x", binary=True)
-                    self.x[(lay.name, p, v)] = var
-                    self.assign[(lay.name, p)].append(var)
-                    row.append(var)
-                    cost = costs.layer_cost(lay.name, p, v)
-                    self.pay(var, cost.latency_s, cost.energy_j)
-                    (self.span if p in self.remote else self.local_lat[-1]).append((var, cost.latency_s))
-                    self.params[p].append((var, cost.param_bytes))
-                    biggest = max(biggest, cost.param_bytes)
-                    loss = problem.loss(lay, v)
-                    if loss > 0:
-                        self.loss.append((var, loss))
-                self.max_params[p] += biggest
-            if not row:
+            options = {p: problem.variants(lay, p) for p in allowed}
+            options = {p: vs for p, vs in options.items() if vs}
+            if not options:
                 raise PlanError(f"layer {lay.name!r} has no processor that can run it")
-            self.prob += pulp.lpSum(row) == 1, f"place_{self._n}"
+            self.local_lat.append([])
+            linked = _linkable(options)
+            for p, variants in options.items():
+                for v in variants:
+                    var = self.var("x", binary=not linked)
+                    self.x[(lay.name, p, v)] = var
+                    self._pay_variant(lay, p, v, var)
+                self.max_params[p] += max(costs.layer_cost(lay.name, p, v).param_bytes for v in variants)
+            if linked:
+                self._link(lay.name, options)
+            else:
+                for p, variants in options.items():
+                    self.assign[(lay.name, p)] = [self.x[(lay.name, p, v)] for v in variants]
+            self.prob += pulp.lpSum(v for p in options for v in self.assign[(lay.name, p)]) == 1
+
+    def _pay_variant(self, lay: Layer, p: str, v: Variant, var: pulp.LpVariable) -> None:
+        """The latency, energy, parameters and accuracy loss of running ``lay`` on ``p`` as ``v``."""
+        cost = self.costs.layer_cost(lay.name, p, v)
+        self.pay(var, cost.latency_s, cost.energy_j)
+        (self.span if p in self.remote else self.local_lat[-1]).append((var, cost.latency_s))
+        self.params[p].append((var, cost.param_bytes))
+        loss = self.problem.loss(lay, v)
+        if loss > 0:
+            self.loss.append((var, loss))
+
+    def _link(self, name: str, options: dict[str, list[Variant]]) -> None:
+        """Processor binaries a[p] and rank binaries k[r] with continuous x[p,r] whose sums
+        over r and over p equal them: x = a[p] k[r] at integer points, the LP relaxation is
+        the same as with binary x, and the search branches on processors and ranks."""
+        ranks: dict[int | None, list[pulp.LpVariable]] = {}
+        for p, variants in options.items():
+            a = self.var("a", binary=True)
+            self.assign[(name, p)] = [a]
+            self.prob += pulp.lpSum(self.x[(name, p, v)] for v in variants) == a
+            for v in variants:
+                ranks.setdefault(v.rank, []).append(self.x[(name, p, v)])
+        for xs in ranks.values():
+            k = self.var("k", binary=True)
+            self.prob += pulp.lpSum(xs) == k
 
     # ------------------------------------------------------------ transfers
     def transfers(self) -> None:
@@ -413,6 +434,14 @@ class _Builder:
         # otherwise blur choices that differ by a tenth of a microsecond
         prob += OBJECTIVE_SCALE * goal
         return _Model(prob, self.x, latency, energy, loss)
+
+
+def _linkable(options: dict[str, list[Variant]]) -> bool:
+    """Whether placement and rank can be chosen by separate binaries: several processors
+    and ranks, each processor with one variant per rank."""
+    ranks = [[v.rank for v in vs] for vs in options.values()]
+    return (len(options) > 1 and max(map(len, ranks)) > 1
+            and all(len(set(r)) == len(r) for r in ranks))
 
 
 def _expr(terms: list[tuple[pulp.LpVariable, float]]) -> pulp.LpAffineExpression:

@@ -32,6 +32,7 @@ from deepx_sim.accuracy import RANK_FRACTIONS, AccuracyModel, candidate_ranks
 from deepx_sim.config import DEFAULT_DEADLINE_S, DEFAULT_MAX_ACCURACY_LOSS
 from deepx_sim.costs import FULL, Conditions, CostModel, RadioCharge, Variant
 from deepx_sim.errors import PlanError
+from deepx_sim.model.fusion import fuse, fuse_profile
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.profiles import Profile
 from deepx_sim.platform import Platform
@@ -170,7 +171,9 @@ class Problem:
     ``precisions`` lists the weight precisions planners may choose among; by
     default each processor runs 32-bit, or its widest precision if it has no
     32-bit support.  ``rank_fractions`` sets the SVD rank grid (fractions of
-    the break-even rank); empty disables Runtime Layer Compression.
+    the break-even rank); empty disables Runtime Layer Compression.  With
+    ``fuse`` (the default) layers are planned as the units runtimes fuse them
+    into (:mod:`deepx_sim.model.fusion`); plans then name units by their first layer.
     """
 
     graph: nx.DiGraph
@@ -181,8 +184,13 @@ class Problem:
     precisions: tuple[int, ...] | None = None
     rank_fractions: tuple[float, ...] = RANK_FRACTIONS
     accuracy: AccuracyModel | None = None
+    fuse: bool = True
 
     def __post_init__(self) -> None:
+        if self.fuse and "fused" not in self.graph.graph:
+            self.graph = fuse(self.graph)
+            if self.profile:
+                self.profile = fuse_profile(self.profile, self.graph)
         if self.accuracy is None:
             self.accuracy = AccuracyModel(self.graph)
 
