@@ -31,6 +31,7 @@ FOLLOWERS: dict[LayerKind, tuple[LayerKind, ...]] = {
     LayerKind.FC: (LayerKind.BATCHNORM, LayerKind.ACTIVATION),
     LayerKind.ADD: (LayerKind.ACTIVATION, LayerKind.LAYERNORM),
     LayerKind.MATMUL: (LayerKind.ADD, LayerKind.SOFTMAX),
+    LayerKind.BATCHNORM: (LayerKind.ACTIVATION,),  # pre-activation (DenseNet): one element-wise kernel
 }
 HEADS = frozenset(FOLLOWERS)
 

@@ -32,7 +32,7 @@ from deepx_sim.accuracy import RANK_FRACTIONS, AccuracyModel, candidate_ranks
 from deepx_sim.config import DEFAULT_DEADLINE_S, DEFAULT_MAX_ACCURACY_LOSS
 from deepx_sim.costs import FULL, Conditions, CostModel, RadioCharge, Variant
 from deepx_sim.errors import PlanError
-from deepx_sim.model.fusion import fuse, fuse_profile
+from deepx_sim.model.fusion import fuse, fuse_profile, fused_members
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.profiles import Profile
 from deepx_sim.platform import Platform
@@ -103,6 +103,7 @@ class Plan:
     gap: float | None = None
     notes: tuple[str, ...] = ()
     accuracy_source: str = ""  # where accuracy_loss comes from (AccuracyModel.accuracy_source)
+    units: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # fused unit -> its layers
 
     @property
     def assignment(self) -> dict[str, Placement]:
@@ -157,7 +158,8 @@ class Plan:
                 "tail_j": self.radio.tail_j},
             "assignment": [
                 {"layer": p.layer, "processor": p.processor, "rank": p.variant.rank,
-                 "bits": p.variant.bits} for p in self.placements
+                 "bits": p.variant.bits, "layers": list(self.units.get(p.layer, (p.layer,)))}
+                for p in self.placements
             ],
             "notes": list(self.notes),
             "accuracy_source": self.accuracy_source,
@@ -353,6 +355,7 @@ def evaluate(problem: Problem, assignment: Mapping[str, Placement], planner: str
         accuracy_source=problem.accuracy.accuracy_source if problem.accuracy else "",
         objective_value=c.objective_value(total_energy, latency),
         conditions=conditions, constraints=c, uses_radio=radio is not None, radio=radio, status=status,
+        units={lay.name: fused_members(lay) for lay in problem.layers if len(fused_members(lay)) > 1},
         **info,  # type: ignore[arg-type]
     )
 
