@@ -189,12 +189,12 @@ class Problem:
     fuse: bool = True
 
     def __post_init__(self) -> None:
+        if self.accuracy is None:  # on the layers as they are: accuracy is measured by running them
+            self.accuracy = AccuracyModel(self.graph)
         if self.fuse and "fused" not in self.graph.graph:
             self.graph = fuse(self.graph)
             if self.profile:
                 self.profile = fuse_profile(self.profile, self.graph)
-        if self.accuracy is None:
-            self.accuracy = AccuracyModel(self.graph)
 
     def with_conditions(self, conditions: Conditions) -> Problem:
         """The same problem under other conditions (costs are recomputed lazily)."""
