@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,20 @@ class _Model:
     latency: pulp.LpAffineExpression
     energy: pulp.LpAffineExpression
     loss: pulp.LpAffineExpression
+    linked: dict[tuple[str, object], pulp.LpVariable]  # (layer, processor or ("rank", k)) -> a or k
+
+    def start(self, placements: Mapping[str, Placement]) -> dict[pulp.LpVariable, float]:
+        """Values of the placement and rank variables that make ``placements`` (a plan for
+        the same layers) a starting solution; the solver completes the rest."""
+        values: dict[pulp.LpVariable, float] = {}
+        for (layer, p, v), var in self.x.items():
+            chosen = placements.get(layer)
+            values[var] = float(chosen is not None and (chosen.processor, chosen.variant) == (p, v))
+        for (layer, key), var in self.linked.items():
+            chosen = placements.get(layer)
+            keys = () if chosen is None else (chosen.processor, ("rank", chosen.variant.rank))
+            values[var] = float(key in keys)
+        return values
 
 
 class DeepXPlanner(Planner):
@@ -106,8 +121,11 @@ class DeepXPlanner(Planner):
             warnings.simplefilter("ignore", DeprecationWarning)
             return pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap)
 
-    def _solve(self, model: _Model) -> tuple[str, float | None]:
-        model.prob.solve(self._solver())
+    def _solve(self, model: _Model, start: Mapping[str, Placement] | None = None) -> tuple[str, float | None]:
+        solver = self._solver()
+        if start and isinstance(solver, _BatchHiGHS):
+            solver.start = model.start(start)
+        model.prob.solve(solver)
         status = pulp.LpStatus[model.prob.status]
         gap: float | None = None
         if self.solver == "highs" and getattr(model.prob, "solverModel", None) is not None:
@@ -117,11 +135,13 @@ class DeepXPlanner(Planner):
             gap = 0.0  # CBC does not report it through PuLP; optimal within gapRel
         return status, gap
 
-    def plan(self, problem: Problem) -> Plan:
-        start = time.perf_counter()
+    def plan(self, problem: Problem, start: Plan | None = None) -> Plan:
+        """The optimal plan; ``start`` (e.g. the previous request's plan) is handed to the
+        solver as a first solution when its layers match the problem's."""
+        began = time.perf_counter()
         model = self.build(problem)
-        status, gap = self._solve(model)
-        elapsed = time.perf_counter() - start
+        status, gap = self._solve(model, start.assignment if start is not None else None)
+        elapsed = time.perf_counter() - began
         if status == "Infeasible":
             raise InfeasibleError(self.diagnose(problem))
         chosen = {}
@@ -162,7 +182,10 @@ Terms = list[tuple[pulp.LpVariable, float]]
 
 class _BatchHiGHS(pulp.HiGHS):
     """PuLP's HiGHS interface, passing columns, integrality and rows to HiGHS in three
-    calls instead of one call per variable and per row (BERT-base: 0.37 s -> 0.05 s)."""
+    calls instead of one call per variable and per row (BERT-base: 0.37 s -> 0.05 s),
+    and an optional starting solution (``start``: values of some variables)."""
+
+    start: dict[pulp.LpVariable, float] | None = None
 
     def buildSolverModel(self, lp: pulp.LpProblem) -> None:
         import highspy
@@ -196,6 +219,9 @@ class _BatchHiGHS(pulp.HiGHS):
         model.addRows(len(starts), np.array(row_lo, dtype=float), np.array(row_hi, dtype=float),
                       len(index), np.array(starts, dtype=np.int32), np.array(index, dtype=np.int32),
                       np.array(value, dtype=float))
+        if self.start:
+            model.setSolution(len(self.start), np.array([v.index for v in self.start], dtype=np.int32),
+                              np.array(list(self.start.values()), dtype=float))
 
 
 class _Builder:
@@ -225,6 +251,7 @@ class _Builder:
         self.max_params: dict[str, int] = dict.fromkeys(self.procs, 0)
         self._n = 0
         self._rows = 0
+        self.linked: dict[tuple[str, object], pulp.LpVariable] = {}
         self._tcache: dict[tuple[int, str, str], tuple[float, float, bool]] = {}
 
     def var(self, prefix: str, binary: bool = False) -> pulp.LpVariable:
@@ -341,11 +368,13 @@ class _Builder:
         for p, variants in options.items():
             a = self.var("a", binary=True)
             self.assign[(name, p)] = [a]
+            self.linked[(name, p)] = a
             self.row([(self.x[(name, p, v)], 1.0) for v in variants] + [(a, -1.0)], pulp.LpConstraintEQ)
             for v in variants:
                 ranks.setdefault(v.rank, []).append(self.x[(name, p, v)])
-        for xs in ranks.values():
+        for rank, xs in ranks.items():
             k = self.var("k", binary=True)
+            self.linked[(name, ("rank", rank))] = k
             self.row([(x, 1.0) for x in xs] + [(k, -1.0)], pulp.LpConstraintEQ)
 
     # ------------------------------------------------------------ transfers
@@ -542,7 +571,7 @@ class _Builder:
         # in mJ / ms: the solver's optimality tolerances (about 1e-7 absolute) would
         # otherwise blur choices that differ by a tenth of a microsecond
         prob += OBJECTIVE_SCALE * goal
-        return _Model(prob, self.x, latency, energy, loss)
+        return _Model(prob, self.x, latency, energy, loss, self.linked)
 
 
 def _linkable(options: dict[str, list[Variant]]) -> bool:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from deepx_sim.costs import Variant
 from deepx_sim.model.layers import Layer
 from deepx_sim.plan.problem import Problem
@@ -55,33 +57,36 @@ def _moves(problem: Problem, layer: Layer, src: str, dst: str) -> tuple[float, f
     return lat, en
 
 
-def _dominates(a: Option, b: Option, move: tuple[float, float], memory_binds: bool) -> bool:
-    """Whether option ``a`` is at least as good as ``b`` after paying ``move``."""
-    return (a.latency_s + move[0] <= b.latency_s and a.energy_j + move[1] <= b.energy_j
-            and a.loss <= b.loss and (not memory_binds or a.param_bytes <= b.param_bytes))
-
-
 def kept_options(problem: Problem, layer: Layer, options: list[Option],
                  movable: set[str], memory_binds: dict[str, bool]) -> list[Option]:
     """``options`` without the dominated ones.  ``movable`` lists the processors a layer may
     move between (local, no queued work).  An option is dropped only when an option that
     nothing dominates dominates it, so no chain of moves is assumed; of equal options
     the first stays."""
-    moves: dict[tuple[str, str], tuple[float, float]] = {}
-
-    def beats(j: int, i: int) -> bool:
-        a, b = options[j], options[i]
-        if a.processor != b.processor and not {a.processor, b.processor} <= movable:
-            return False
-        if not _dominates(a, b, (0.0, 0.0), memory_binds[a.processor]):
-            return False  # (cheap test first: most pairs fail before any move is priced)
-        key = (b.processor, a.processor)
-        if key not in moves:
-            moves[key] = (0.0, 0.0) if key[0] == key[1] else _moves(problem, layer, *key)
-        if not _dominates(a, b, moves[key], memory_binds[a.processor]):
-            return False
-        return j < i or not beats(i, j)  # mutual: the two are equal, the first stays
-
     n = len(options)
-    top = [i for i in range(n) if not any(beats(j, i) for j in range(n) if j != i)]
-    return [options[i] for i in range(n) if i in top or not any(beats(j, i) for j in top)]
+    if n < 2:
+        return options
+    lat, en, loss, par = (np.array([getattr(o, f) for o in options], dtype=float)
+                          for f in ("latency_s", "energy_j", "loss", "param_bytes"))
+    procs = sorted({o.processor for o in options})
+    where = np.array([procs.index(o.processor) for o in options])
+    binds = np.array([memory_binds[o.processor] for o in options])
+    # beaten[b, a]: option a is at least as good as b before any transfer is priced
+    beaten = ((lat[None, :] <= lat[:, None]) & (en[None, :] <= en[:, None]) & (loss[None, :] <= loss[:, None])
+              & (~binds[None, :] | (par[None, :] <= par[:, None])))
+    np.fill_diagonal(beaten, False)
+    same = where[:, None] == where[None, :]
+    for (b, a) in {(where[i], where[j]) for i, j in zip(*np.nonzero(beaten & ~same), strict=True)}:
+        pair = (where[:, None] == b) & (where[None, :] == a)
+        src, dst = procs[b], procs[a]
+        if not {src, dst} <= movable:
+            beaten &= ~pair
+            continue
+        move_lat, move_en = _moves(problem, layer, src, dst)
+        fits = (lat[None, :] + move_lat <= lat[:, None]) & (en[None, :] + move_en <= en[:, None])
+        beaten &= ~pair | fits
+    mutual = beaten & beaten.T  # equal options: the first one stays
+    beaten &= ~mutual | (np.arange(n)[None, :] < np.arange(n)[:, None])
+    top = ~beaten.any(axis=1)
+    keep = top | ~beaten[:, top].any(axis=1)
+    return [o for o, k in zip(options, keep, strict=True) if k]

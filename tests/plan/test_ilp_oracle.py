@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from deepx_sim.errors import InfeasibleError
@@ -111,3 +113,24 @@ def test_presolve_drops_only_options_an_optimum_can_avoid() -> None:
     assert len(kept.x) < len(every.x)
     with_presolve, without = DeepXPlanner().plan(problem), DeepXPlanner(presolve=False).plan(problem)
     assert with_presolve.objective_value == pytest.approx(without.objective_value, rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_starting_plan_changes_the_time_not_the_optimum(seed: int) -> None:
+    """The previous plan (optimal under other conditions) or a baseline's, as a start."""
+    from dataclasses import replace
+
+    from deepx_sim.plan import get_planner
+
+    problem = random_problem(3000 + seed)
+    try:
+        cold = DeepXPlanner().plan(problem)
+    except InfeasibleError:
+        pytest.skip("instance infeasible")
+    other = problem.with_conditions(replace(problem.conditions, uplink_mbps=0.5))
+    starts = [get_planner("greedy").plan(problem)]
+    with contextlib.suppress(InfeasibleError):
+        starts.append(DeepXPlanner().plan(other))
+    for start in starts:
+        warm = DeepXPlanner().plan(problem, start=start)
+        assert warm.objective_value == pytest.approx(cold.objective_value, rel=1e-6, abs=1e-12)
