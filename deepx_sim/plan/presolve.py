@@ -35,14 +35,21 @@ class Option:
 
 def _moves(problem: Problem, layer: Layer, src: str, dst: str) -> tuple[float, float]:
     """An upper bound on the (latency_s, energy_j) the layer's transfers can grow by when
-    it moves from ``src`` to ``dst``: each input may now have to come to ``dst``
-    from wherever its producer runs, and its output goes out from ``dst`` instead
-    of ``src`` to every processor that may need it."""
+    it moves from ``src`` to ``dst``: an input only it reads now comes to ``dst``
+    instead of ``src``; one that others read too may have to come to ``dst`` as
+    well; its output goes out from ``dst`` instead of ``src`` to every processor
+    that may need it."""
     costs, graph = problem.costs, problem.graph
     procs = problem.processors
     lat = en = 0.0
     for u in graph.predecessors(layer.name):
         size = costs.edge_bytes(u, layer.name)
+        if graph.out_degree(u) == 1:  # u's output now goes r -> dst instead of r -> src
+            moved = [(costs.transfer_cost(size, r, dst), costs.transfer_cost(size, r, src)) for r in procs]
+            lat += max(new.latency_s - old.latency_s for new, old in moved)
+            en += max(new.energy_j - old.energy_j for new, old in moved)
+            continue
+        # other consumers may keep src in need of it: dst may be a new destination
         worst = [costs.transfer_cost(size, r, dst) for r in procs if r != dst]
         lat += max((t.latency_s for t in worst), default=0.0)
         en += max((t.energy_j for t in worst), default=0.0)
