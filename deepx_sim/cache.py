@@ -75,21 +75,45 @@ def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def cached(namespace: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The arrays stored under (``namespace``, ``key``), computing and storing them if
-    absent or invalid."""
-    path = cache_root() / namespace / f"{key}.npz"
-    if path.is_file():
-        arrays = _read(path)
-        if arrays is not None:
-            return arrays
-        path.unlink(missing_ok=True)  # corrupt or stale: recompute
-    arrays = compute()
+def entry_path(namespace: str, key: str) -> Path:
+    return cache_root() / namespace / f"{key}.npz"
+
+
+def lookup(namespace: str, key: str) -> dict[str, np.ndarray] | None:
+    """The arrays stored under (``namespace``, ``key``), or None when absent; a corrupt
+    or stale entry is removed and reads as absent."""
+    path = entry_path(namespace, key)
+    if not path.is_file():
+        return None
+    arrays = _read(path)
+    if arrays is None:
+        path.unlink(missing_ok=True)
+    return arrays
+
+
+def store(namespace: str, key: str, arrays: dict[str, np.ndarray]) -> None:
+    """Store ``arrays`` under (``namespace``, ``key``); an unwritable folder warns once."""
+    path = entry_path(namespace, key)
     try:
         _write(path, arrays)
     except OSError as exc:
         if str(path.parent) not in _warned:
             _warned.add(str(path.parent))
             warnings.warn(f"cannot write the cache folder {path.parent} ({exc.strerror or exc}); computing "
-                          "in memory (set DEEPX_SIM_CACHE to a writable folder)", CacheWarning, stacklevel=2)
+                          "in memory (set DEEPX_SIM_CACHE to a writable folder)", CacheWarning, stacklevel=3)
+
+
+def cached(namespace: str, key: str, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays stored under (``namespace``, ``key``), computing and storing them if
+    absent or invalid."""
+    arrays = lookup(namespace, key)
+    if arrays is None:
+        arrays = compute()
+        store(namespace, key, arrays)
     return arrays
+
+
+def cached_text(namespace: str, key: str, compute: Callable[[], str]) -> str:
+    """A short string (a digest) cached like :func:`cached`."""
+    arrays = cached(namespace, key, lambda: {"text": np.frombuffer(compute().encode(), dtype=np.uint8)})
+    return arrays["text"].tobytes().decode()

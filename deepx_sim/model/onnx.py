@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from deepx_sim.model.layers import (
     validate_graph,
     with_nonzeros,
 )
-from deepx_sim.model.weights import Storage, WeightStore
+from deepx_sim.model.weights import Loader, Storage, WeightStore
 
 MIN_OPSET = 7
 #: Reductions read as pooling over the reduced axes (global average pooling is ReduceMean over H, W).
@@ -147,13 +147,18 @@ def _dims(value_info: Any) -> list[int | str]:
     return dims
 
 
-def _read_model(path: Path) -> Any:
-    import onnx
-
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise ModelError(f"{path}: no such ONNX file")
     if path.stat().st_size == 0:
         raise ModelError(f"{path}: the file is empty (0 bytes); expected an ONNX model")
+
+
+def read_model(path: Path) -> Any:
+    """The parsed ONNX model at ``path`` (ModelError if it is not one)."""
+    import onnx
+
+    _check_file(path)
     try:
         model = onnx.load(str(path), load_external_data=True)
     except Exception as exc:  # the protobuf parser raises many types
@@ -213,17 +218,49 @@ def load_onnx(
     ``input_shapes`` fixes dynamic input dimensions: ``{input_name: shape}``,
     or ``{None: shape}`` for a single-input model.  Raises ModelError for a
     missing, empty or invalid file, an opset below 7, nodes out of order, or
-    an unresolved dynamic dimension after the batch axis.
+    an unresolved dynamic dimension after the batch axis.  The graph read from
+    a file is cached (:mod:`deepx_sim.model.skeleton`): reading the same bytes
+    again parses nothing, and weights load only when asked for.
     """
-    return _Reader(Path(path)).read(input_shapes)
+    from deepx_sim.model import skeleton
+
+    path = Path(path)
+    _check_file(path)
+    raw_key = skeleton.bytes_key(path)
+    key = skeleton.file_key(raw_key, input_shapes)
+    graph = skeleton.load(key, path)
+    if graph is not None:
+        return graph
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reader = _Reader(path, key)
+        graph = reader.read(input_shapes)
+    skeleton.save(key, raw_key, graph, reader.recipes, [(w.category, str(w.message)) for w in caught])
+    for w in caught:
+        warnings.warn(w.message, stacklevel=2)
+    return graph
+
+
+def initializer_loader(proto: Callable[[], Any], transpose: bool, factor: float) -> Loader:
+    """A loader of an initialiser (``proto`` gives its TensorProto) as a layer reads it."""
+
+    def load() -> np.ndarray:
+        array = tensor_array(proto())
+        array = array.T if transpose else array
+        return array if factor == 1.0 else array * factor
+
+    return load
 
 
 class _Reader:
     """One ONNX file into one layer graph (state shared by the per-node steps)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, file_key: str) -> None:
         self.path = path
-        self.model = _read_model(path)
+        self.file_key = file_key
+        self.model = read_model(path)
+        # (layer, role) -> (initialiser, transpose, factor): how the skeleton cache reloads it
+        self.recipes: dict[tuple[str, str], tuple[str, bool, float]] = {}
         self.graph_def = self.model.graph
         self.initializers = {t.name: t for t in self.graph_def.initializer}
         self.constants: dict[str, np.ndarray] = {}
@@ -384,7 +421,7 @@ class _Reader:
         self, layer: str, role: str, tensor: str, transpose: bool = False, factor: float = 1.0
     ) -> None:
         """A lazy loader for ``tensor`` as ``layer``'s ``role`` (the stored form for a weight)."""
-
+        self.recipes.pop((layer, role), None)  # set below unless the array is kept in memory
         if tensor in self.stored and role == "weight" and factor == 1.0:
             array, storage, axis = self.stored[tensor]
             out_axis = array.ndim - 1 if transpose else 0
@@ -393,14 +430,12 @@ class _Reader:
                 self.store.set(layer, role, array.T if transpose else array, storage)
                 return
         if tensor in self.initializers:
+            from deepx_sim.model.skeleton import digest_key
+
             proto = self.initializers[tensor]
-
-            def load(t: Any = proto) -> np.ndarray:
-                array = tensor_array(t)
-                array = array.T if transpose else array
-                return array if factor == 1.0 else array * factor
-
-            self.store.register(layer, role, load)
+            self.store.register(layer, role, initializer_loader(lambda: proto, transpose, factor),
+                                digest_key(self.file_key, layer, role))
+            self.recipes[(layer, role)] = (tensor, transpose, factor)
             if role == "weight":
                 bits = {1: 32, 11: 64, 10: 16}.get(proto.data_type, 32)  # TensorProto FLOAT/DOUBLE/FLOAT16
                 self.store.set_storage(layer, Storage(bits, sparse=layer in self.sparse))

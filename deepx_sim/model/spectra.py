@@ -8,15 +8,28 @@ to float32: each s_i^2 is off by at most about 1e-6 of s_1^2, so a tail share
 err2(k) moves by well under 1e-3 (tests/model/test_spectra.py bounds it).
 Results are cached on disk by a hash of the weight's bytes
 (:mod:`deepx_sim.cache`): a second run, a sweep worker or the replanning
-fast path never recomputes them.
+fast path never recomputes them; :func:`weight_singular_values` takes that hash
+from the weight store, which knows it for an unchanged ONNX file without
+reading the weight at all.
+
+Why no truncated or randomised method: the planner reads err2 at every rank of
+the ladder, up to 0.9 of the break-even rank (3169 of VGG-16 fc6's 4096), so
+the sum of nearly all squared singular values is needed.  A rank-l subspace
+bounds err2(k) only to within its residual energy, which stays large unless l
+is close to the full rank: with the project's own spectrum model (s_i = i^-0.6)
+a 4096-wide layer keeps 20 % of its energy beyond rank 128 (7 % beyond 1024), and a random
+(Marchenko-Pastur) weight more; reaching it costs as much as the Gram itself.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import numpy as np
 
 from deepx_sim.cache import array_digest, cached
-from deepx_sim.model.weights import check_finite
+from deepx_sim.model.weights import WeightStore, check_finite
 
 #: Below this smaller side, a values-only float64 SVD is about as fast as the Gram route.
 GRAM_MIN_SIDE = 128
@@ -27,12 +40,13 @@ def _compute(matrix: np.ndarray, layer: str) -> np.ndarray:
     if min(matrix.shape) <= GRAM_MIN_SIDE:
         return np.linalg.svd(matrix.astype(np.float64), compute_uv=False)
     import scipy.linalg
+    from threadpoolctl import threadpool_limits
 
     side = matrix if matrix.shape[0] <= matrix.shape[1] else matrix.T
     side = side.astype(np.float32, copy=False)
-    from threadpoolctl import threadpool_limits
 
-    gram = side @ side.T  # numpy runs A A^T as one syrk
+    with threadpool_limits(limits=_gram_threads(), user_api="blas"):
+        gram = side @ side.T  # numpy runs A A^T as one syrk
     # One BLAS thread: the symmetric eigensolver gains little from threads and, on a shared
     # machine, spinning threads made it 50-100x slower (0.07 s against 6 s at 768 x 768).
     with threadpool_limits(limits=1, user_api="blas"):
@@ -40,7 +54,29 @@ def _compute(matrix: np.ndarray, layer: str) -> np.ndarray:
     return np.sqrt(np.clip(eig[::-1].astype(np.float64), 0.0, None))
 
 
+def _gram_threads() -> int:
+    """Both cores for the Gram (one BLAS-3 call, near peak per core) only while the
+    machine has a core to spare: on a busy one, a second spinning thread slowed it 1.5x."""
+    cores = os.cpu_count() or 1
+    spare = cores - os.getloadavg()[0]
+    return max(1, min(cores, int(spare + 0.5)))
+
+
+def _spectrum(digest: str, weight: Callable[[], np.ndarray], layer: str) -> np.ndarray:
+    def compute() -> dict[str, np.ndarray]:
+        w = weight()
+        return {"s": _compute(w.reshape(w.shape[0], -1), layer)}
+
+    return cached("spectra", digest, compute)["s"]
+
+
 def singular_values(weight: np.ndarray, layer: str = "?") -> np.ndarray:
     """Singular values of ``weight`` (as a rows x rest matrix), largest first, float64."""
-    matrix = np.asarray(weight).reshape(np.shape(weight)[0], -1)
-    return cached("spectra", array_digest(matrix), lambda: {"s": _compute(matrix, layer)})["s"]
+    w = np.asarray(weight)
+    return _spectrum(array_digest(w), lambda: w, layer)
+
+
+def weight_singular_values(store: WeightStore, layer: str) -> np.ndarray:
+    """:func:`singular_values` of ``layer``'s weight, keyed by the store's digest: a
+    weight whose spectrum is cached is never loaded."""
+    return _spectrum(store.digest(layer), lambda: store.get(layer), layer)
