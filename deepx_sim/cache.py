@@ -56,7 +56,7 @@ def _checksum(arrays: dict[str, np.ndarray]) -> np.ndarray:
 
 def _read(path: Path) -> dict[str, np.ndarray] | None:
     try:
-        with np.load(path, allow_pickle=False) as stored:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as stored:
             arrays = {k: stored[k] for k in stored.files}
     except Exception:  # a truncated or foreign file: numpy raises several types
         return None
