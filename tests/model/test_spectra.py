@@ -116,3 +116,20 @@ def test_nan_weights_in_a_file_get_one_line_from_plan_and_compress(
         assert main(args) == 2
         assert "layer 'fc1': its weight holds 1 NaN or infinite values" in capsys.readouterr().err
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_the_two_stage_eigensolver_finds_a_known_spectrum() -> None:
+    """A Householder reflection H = I - 2 v v^T / v^T v is orthogonal and symmetric, so
+    H diag(d) H has eigenvalues d exactly, built in O(n^2) at a size the two-stage driver takes."""
+    n = spectra.TWO_STAGE_MIN_SIDE + 40
+    if spectra._two_stage_driver() is None:
+        pytest.skip("this LAPACK has no two-stage driver; the one-stage fallback is tested above")
+    rng = np.random.default_rng(5)
+    d = rng.uniform(0.0, 10.0, n)
+    v = rng.standard_normal(n)
+    v /= np.linalg.norm(v)
+    dv = d * v
+    a = np.diag(d) - 2 * np.outer(v, dv) - 2 * np.outer(dv, v) + 4 * (v @ dv) * np.outer(v, v)
+    values = spectra.eigvalsh(a.astype(np.float32))
+    # backward stability: each eigenvalue within O(n eps ||A||_2) (Golub & Van Loan 8.4)
+    np.testing.assert_allclose(np.sort(values), np.sort(d), atol=n * np.finfo(np.float32).eps * d.max())
