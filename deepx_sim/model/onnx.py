@@ -24,6 +24,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from deepx_sim.model.layers import (
     validate_graph,
     with_nonzeros,
 )
+from deepx_sim.model.onnx_light import Extent
 from deepx_sim.model.weights import Loader, Storage, WeightStore
 
 MIN_OPSET = 7
@@ -154,21 +156,28 @@ def _check_file(path: Path) -> None:
         raise ModelError(f"{path}: the file is empty (0 bytes); expected an ONNX model")
 
 
-def read_model(path: Path) -> Any:
-    """The parsed ONNX model at ``path`` (ModelError if it is not one)."""
+def read_model(path: Path) -> tuple[Any, dict[str, Extent]]:
+    """The parsed ONNX model at ``path`` and where its large weights lie in the file
+    (:mod:`~deepx_sim.model.onnx_light`; ModelError if it is not an ONNX model)."""
     import onnx
+
+    from deepx_sim.model.onnx_light import load_light
 
     _check_file(path)
     try:
-        model = onnx.load(str(path), load_external_data=True)
-    except Exception as exc:  # the protobuf parser raises many types
-        raise ModelError(f"{path}: not a readable ONNX model ({exc})") from None
+        model, extents = load_light(path)
+    except Exception:  # anything the light reader does not cover: onnx's own, which explains errors
+        extents = {}
+        try:
+            model = onnx.load(str(path), load_external_data=True)
+        except Exception as exc:  # the protobuf parser raises many types
+            raise ModelError(f"{path}: not a readable ONNX model ({exc})") from None
     if not model.graph.node:
         raise ModelError(f"{path}: not an ONNX model with a graph (no nodes); is it an ONNX file?")
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset < MIN_OPSET:
         raise ModelError(f"{path}: opset_import is {opset}; opset {MIN_OPSET} or later is needed")
-    return model
+    return model, extents
 
 
 def _checker_message(model: Any, node: Any) -> str:
@@ -235,17 +244,18 @@ def load_onnx(
         warnings.simplefilter("always")
         reader = _Reader(path, key)
         graph = reader.read(input_shapes)
-    skeleton.save(key, raw_key, graph, reader.recipes, [(w.category, str(w.message)) for w in caught])
+    skeleton.save(key, raw_key, graph, reader.recipes, reader.extents,
+                  [(w.category, str(w.message)) for w in caught])
     for w in caught:
         warnings.warn(w.message, stacklevel=2)
     return graph
 
 
-def initializer_loader(proto: Callable[[], Any], transpose: bool, factor: float) -> Loader:
-    """A loader of an initialiser (``proto`` gives its TensorProto) as a layer reads it."""
+def initializer_loader(read: Callable[[], np.ndarray], transpose: bool, factor: float) -> Loader:
+    """A loader of an initialiser (``read`` gives its array) as a layer reads it."""
 
     def load() -> np.ndarray:
-        array = tensor_array(proto())
+        array = read()
         array = array.T if transpose else array
         return array if factor == 1.0 else array * factor
 
@@ -258,7 +268,7 @@ class _Reader:
     def __init__(self, path: Path, file_key: str) -> None:
         self.path = path
         self.file_key = file_key
-        self.model = read_model(path)
+        self.model, self.extents = read_model(path)
         # (layer, role) -> (initialiser, transpose, factor): how the skeleton cache reloads it
         self.recipes: dict[tuple[str, str], tuple[str, bool, float]] = {}
         self.graph_def = self.model.graph
@@ -356,11 +366,15 @@ class _Reader:
             self.shapes[name] = tuple(int(d) for d in tensor.dims)
 
     # ------------------------------------------------------------ constants
-    def static(self, name: str) -> np.ndarray | None:
-        from onnx import numpy_helper
+    def initializer(self, name: str) -> np.ndarray:
+        """An initialiser's values, read from the file if the light reader left them there."""
+        if name in self.extents:
+            return self.extents[name].read(self.path)
+        return tensor_array(self.initializers[name])
 
+    def static(self, name: str) -> np.ndarray | None:
         if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
+            return self.initializer(name)
         if name in self.stored:
             array, storage, axis = self.stored[name]
             return _dequantize(array, storage, axis)
@@ -433,8 +447,8 @@ class _Reader:
             from deepx_sim.model.skeleton import digest_key
 
             proto = self.initializers[tensor]
-            self.store.register(layer, role, initializer_loader(lambda: proto, transpose, factor),
-                                digest_key(self.file_key, layer, role))
+            loader = initializer_loader(partial(self.initializer, tensor), transpose, factor)
+            self.store.register(layer, role, loader, digest_key(self.file_key, layer, role))
             self.recipes[(layer, role)] = (tensor, transpose, factor)
             if role == "weight":
                 bits = {1: 32, 11: 64, 10: 16}.get(proto.data_type, 32)  # TensorProto FLOAT/DOUBLE/FLOAT16
@@ -601,12 +615,10 @@ class _Reader:
         return True
 
     def _finish(self, graph: nx.DiGraph) -> None:
-        from onnx import numpy_helper
-
         read = {t for n in self.graph_def.node for t in n.input}
-        for name, tensor in self.initializers.items():
+        for name in self.initializers:
             if name not in read:  # training-only state (gradients, optimiser moments)
-                self.store.training_state[name.removeprefix(TRAINING_PREFIX)] = numpy_helper.to_array(tensor)
+                self.store.training_state[name.removeprefix(TRAINING_PREFIX)] = self.initializer(name)
         if self.unknown_ops:
             listing = ", ".join(f"{op} x{count}" for op, count in sorted(self.unknown_ops.items()))
             warnings.warn(

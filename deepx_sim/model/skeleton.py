@@ -2,12 +2,13 @@
 
 Parsing a VGG-16 export (553 MB of protobuf) and copying its weights out took
 most of a repeated ``plan``.  The cache entry (namespace ``onnx`` of
-:mod:`deepx_sim.cache`) holds the graph without its weights, how to reload each
-file-backed weight (initialiser, transpose, factor), the small arrays the
-importer made itself (folded constants, int8 codes), the storage precisions and
-the warnings the import gave.  Weights reload lazily, and the file is parsed
-only when the first one is asked for, after checking that its bytes still have
-the key.  The digest of each file-backed weight is cached by (file key, layer,
+:mod:`deepx_sim.cache`) holds the graph without its weights, where each large
+weight lies in the file (offset, dtype, shape; transpose, factor), every other
+array (small initialisers, folded constants, int8 codes), the storage precisions
+and the warnings the import gave.  Large weights are read from their place in
+the file (:mod:`~deepx_sim.model.onnx_light`) when asked for, after checking
+once that the file's bytes still have the key: the protobuf is never parsed
+again.  The digest of each file-backed weight is cached by (file key, layer,
 role) (:meth:`~deepx_sim.model.weights.WeightStore.digest`), so a cached spectrum
 is found without reading the weight.
 
@@ -32,6 +33,7 @@ import numpy as np
 
 from deepx_sim import cache
 from deepx_sim.errors import ModelError
+from deepx_sim.model.onnx_light import Extent
 from deepx_sim.model.weights import WeightStore
 
 NAMESPACE = "onnx"
@@ -84,39 +86,42 @@ def digest_key(key: str, layer: str, role: str) -> str:
     return h.hexdigest()
 
 
-class _Initializers:
-    """The file's initialisers, parsed on first use, if the file still has its bytes."""
+def _same(array: np.ndarray) -> np.ndarray:
+    return array
+
+
+class _FileArrays:
+    """Initialisers read from the file at their extents, if the file still has its bytes."""
 
     def __init__(self, path: Path, expected: str) -> None:
         self.path, self.expected = path, expected
-        self._protos: dict[str, Any] | None = None
+        self._checked = False
 
-    def proto(self, name: str) -> Any:
-        if self._protos is None:
-            from deepx_sim.model.onnx import read_model
-
+    def read(self, extent: Extent) -> np.ndarray:
+        if not self._checked:
             if not self.path.is_file() or bytes_key(self.path) != self.expected:
                 raise ModelError(f"{self.path}: the file changed after its graph was read; read it again")
-            model = read_model(self.path)
-            self._protos = {t.name: t for t in model.graph.initializer}
-        return self._protos[name]
+            self._checked = True
+        return extent.read(self.path)
 
 
 Recipe = tuple[str, bool, float]
 
 
 def save(key: str, raw_key: str, graph: nx.DiGraph, recipes: Mapping[tuple[str, str], Recipe],
-         caught: list[tuple[type[Warning], str]]) -> None:
+         extents: Mapping[str, Extent], caught: list[tuple[type[Warning], str]]) -> None:
     """Cache ``graph`` (read from a file with ``raw_key``) under ``key``, unless it holds too
-    many arrays of its own."""
+    many arrays of its own.  Weights the light reader left in the file (``extents``) are
+    read from there later; every other array is kept in the entry."""
     store: WeightStore = graph.graph["weights"]
-    inline = {k: store.stored(*k) for k in store.entries() if k not in recipes}
+    from_file = {k: (*recipe, extents[recipe[0]]) for k, recipe in recipes.items() if recipe[0] in extents}
+    inline = {k: store.peek(*k) for k in store.entries() if k not in from_file}
     sizes = [a.nbytes for a in [*inline.values(), *store.training_state.values()]]
     if sum(sizes) > MAX_INLINE_BYTES:
         return
     entry = {
         "bytes_key": raw_key,
-        "recipes": dict(recipes),
+        "from_file": from_file,
         "inline": inline,
         "storage": {layer: store.storage(layer) for layer, role in store.entries() if role == "weight"},
         "training_state": store.training_state,
@@ -144,13 +149,13 @@ def load(key: str, path: Path) -> nx.DiGraph | None:
         return None
     graph: nx.DiGraph = entry["graph"]
     graph.graph.update(name=path.stem, source=str(path))
-    files = _Initializers(path, entry["bytes_key"])
+    files = _FileArrays(path, entry["bytes_key"])
     store = WeightStore()
-    for (layer, role), (tensor, transpose, factor) in entry["recipes"].items():
-        loader = initializer_loader(partial(files.proto, tensor), transpose, factor)
+    for (layer, role), (_, transpose, factor, extent) in entry["from_file"].items():
+        loader = initializer_loader(partial(files.read, extent), transpose, factor)
         store.register(layer, role, loader, digest_key(key, layer, role))
     for (layer, role), array in entry["inline"].items():
-        store.set(layer, role, array)
+        store.register(layer, role, partial(_same, array))  # "loaded" only when asked for, as fresh
     for layer, storage in entry["storage"].items():
         store.set_storage(layer, storage)
     store.training_state = entry["training_state"]

@@ -128,6 +128,11 @@ class WeightStore:
             self._cache[key] = array
         return self._cache[key]
 
+    def peek(self, layer: str, role: str = "weight") -> np.ndarray:
+        """The array as stored, without keeping it loaded (nor checking it)."""
+        key = (layer, role)
+        return self._cache[key] if key in self._cache else self._loaders[key]()
+
     def get(self, layer: str, role: str = "weight") -> np.ndarray:
         """The array as computation sees it: float32, 8-bit weights dequantised."""
         array = self.stored(layer, role)
