@@ -40,8 +40,9 @@ NAMESPACE = "onnx"
 #: Arrays the importer made itself are kept in the entry up to this size; a model with
 #: more (weights cast from float16, say) is not cached.
 MAX_INLINE_BYTES = 64 * 1024 * 1024
-#: The importer's modules: a change to any of them changes every key.
-_IMPORTER = ("onnx.py", "layers.py", "weights.py", "skeleton.py")
+#: The importer's modules and the types the entry pickles: a change to any changes every key.
+_IMPORTER = ("model/onnx.py", "model/onnx_light.py", "model/layers.py", "model/weights.py",
+             "model/skeleton.py", "kinds.py")
 
 
 def _xxh3() -> Any:
@@ -54,7 +55,7 @@ def _xxh3() -> Any:
 def _importer_version() -> str:
     h = _xxh3()
     for name in _IMPORTER:
-        h.update((Path(__file__).with_name(name)).read_bytes())
+        h.update((Path(__file__).parent.parent / name).read_bytes())
     return h.hexdigest()
 
 
