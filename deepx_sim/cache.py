@@ -107,13 +107,15 @@ def lookup(namespace: str, key: str) -> dict[str, np.ndarray] | None:
 
 
 def store(namespace: str, key: str, arrays: dict[str, np.ndarray]) -> None:
-    """Store ``arrays`` under (``namespace``, ``key``); an unwritable folder warns once."""
+    """Store ``arrays`` under (``namespace``, ``key``); an unwritable cache warns once per
+    process, whichever namespaces fail."""
     path = entry_path(namespace, key)
     try:
         _write(path, arrays)
     except OSError as exc:
-        if str(path.parent) not in _warned:
-            _warned.add(str(path.parent))
+        root = str(cache_root())
+        if root not in _warned:
+            _warned.add(root)
             warnings.warn(f"cannot write the cache folder {path.parent} ({exc.strerror or exc}); computing "
                           "in memory (set DEEPX_SIM_CACHE to a writable folder)", CacheWarning, stacklevel=3)
 

@@ -145,22 +145,24 @@ def load(key: str, path: Path) -> nx.DiGraph | None:
         return None
     try:
         entry = pickle.loads(arrays["entry"].tobytes())
+        graph: nx.DiGraph = entry["graph"]
+        parts = [entry[k] for k in ("from_file", "inline", "storage", "training_state", "warnings")]
     except Exception:  # an entry from an incompatible version: unpickling raises many types
         cache.entry_path(NAMESPACE, key).unlink(missing_ok=True)
         return None
-    graph: nx.DiGraph = entry["graph"]
+    from_file, inline, storages, training_state, caught = parts
     graph.graph.update(name=path.stem, source=str(path))
     files = _FileArrays(path, entry["bytes_key"])
     store = WeightStore()
-    for (layer, role), (_, transpose, factor, extent) in entry["from_file"].items():
+    for (layer, role), (_, transpose, factor, extent) in from_file.items():
         loader = initializer_loader(partial(files.read, extent), transpose, factor)
         store.register(layer, role, loader, digest_key(key, layer, role))
-    for (layer, role), array in entry["inline"].items():
+    for (layer, role), array in inline.items():
         store.register(layer, role, partial(_same, array))  # "loaded" only when asked for, as fresh
-    for layer, storage in entry["storage"].items():
+    for layer, storage in storages.items():
         store.set_storage(layer, storage)
-    store.training_state = entry["training_state"]
+    store.training_state = training_state
     graph.graph["weights"] = store
-    for category, message in entry["warnings"]:
+    for category, message in caught:
         warnings.warn(message, category, stacklevel=3)
     return graph

@@ -103,7 +103,10 @@ def _gram_threads() -> int:
     """Both cores for the Gram (one BLAS-3 call, near peak per core) only while the
     machine has a core to spare: on a busy one, a second spinning thread slowed it 1.5x."""
     cores = os.cpu_count() or 1
-    spare = cores - os.getloadavg()[0]
+    try:
+        spare = cores - os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average on this system
+        return 1
     return max(1, min(cores, int(spare + 0.5)))
 
 

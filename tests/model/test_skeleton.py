@@ -126,3 +126,19 @@ def test_other_input_shapes_and_a_corrupt_entry_are_read_afresh(tmp_path: Path, 
     np.testing.assert_array_equal(weight_store(graph).get("fc"), _weight(9))
     raw = skeleton.bytes_key(path)
     assert skeleton.file_key(raw, None) != skeleton.file_key(raw, {None: (2, 60)})
+
+
+def test_an_unwritable_cache_warns_once_for_graph_digests_and_spectra(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("DEEPX_SIM_CACHE", str(blocker / "cache"))
+    w = _weight(10)
+    path = _fc_model(tmp_path / "m.onnx", w)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            s = weight_singular_values(weight_store(load_onnx(path)), "fc")
+    messages = [str(c.message).split(" (")[0] for c in caught]
+    assert messages == [f"cannot write the cache folder {blocker}/cache/onnx"]
+    np.testing.assert_allclose(s, np.linalg.svd(w.astype(np.float64), compute_uv=False), rtol=1e-9)
