@@ -1,9 +1,10 @@
 """Singular values of a weight: what the accuracy model needs, computed once and cached.
 
 The cheapest exact method for the shape: LAPACK's values-only SVD for small
-matrices (smaller side up to 128); for larger ones the eigenvalues of the float32 Gram matrix of the
-smaller side (one BLAS ``syrk`` and a symmetric eigensolver, no float64 copy
-of the weight, no temporary larger than the weight).  The Gram route rounds
+matrices (smaller side up to 128); for larger ones the eigenvalues of the
+float32 Gram matrix of the smaller side (one BLAS ``syrk``, on two threads only
+when a core is spare, then a symmetric eigensolver on one thread, two-stage
+from side 2560; no float64 copy of the weight, no temporary larger than it).  The Gram route rounds
 to float32: each s_i^2 is off by at most about 1e-6 of s_1^2, so a tail share
 err2(k) moves by well under 1e-3 (tests/model/test_spectra.py bounds it).
 Results are cached on disk by a hash of the weight's bytes
@@ -17,8 +18,9 @@ the ladder, up to 0.9 of the break-even rank (3169 of VGG-16 fc6's 4096), so
 the sum of nearly all squared singular values is needed.  A rank-l subspace
 bounds err2(k) only to within its residual energy, which stays large unless l
 is close to the full rank: with the project's own spectrum model (s_i = i^-0.6)
-a 4096-wide layer keeps 20 % of its energy beyond rank 128 (7 % beyond 1024), and a random
-(Marchenko-Pastur) weight more; reaching it costs as much as the Gram itself.
+a 4096-wide layer keeps 20 % of its energy beyond rank 128 (7 % beyond 1024),
+a random (Marchenko-Pastur) weight more; and each pass of a rank-l range finder
+costs 2 m n l flops, as much as the whole Gram (m^2 n) once l reaches m / 2.
 """
 
 from __future__ import annotations
