@@ -4,8 +4,9 @@ Writes ONNX files with random weights (VGG-16 from the zoo, with its 4096 x 2508
 fc6; BERT-base- and ViT-B/16-sized stacks of linear layers on 3-D inputs, the
 shapes of their weight-bearing MatMuls), then times `deepx-sim plan` on each in a
 fresh process twice: the first with an empty spectrum cache, the second reading it.
-Prints wall time and peak memory (maxrss of the child) beside the targets, and the
-load average, since this machine is shared.
+Prints wall time, CPU time and peak memory (VmHWM of the child) beside the targets,
+and the load average before each run, since this machine is shared: wall time
+includes waiting for a core, CPU time does not.
 
 Run: ``python benchmarks/bench_import.py [--models vgg16,bert,vit]``
 """
@@ -52,8 +53,8 @@ def build(name: str) -> nx.DiGraph:
     return load_model(name)
 
 
-def timed_plan(path: Path, cache: Path) -> tuple[float, float]:
-    """(wall s, peak GB) of one `deepx-sim plan` in a fresh process."""
+def timed_plan(path: Path, cache: Path) -> tuple[float, float, float, float]:
+    """(wall s, CPU s, peak GB, load average before) of one `deepx-sim plan` in a fresh process."""
     env = {**os.environ, "DEEPX_SIM_CACHE": str(cache)}
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent that forked
     code = ("import sys; from deepx_sim.cli import main; rc = main(sys.argv[1:]); "
@@ -61,37 +62,45 @@ def timed_plan(path: Path, cache: Path) -> tuple[float, float]:
             "print('PEAK', hwm, file=sys.stderr); sys.exit(rc)")
     args = [sys.executable, "-c", code, "plan", "--model", str(path), "--platform", "tegra_k1",
             "--link", "wifi"]
+    load = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"plan failed on {path}:\n{done.stderr}")
     peak_kb = int(next(line.split()[1] for line in done.stderr.splitlines() if line.startswith("PEAK")))
-    return wall, peak_kb / 1024**2
+    return wall, cpu, peak_kb / 1024**2, load
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="vgg16,bert,vit")
     args = parser.parse_args()
+    print(f"{os.cpu_count()} cores; wall time counts waiting for a core on a shared machine, CPU time "
+          "(user + sys of the child) does not; 'load' is the 1-minute load average before each run\n")
+    print(f"{'model':<8}{'MB':>5}  {'first: wall s':>13}{'CPU s':>7}{'load':>6}  {'second: wall s':>14}"
+          f"{'CPU s':>7}{'load':>6}{'peak GB':>9}  ratios to the targets (wall)")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
-        print(f"{'model':<18}{'file MB':>9}{'first s':>9}{'second s':>10}{'peak GB':>9}  targets")
         for name in args.models.split(","):
             graph = build(name)
             random_weights(graph, seed=0)
             path = save_onnx(graph, root / f"{name}.onnx")
             del graph
-            cache = root / f"cache-{name}"
-            first, peak = timed_plan(path, cache)
-            second, _ = timed_plan(path, cache)
-            size_mb = path.stat().st_size / 1e6
+            cache = root / f"cache-{name}"  # empty: the first run computes every spectrum
+            first, first_cpu, peak, first_load = timed_plan(path, cache)
+            second, second_cpu, _, second_load = timed_plan(path, cache)
             verdict = (f"first {first / TARGET_FIRST_S:.2f}x of {TARGET_FIRST_S:g} s, "
                        f"second {second / TARGET_SECOND_S:.2f}x of {TARGET_SECOND_S:g} s")
             if name == "vgg16":
                 verdict += f", peak {peak / TARGET_VGG_PEAK_GB:.2f}x of {TARGET_VGG_PEAK_GB:g} GB"
-            print(f"{name:<18}{size_mb:>9.0f}{first:>9.2f}{second:>10.2f}{peak:>9.2f}  {verdict}")
+            size_mb = path.stat().st_size / 1e6
+            print(f"{name:<8}{size_mb:>5.0f}  {first:>13.2f}{first_cpu:>7.2f}{first_load:>6.1f}"
+                  f"  {second:>14.2f}{second_cpu:>7.2f}{second_load:>6.1f}{peak:>9.2f}  {verdict}")
+            path.unlink()
         print(f"\nload average at end: {os.getloadavg()[0]:.1f}; "
               f"this process peaked at {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB")
 

@@ -33,7 +33,7 @@ from deepx_sim.accuracy.sources import Source, synthetic, synthetic_rows
 from deepx_sim.costs import Variant
 from deepx_sim.errors import ModelError
 from deepx_sim.model.layers import Layer
-from deepx_sim.model.spectra import singular_values
+from deepx_sim.model.spectra import weight_singular_values
 from deepx_sim.model.weights import weight_store
 
 
@@ -100,7 +100,7 @@ class AccuracyModel:
             assert layer.fc is not None
             store = weight_store(self.graph)
             if store is not None and store.has(layer.name):
-                s = singular_values(store.get(layer.name), layer.name)
+                s = weight_singular_values(store, layer.name)
             else:
                 s = model_spectrum(min(layer.fc.m, layer.fc.n), self.decay)
             self._tails[layer.name] = tail_energy(s)

@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,8 @@ from deepx_sim.model.layers import (
     validate_graph,
     with_nonzeros,
 )
-from deepx_sim.model.weights import Storage, WeightStore
+from deepx_sim.model.onnx_light import Extent
+from deepx_sim.model.weights import Loader, Storage, WeightStore
 
 MIN_OPSET = 7
 #: Reductions read as pooling over the reduced axes (global average pooling is ReduceMean over H, W).
@@ -147,23 +149,35 @@ def _dims(value_info: Any) -> list[int | str]:
     return dims
 
 
-def _read_model(path: Path) -> Any:
-    import onnx
-
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise ModelError(f"{path}: no such ONNX file")
     if path.stat().st_size == 0:
         raise ModelError(f"{path}: the file is empty (0 bytes); expected an ONNX model")
+
+
+def read_model(path: Path) -> tuple[Any, dict[str, Extent]]:
+    """The parsed ONNX model at ``path`` and where its large weights lie in the file
+    (:mod:`~deepx_sim.model.onnx_light`; ModelError if it is not an ONNX model)."""
+    import onnx
+
+    from deepx_sim.model.onnx_light import load_light
+
+    _check_file(path)
     try:
-        model = onnx.load(str(path), load_external_data=True)
-    except Exception as exc:  # the protobuf parser raises many types
-        raise ModelError(f"{path}: not a readable ONNX model ({exc})") from None
+        model, extents = load_light(path)
+    except Exception:  # anything the light reader does not cover: onnx's own, which explains errors
+        extents = {}
+        try:
+            model = onnx.load(str(path), load_external_data=True)
+        except Exception as exc:  # the protobuf parser raises many types
+            raise ModelError(f"{path}: not a readable ONNX model ({exc})") from None
     if not model.graph.node:
         raise ModelError(f"{path}: not an ONNX model with a graph (no nodes); is it an ONNX file?")
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset < MIN_OPSET:
         raise ModelError(f"{path}: opset_import is {opset}; opset {MIN_OPSET} or later is needed")
-    return model
+    return model, extents
 
 
 def _checker_message(model: Any, node: Any) -> str:
@@ -213,17 +227,50 @@ def load_onnx(
     ``input_shapes`` fixes dynamic input dimensions: ``{input_name: shape}``,
     or ``{None: shape}`` for a single-input model.  Raises ModelError for a
     missing, empty or invalid file, an opset below 7, nodes out of order, or
-    an unresolved dynamic dimension after the batch axis.
+    an unresolved dynamic dimension after the batch axis.  The graph read from
+    a file is cached (:mod:`deepx_sim.model.skeleton`): reading the same bytes
+    again parses nothing, and weights load only when asked for.
     """
-    return _Reader(Path(path)).read(input_shapes)
+    from deepx_sim.model import skeleton
+
+    path = Path(path)
+    _check_file(path)
+    raw_key = skeleton.bytes_key(path)
+    key = skeleton.file_key(raw_key, input_shapes)
+    graph = skeleton.load(key, path)
+    if graph is not None:
+        return graph
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reader = _Reader(path, key)
+        graph = reader.read(input_shapes)
+    skeleton.save(key, raw_key, graph, reader.recipes, reader.extents,
+                  [(w.category, str(w.message)) for w in caught])
+    for w in caught:
+        warnings.warn(w.message, stacklevel=2)
+    return graph
+
+
+def initializer_loader(read: Callable[[], np.ndarray], transpose: bool, factor: float) -> Loader:
+    """A loader of an initialiser (``read`` gives its array) as a layer reads it."""
+
+    def load() -> np.ndarray:
+        array = read()
+        array = array.T if transpose else array
+        return array if factor == 1.0 else array * factor
+
+    return load
 
 
 class _Reader:
     """One ONNX file into one layer graph (state shared by the per-node steps)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, file_key: str) -> None:
         self.path = path
-        self.model = _read_model(path)
+        self.file_key = file_key
+        self.model, self.extents = read_model(path)
+        # (layer, role) -> (initialiser, transpose, factor): how the skeleton cache reloads it
+        self.recipes: dict[tuple[str, str], tuple[str, bool, float]] = {}
         self.graph_def = self.model.graph
         self.initializers = {t.name: t for t in self.graph_def.initializer}
         self.constants: dict[str, np.ndarray] = {}
@@ -319,11 +366,15 @@ class _Reader:
             self.shapes[name] = tuple(int(d) for d in tensor.dims)
 
     # ------------------------------------------------------------ constants
-    def static(self, name: str) -> np.ndarray | None:
-        from onnx import numpy_helper
+    def initializer(self, name: str) -> np.ndarray:
+        """An initialiser's values, read from the file if the light reader left them there."""
+        if name in self.extents:
+            return self.extents[name].read(self.path)
+        return tensor_array(self.initializers[name])
 
+    def static(self, name: str) -> np.ndarray | None:
         if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
+            return self.initializer(name)
         if name in self.stored:
             array, storage, axis = self.stored[name]
             return _dequantize(array, storage, axis)
@@ -384,7 +435,7 @@ class _Reader:
         self, layer: str, role: str, tensor: str, transpose: bool = False, factor: float = 1.0
     ) -> None:
         """A lazy loader for ``tensor`` as ``layer``'s ``role`` (the stored form for a weight)."""
-
+        self.recipes.pop((layer, role), None)  # set below unless the array is kept in memory
         if tensor in self.stored and role == "weight" and factor == 1.0:
             array, storage, axis = self.stored[tensor]
             out_axis = array.ndim - 1 if transpose else 0
@@ -393,14 +444,12 @@ class _Reader:
                 self.store.set(layer, role, array.T if transpose else array, storage)
                 return
         if tensor in self.initializers:
+            from deepx_sim.model.skeleton import digest_key
+
             proto = self.initializers[tensor]
-
-            def load(t: Any = proto) -> np.ndarray:
-                array = tensor_array(t)
-                array = array.T if transpose else array
-                return array if factor == 1.0 else array * factor
-
-            self.store.register(layer, role, load)
+            loader = initializer_loader(partial(self.initializer, tensor), transpose, factor)
+            self.store.register(layer, role, loader, digest_key(self.file_key, layer, role))
+            self.recipes[(layer, role)] = (tensor, transpose, factor)
             if role == "weight":
                 bits = {1: 32, 11: 64, 10: 16}.get(proto.data_type, 32)  # TensorProto FLOAT/DOUBLE/FLOAT16
                 self.store.set_storage(layer, Storage(bits, sparse=layer in self.sparse))
@@ -566,12 +615,10 @@ class _Reader:
         return True
 
     def _finish(self, graph: nx.DiGraph) -> None:
-        from onnx import numpy_helper
-
         read = {t for n in self.graph_def.node for t in n.input}
-        for name, tensor in self.initializers.items():
+        for name in self.initializers:
             if name not in read:  # training-only state (gradients, optimiser moments)
-                self.store.training_state[name.removeprefix(TRAINING_PREFIX)] = numpy_helper.to_array(tensor)
+                self.store.training_state[name.removeprefix(TRAINING_PREFIX)] = self.initializer(name)
         if self.unknown_ops:
             listing = ", ".join(f"{op} x{count}" for op, count in sorted(self.unknown_ops.items()))
             warnings.warn(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from deepx_sim.cache import array_digest, cached_text
 from deepx_sim.errors import ModelError
 
 Loader = Callable[[], np.ndarray]
@@ -58,20 +59,48 @@ class WeightStore:
         self._cache: dict[tuple[str, str], np.ndarray] = {}
         self._storage: dict[str, Storage] = {}
         self.training_state: dict[str, np.ndarray] = {}
+        self._digests: dict[tuple[str, str], str] = {}
+        # where a file-backed array's digest is cached on disk (see :meth:`digest`)
+        self._digest_keys: dict[tuple[str, str], str] = {}
 
-    def register(self, layer: str, role: str, loader: Loader) -> None:
+    def register(self, layer: str, role: str, loader: Loader, digest_key: str | None = None) -> None:
+        """A lazy ``loader`` for (``layer``, ``role``); ``digest_key`` names the disk-cache entry
+        of its digest when the array comes unchanged from a file (a key derived from the file's
+        bytes), so that a later process knows the digest without loading the array."""
         self._loaders[(layer, role)] = loader
         self._cache.pop((layer, role), None)
+        self._forget(layer, role)
+        if digest_key is not None:
+            self._digest_keys[(layer, role)] = digest_key
+
+    def _forget(self, layer: str, role: str) -> None:
+        self._digests.pop((layer, role), None)
+        self._digest_keys.pop((layer, role), None)
+
+    def digest(self, layer: str, role: str = "weight") -> str:
+        """A hash of the array :meth:`get` returns: the key of every result computed from it."""
+        key = (layer, role)
+        if key not in self._digests:
+            where = self._digest_keys.get(key)
+
+            def compute() -> str:
+                return array_digest(self.get(layer, role))
+
+            self._digests[key] = cached_text("digests", where, compute) if where else compute()
+        return self._digests[key]
 
     def set(self, layer: str, role: str, array: np.ndarray, storage: Storage | None = None) -> None:
         """Store an array directly: float values, or for ``weight`` the values as
         ``storage`` keeps them (int8 codes, float16...)."""
         self._cache[(layer, role)] = array
         self._loaders[(layer, role)] = lambda: array
+        self._forget(layer, role)
         if role == "weight":
             self.set_storage(layer, storage or FLOAT32)
 
     def set_storage(self, layer: str, storage: Storage) -> None:
+        if storage.scale is not None or self.storage(layer).scale is not None:
+            self._forget(layer, "weight")  # dequantisation scales change what get() returns
         self._storage[layer] = storage
 
     def storage(self, layer: str) -> Storage:
@@ -79,6 +108,10 @@ class WeightStore:
 
     def has(self, layer: str, role: str = "weight") -> bool:
         return (layer, role) in self._loaders
+
+    def entries(self) -> list[tuple[str, str]]:
+        """Every (layer, role) with an array."""
+        return list(self._loaders)
 
     def roles(self, layer: str) -> list[str]:
         return sorted(role for name, role in self._loaders if name == layer)
@@ -94,6 +127,11 @@ class WeightStore:
                 check_finite(array, layer)
             self._cache[key] = array
         return self._cache[key]
+
+    def peek(self, layer: str, role: str = "weight") -> np.ndarray:
+        """The array as stored, without keeping it loaded (nor checking it)."""
+        key = (layer, role)
+        return self._cache[key] if key in self._cache else self._loaders[key]()
 
     def get(self, layer: str, role: str = "weight") -> np.ndarray:
         """The array as computation sees it: float32, 8-bit weights dequantised."""
@@ -111,12 +149,15 @@ class WeightStore:
         new._cache = dict(self._cache)
         new._storage = dict(self._storage)
         new.training_state = dict(self.training_state)
+        new._digests = dict(self._digests)
+        new._digest_keys = dict(self._digest_keys)
         return new
 
     def drop(self, layer: str) -> None:
         for key in [k for k in self._loaders if k[0] == layer]:
             self._loaders.pop(key)
             self._cache.pop(key, None)
+            self._forget(*key)
         self._storage.pop(layer, None)
 
     def loaded_count(self) -> int:

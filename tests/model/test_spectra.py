@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deepx_sim import cache
 from deepx_sim.accuracy import tail_energy
 from deepx_sim.cache import CacheWarning, array_digest, cache_root
 from deepx_sim.errors import ModelError
@@ -49,14 +50,26 @@ def test_a_cached_spectrum_equals_a_fresh_one_and_is_not_recomputed(monkeypatch:
 def test_a_corrupt_entry_is_detected_and_recomputed(private_cache: Path) -> None:
     w = _low_rank_plus_noise(64, 80, rank=5, seed=3)
     fresh = singular_values(w, "fc")
-    entry = private_cache / "spectra" / f"{array_digest(w)}.npz"
+    entry = cache.entry_path("spectra", array_digest(w))
     assert entry.is_file() and cache_root() == private_cache
-    entry.write_bytes(entry.read_bytes()[:-40])  # truncated
-    np.testing.assert_array_equal(singular_values(w, "fc"), fresh)
-    data = dict(np.load(entry))
-    data["s"] = data["s"] * 2  # tampered values no longer match the stored checksum
-    np.savez(entry, **data)
-    np.testing.assert_array_equal(singular_values(w, "fc"), fresh)
+    good = entry.read_bytes()
+    for bad in (good[:-40], good[:-8] + bytes(8), good[:4] + bytes([cache.FORMAT_VERSION - 1]) + good[5:]):
+        entry.write_bytes(bad)  # truncated; last value zeroed (fails the checksum); an older format
+        assert cache.lookup("spectra", array_digest(w)) is None and not entry.exists()
+        entry.write_bytes(bad)
+        np.testing.assert_array_equal(singular_values(w, "fc"), fresh)
+        assert entry.read_bytes() == good  # recomputed and stored again
+
+
+def test_entries_keep_every_dtype_and_shape() -> None:
+    arrays = {"s": np.arange(5.0), "names": np.array(["a\tb", "ccc"]), "empty": np.zeros((0, 3), np.float32),
+              "scalar": np.array(3), "transposed": np.arange(6, dtype=np.int8).reshape(2, 3).T}
+    cache.store("test", "k", arrays)
+    back = cache.lookup("test", "k")
+    assert back is not None and set(back) == set(arrays)
+    for name, array in arrays.items():
+        assert back[name].dtype == array.dtype and back[name].shape == array.shape, name
+        np.testing.assert_array_equal(back[name], array)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -103,3 +116,20 @@ def test_nan_weights_in_a_file_get_one_line_from_plan_and_compress(
         assert main(args) == 2
         assert "layer 'fc1': its weight holds 1 NaN or infinite values" in capsys.readouterr().err
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_the_two_stage_eigensolver_finds_a_known_spectrum() -> None:
+    """A Householder reflection H = I - 2 v v^T / v^T v is orthogonal and symmetric, so
+    H diag(d) H has eigenvalues d exactly, built in O(n^2) at a size the two-stage driver takes."""
+    n = spectra.TWO_STAGE_MIN_SIDE + 40
+    if spectra._two_stage_driver() is None:
+        pytest.skip("this LAPACK has no two-stage driver; the one-stage fallback is tested above")
+    rng = np.random.default_rng(5)
+    d = rng.uniform(0.0, 10.0, n)
+    v = rng.standard_normal(n)
+    v /= np.linalg.norm(v)
+    dv = d * v
+    a = np.diag(d) - 2 * np.outer(v, dv) - 2 * np.outer(dv, v) + 4 * (v @ dv) * np.outer(v, v)
+    values = spectra.eigvalsh(a.astype(np.float32))
+    # backward stability: each eigenvalue within O(n eps ||A||_2) (Golub & Van Loan 8.4)
+    np.testing.assert_allclose(np.sort(values), np.sort(d), atol=n * np.finfo(np.float32).eps * d.max())
