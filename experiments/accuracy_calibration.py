@@ -9,12 +9,13 @@ For each model, accuracy budget and split seed:
 - ``compress`` (pc, wf, cs) is given the train split as ``--data``; it chooses
   on 70 % of it and checks on the 30 % it holds apart.  Its *estimate* is the
   loss it measured on the rows it chose on;
-- the *planner* reads the same measured curves (AccuracyModel with that source)
-  at its own rank ladder; a knapsack over the fc layers stands in for the ILP's
-  rank choice.  It chooses within the sum of the per-layer losses (it cannot run
-  the model mid-solve); its *estimate* of the chosen plan is that combination
-  measured on the same rows (``AccuracyModel.combined_loss``).  The sum is kept
-  as ``estimate_added``: it is biased high (the interaction factor);
+- the *planner* reads curves measured on all the rows given (``plan --data``: it
+  holds none apart, so it has 1/0.7 times compress's rows) at its own rank
+  ladder; a knapsack over the fc layers stands in for the ILP's rank choice.
+  It chooses within the sum of the per-layer losses (it cannot run the model
+  mid-solve); its *estimate* of the chosen plan is that combination measured
+  on the same rows (``AccuracyModel.combined_loss``).  The sum is kept as
+  ``estimate_added``: it is biased high (the interaction factor);
 - both are then measured on the test split, which neither saw.
 
 The error distribution (estimate - test loss) is printed per model and method
@@ -43,7 +44,7 @@ from deepx_sim.accuracy import AccuracyModel, Source, candidate_ranks, weighted_
 from deepx_sim.accuracy.sources import reference
 from deepx_sim.compress.optimizers import weight_factorization
 from deepx_sim.compress.ranks import knapsack
-from deepx_sim.compress.search import compress
+from deepx_sim.compress.search import HELD_SHARE, compress
 from deepx_sim.compress.train import trained_model
 from deepx_sim.costs import Variant
 from deepx_sim.model.layers import get_layer
@@ -91,8 +92,8 @@ def rows_for(name: str, seeds: Sequence[int], budgets: Sequence[float], which: S
         for protocol, (given, test) in protocols(name, seed).items():
             if protocol not in which:
                 continue
-            chosen_on, _ = given.split(0.3, seed)
-            measured = AccuracyModel(net, source=chosen_on)
+            chosen_on, _ = given.split(HELD_SHARE, seed)  # the rows compress chooses on
+            measured = AccuracyModel(net, source=given)  # plan --data: the planner holds no rows apart
             rule = AccuracyModel(net, measure=False)  # the err2 rule on the same weights
             for budget in budgets:
                 base = {"model": name, "data": protocol, "seed": seed, "budget": budget,
@@ -113,7 +114,7 @@ def rows_for(name: str, seeds: Sequence[int], budgets: Sequence[float], which: S
                     rows.append({**base, "method": method, "test_loss": loss, "test_se": se,
                                  "estimate": added if combined is None else combined, "estimate_added": added,
                                  "ranks": " ".join(f"{n}:{k}" for n, k in sorted(ranks.items())),
-                                 "estimate_se": _test_loss(net, changed, chosen_on)[1]})
+                                 "estimate_se": _test_loss(net, changed, given)[1]})
     return rows
 
 

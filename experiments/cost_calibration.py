@@ -41,6 +41,9 @@ from deepx_sim.platform import Platform, load_platform
 PLATFORM, PROCESSOR = "vm_datasheet", "vm"
 SAMPLED = 16
 TARGET_MODEL, TARGET_LAYER = (0.10, 0.90), (0.20, 0.80)  # (error bound, share that must meet it)
+#: left out of the zoo set: the issue calibrates on CNNs and DNNs, and the writer cannot yet
+#: export their embedding Gather for onnxruntime
+TRANSFORMERS = ("bert_base", "vit_b16")
 RESOLVED_S = 10e-6  # the profiler's 1 us steps are at most a tenth of such a layer
 
 
@@ -58,7 +61,8 @@ def model_sets(quick: bool) -> dict[str, list[str]]:
     if quick:
         return {"zoo": ["agenet", "gendernet", "mobilenetv2"], "sampled": ["sampled:0", "sampled:1"],
                 "heldout": ["heldout:squeezenet1_1", "heldout:mobilenet_v1_0.5"]}
-    return {"zoo": model_names(), "sampled": [f"sampled:{s}" for s in range(SAMPLED)],
+    return {"zoo": [m for m in model_names() if m not in TRANSFORMERS],
+            "sampled": [f"sampled:{s}" for s in range(SAMPLED)],
             "heldout": [f"heldout:{n}" for n in HELDOUT]}
 
 
