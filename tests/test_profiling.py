@@ -118,6 +118,7 @@ def test_interquartile_mean_resolves_truncated_microseconds_where_the_median_can
     assert np.mean(median) > 1.5 * np.mean(iqm)
     # a preempted run or two does not move it
     assert 5 <= interquartile_mean([5, 6, 5, 6, 5, 6, 5, 6, 900, 1200]) <= 6
+    assert interquartile_mean([7, 3, 900]) == 7  # of three runs, the median
 
 
 def test_kernel_times_split_runs_and_drop_warmup() -> None:
