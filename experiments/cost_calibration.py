@@ -39,7 +39,9 @@ from deepx_sim.model import model_names
 from deepx_sim.platform import Platform, load_platform
 
 PLATFORM, PROCESSOR = "vm_datasheet", "vm"
-SAMPLED = 16
+#: CNNs sampled for calibration; the first half is also calibrated on alone, to show whether
+#: more sampled shapes (nn-Meter's remedy for kinds the zoo lacks) still lower the error
+SAMPLED = 32
 TARGET_MODEL, TARGET_LAYER = (0.10, 0.90), (0.20, 0.80)  # (error bound, share that must meet it)
 #: left out of the zoo set: the issue calibrates on CNNs and DNNs, and the writer cannot yet
 #: export their embedding Gather for onnxruntime
@@ -143,10 +145,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     datasheet = load_platform(PLATFORM)
     platforms: dict[str, Platform] = {"before": datasheet}
     summary: list[dict[str, object]] = []
-    for name, training in (("zoo", sets["zoo"]), ("zoo+sampled", sets["zoo"] + sets["sampled"])):
+    half = sets["sampled"][: len(sets["sampled"]) // 2]
+    for name, training in (("zoo", sets["zoo"]), (f"zoo+{len(half)} sampled", sets["zoo"] + half),
+                           ("zoo+sampled", sets["zoo"] + sets["sampled"])):
         result = calibrate([paths[m] for m in training], datasheet, PROCESSOR, predictor=True,
                            min_layers=2 if args.quick else 3)
-        yaml_path = out / f"vm_{name.replace('+', '_')}.yaml"
+        yaml_path = out / f"vm_{name.replace('+', '_').replace(' ', '_')}.yaml"
         written = load_platform(write_calibrated(result, datasheet, yaml_path))
         platforms[f"{name} roofline"] = _without_predictor(written)
         platforms[f"{name} learned"] = written
