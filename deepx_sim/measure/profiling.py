@@ -145,9 +145,9 @@ def _probe(folder: Path, threads: int, repeats: int) -> Probe:
 
 
 def interquartile_mean(values: list[float]) -> float:
-    """The mean of the middle half (by rank): robust to a preempted run like the median,
-    but it keeps the fraction of a time the profiler counts in whole microseconds, which
-    the probe's one-element kernels (about 2 us, jittering by about 1 us) need.
+    """The mean of the middle half (by rank): robust to a preempted run like the median;
+    where readings jitter across whole microseconds (the profiler truncates to them) it
+    also keeps the fraction.
 
     Layers keep the median: of back-to-back profiles of four held-out CNNs (40 runs
     each, the same runs taken both ways) the mean of the middle half repeated no better
