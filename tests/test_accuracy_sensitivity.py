@@ -186,7 +186,7 @@ def test_a_combination_is_measured_as_the_structurally_changed_model_scores_it()
     got = model.combined_loss({"fc": Variant(bits=8, rank=4), "c1": Variant(rank=3),
                                "c2": Variant(bits=8)})
     assert got is not None and abs(got - expected) <= 1 / ROWS + 1e-12
-    assert model.combined_loss({"fc": Variant(), "c1": Variant()}) == 0.0
+    assert model.combined_loss({"fc": Variant(), "c1": Variant(), "r1": Variant(bits=16)}) == 0.0
     # one layer alone: the curve's own measured point
     curve = model.curves().curve("c2", "K")  # type: ignore[union-attr]
     assert curve is not None

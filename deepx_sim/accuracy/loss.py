@@ -160,10 +160,12 @@ class AccuracyModel:
         few combinations cannot follow every one.  This runs the combination instead
         (cached per combination), as compress does before it accepts one.
         """
-        if self.curves() is None or self._measured_on is None:
+        store = weight_store(self.graph)
+        if self.curves() is None or self._measured_on is None or store is None:
             return None
+        # a layer without weights (an activation on a 16-bit processor) changes nothing here
         key = tuple(sorted((name, v.rank, v.bits) for name, v in variants.items()
-                           if v.rank is not None or v.bits < 32))
+                           if (v.rank is not None or v.bits < 32) and store.has(name)))
         if key not in self._combined:
             if not key:
                 self._combined[key] = 0.0
