@@ -7,9 +7,9 @@
    model after another in a new order each round, so a busy spell on the shared
    machine hits one round of many models, not all of one (the same layer's time
    drifts by 15-20 % within minutes here); per layer the median over rounds counts.
-2. Calibrate vm_datasheet's processor twice, on the zoo alone and on the zoo plus
-   the sampled CNNs, each with the learned per-kind correction, and report the
-   leave-one-model-out errors.
+2. Calibrate vm_datasheet's processor on the zoo alone, on the zoo plus the first
+   half of the sampled CNNs and on the zoo plus all of them, each with the learned
+   per-kind correction, and report the leave-one-model-out errors.
 3. Predict the held-out CNNs through the cost model (datasheet estimates,
    calibrated roofline, roofline with the learned correction) and compare with
    the measurement, per layer and end to end.  Targets (issue 14): end to end
@@ -39,8 +39,13 @@ from deepx_sim.model import model_names
 from deepx_sim.platform import Platform, load_platform
 
 PLATFORM, PROCESSOR = "vm_datasheet", "vm"
-SAMPLED = 16
+#: CNNs sampled for calibration; the first half is also calibrated on alone, to show whether
+#: more sampled shapes (nn-Meter's remedy for kinds the zoo lacks) still lower the error
+SAMPLED = 32
 TARGET_MODEL, TARGET_LAYER = (0.10, 0.90), (0.20, 0.80)  # (error bound, share that must meet it)
+#: left out of the zoo set: the issue calibrates on CNNs and DNNs, and the writer cannot yet
+#: export their embedding Gather for onnxruntime
+TRANSFORMERS = ("bert_base", "vit_b16")
 RESOLVED_S = 10e-6  # the profiler's 1 us steps are at most a tenth of such a layer
 
 
@@ -58,7 +63,8 @@ def model_sets(quick: bool) -> dict[str, list[str]]:
     if quick:
         return {"zoo": ["agenet", "gendernet", "mobilenetv2"], "sampled": ["sampled:0", "sampled:1"],
                 "heldout": ["heldout:squeezenet1_1", "heldout:mobilenet_v1_0.5"]}
-    return {"zoo": model_names(), "sampled": [f"sampled:{s}" for s in range(SAMPLED)],
+    return {"zoo": [m for m in model_names() if m not in TRANSFORMERS],
+            "sampled": [f"sampled:{s}" for s in range(SAMPLED)],
             "heldout": [f"heldout:{n}" for n in HELDOUT]}
 
 
@@ -139,10 +145,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     datasheet = load_platform(PLATFORM)
     platforms: dict[str, Platform] = {"before": datasheet}
     summary: list[dict[str, object]] = []
-    for name, training in (("zoo", sets["zoo"]), ("zoo+sampled", sets["zoo"] + sets["sampled"])):
+    half = sets["sampled"][: len(sets["sampled"]) // 2]
+    trainings = [("zoo", sets["zoo"]), (f"zoo+{len(half)} sampled", sets["zoo"] + half),
+                 ("zoo+sampled", sets["zoo"] + sets["sampled"])]
+    for name, training in trainings[::2] if args.quick else trainings:  # --quick: too few for halves
         result = calibrate([paths[m] for m in training], datasheet, PROCESSOR, predictor=True,
                            min_layers=2 if args.quick else 3)
-        yaml_path = out / f"vm_{name.replace('+', '_')}.yaml"
+        yaml_path = out / f"vm_{name.replace('+', '_').replace(' ', '_')}.yaml"
         written = load_platform(write_calibrated(result, datasheet, yaml_path))
         platforms[f"{name} roofline"] = _without_predictor(written)
         platforms[f"{name} learned"] = written

@@ -15,6 +15,7 @@ from deepx_sim.accuracy.sources import reference
 from deepx_sim.compress.optimizers import conv_separation, weight_factorization
 from deepx_sim.costs import Variant
 from deepx_sim.model import load_model
+from deepx_sim.model.execute import run
 from deepx_sim.model.layers import get_layer
 from deepx_sim.model.weights import as_stored
 from tests.compress.conftest import residual_cnn, small_cnn, small_mlp
@@ -165,3 +166,30 @@ def test_joint_points_are_measured_combinations_and_fix_the_interaction_factor()
     sums, joint = profile.joint[:, 0], profile.joint[:, 1]
     expected = max(1.0, float(sums @ joint / (sums @ sums)))
     assert profile.interaction == pytest.approx(expected)
+
+
+def test_a_combination_is_measured_as_the_structurally_changed_model_scores_it() -> None:
+    graph = small_cnn(np.random.default_rng(0))
+    source = synthetic(graph, rows=ROWS)
+    model = AccuracyModel(graph, source=source)
+    assert model.curves() is not None
+    # the oracle: fc factorised and c1 separated structurally, fc's two factors and c2 at 8 bits
+    changed = conv_separation(weight_factorization(graph, ranks={"fc": 4})[0], ranks={"c1": 3})[0]
+    store = changed.graph["weights"].copy()
+    for name in ("fc_v", "fc_u", "c2"):
+        store.set(name, "weight", *as_stored(store.get(name), 8))
+    changed.graph["weights"] = store
+    substituted = sens.substituted(graph, {"fc": 4, "c1": 3}, {"fc": 8, "c2": 8})
+    np.testing.assert_allclose(run(substituted, source.x), run(changed, source.x), rtol=1e-4, atol=1e-5)
+    expected = reference(graph, source).score_model(changed).loss
+    assert expected > 0  # a change the rows can see
+    got = model.combined_loss({"fc": Variant(bits=8, rank=4), "c1": Variant(rank=3),
+                               "c2": Variant(bits=8)})
+    assert got is not None and abs(got - expected) <= 1 / ROWS + 1e-12
+    assert model.combined_loss({"fc": Variant(), "c1": Variant(), "r1": Variant(bits=16)}) == 0.0
+    # one layer alone: the curve's own measured point
+    curve = model.curves().curve("c2", "K")  # type: ignore[union-attr]
+    assert curve is not None
+    alone = model.combined_loss({"c2": Variant(rank=int(curve.settings[2]))})
+    assert alone is not None and abs(alone - curve.loss[2]) <= 1 / ROWS + 1e-12
+    assert AccuracyModel(load_model("speakerid")).combined_loss({"fc2": Variant(rank=50)}) is None

@@ -90,3 +90,66 @@ def test_plan_json_compare_and_records_say_where_accuracy_comes_from(
     world = World.nominal(problem)
     records = Simulation(problem, world, StaticPolicy(problem, world, "deepx"), [0.0]).run().records
     assert records.accuracy_source.iloc[0] == plan.accuracy_source
+
+
+def _low_rank_classifier(folder: Path) -> tuple[Path, Path]:
+    """64 -> 512 -> 512 -> 4 whose first layer is rank 4 plus small noise (the planner factorises
+    it) and whose labels it predicts; written as ONNX with an .npz of labelled rows."""
+    from deepx_sim.model.builder import GraphBuilder
+    from tests.compress.conftest import with_weights
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 64)).astype(np.float32)
+    w_true = rng.standard_normal((4, 64))
+    hidden = np.vstack([w_true, rng.standard_normal((508, 64)) * 0.01]).astype(np.float32)
+    middle = rng.standard_normal((512, 8)) @ rng.standard_normal((8, 512)) / 20 + np.eye(512)
+    out = np.zeros((4, 512), np.float32)
+    out[:, :4] = np.eye(4)
+    b = GraphBuilder("lowrank", (1, 64))
+    for name, width in (("fc1", 512), ("r1", 0), ("fc2", 512), ("r2", 0), ("fc3", 4)):
+        b.fc(width, name=name) if width else b.relu(name=name)
+    weights = {"fc1/weight": hidden, "fc2/weight": middle.astype(np.float32), "fc3/weight": out,
+               "fc1/bias": np.zeros(512), "fc2/bias": np.zeros(512), "fc3/bias": np.zeros(4)}
+    net = with_weights(b.build(), weights, {})
+    np.savez(folder / "data.npz", x=x, y=(x @ w_true.T).argmax(axis=1))
+    return save_onnx(net, folder / "lowrank.onnx"), folder / "data.npz"
+
+
+def test_plan_and_compare_measure_on_the_data_given_as_compress_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from deepx_sim.compress.optimizers import weight_factorization
+    from deepx_sim.model.onnx import load_onnx
+
+    model, data = _low_rank_classifier(tmp_path)
+    args = ["--model", str(model), "--platform", "snapdragon_800", "--data", str(data),
+            "--max-accuracy-loss", "0.1"]
+    assert main(["plan", *args, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["accuracy_source"] == f"measured: accuracy loss on {data}, 300 labelled rows"
+    ranks = {a["layer"]: a["rank"] for a in record["assignment"] if a["rank"] is not None}
+    assert ranks and all(a["bits"] == 32 for a in record["assignment"])  # the plan factorises
+    # the oracle: the plan's ranks made structurally, scored on every row given
+    graph = load_onnx(model)
+    expected = reference(graph, load_labelled(data, graph)).score_model(
+        weight_factorization(graph, ranks=ranks)[0]).loss
+    assert abs(record["accuracy_loss_measured"] - expected) <= 1 / 300 + 1e-12
+    assert main(["compare", *args]) == 0
+    text = capsys.readouterr().out
+    assert "measured" in text and f"measured: accuracy loss on {data}" in text
+
+
+@pytest.mark.parametrize(("model", "data", "message"), [
+    ("speakerid", "data.npz", "model 'speakerid' has no weights"),
+    ("lowrank.onnx", "missing.npz", "missing.npz: no such data (.npz) file"),
+    ("lowrank.onnx", "x.npy", "not a NumPy .npz archive"),
+])
+def test_plan_with_data_it_cannot_use_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              model: str, data: str, message: str) -> None:
+    path, _ = _low_rank_classifier(tmp_path)
+    np.save(tmp_path / "x.npy", np.zeros((5, 64), np.float32))
+    name = str(path) if model.endswith(".onnx") else model
+    given = str(tmp_path / data)
+    assert main(["plan", "--model", name, "--platform", "snapdragon_800", "--data", given]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deepx-sim: error:") and message in err and "Traceback" not in err
+    assert given in err

@@ -5,7 +5,10 @@ source (``source``; synthetic inputs when none is given, so a fidelity figure),
 measured once, cached on disk, read at the variant's rank and bits.  The
 planner adds losses up without running the model, so rank losses are scaled by
 the profile's measured interaction factor (what combinations of ranks lost
-against their layers' losses added up, never below 1).  When a
+against their layers' losses added up, never below 1).  That sum is a
+conservative bound to choose within, not an estimate of the chosen plan's loss:
+:meth:`AccuracyModel.combined_loss` measures a chosen combination on the same
+rows, the figure to report for it.  When a
 profile would cost more than ``max_macs`` the weights' real singular values go
 through the err2 rule instead; a model without weights (the zoo) gets the
 spectral model.  :attr:`AccuracyModel.accuracy_source` says which, in words, for
@@ -14,6 +17,7 @@ spectral model.  :attr:`AccuracyModel.accuracy_source` says which, in words, for
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -28,8 +32,14 @@ from deepx_sim.accuracy.estimate import (
     model_spectrum,
     tail_energy,
 )
-from deepx_sim.accuracy.sensitivity import MAX_PROFILE_MACS, Profile, check_measurable, measure_profile
-from deepx_sim.accuracy.sources import Source, synthetic, synthetic_rows
+from deepx_sim.accuracy.sensitivity import (
+    MAX_PROFILE_MACS,
+    Profile,
+    check_measurable,
+    measure_profile,
+    substituted,
+)
+from deepx_sim.accuracy.sources import Reference, Source, reference, synthetic, synthetic_rows
 from deepx_sim.costs import Variant
 from deepx_sim.errors import ModelError
 from deepx_sim.model.layers import Layer
@@ -54,6 +64,9 @@ class AccuracyModel:
     _outputs: frozenset[str] | None = field(default=None, repr=False)
     _resolved: bool = field(default=False, repr=False)
     _why: str = field(default="", repr=False)
+    _measured_on: Source | None = field(default=None, repr=False)
+    _reference: Reference | None = field(default=None, repr=False)
+    _combined: dict[tuple[tuple[str, int | None, int], ...], float] = field(default_factory=dict, repr=False)
 
     def curves(self) -> Profile | None:
         """The measured profile (measured on first use), or None when there is none."""
@@ -65,6 +78,7 @@ class AccuracyModel:
                     check_measurable(self.graph, rows, self.max_macs)
                     source = self.source if self.source is not None else synthetic(self.graph, rows)
                     self.profile = measure_profile(self.graph, source, max_macs=self.max_macs)
+                    self._measured_on = source
                 except ModelError as exc:  # too slow, or a layer numpy cannot run
                     self._why = str(exc)
         return self.profile
@@ -136,3 +150,29 @@ class AccuracyModel:
         if layer.params > 0:
             loss += self.precision_loss.get(variant.bits, 0.0)
         return loss
+
+    def combined_loss(self, variants: Mapping[str, Variant]) -> float | None:
+        """The loss of running every named layer at its variant at once, measured on the
+        source the curves were measured on (in its unit), or None without curves.
+
+        The curves' losses added up (:meth:`loss`, what a planner's linear budget sums)
+        misjudge a combination: layers interact, and one interaction factor fitted on a
+        few combinations cannot follow every one.  This runs the combination instead
+        (cached per combination), as compress does before it accepts one.
+        """
+        store = weight_store(self.graph)
+        if self.curves() is None or self._measured_on is None or store is None:
+            return None
+        # a layer without weights (an activation on a 16-bit processor) changes nothing here
+        key = tuple(sorted((name, v.rank, v.bits) for name, v in variants.items()
+                           if (v.rank is not None or v.bits < 32) and store.has(name)))
+        if key not in self._combined:
+            if not key:
+                self._combined[key] = 0.0
+            else:
+                if self._reference is None:
+                    self._reference = reference(self.graph, self._measured_on)
+                ranks = {name: rank for name, rank, _ in key if rank is not None}
+                bits = {name: b for name, _, b in key if b < 32}
+                self._combined[key] = self._reference.score_model(substituted(self.graph, ranks, bits)).loss
+        return self._combined[key]

@@ -264,18 +264,35 @@ def _measure(graph: nx.DiGraph, ref: Reference, points: int) -> dict[str, np.nda
     return arrays
 
 
-def substituted(graph: nx.DiGraph, choice: dict[str, int]) -> nx.DiGraph:
-    """``graph`` with each chosen layer's weight replaced by its rank-k version: what the
-    factorised graph computes, without changing the structure (for measuring)."""
+def substituted(graph: nx.DiGraph, choice: dict[str, int], bits: dict[str, int] | None = None) -> nx.DiGraph:
+    """``graph`` with each chosen layer's weight replaced by its rank-k version and stored at
+    ``bits`` where given (a factorised layer's two factors each, as the factorised graph
+    stores them): what the changed graph computes, without changing the structure."""
     new = graph.copy()
     store = require_weights(graph, "measuring accuracy").copy()
+    bits = bits or {}
     for name, k in choice.items():
         lay = get_layer(graph, name)
         knob = rank_knob(lay)
         assert knob is not None
-        store.set(name, "weight", low_rank(knob[0], *factors(lay, store.get(name)), k))
+        first, second = factors(lay, store.get(name))
+        first, second = first[:k], second[:, :k]
+        if bits.get(name, 32) < 32:
+            first, second = dequantised(first, bits[name]), dequantised(second, bits[name])
+        store.set(name, "weight", low_rank(knob[0], first, second, k))
+    for name, b in bits.items():
+        if b < 32 and name not in choice:
+            store.set(name, "weight", *as_stored(store.get(name), b))
     new.graph["weights"] = store
     return new
+
+
+def dequantised(values: np.ndarray, bits: int) -> np.ndarray:
+    """``values`` as computation sees them once stored at ``bits`` (float32)."""
+    stored, storage = as_stored(values, bits)
+    if storage.scale is None:
+        return stored.astype(np.float32)
+    return stored.astype(np.float32) * storage.scale.reshape((-1,) + (1,) * (values.ndim - 1))
 
 
 def _joint(graph: nx.DiGraph, ref: Reference, arrays: dict[str, np.ndarray]) -> np.ndarray:

@@ -138,13 +138,28 @@ def _probe(folder: Path, threads: int, repeats: int) -> Probe:
             session.run(None, feeds)
         trace = json.loads(Path(session.end_profiling()).read_text())
         medians[nodes] = statistics.median(_timed(session, feeds, 3 * repeats)[1])
-    durations = np.array([e["dur"] for e in trace if e.get("cat") == "Node"
-                          and e.get("name", "").endswith("_kernel_time")], dtype=np.float64)
-    # the profiler counts whole microseconds: the mean of the middle half keeps the fraction
-    q1, q3 = np.percentile(durations, [25, 75])
+    durations = [e["dur"] for e in trace
+                 if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
     executor = max(medians[PROBE_NODES] - medians[1], 0.0) / (PROBE_NODES - 1)
-    return Probe(float(durations[(durations >= q1) & (durations <= q3)].mean()) * 1e-6, executor,
-                 max(medians[1] - executor, 0.0))
+    return Probe(interquartile_mean(durations) * 1e-6, executor, max(medians[1] - executor, 0.0))
+
+
+def interquartile_mean(values: list[float]) -> float:
+    """The mean of the middle half (by rank): robust to a preempted run like the median;
+    where readings jitter across whole microseconds (the profiler truncates to them) it
+    also keeps the fraction.
+
+    Layers keep the median: of back-to-back profiles of four held-out CNNs (40 runs
+    each, the same runs taken both ways) the mean of the middle half repeated no better
+    (kernels of 10-30 us within +-20 % of each other for 81 % either way; under 10 us
+    91 % against the median's 94 %).  What limits them is drift between profiles, not
+    the microsecond.
+    """
+    # by rank, not by value: readings tie on whole microseconds, and keeping every tie at a
+    # quartile would weigh one side more; of 3 runs it keeps the median
+    array = np.sort(np.asarray(values, dtype=np.float64))
+    cut = (len(array) + 1) // 4
+    return float(array[cut : len(array) - cut].mean())
 
 
 def _named_copy(path: Path, folder: Path) -> tuple[object, Path]:
