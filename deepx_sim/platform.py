@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deepx_sim.config import (
+    Flag,
     Mbps,
     Millis,
     NonNegative,
@@ -282,6 +283,9 @@ class Platform(StrictModel):
     sources: list[str] = Field(default_factory=list)
     sensor_processor: str = ""
     shared_memory_gbps: Gbps
+    #: copies between two local processors that are not the sensor pass through the
+    #: sensor's memory (no peer-to-peer path): two copies instead of one
+    copies_via_sensor: Flag = False
     processors: list[Processor]
     links: list[Link] = Field(default_factory=list)
     path: str = ""
