@@ -76,7 +76,7 @@ CASES: dict[str, Case] = {
                                         "--bandwidth-mbps", "5"],
                                        ["--bandwidth-mbps: platform 'cortex_m0' has no wireless link"]),
     "unknown command": Case(["simulat"], ["invalid choice: 'simulat'"]),
-    "missing option": Case(["plan", "--model", "speakerid"], ["required: --platform"]),
+    "missing option": Case(["plan", "--model", "speakerid"], ["--platform is required: model 'speakerid'"]),
     # ---- non-finite and out-of-range numbers in YAML
     "duration inf": Case(S, ["s.yaml: duration_s must be a finite number, got inf"],
                          {"s.yaml": scenario(duration_s=float("inf"))}),

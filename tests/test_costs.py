@@ -129,7 +129,7 @@ def test_measured_profile_overrides_and_scales(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("content", "suffix", "expected"), [
     ("layer,processor,latency_s\nfc9,cpu,0.1\n", ".csv", "row 2.layer 'fc9' is not a layer"),
     ("layer,processor,latency_s\nfc6,tpu,0.1\n", ".csv", "row 2.processor 'tpu' is not on"),
-    ("layer,processor,latency_s\nfc6,cpu,-1\n", ".csv", "row 2.latency_s must be > 0, got '-1'"),
+    ("layer,processor,latency_s\nfc6,cpu,-1\n", ".csv", "row 2.latency_s must be >= 0, got '-1'"),
     ("layer,latency_s\nfc6,0.1\n", ".csv", "missing ['processor']"),
     ('[{"layer": "fc6", "processor": "cpu", "latency_s": "x"}]', ".json",
      "[0].latency_s must be a number"),

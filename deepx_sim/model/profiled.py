@@ -246,8 +246,8 @@ def bind_platform(graph: nx.DiGraph, platform: Platform | None, *,
     profiled graph on its own (powerless) platform is asked to minimise energy."""
     if not is_profiled(graph):
         if platform is None:
-            raise ModelError(f"model {graph.graph.get('name')!r} brings no platform: name one "
-                             "(--platform, or platform: in a scenario)")
+            raise ModelError(f"--platform is required: model {graph.graph.get('name')!r} brings no "
+                             "platform (only a profiled graph .json does); in a scenario, platform:")
         return platform, None
     own = platform is None
     platform = graph.graph[FILE_PLATFORM] if own else platform

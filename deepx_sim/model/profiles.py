@@ -109,7 +109,8 @@ def _entry(path: Path, row_label: str, row: dict[Any, Any], graph: nx.DiGraph,
     if processor not in processors:
         raise ProfileError(f"{path}: {row_label}.processor {processor!r} is not on platform "
                            f"{platform.name!r}: {closest_names(processor, processors)}")
-    latency = _number(path, row_label, "latency_s", row.get("latency_s"), required=True)
+    latency = _number(path, row_label, "latency_s", row.get("latency_s"), required=True,
+                      zero_ok=True)  # views and inputs take no time
     power = _number(path, row_label, "power_w", row.get("power_w"), required=False)
     kernel = _number(path, row_label, "kernel_s", row.get("kernel_s"), required=False, zero_ok=True)
     spread = _number(path, row_label, "spread_s", row.get("spread_s"), required=False, zero_ok=True)
