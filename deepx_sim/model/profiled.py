@@ -262,3 +262,34 @@ def notes_for(graph: nx.DiGraph) -> tuple[str, ...]:
     """Notes a plan of ``graph`` should carry (the execution-model difference)."""
     return (EXECUTION_NOTE,) if is_profiled(graph) else ()
 
+
+
+def synthetic_profiled(nodes: int, accelerators: int, seed: int, *, memory_slack: float = 1.5,
+                       colocated_pairs: int = 0) -> dict[str, Any]:
+    """A random profiled graph in the file format (for tests and benchmarks): a chain of
+    ``nodes`` layers with skip edges every few layers, a fifth of them zero-time views,
+    accelerators 5-15x faster than the CPU, and memory sized so that the layers need
+    ``1 / memory_slack`` of all accelerators' memory (memory binds).  ``colocated_pairs``
+    pairs of neighbours share a colour class.  Times in ms, sizes in bytes (the format's)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    view = rng.random(nodes) < 0.2
+    cpu_ms = np.where(view, 0.0, rng.uniform(0.5, 10.0, nodes))
+    accel_ms = cpu_ms / rng.uniform(5.0, 15.0, nodes)
+    size = np.where(view, 0.0, rng.uniform(1.0, 3.0, nodes)).round(3) * 2**20
+    per_accel = math.ceil(size.sum() / (accelerators * memory_slack) / 2**20 + size.max() / 2**20)
+    colour = np.arange(nodes)
+    for i in rng.choice(np.arange(1, nodes), size=min(colocated_pairs, nodes - 1), replace=False):
+        colour[i] = colour[i - 1]
+    out_ms = rng.uniform(0.0, 2.0, nodes).round(4)
+    edges = [(i - 1, i) for i in range(1, nodes)]
+    edges += [(int(rng.integers(max(0, i - 8), i - 1)), i) for i in range(2, nodes) if rng.random() < 0.3]
+    return {
+        "maxSizePerFPGA": float(per_accel * 2**20), "maxFPGAs": accelerators, "maxCPUs": 1,
+        "nodes": [{"id": i, "name": f"n{i}", "supportedOnFpga": 1, "cpuLatency": float(cpu_ms[i]),
+                   "fpgaLatency": float(accel_ms[i]), "isBackwardNode": False,
+                   "colorClass": int(colour[i]), "size": float(size[i])} for i in range(nodes)],
+        "edges": [{"sourceId": u, "destId": v, "cost": float(out_ms[u]),
+                   "size": float(out_ms[u]) * COPY_GBPS * 1e6} for u, v in sorted(set(edges))],
+    }
