@@ -226,6 +226,21 @@ def test_scenario_with_a_profiled_graph_and_no_platform(tmp_path: Path) -> None:
     assert result.summary["latency_p50_s"] == pytest.approx(plan.latency_s, rel=1e-6)
 
 
+def test_simulator_has_one_resource_per_instance(tmp_path: Path) -> None:
+    from deepx_sim.scenario import build_simulation, load_scenario
+
+    (tmp_path / "g.json").write_text(json.dumps(synthetic_profiled(10, 2, seed=2)))
+    hw = _platform_yaml(tmp_path, 3, 64.0)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "model": "g.json", "platform": str(hw), "duration_s": 2,
+        "policy": {"kind": "static", "planner": "greedy"}, "constraints": {"objective": "latency"}}))
+    scenario, base = load_scenario(tmp_path / "s.yaml")
+    sim = build_simulation(scenario, base)
+    assert sim.local == ["cpu", "gpu0", "gpu1", "gpu2"]
+    result = sim.run()
+    assert set(result.records["processors_used"].iloc[0].split(",")) <= set(sim.local) | {""}
+
+
 def test_greedy_status_is_never_optimal() -> None:
     plan = get_planner("greedy").plan(problem_of(DATA / "bert24_inference.json"))
     assert plan.status == "feasible" and plan.gap is None
