@@ -181,6 +181,18 @@ def test_greedy_never_exceeds_memory_on_small_random_graphs(seed: int) -> None:
     assert best is not None and plan.latency_s >= best * (1 - 1e-9)
 
 
+@pytest.mark.parametrize("seed", [0, 3, 6, 9])
+def test_deepx_matches_brute_force_on_identical_accelerators(seed: int) -> None:
+    """Two identical accelerators, memory binding, copies through CPU memory (no colocation:
+    the ILP does not read colocation classes yet)."""
+    data = synthetic_profiled(6, 2, seed=seed, memory_slack=1.0 + seed % 3 * 0.3)
+    model = _load_dict(data)
+    problem = Problem(model.graph, model.platform, constraints=LATENCY, profile=model.profile)
+    plan = DeepXPlanner(gap=1e-6).plan(problem)
+    assert plan.status == "optimal"
+    assert plan.latency_s == pytest.approx(_brute_force_latency_s(problem), rel=1e-5)
+
+
 def test_memory_binds_in_the_random_cases() -> None:
     """The cases above are not vacuous: in some, memory changes the best plan."""
     binding = 0
