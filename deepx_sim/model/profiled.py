@@ -17,7 +17,8 @@ How a file maps onto deepx_sim:
 - its ``size`` is its memory: stored as 32-bit parameters (``size / 4``), with
   zero-element activations, so the memory the planners count is exactly ``size``;
 - the file brings its platform (:func:`file_platform`): one ``cpu`` whose memory
-  never binds (their IP has no CPU memory limit) and a ``gpu`` class with
+  never binds (their IP has no CPU memory limit and, like it, we ignore
+  ``maxCPUs``) and a ``gpu`` class with
   ``count: maxFPGAs`` and ``maxSizePerFPGA`` each; no power data (0 W);
 - colocation classes with more than one node are stored as
   ``graph.graph["colocation"] = {class: [layer names]}`` (see layers.py).
@@ -42,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
+from pydantic import ValidationError
 
-from deepx_sim.config import read_text
+from deepx_sim.config import read_text, validation_message
 from deepx_sim.errors import ModelError
 from deepx_sim.kinds import LayerKind
 from deepx_sim.model.layers import COLOCATION, Layer, colocation, layers_in_order, tensor_bytes
@@ -53,6 +55,8 @@ from deepx_sim.platform import Platform, ProcessorKind
 #: Copy rate of the file platform: 2 GiB/s.  Every edge of the four shipped files
 #: has size / cost = 2**31 B/s, so the bytes we derive equal their ``size`` field.
 COPY_GBPS = 2**31 / 1e9
+#: Largest memory a processor may have (platform.py's Mebibytes limit, 2**40 MiB).
+MAX_MEMORY_BYTES = 2.0**60
 #: Layer attribute keys of the measured times (seconds).
 CPU_LATENCY = "cpu_latency_s"
 ACCELERATOR_LATENCY = "accelerator_latency_s"
@@ -100,6 +104,9 @@ def load_profiled_graph(path: str | Path) -> nx.DiGraph:
     if not isinstance(data, dict):
         raise ModelError(f"{path}: must be a JSON object with maxSizePerFPGA, maxFPGAs, nodes, edges")
     accel_bytes = _number(path, "maxSizePerFPGA", data.get("maxSizePerFPGA"), positive=True)
+    if accel_bytes > MAX_MEMORY_BYTES:
+        raise ModelError(f"{path}: maxSizePerFPGA must be <= 2**60 bytes (what a platform allows), "
+                         f"got {accel_bytes:g}")
     count = data.get("maxFPGAs")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ModelError(f"{path}: maxFPGAs must be a whole number >= 1, got {count!r}")
@@ -192,8 +199,9 @@ def file_platform(name: str, graph: nx.DiGraph, accelerator_bytes: float, count:
     total_bytes = sum(lay.param_bytes(_BITS) for lay in layers_in_order(graph))
     unused = {"peak_gflops": {"fp32": 1.0}, "efficiency": {"default": 1.0},
               "memory_bandwidth_gbps": 1.0, "active_power_w": 0.0}
-    return Platform.model_validate({
-        "name": "".join(c if c.isalnum() or c in "_-" else "_" for c in name) or "profiled",
+    ident = "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
+    data = {
+        "name": ident if ident[:1].isalnum() else f"g{ident}",
         "description": f"platform of profiled graph {name}: a CPU and {count} accelerators",
         "sources": ["Tarnawski et al., NeurIPS 2020 (msr-fiddle/dnn-partitioning)"],
         "sensor_processor": "cpu", "shared_memory_gbps": COPY_GBPS, "copies_via_sensor": True,
@@ -203,7 +211,12 @@ def file_platform(name: str, graph: nx.DiGraph, accelerator_bytes: float, count:
             {"name": "gpu", "kind": "gpu", "count": count, **unused,
              "usable_memory_mib": accelerator_bytes / 2**20},
         ],
-    })
+    }
+    try:
+        return Platform.model_validate(data)
+    except ValidationError as exc:  # (memory beyond any device: the limits are in platform.py)
+        raise ModelError(validation_message(f"platform of profiled graph {name}", exc, data,
+                                            Platform)) from None
 
 
 def measured_profile(graph: nx.DiGraph, platform: Platform) -> Profile:
