@@ -184,6 +184,8 @@ CASES: dict[str, Case] = {
                                                       b={"colorClass": 5, "size": 2.0**31}),
                                  "hw.yaml": hardware({})}),
     "graph not json": Case(GRAPH, ["g.json: not valid JSON"], {"g.json": b"{nodes: ["}),
+    "graph no accelerators": Case(GRAPH, ["g.json: maxFPGAs must be a whole number >= 1, got 0"],
+                                  {"g.json": graph_file().replace(b'"maxFPGAs": 2', b'"maxFPGAs": 0')}),
     # ---- output paths, checked before the work starts
     "out is a folder": Case([*S, "--out", "{tmp}/dir.csv"], ["--out {tmp}/dir.csv: is a folder"],
                             {"s.yaml": scenario(), "dir.csv/keep": b""}),
