@@ -67,7 +67,8 @@ def root_bound(planner: DeepXPlanner, problem: Problem, time_limit_s: float) -> 
     for var in prob.variables():
         var.cat = pulp.LpContinuous
     prob.solve(pulp.HiGHS(msg=False, timeLimit=time_limit_s))
-    if pulp.LpStatus[prob.status] != "Optimal":
+    # (under a time limit PuLP may still say "Optimal"; the solution status tells)
+    if pulp.LpStatus[prob.status] != "Optimal" or prob.sol_status != pulp.LpSolutionOptimal:
         return None
     # the ILP's objective is in scaled units (ms today); the lead may change or drop the scale
     return pulp.value(prob.objective) / getattr(ilp, "OBJECTIVE_SCALE", 1.0)
