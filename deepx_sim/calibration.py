@@ -95,7 +95,7 @@ def load_measured(path: str | Path, platform: Platform, processor: str) -> Measu
     path = Path(path)
     meta = read_profile_meta(path)
     graph = _model_of(path, meta)
-    entries = load_profile(path, graph, platform)
+    entries = load_profile(path, graph, platform, zero_latency_ok=False)  # a fit of log times
     proc = platform.processor(processor)
     others = sorted({p for _, p in entries} - {processor})
     if others:

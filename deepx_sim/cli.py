@@ -234,12 +234,14 @@ def cmd_platform(args: argparse.Namespace) -> None:
 def _problem(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from deepx_sim.costs import Conditions
     from deepx_sim.model import load_model
+    from deepx_sim.model.profiled import bind_platform
     from deepx_sim.model.profiles import load_profile
     from deepx_sim.plan import Constraints, Problem
     from deepx_sim.platform import load_platform
 
     graph = load_model(args.model, _input_shapes(getattr(args, "input_shape", None)))
-    platform = load_platform(args.platform)
+    given = load_platform(args.platform) if args.platform else None
+    platform, measured = bind_platform(graph, given, objective=args.objective)
     link = args.link
     if link is None and platform.links:
         link = platform.links[0].name
@@ -254,7 +256,7 @@ def _problem(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     constraints = Constraints(deadline_s=args.deadline_ms / 1000.0,
                               max_accuracy_loss=args.max_accuracy_loss,
                               energy_budget_j=args.energy_budget_j, objective=args.objective)
-    profile = load_profile(args.profile, graph, platform) if args.profile else None
+    profile = load_profile(args.profile, graph, platform) if args.profile else measured
     return Problem(graph, platform, conditions, constraints, profile=profile,
                    precisions=args.precisions, accuracy=_accuracy_model(args, graph),
                    fuse=not args.no_fusion)
@@ -301,6 +303,9 @@ def _plan_lines(plan) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    from deepx_sim.model.profiled import notes_for
     from deepx_sim.plan import get_planner
 
     problem = _problem(args)
@@ -308,6 +313,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     planner = get_planner(args.planner, **(options if args.planner == "deepx" else {}))
     plan = planner.plan(problem)
     measured = _measured_plan_loss(problem, plan)
+    plan = dataclasses.replace(plan, notes=(*plan.notes, *notes_for(problem.graph)))
     if args.json:
         record = plan.to_dict()
         if measured is not None:
@@ -320,6 +326,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if measured is not None:
         print(f"accuracy: {problem.accuracy.accuracy_source}; the plan's changes run together lose "
               f"{measured:.4f} (the planner's budget adds the curves up: {plan.accuracy_loss:.4f})")
+    for note in plan.notes:
+        print(f"note: {note}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -731,8 +739,10 @@ def cmd_quality(args: argparse.Namespace) -> None:
 
 
 def _add_problem_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="zoo model or .onnx file")
-    p.add_argument("--platform", required=True, help="platform name or YAML file")
+    p.add_argument("--model", required=True,
+                   help="zoo model, .onnx file or profiled graph .json (data/profiled_graphs/)")
+    p.add_argument("--platform", help="platform name or YAML file (default for a profiled graph: "
+                                      "the platform its file describes)")
     p.add_argument("--link", help="wireless link to the cloud (default: the platform's first)")
     bandwidth = _option(_spec_field("ConditionsSpec", "bandwidth_mbps"))
     p.add_argument("--bandwidth-mbps", type=bandwidth, help="uplink bandwidth (default: the link's)")

@@ -29,7 +29,8 @@ Transfers of a tensor between processors:
 
 - same processor: free;
 - two local processors: through shared memory at its bandwidth, the
-  producing processor busy meanwhile;
+  producing processor busy meanwhile (twice, through the sensor's memory,
+  between two non-sensor processors of a platform with ``copies_via_sensor``);
 - device <-> cloud: bits / link rate + rtt/2, the radio drawing the Huang et al.
   power a * rate + b while bits move and b during the propagation delay
   (energy = a * megabits + b * time).
@@ -343,7 +344,8 @@ class CostModel:
     def _transfer_cost(self, size_bytes: int, src: str, dst: str) -> TransferCost:
         p_src, p_dst = self.platform.processor(src), self.platform.processor(dst)
         if not p_src.is_remote and not p_dst.is_remote:
-            time_s = size_bytes / (self.platform.shared_memory_gbps * 1e9)
+            copies = 2 if self.platform.copies_via_sensor and self.platform.sensor not in (src, dst) else 1
+            time_s = copies * size_bytes / (self.platform.shared_memory_gbps * 1e9)
             return TransferCost(time_s, p_src.active_power_w * time_s, size_bytes, "shared_memory")
         if p_src.is_remote and p_dst.is_remote:
             raise CostError(f"no link between remote processors {src!r} and {dst!r}")

@@ -26,10 +26,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deepx_sim.config import (
+    Flag,
     Mbps,
     Millis,
     NonNegative,
     Positive,
+    PositiveInt,
     StrictModel,
     finite_range,
     read_yaml_mapping,
@@ -90,6 +92,13 @@ class Processor(StrictModel):
     idle_power_w: Watts = 0.0
     launch_overhead_ms: Millis = 0.0
     calibration: Calibration | None = None  # None: datasheet numbers and estimates
+    #: how many identical instances of this processor the platform has; the platform
+    #: expands ``count: k`` into k processors ``<name>0`` .. ``<name>{k-1}``
+    count: PositiveInt = 1
+    #: the class an expanded instance belongs to (the name written in the file);
+    #: "" for a processor written once.  Planners may treat one class's instances as
+    #: interchangeable (symmetry breaking); each has its own memory and resource.
+    group: str = ""
 
     @field_validator("peak_gflops")
     @classmethod
@@ -121,6 +130,18 @@ class Processor(StrictModel):
     @property
     def is_remote(self) -> bool:
         return self.kind == ProcessorKind.CLOUD
+
+    @property
+    def klass(self) -> str:
+        """The processor's class: its group, or its own name if it was written once."""
+        return self.group or self.name
+
+    def instances(self) -> list[Processor]:
+        """This processor as ``count`` interchangeable instances (itself if count is 1)."""
+        if self.count == 1:
+            return [self]
+        return [self.model_copy(update={"name": f"{self.name}{i}", "count": 1, "group": self.name})
+                for i in range(self.count)]
 
     @property
     def usable_memory_bytes(self) -> int:
@@ -262,16 +283,23 @@ class Platform(StrictModel):
     sources: list[str] = Field(default_factory=list)
     sensor_processor: str = ""
     shared_memory_gbps: Gbps
+    #: copies between two local processors that are not the sensor pass through the
+    #: sensor's memory (no peer-to-peer path): two copies instead of one
+    copies_via_sensor: Flag = False
     processors: list[Processor]
     links: list[Link] = Field(default_factory=list)
     path: str = ""
 
     @model_validator(mode="after")
     def _consistent(self) -> Platform:
+        # a class with a count becomes that many processors, each with the class's memory
+        # (frozen model: set once here, before anything reads it)
+        object.__setattr__(self, "processors", [q for p in self.processors for q in p.instances()])
         names = [p.name for p in self.processors]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"processor names must be unique, got duplicates {dupes}")
+            raise ValueError(f"processor names must be unique (a processor with count k becomes "
+                             f"<name>0 .. <name>k-1), got duplicates {dupes}")
         local = [p.name for p in self.processors if not p.is_remote]
         if not local:
             raise ValueError("needs at least one local (non-cloud) processor")

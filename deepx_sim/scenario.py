@@ -4,8 +4,9 @@ Validated once at load (unknown fields are errors); relative paths are taken
 from the scenario file's folder.  Example (every field; most have defaults)::
 
     name: alexnet-lte                # default: the file's stem
-    model: alexnet                   # zoo name or path to an .onnx file
-    platform: tegra_k1               # shipped name or path to a hardware YAML
+    model: alexnet                   # zoo name, path to an .onnx file or a profiled graph .json
+    platform: tegra_k1               # shipped name or path to a hardware YAML (optional for a
+                                     # profiled graph, which brings its own)
     seed: 1
     duration_s: 600                  # arrivals happen in [0, duration_s)
     conditions:
@@ -210,7 +211,7 @@ class BatterySpec(StrictModel):
 class Scenario(StrictModel):
     name: str = "scenario"
     model: str
-    platform: str
+    platform: str = ""  # "": the platform a profiled graph's file brings
     fusion: bool = True  # plan the units runtimes fuse layers into (False: single operators)
     seed: Count = 0
     duration_s: Seconds = 60.0
@@ -303,11 +304,12 @@ class _Builder:
 
     def problem(self) -> Problem:
         from deepx_sim.model import load_model
+        from deepx_sim.model.profiled import bind_platform
         from deepx_sim.platform import load_platform
 
         s = self.s
         model = s.model
-        if model.endswith(".onnx") and not Path(model).is_absolute():
+        if model.endswith((".onnx", ".json")) and not Path(model).is_absolute():
             model = str(self.base_dir / model)
         try:
             graph = load_model(model)
@@ -317,7 +319,8 @@ class _Builder:
         if platform_ref.endswith((".yaml", ".yml")) and not Path(platform_ref).is_absolute():
             platform_ref = str(self.base_dir / platform_ref)
         try:
-            platform = load_platform(platform_ref)
+            given = load_platform(platform_ref) if platform_ref else None
+            platform, measured = bind_platform(graph, given, objective=s.constraints.objective)
         except DeepxError as exc:
             raise self.fail("platform", str(exc)) from None
         link = s.conditions.link
@@ -336,7 +339,8 @@ class _Builder:
                 latency_weight_j_per_s=c.latency_weight_j_per_s)
         except DeepxError as exc:
             raise self.fail("constraints", str(exc)) from None
-        return Problem(graph, platform, Conditions(link=link), constraints, fuse=s.fusion)
+        return Problem(graph, platform, Conditions(link=link), constraints, profile=measured,
+                       fuse=s.fusion)
 
     def radio_override(self, platform: Platform, link_name: str | None) -> Platform:
         """The platform with ``conditions.radio``'s fields laid over its link's radio."""

@@ -44,7 +44,20 @@ class Case:
     files: dict[str, bytes] = field(default_factory=dict)
 
 
+def graph_file(edges: list[tuple[int, int]] | None = None, cost: float = 1.0, **nodes: dict) -> bytes:
+    """A two-node profiled graph (a -> b) with node fields changed."""
+    base = {"supportedOnFpga": 1, "cpuLatency": 2.0, "fpgaLatency": 0.5, "size": 1024.0,
+            "isBackwardNode": False}
+    data = {"maxSizePerFPGA": 2.0**20, "maxFPGAs": 2, "maxCPUs": 1,
+            "nodes": [{**base, "id": i, "name": n, "colorClass": i, **nodes.get(n, {})}
+                      for i, n in enumerate("ab")],
+            "edges": [{"sourceId": u, "destId": v, "cost": cost, "size": 8.0}
+                      for u, v in (edges or [(0, 1)])]}
+    return json.dumps(data).encode()
+
+
 S = ["simulate", "{tmp}/s.yaml"]
+GRAPH = ["plan", "--model", "{tmp}/g.json", "--objective", "latency"]
 HW = [*PROBLEM[:2], "--platform", "{tmp}/hw.yaml"]
 PROFILE = ["plan", *PROBLEM, "--profile"]
 
@@ -76,7 +89,7 @@ CASES: dict[str, Case] = {
                                         "--bandwidth-mbps", "5"],
                                        ["--bandwidth-mbps: platform 'cortex_m0' has no wireless link"]),
     "unknown command": Case(["simulat"], ["invalid choice: 'simulat'"]),
-    "missing option": Case(["plan", "--model", "speakerid"], ["required: --platform"]),
+    "missing option": Case(["plan", "--model", "speakerid"], ["--platform is required: model 'speakerid'"]),
     # ---- non-finite and out-of-range numbers in YAML
     "duration inf": Case(S, ["s.yaml: duration_s must be a finite number, got inf"],
                          {"s.yaml": scenario(duration_s=float("inf"))}),
@@ -154,6 +167,25 @@ CASES: dict[str, Case] = {
                                    {"s.yaml": b"model: speakerid\nseed: 1\nseed: 2\nplatform: tegra_k1\n"}),
     "duplicate hardware key": Case(["platform", "{tmp}/hw.yaml"], ["hw.yaml", "duplicate key 'name'"],
                                    {"hw.yaml": b"name: a\nname: b\n"}),
+    # ---- profiled graph files (issue 20): the file and the node, edge or class
+    "graph cycle": Case(GRAPH, ["g.json: the edges form a cycle through nodes", "a -> b"],
+                        {"g.json": graph_file(edges=[(0, 1), (1, 0)])}),
+    "graph unknown node": Case(GRAPH, ["g.json: edges[1].destId 7 is not the id of a node"],
+                               {"g.json": graph_file(edges=[(0, 1), (1, 7)])}),
+    "graph negative time": Case(GRAPH, ["g.json: nodes[1] (b).fpgaLatency must be a finite number >= 0, "
+                                        "got -2"], {"g.json": graph_file(b={"fpgaLatency": -2})}),
+    "graph negative size": Case(GRAPH, ["g.json: nodes[0] (a).size must be a finite number >= 0, got -1"],
+                                {"g.json": graph_file(a={"size": -1})}),
+    "graph negative cost": Case(GRAPH, ["g.json: edges[0].cost must be a finite number >= 0, got -0.5"],
+                                {"g.json": graph_file(cost=-0.5)}),
+    "graph class too big": Case([*GRAPH, "--platform", "{tmp}/hw.yaml"],
+                                ["colocation class '5'", "fits on no processor of platform 'tegra_k1'"],
+                                {"g.json": graph_file(a={"colorClass": 5, "size": 2.0**31},
+                                                      b={"colorClass": 5, "size": 2.0**31}),
+                                 "hw.yaml": hardware({})}),
+    "graph not json": Case(GRAPH, ["g.json: not valid JSON"], {"g.json": b"{nodes: ["}),
+    "graph no accelerators": Case(GRAPH, ["g.json: maxFPGAs must be a whole number >= 1, got 0"],
+                                  {"g.json": graph_file().replace(b'"maxFPGAs": 2', b'"maxFPGAs": 0')}),
     # ---- output paths, checked before the work starts
     "out is a folder": Case([*S, "--out", "{tmp}/dir.csv"], ["--out {tmp}/dir.csv: is a folder"],
                             {"s.yaml": scenario(), "dir.csv/keep": b""}),

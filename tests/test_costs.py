@@ -126,10 +126,20 @@ def test_measured_profile_overrides_and_scales(tmp_path: Path) -> None:
     assert model.layer_cost("fc6", "cpu", Variant(rank=100)).latency_s == pytest.approx(0.2 * ratio)
 
 
+def test_measured_zero_latency_is_valid(tmp_path: Path) -> None:
+    g, p = load_model("alexnet"), load_platform("tegra_k1")
+    csv = tmp_path / "prof.csv"
+    csv.write_text("layer,processor,latency_s\nfc6,cpu,0\n")
+    model = CostModel(g, p, profile=load_profile(csv, g, p))
+    assert model.layer_cost("fc6", "cpu").latency_s == 0.0
+    with pytest.raises(ProfileError, match=r"row 2\.latency_s must be > 0, got '0'"):
+        load_profile(csv, g, p, zero_latency_ok=False)
+
+
 @pytest.mark.parametrize(("content", "suffix", "expected"), [
     ("layer,processor,latency_s\nfc9,cpu,0.1\n", ".csv", "row 2.layer 'fc9' is not a layer"),
     ("layer,processor,latency_s\nfc6,tpu,0.1\n", ".csv", "row 2.processor 'tpu' is not on"),
-    ("layer,processor,latency_s\nfc6,cpu,-1\n", ".csv", "row 2.latency_s must be > 0, got '-1'"),
+    ("layer,processor,latency_s\nfc6,cpu,-1\n", ".csv", "row 2.latency_s must be >= 0, got '-1'"),
     ("layer,latency_s\nfc6,0.1\n", ".csv", "missing ['processor']"),
     ('[{"layer": "fc6", "processor": "cpu", "latency_s": "x"}]', ".json",
      "[0].latency_s must be a number"),

@@ -78,6 +78,10 @@ def test_negative_peak_names_file_field_value(tmp_path: Path) -> None:
     ({"processors.0.idle_power_w": 9.0}, "idle_power_w (9.0) must be <= active_power_w"),
     ({"sensor_processor": "gpu0"}, "sensor_processor 'gpu0' must be a local processor"),
     ({"shared_memory_gbps": "fast"}, "shared_memory_gbps"),
+    ({"processors.1.count": 0}, "processors[1].count must be >= 1, got 0"),
+    ({"processors.1.count": 2.5}, "processors[1].count must be a whole number, got 2.5"),
+    ({"processors.1.count": "8"}, "processors[1].count must be a whole number, got '8'"),
+    ({"processors.1.count": 2, "processors.0.name": "lpc1"}, "got duplicates ['lpc1']"),
 ])
 def test_wrong_fields_are_named(tmp_path: Path, edit: dict, expected: str) -> None:
     with pytest.raises(PlatformError) as err:
@@ -112,3 +116,16 @@ def test_radio_preset_energies_closed_form() -> None:
     assert g3.tail_energy_j == pytest.approx(0.8039 * 8.0882 + 0.6013 * 0.8242)
     wifi = RADIO_PRESETS["wifi"]
     assert wifi.transfer_power_w(up_mbps=10) == pytest.approx((283.17 * 10 + 132.86) / 1000)
+
+
+def test_count_expands_into_interchangeable_instances(tmp_path: Path) -> None:
+    plain = load_platform(_write(tmp_path, {}))
+    expanded = load_platform(_write(tmp_path, {"processors.1.count": 3}))
+    written = plain.processors[1]
+    copies = [p for p in expanded.processors if p.group == written.name]
+    assert [p.name for p in copies] == [f"{written.name}{i}" for i in range(3)]
+    for p in copies:  # each keeps the class's per-instance numbers
+        assert p.usable_memory_bytes == written.usable_memory_bytes
+        assert p.peak_gflops == written.peak_gflops and p.klass == written.name and p.count == 1
+    assert len(expanded.processors) == len(plain.processors) + 2
+    assert expanded.processors[0] == plain.processors[0] and plain.processors[0].klass == "cpu"

@@ -44,7 +44,12 @@ def load_model(
     name_or_path: str | Path,
     input_shapes: Mapping[str | None, tuple[int, ...]] | None = None,
 ) -> nx.DiGraph:
-    """A zoo model by name, or an ONNX file by path (``.onnx``)."""
+    """A zoo model by name, an ONNX file by path (``.onnx``), or a profiled graph file
+    (``.json``, :mod:`deepx_sim.model.profiled`; its platform rides in ``graph.graph``)."""
+    if str(name_or_path).lower().endswith(".json"):
+        from deepx_sim.model.profiled import load_profiled_graph
+
+        return load_profiled_graph(name_or_path)
     if str(name_or_path).lower().endswith(".onnx"):
         from deepx_sim.model.onnx import load_onnx
 

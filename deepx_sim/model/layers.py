@@ -7,6 +7,11 @@ Graph attributes (``G.graph[...]``)
     ``source``       where it came from: ``"zoo"``, an ONNX path, ... (str)
     ``weights``      optional :class:`~deepx_sim.model.weights.WeightStore` giving the
                      layers' real weights as numpy arrays, loaded lazily
+    ``colocation``   optional {class name: [layer names]}: each class's layers must run
+                     on one processor (profiled graphs' colour classes); read it with
+                     :func:`colocation`
+    ``platform``     optional :class:`~deepx_sim.platform.Platform` a profiled graph
+                     file brings (:mod:`deepx_sim.model.profiled`)
 
 Node keys are layer names.  Node attributes (``G.nodes[name][...]``)
     ``layer``        the :class:`Layer` (frozen): kind, shapes, FLOPs, parameters
@@ -391,6 +396,15 @@ def validate_graph(graph: nx.DiGraph) -> None:
             raise ModelError(
                 f"model {name!r}: edge {u!r} -> {v!r} goes against execution order"
             )
+
+
+#: ``graph.graph[COLOCATION]``: {class: [layer names]}, classes of two or more layers.
+COLOCATION = "colocation"
+
+
+def colocation(graph: nx.DiGraph) -> dict[str, list[str]]:
+    """Classes of layers that must share a processor ({} if none)."""
+    return dict(graph.graph.get(COLOCATION) or {})
 
 
 def total(graph: nx.DiGraph, attribute: str) -> int:

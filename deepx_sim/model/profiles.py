@@ -94,7 +94,7 @@ def _rows(path: Path) -> tuple[Iterable[dict[Any, Any]], str]:
 
 
 def _entry(path: Path, row_label: str, row: dict[Any, Any], graph: nx.DiGraph,
-           platform: Platform) -> tuple[tuple[str, str], ProfileEntry]:
+           platform: Platform, zero_ok: bool) -> tuple[tuple[str, str], ProfileEntry]:
     extra = sorted(str(k) for k in set(row) - set(REQUIRED) - set(OPTIONAL))
     if extra:
         raise ProfileError(f"{path}: {row_label} has unknown fields {extra}; "
@@ -109,7 +109,8 @@ def _entry(path: Path, row_label: str, row: dict[Any, Any], graph: nx.DiGraph,
     if processor not in processors:
         raise ProfileError(f"{path}: {row_label}.processor {processor!r} is not on platform "
                            f"{platform.name!r}: {closest_names(processor, processors)}")
-    latency = _number(path, row_label, "latency_s", row.get("latency_s"), required=True)
+    latency = _number(path, row_label, "latency_s", row.get("latency_s"), required=True,
+                      zero_ok=zero_ok)
     power = _number(path, row_label, "power_w", row.get("power_w"), required=False)
     kernel = _number(path, row_label, "kernel_s", row.get("kernel_s"), required=False, zero_ok=True)
     spread = _number(path, row_label, "spread_s", row.get("spread_s"), required=False, zero_ok=True)
@@ -118,8 +119,12 @@ def _entry(path: Path, row_label: str, row: dict[Any, Any], graph: nx.DiGraph,
         group=str(row.get("group") or "").strip())
 
 
-def load_profile(path: str | Path, graph: nx.DiGraph, platform: Platform) -> Profile:
-    """Read and validate a profile file; raises ProfileError naming row and field."""
+def load_profile(path: str | Path, graph: nx.DiGraph, platform: Platform, *,
+                 zero_latency_ok: bool = True) -> Profile:
+    """Read and validate a profile file; raises ProfileError naming row and field.
+
+    A latency of 0 is valid (views and inputs take no time) unless ``zero_latency_ok``
+    is False (calibration fits log times)."""
     path = Path(path)
     if not path.is_file():
         raise ProfileError(f"{path}: no such profile file")
@@ -129,7 +134,7 @@ def load_profile(path: str | Path, graph: nx.DiGraph, platform: Platform) -> Pro
     try:
         for i, row in enumerate(rows):
             row_label = label.format(i + 2 + skipped if label.startswith("row") else i)
-            key, entry = _entry(path, row_label, row, graph, platform)
+            key, entry = _entry(path, row_label, row, graph, platform, zero_latency_ok)
             if key in profile:  # (so a file holds at most one row per pair: memory stays bounded)
                 raise ProfileError(f"{path}: {row_label} repeats layer {key[0]!r} on {key[1]!r}")
             profile[key] = entry

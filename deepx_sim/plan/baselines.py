@@ -15,8 +15,9 @@ from functools import partial
 
 import networkx as nx
 
+from deepx_sim.costs import Variant
 from deepx_sim.errors import InfeasibleError, PlanError
-from deepx_sim.model.layers import LayerKind
+from deepx_sim.model.layers import LayerKind, colocation
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, placements
 from deepx_sim.platform import ProcessorKind
@@ -147,10 +148,44 @@ class DADSPlanner(Planner):
                 for lay in problem.layers}
 
 
+class _MemoryLedger:
+    """What a partial plan holds on each processor, counted as :func:`evaluate` does:
+    the parameters of its layers plus its largest activation (inputs + output)."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.params: dict[str, int] = {}
+        self.act: dict[str, int] = {}
+
+    def need(self, layer_name: str, proc: str, variant: Variant) -> tuple[int, int]:
+        """(parameter bytes, activation bytes) of ``layer_name`` on ``proc``."""
+        costs = self.problem.costs
+        c = costs.layer_cost(layer_name, proc, variant)
+        lay = self.problem.graph.nodes[layer_name]["layer"]
+        return c.param_bytes, lay.input_bytes(costs.activation_bits) + c.activation_bytes
+
+    def fits(self, proc: str, items: list[tuple[str, Variant]]) -> bool:
+        params, act = self._after(proc, items)
+        return params + act <= self.problem.platform.processor(proc).usable_memory_bytes
+
+    def add(self, proc: str, items: list[tuple[str, Variant]]) -> None:
+        self.params[proc], self.act[proc] = self._after(proc, items)
+
+    def _after(self, proc: str, items: list[tuple[str, Variant]]) -> tuple[int, int]:
+        params, act = self.params.get(proc, 0), self.act.get(proc, 0)
+        for name, variant in items:
+            p, a = self.need(name, proc, variant)
+            params, act = params + p, max(act, a)
+        return params, act
+
+
 class GreedyPlanner(Planner):
     """Layer by layer in execution order, the processor and variant that add the
-    least to the objective given where the inputs are; if the result misses the
-    deadline, again minimising latency."""
+    least to the objective given where the inputs are, among those whose memory
+    still fits there (else the next best); if the result misses the deadline,
+    again minimising latency.  The layers of a colocation class
+    (``graph.graph["colocation"]``) follow the first one placed, whose processor
+    must hold the whole class.  Its plans never claim optimality (status feasible)."""
 
     name = "greedy"
 
@@ -169,6 +204,9 @@ class GreedyPlanner(Planner):
         c = problem.constraints
         chosen: dict[str, Placement] = {}
         loss_left = c.max_accuracy_loss
+        memory = _MemoryLedger(problem)
+        klass = {n: members for members in colocation(problem.graph).values() for n in members}
+        pinned: dict[str, str] = {}  # a placed class's other layers -> its processor
 
         def score(latency: float, energy: float) -> float:
             if objective == "latency":
@@ -177,8 +215,7 @@ class GreedyPlanner(Planner):
 
         for lay in problem.layers:
             options = []
-            procs = [problem.sensor] if lay.kind == LayerKind.INPUT else problem.processors
-            for p in procs:
+            for p in _candidates(problem, lay.name, klass, pinned):
                 moved = 0.0, 0.0
                 for pred in problem.graph.predecessors(lay.name):
                     t = costs.transfer_cost(costs.edge_bytes(pred, lay.name),
@@ -191,12 +228,46 @@ class GreedyPlanner(Planner):
                     lc = costs.layer_cost(lay.name, p, v)
                     options.append((score(lc.latency_s + moved[0], lc.energy_j + moved[1]),
                                     loss, Placement(lay.name, p, v)))
-            if not options:
-                raise PlanError(f"greedy: no option for layer {lay.name!r}")
-            best = min(options, key=lambda o: (o[0], o[1]))
+            best = _first_fitting(problem, memory, sorted(options, key=lambda o: (o[0], o[1])),
+                                  klass, pinned)
             chosen[lay.name] = best[2]
             loss_left -= best[1]
         return evaluate(problem, chosen, "greedy")
+
+
+def _candidates(problem: Problem, name: str, klass: dict[str, list[str]],
+                pinned: dict[str, str]) -> list[str]:
+    """Processors ``name`` may go to: its class's, the sensor for an input (or a class
+    holding one), else every available processor."""
+    if name in pinned:
+        return [pinned[name]]
+    members = klass.get(name, [name])
+    if any(problem.graph.nodes[m]["layer"].kind == LayerKind.INPUT for m in members):
+        return [problem.sensor]
+    return problem.processors
+
+
+def _first_fitting(problem: Problem, memory: _MemoryLedger, options: list, klass: dict[str, list[str]],
+                   pinned: dict[str, str]) -> tuple:  # type: ignore[type-arg]
+    """The best option whose memory fits (for a class's first layer: the whole class,
+    the others at their full variant); books it.  InfeasibleError if none fits."""
+    for option in options:
+        place: Placement = option[2]
+        if place.layer in pinned:  # booked with its class
+            return option
+        others = [m for m in klass.get(place.layer, []) if m != place.layer]
+        items = [(place.layer, place.variant),
+                 *((m, problem.variants(problem.graph.nodes[m]["layer"], place.processor)[0])
+                   for m in others)]
+        if memory.fits(place.processor, items):
+            memory.add(place.processor, items)
+            pinned.update(dict.fromkeys(others, place.processor))
+            return option
+    if not options:
+        raise PlanError("greedy: no option for a layer (no processor offers a variant within "
+                        "the accuracy budget)")
+    raise InfeasibleError(f"greedy: layer {options[0][2].layer!r} (with its colocation class, if "
+                          "any) fits in the memory left on no processor")
 
 
 #: The baselines by name, as factories (each call makes a new planner).

@@ -115,6 +115,8 @@ def compile_plan(problem: Problem, plan: Plan) -> CompiledPlan:
         size = pending.pop((producer, dst))
         src = where[producer]
         t = costs.transfer_cost(size, src, dst)
+        if t.route == "none":  # an empty tensor (a profiled graph's zero-cost edge) moves free
+            return
         if t.route == "shared_memory":
             push(Step("copy", src, fixed_s=t.latency_s, energy_j=t.energy_j, size_bytes=size))
         else:

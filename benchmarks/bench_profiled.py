@@ -1,0 +1,114 @@
+"""Planning at the scale of published placement benchmarks (issue 20).
+
+For each shipped profiled graph (data/profiled_graphs/, Tarnawski et al. 2020)
+and for random graphs of 200, 400 and 800 nodes on 4-14 identical
+accelerators, minimising latency with DeepXPlanner under a time limit, prints:
+
+- build s: building the ILP alone; solve s: the rest of ``plan`` (a second build
+  included, so it slightly overstates the solve);
+- obvious: every layer at its cheapest processor, no transfers (a lower bound);
+- root/obv: the LP relaxation's value (integrality dropped, solved by HiGHS)
+  over the obvious bound: below 1 means the relaxation is weaker than the
+  obvious bound;
+- objective/obv and the solver's final gap and status; greedy/obv for scale.
+
+Targets: every shipped input within 1 % in <= 60 s (32- and 96-node ones in
+<= 5 s); up to 800 nodes on up to 8 identical accelerators within 1 % in <= 60 s.
+
+Run: python benchmarks/bench_profiled.py [--time-limit-s 60] [--only bert24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pulp
+
+from deepx_sim.errors import DeepxError
+from deepx_sim.model.profiled import load_profiled, synthetic_profiled
+from deepx_sim.plan import Constraints, DeepXPlanner, Problem, ilp
+from deepx_sim.plan.baselines import GreedyPlanner
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "profiled_graphs"
+RANDOM = ((200, 4), (400, 8), (800, 8), (800, 14))
+LATENCY = Constraints(objective="latency", deadline_s=1e4)
+
+
+def problems() -> list[tuple[str, Problem]]:
+    out = []
+    for path in sorted(DATA.glob("*.json"), key=lambda p: p.stat().st_size):
+        model = load_profiled(path)
+        out.append((path.stem, Problem(model.graph, model.platform, constraints=LATENCY,
+                                       profile=model.profile)))
+    with tempfile.TemporaryDirectory() as folder:
+        for nodes, accelerators in RANDOM:
+            path = Path(folder) / f"random{nodes}x{accelerators}.json"
+            path.write_text(json.dumps(synthetic_profiled(nodes, accelerators, seed=nodes + accelerators)))
+            model = load_profiled(path)
+            out.append((path.stem, Problem(model.graph, model.platform, constraints=LATENCY,
+                                           profile=model.profile)))
+    return out
+
+
+def obvious_bound_s(problem: Problem) -> float:
+    costs = problem.costs
+    return sum(min(costs.layer_cost(lay.name, p, v).latency_s for p in problem.processors
+                   for v in problem.variants(lay, p)) for lay in problem.layers)
+
+
+def root_bound(planner: DeepXPlanner, problem: Problem, time_limit_s: float) -> float | None:
+    """The LP relaxation's optimum (None if HiGHS does not finish within the limit)."""
+    prob = planner.build(problem).prob
+    for var in prob.variables():
+        var.cat = pulp.LpContinuous
+    prob.solve(pulp.HiGHS(msg=False, timeLimit=time_limit_s))
+    # (under a time limit PuLP may still say "Optimal"; the solution status tells)
+    if pulp.LpStatus[prob.status] != "Optimal" or prob.sol_status != pulp.LpSolutionOptimal:
+        return None
+    # the ILP's objective is in scaled units (ms today); the lead may change or drop the scale
+    return pulp.value(prob.objective) / getattr(ilp, "OBJECTIVE_SCALE", 1.0)
+
+
+def run(name: str, problem: Problem, time_limit_s: float) -> str:
+    planner = DeepXPlanner(time_limit_s=time_limit_s)
+    start = time.perf_counter()
+    planner.build(problem)
+    build_s = time.perf_counter() - start
+    obvious = obvious_bound_s(problem)
+    root = root_bound(planner, problem, time_limit_s)
+    root_text = f"{root / obvious:8.3f}" if root is not None and obvious > 0 else "       -"
+    greedy = GreedyPlanner().plan(problem).latency_s
+    start = time.perf_counter()
+    try:
+        plan = planner.plan(problem)
+    except DeepxError as exc:
+        return f"{name:<24} build {build_s:6.2f} s  {str(exc)[:60]}"
+    solve_s = time.perf_counter() - start - build_s
+    gap = "   -  " if plan.gap is None else f"{plan.gap * 100:5.1f}%"
+    layers, procs = len(problem.layers), len(problem.processors)
+    return (f"{name:<24} {layers:4d} {procs:3d} {build_s:7.2f} {solve_s:7.2f} {obvious * 1000:9.2f}"
+            f" {root_text} {plan.latency_s / obvious:8.3f} {greedy / obvious:8.3f} {gap} {plan.status}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time-limit-s", type=float, default=60.0)
+    parser.add_argument("--only", default="", help="run the cases whose name contains this")
+    args = parser.parse_args()
+    print(f"DeepXPlanner (HiGHS), objective latency, time limit {args.time_limit_s:g} s; "
+          f"load average {os.getloadavg()[0]:.2f} at start")
+    print(f"{'input':<24} {'layers':>4} {'procs':>3} {'build s':>7} {'solve s':>7} {'obvious ms':>9}"
+          f" {'root/obv':>8} {'obj/obv':>8} {'greedy/obv':>8} {'gap':>6} status")
+    for name, problem in problems():
+        if args.only in name:
+            print(run(name, problem, args.time_limit_s), flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
+
+
+if __name__ == "__main__":
+    main()
