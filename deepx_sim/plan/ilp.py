@@ -43,7 +43,8 @@ import pulp
 
 from deepx_sim.costs import Variant, tail_energy_j, tail_pieces
 from deepx_sim.errors import InfeasibleError, PlanError
-from deepx_sim.model.layers import Layer, LayerKind
+from deepx_sim.model.fusion import fused_members
+from deepx_sim.model.layers import Layer, LayerKind, colocation
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.presolve import Option, kept_options
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate
@@ -109,6 +110,8 @@ class DeepXPlanner(Planner):
         b.radio()
         b.queue()
         b.memory()
+        b.colocation()
+        b.symmetry()
         return b.objective(deadline=deadline, objective=objective, energy_budget=energy_budget)
 
     # ---------------------------------------------------------------- solve
@@ -131,8 +134,9 @@ class DeepXPlanner(Planner):
         if self.solver == "highs" and getattr(model.prob, "solverModel", None) is not None:
             info = model.prob.solverModel.getInfo()
             gap = max(0.0, float(info.mip_gap)) if info.mip_gap < 1e30 else None
-        elif status == "Optimal":
-            gap = 0.0  # CBC does not report it through PuLP; optimal within gapRel
+        elif status == "Optimal" and model.prob.sol_status == pulp.LpSolutionOptimal:
+            gap = 0.0  # CBC does not report it through PuLP; optimal within gapRel (a time limit
+            # also returns "Optimal", with solution status "found": then the gap is unknown)
         return status, gap
 
     def plan(self, problem: Problem, start: Plan | None = None) -> Plan:
@@ -151,7 +155,7 @@ class DeepXPlanner(Planner):
         if status != "Optimal" and len(chosen) != len(problem.layers):
             raise PlanError(f"deepx: solver {self.solver} returned {status} without a plan after "
                             f"{elapsed:.2f} s (time limit {self.time_limit_s} s)")
-        optimal = status == "Optimal" and (gap or 0.0) <= max(self.gap * 10, 1e-6)
+        optimal = status == "Optimal" and gap is not None and gap <= max(self.gap * 10, 1e-6)
         return evaluate(problem, chosen, self.name, solver=self.solver, solve_time_s=elapsed,
                         gap=gap, status="optimal" if optimal else "feasible")
 
@@ -348,8 +352,14 @@ class _Builder:
                          for opts in options.values())
             binds[p] = params + largest_act > problem.platform.processor(p).usable_memory_bytes
         queued = {p for p, s in problem.conditions.queued_s.items() if s > 0}
-        movable = {p for p in self.procs if p not in self.remote and p not in queued}
-        return {lay.name: kept_options(problem, lay, options[lay.name], movable, binds)
+        # instances of a processor class stay out: symmetry() relabels plans among them,
+        # which a dominance between them (or with them) could contradict
+        grouped = {p for p in self.procs if problem.platform.processor(p).klass != p}
+        movable = {p for p in self.procs if p not in self.remote | queued | grouped}
+        colocated = {m for members in colocation(problem.graph).values() for m in members}
+        together = {lay.name for lay in problem.layers if colocated.intersection(fused_members(lay))}
+        return {lay.name: options[lay.name] if lay.name in together
+                else kept_options(problem, lay, options[lay.name], movable, binds)
                 for lay in problem.layers}
 
     def _pay_option(self, opt: Option, var: pulp.LpVariable) -> None:
@@ -538,6 +548,42 @@ class _Builder:
             for var in (v for (_, proc), vs in self.assign.items() if proc == p for v in vs):
                 self.row([(uses, 1.0), (var, -1.0)], pulp.LpConstraintGE)
             self.prob += q >= wait_s * uses
+
+    # ------------------------------------------------------------ colocation and symmetry
+    def colocation(self) -> None:
+        """Layers of one colocation class (profiled graphs) run on one processor; a layer
+        fused into a unit stands for its unit."""
+        unit_of = {m: lay.name for lay in self.problem.layers for m in fused_members(lay)}
+        for members in colocation(self.problem.graph).values():
+            units = list(dict.fromkeys(unit_of[m] for m in members if m in unit_of))
+            for first, other in itertools.pairwise(units):
+                for p in self.procs:
+                    self.row(self.on(first, p) + self.on(other, p, -1.0), pulp.LpConstraintEQ)
+
+    def symmetry(self) -> None:
+        """Instances of one processor class (``count: k``) under the same load and queue
+        are interchangeable, so some optimum uses them in order of first use: instance j
+        may run a layer only once instance j-1 has run an earlier one (``seen`` counts)."""
+        c = self.problem.conditions
+        classes: dict[tuple[str, float, float], list[str]] = {}
+        for p in self.procs:
+            proc = self.problem.platform.processor(p)
+            if not proc.is_remote and proc.klass != p and p != self.problem.sensor:
+                key = (proc.klass, c.free_fraction.get(p, 1.0), c.queued_s.get(p, 0.0))
+                classes.setdefault(key, []).append(p)
+        for members in (m for m in classes.values() if len(m) > 1):
+            seen: list[pulp.LpVariable | None] = [None] * len(members)
+            for lay in self.problem.layers:
+                for j in range(1, len(members)):
+                    before = [] if seen[j - 1] is None else [(seen[j - 1], -1.0)]
+                    if self.on(lay.name, members[j]):
+                        self.row(self.on(lay.name, members[j]) + before, pulp.LpConstraintLE)
+                for j, p in enumerate(members):
+                    if self.on(lay.name, p):
+                        count = self.prob.add_variable(f"seen{lay.order}_{p}", 0)
+                        carried = [] if seen[j] is None else [(seen[j], -1.0)]
+                        self.row([(count, 1.0), *self.on(lay.name, p, -1.0), *carried], pulp.LpConstraintEQ)
+                        seen[j] = count
 
     # ------------------------------------------------------------ memory
     def memory(self) -> None:
