@@ -25,6 +25,7 @@ measures the loss against a full solve.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -47,6 +48,12 @@ MIN_DEADLINE_SHARE = 0.3
 SATURATION_PATIENCE = 20
 MAX_SATURATION_SOLVES = 300
 DEFAULT_FREE_FRACTIONS = (1.0, 0.4)
+#: The loss against a full solve the warm-up proves over the load box on the
+#: device alone (issue 15's target for the fast path).
+CERTIFIED_LOSS = 0.01
+#: Cells of the load box narrower than this ratio (in every processor's free
+#: fraction) are not split further: they hug the edge where no plan meets the deadline.
+CELL_RESOLUTION = 1.25
 #: Arrival gaps the warm-up plans for, besides "no next request": these shares
 #: of the link's tail (a gap beyond the tail costs a whole one, like no next request).
 DEFAULT_GAP_SHARES = (0.1, 0.5)
@@ -80,6 +87,8 @@ class FastReplanner:
         self.candidates: list[_Features] = []
         self._keys: set[tuple[tuple[str, object], ...]] = set()
         self.full_solves = 0
+        #: load-box cells the warm-up could not prove (next to the infeasible corner)
+        self.uncertified_cells = 0
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         # features are taken once under nominal, unloaded conditions (one cost model, cached)
         self._nominal = problem.with_conditions(replace(problem.conditions, free_fraction={},
@@ -104,8 +113,9 @@ class FastReplanner:
           request; connected with the next request ``gaps_s`` away, default
           :data:`DEFAULT_GAP_SHARES` of the tail) x uplink bandwidths, and the
           same loads with the cloud unreachable;
-        - each processor in ``vary`` alone, and each pair together, from idle
-          down to :data:`MIN_FREE_FRACTION` free, on the device alone;
+        - on the device alone, the whole box of loads on the processors in
+          ``vary`` (free fractions from :data:`MIN_FREE_FRACTION` to 1), with the
+          pool proven within :data:`CERTIFIED_LOSS` of the optimum (:meth:`_certify`);
         - the share of the deadline left (our own queue, or a load on every
           processor, spends part of it), from all down to
           :data:`MIN_DEADLINE_SHARE`, on the device alone and with the radio connected;
@@ -122,9 +132,8 @@ class FastReplanner:
                  for ff in itertools.product(free_fractions, repeat=len(vary))]
         for ff in loads:
             self._try(replace(local_only, free_fraction=ff))
-        for group in [(p,) for p in vary] + list(itertools.combinations(vary, 2)):
-            self._scan(lambda f, g=group: self._try(replace(local_only, free_fraction=dict.fromkeys(g, f))),
-                       [MIN_FREE_FRACTION, 1.0])
+        if vary:
+            self.uncertified_cells = self._certify(local_only, vary)
         radios = [local_only]
         if self.link is not None:
             tail_s = self.link.radio.tail_s
@@ -156,6 +165,57 @@ class FastReplanner:
             before = self.pool_size
             self._try(replace(radios[i % len(radios)], free_fraction=free))
             quiet = quiet + 1 if self.pool_size == before else 0
+
+    def _certify(self, base: Conditions, vary: tuple[str, ...]) -> int:
+        """Prove the pool within :data:`CERTIFIED_LOSS` of the optimum over the box
+        of free fractions in [MIN_FREE_FRACTION, 1] on ``vary`` (other conditions
+        as ``base``); return the cells left unproven.
+
+        Every plan's latency and energy grow with each processor's load, so over a
+        cell the optimum is at least the optimum at its least loaded corner, and
+        the best pooled plan at its most loaded corner is feasible in the whole
+        cell at no more than its cost there.  Where that cost is within the
+        tolerance of the bound the cell is proven; otherwise solve at the corners
+        (the plans join the pool) and, if still unproven, split the cell at the
+        geometric middle of its widest side."""
+        solved: dict[tuple[float, ...], float] = {}
+
+        def at(theta: np.ndarray) -> Conditions:
+            return replace(base, free_fraction={p: 1.0 / t for p, t in zip(vary, theta, strict=True)})
+
+        def optimum(theta: np.ndarray) -> float:
+            key = tuple(theta)
+            if key not in solved:
+                plan = self._try(at(theta))
+                solved[key] = math.inf if plan is None else plan.objective_value
+            return solved[key]
+
+        lo, hi = np.ones(len(vary)), np.full(len(vary), 1.0 / MIN_FREE_FRACTION)
+        cells = [(lo, hi, optimum(lo))]
+        unproven = 0
+        while cells:
+            lo, hi, bound = cells.pop()
+            if math.isinf(bound):  # not even the least loaded corner meets the deadline
+                continue
+            if self._pooled_objective(at(hi)) > bound * (1 + CERTIFIED_LOSS):
+                bound = optimum(lo)
+                optimum(hi)
+            if self._pooled_objective(at(hi)) <= bound * (1 + CERTIFIED_LOSS):
+                continue
+            widest = int(np.argmax(hi / lo))
+            if hi[widest] / lo[widest] < CELL_RESOLUTION:
+                unproven += 1
+                continue
+            mid = (lo[widest] * hi[widest]) ** 0.5
+            upper_lo, lower_hi = lo.copy(), hi.copy()
+            upper_lo[widest] = lower_hi[widest] = mid
+            cells += [(lo, lower_hi, bound), (upper_lo, hi, bound)]
+        return unproven
+
+    def _pooled_objective(self, conditions: Conditions) -> float:
+        """The objective of the best pooled plan under ``conditions`` (inf if none fits)."""
+        best = self._best(conditions) if self.candidates else None
+        return math.inf if best is None else self.problem.constraints.objective_value(best[2], best[1])
 
     def _try(self, conditions: Conditions) -> Plan | None:
         try:
