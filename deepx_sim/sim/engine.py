@@ -52,10 +52,12 @@ class _Lock:
     """A processor or the radio: capacity 1, first come first served.
 
     It grants in the same order and at the same times as ``simpy.Resource(env, 1)``
-    (a free lock hands out an already-succeeded event, a release succeeds the
-    first waiter's), without SimPy's request and release objects and the release
-    event nobody waits for: a third of the engine's time per step.
-    tests/sim/test_engine.py checks the records against ``simpy.Resource``."""
+    (a free lock grants at once, a release grants the first waiter), without
+    SimPy's request and release objects and the release event nobody waits for.
+    A free lock hands out no event at all when nothing else is due at this
+    instant: the grant would be the very next event, so the holder may as well
+    go on (``yield`` only what :meth:`acquire` returns).  tests/sim/test_engine.py
+    checks the records against ``simpy.Resource``."""
 
     __slots__ = ("busy", "env", "waiting")
 
@@ -64,14 +66,16 @@ class _Lock:
         self.busy = False
         self.waiting: deque[simpy.Event] = deque()
 
-    def acquire(self) -> simpy.Event:
-        """An event that succeeds when the lock is ours (at once if it is free)."""
-        granted = simpy.Event(self.env)
-        if self.busy:
-            self.waiting.append(granted)
-        else:
+    def acquire(self) -> simpy.Event | None:
+        """An event that succeeds when the lock is ours, or None if it is ours now."""
+        env = self.env
+        if not self.busy:
             self.busy = True
-            granted.succeed()
+            if env.peek() > env.now:
+                return None
+            return simpy.Event(env).succeed()
+        granted = simpy.Event(env)
+        self.waiting.append(granted)
         return granted
 
     def release(self) -> None:
@@ -285,7 +289,9 @@ class Simulation:
                 asked = env.now
                 self.acquisitions += 1
                 lock = self.resources[step.processor]
-                yield lock.acquire()
+                granted = lock.acquire()
+                if granted is not None:
+                    yield granted
                 try:  # released even if we raise
                     now = env.now
                     req.wait_s += now - asked
@@ -363,7 +369,9 @@ class Simulation:
         asked = self.env.now
         self.acquisitions += 1
         lock = self.radio_resource
-        yield lock.acquire()
+        granted = lock.acquire()
+        if granted is not None:
+            yield granted
         try:  # released on every return and on errors
             now = self.env.now
             req.wait_s += now - asked
