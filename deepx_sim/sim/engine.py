@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 import simpy
+from simpy.events import Timeout
 
 from deepx_sim.config import DEFAULT_BATTERY_CAPACITY_MAH, DEFAULT_BATTERY_VOLTAGE_V
 from deepx_sim.errors import SimulationError
@@ -290,16 +291,17 @@ class Simulation:
                 self.acquisitions += 1
                 lock = self.resources[step.processor]
                 granted = lock.acquire()
+                now = asked
                 if granted is not None:
                     yield granted
-                try:  # released even if we raise
                     now = env.now
                     req.wait_s += now - asked
+                try:  # released even if we raise
                     if req.start_s != req.start_s:  # nan: the first step to start
                         req.start_s = now
                     duration = (step.work_s + step.fixed_s if step.processor not in loads
                                 else self._busy_s(step, now))
-                    yield env.timeout(duration)
+                    yield Timeout(env, duration)
                     self.timeouts += 1
                 finally:
                     lock.release()
