@@ -108,8 +108,8 @@ class FastReplanner:
         """Solve the ILP over the conditions a request may meet and keep each
         distinct optimum:
 
-        - per-processor free fractions (``free_fractions`` for each processor in
-          ``vary``, default all local ones) x radio states (idle with no next
+        - loads (each of ``free_fractions`` on every processor in ``vary``,
+          default all local ones) x radio states (idle with no next
           request; connected with the next request ``gaps_s`` away, default
           :data:`DEFAULT_GAP_SHARES` of the tail) x uplink bandwidths, and the
           same loads with the cloud unreachable;
@@ -128,12 +128,14 @@ class FastReplanner:
         vary = tuple(vary if vary is not None else self.local)
         base = self.problem.conditions
         local_only = replace(base, cloud_reachable=False)
-        loads = [dict(zip(vary, ff, strict=True))
-                 for ff in itertools.product(free_fractions, repeat=len(vary))]
-        for ff in loads:
-            self._try(replace(local_only, free_fraction=ff))
+        # every processor in vary at each level: linear in the processors, where a
+        # product of levels would be exponential (the box is covered on the device
+        # alone by _certify, with the radio by _saturate)
+        loads = [dict.fromkeys(vary, f) for f in free_fractions] if vary else [{}]
         if vary:
             self.uncertified_cells = self._certify(local_only, vary)
+        else:
+            self._try(local_only)
         radios = [local_only]
         if self.link is not None:
             tail_s = self.link.radio.tail_s

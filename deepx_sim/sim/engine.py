@@ -449,7 +449,11 @@ class Simulation:
             true_uplink_mbps=self.world.uplink_mbps.value_at(req.arrival_s), note=d.note)
 
     def _result(self, horizon_s: float, wall_s: float) -> SimulationResult:
-        rows = [self._record(req) for req in self.requests]
+        rows, requests = [], self.requests
+        for i, req in enumerate(requests):  # each request's objects go once its record is made
+            rows.append(self._record(req))
+            requests[i] = None  # type: ignore[call-overload]
+        self.requests = []
         run_energy = self._run_energy(rows, horizon_s)
         events = {"acquisitions": self.acquisitions, "timeouts": self.timeouts,
                   "simpy_events": self.acquisitions + self.timeouts, "steps_alone": self.steps_alone}

@@ -282,7 +282,7 @@ class GapEstimator:
         return self.value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     compiled: CompiledPlan
     predicted_latency_s: float
