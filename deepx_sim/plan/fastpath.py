@@ -87,8 +87,9 @@ class FastReplanner:
         self.candidates: list[_Features] = []
         self._keys: set[tuple[tuple[str, object], ...]] = set()
         self.full_solves = 0
-        #: load-box cells the warm-up could not prove (next to the infeasible corner)
-        self.uncertified_cells = 0
+        #: cells of the load box the warm-up could not prove (next to the infeasible
+        #: corner), as (lowest, highest) 1 / free fraction per processor in ``vary``
+        self.unproven_cells: list[tuple[dict[str, float], dict[str, float]]] = []
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         # features are taken once under nominal, unloaded conditions (one cost model, cached)
         self._nominal = problem.with_conditions(replace(problem.conditions, free_fraction={},
@@ -133,7 +134,7 @@ class FastReplanner:
         # alone by _certify, with the radio by _saturate)
         loads = [dict.fromkeys(vary, f) for f in free_fractions] if vary else [{}]
         if vary:
-            self.uncertified_cells = self._certify(local_only, vary)
+            self.unproven_cells += self._certify(local_only, vary)
         else:
             self._try(local_only)
         radios = [local_only]
@@ -168,10 +169,11 @@ class FastReplanner:
             self._try(replace(radios[i % len(radios)], free_fraction=free))
             quiet = quiet + 1 if self.pool_size == before else 0
 
-    def _certify(self, base: Conditions, vary: tuple[str, ...]) -> int:
+    def _certify(self, base: Conditions, vary: tuple[str, ...]
+                 ) -> list[tuple[dict[str, float], dict[str, float]]]:
         """Prove the pool within :data:`CERTIFIED_LOSS` of the optimum over the box
         of free fractions in [MIN_FREE_FRACTION, 1] on ``vary`` (other conditions
-        as ``base``); return the cells left unproven.
+        as ``base``); return the cells left unproven (see :attr:`unproven_cells`).
 
         Every plan's latency and energy grow with each processor's load, so over a
         cell the optimum is at least the optimum at its least loaded corner, and
@@ -194,7 +196,7 @@ class FastReplanner:
 
         lo, hi = np.ones(len(vary)), np.full(len(vary), 1.0 / MIN_FREE_FRACTION)
         cells = [(lo, hi, optimum(lo))]
-        unproven = 0
+        unproven = []
         while cells:
             lo, hi, bound = cells.pop()
             if math.isinf(bound):  # not even the least loaded corner meets the deadline
@@ -206,7 +208,8 @@ class FastReplanner:
                 continue
             widest = int(np.argmax(hi / lo))
             if hi[widest] / lo[widest] < CELL_RESOLUTION:
-                unproven += 1
+                unproven.append((dict(zip(vary, lo.tolist(), strict=True)),
+                                 dict(zip(vary, hi.tolist(), strict=True))))
                 continue
             mid = (lo[widest] * hi[widest]) ** 0.5
             upper_lo, lower_hi = lo.copy(), hi.copy()
