@@ -256,7 +256,7 @@ def _problem(args: argparse.Namespace):  # type: ignore[no-untyped-def]
                               energy_budget_j=args.energy_budget_j, objective=args.objective)
     profile = load_profile(args.profile, graph, platform) if args.profile else None
     return Problem(graph, platform, conditions, constraints, profile=profile,
-                   precisions=args.precisions)
+                   precisions=args.precisions, fuse=not args.no_fusion)
 
 
 def _plan_lines(plan) -> list[str]:  # type: ignore[no-untyped-def]
@@ -723,6 +723,8 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="weight precisions the planner may pick, e.g. 32,16,8 "
                         "(default: 32, or a processor's widest)")
     p.add_argument("--input-shape", action="append", metavar="[NAME=]DxDx...")
+    p.add_argument("--no-fusion", action="store_true",
+                   help="place single operators, not the units runtimes fuse them into")
 
 
 # ------------------------------------------------------------------ parser

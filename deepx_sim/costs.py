@@ -181,7 +181,9 @@ def variant_flops(layer: Layer, variant: Variant) -> int:
     if variant.rank is None or layer.fc is None:
         return layer.flops
     rows = layer.output_elements // layer.fc.m
-    return 2 * rows * variant.rank * (layer.fc.m + layer.fc.n)
+    dense = 2 * rows * layer.fc.m * layer.fc.n  # the product a rank replaces; a fused unit's
+    rest = max(layer.flops - dense, 0)  # bias, batchnorm and activation stay
+    return 2 * rows * variant.rank * (layer.fc.m + layer.fc.n) + rest
 
 
 def variant_params(layer: Layer, variant: Variant) -> int:
@@ -218,6 +220,7 @@ class CostModel:
         self.platform = platform
         self.conditions = conditions or Conditions()
         self.profile = profile or {}
+        self._transfers: dict[tuple[int, str, str], TransferCost] = {}
         self.activation_bits = activation_bits
         for proc in (*self.conditions.free_fraction, *self.conditions.queued_s):
             platform.processor(proc)  # unknown names fail here, with the known ones listed
@@ -332,6 +335,12 @@ class CostModel:
         """Time and device energy to move ``size_bytes`` from processor src to dst."""
         if src == dst or size_bytes == 0:
             return ZERO_TRANSFER
+        key = (size_bytes, src, dst)
+        if key not in self._transfers:
+            self._transfers[key] = self._transfer_cost(size_bytes, src, dst)
+        return self._transfers[key]
+
+    def _transfer_cost(self, size_bytes: int, src: str, dst: str) -> TransferCost:
         p_src, p_dst = self.platform.processor(src), self.platform.processor(dst)
         if not p_src.is_remote and not p_dst.is_remote:
             time_s = size_bytes / (self.platform.shared_memory_gbps * 1e9)

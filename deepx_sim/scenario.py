@@ -211,6 +211,7 @@ class Scenario(StrictModel):
     name: str = "scenario"
     model: str
     platform: str
+    fusion: bool = True  # plan the units runtimes fuse layers into (False: single operators)
     seed: Count = 0
     duration_s: Seconds = 60.0
     conditions: ConditionsSpec = Field(default_factory=ConditionsSpec)
@@ -335,7 +336,7 @@ class _Builder:
                 latency_weight_j_per_s=c.latency_weight_j_per_s)
         except DeepxError as exc:
             raise self.fail("constraints", str(exc)) from None
-        return Problem(graph, platform, Conditions(link=link), constraints)
+        return Problem(graph, platform, Conditions(link=link), constraints, fuse=s.fusion)
 
     def radio_override(self, platform: Platform, link_name: str | None) -> Platform:
         """The platform with ``conditions.radio``'s fields laid over its link's radio."""

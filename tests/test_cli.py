@@ -65,7 +65,8 @@ def test_plan_json_has_the_documented_keys(capsys: pytest.CaptureFixture[str]) -
             "memory_bytes"} <= set(data)
     assert data["conditions"]["uplink_mbps"] == 2.0
     assert [a["layer"] for a in data["assignment"]][:2] == ["input", "fc1"]
-    assert set(data["assignment"][1]) == {"layer", "processor", "rank", "bits"}
+    assert set(data["assignment"][1]) == {"layer", "processor", "rank", "bits", "layers"}
+    assert data["assignment"][1]["layers"] == ["fc1", "act1"]  # a fused unit names its layers
 
 
 def test_plan_with_lower_precisions(capsys: pytest.CaptureFixture[str]) -> None:

@@ -97,8 +97,10 @@ def classifier_layers(graph: nx.DiGraph) -> frozenset[str]:
     """The classifier: weighted layers with no weighted layer after them, named by the
     layer they were made from (a factorised classifier is still the classifier)."""
     weighted = {lay.name for lay in weighted_layers(graph)}
-    last = {n for n in weighted if not (nx.descendants(graph, n) & weighted)}
-    return frozenset(graph.nodes[n]["layer"].source_layer for n in last)
+    feeds_weighted: dict[str, bool] = {}  # some weighted layer lies after it
+    for n in reversed(list(nx.topological_sort(graph))):
+        feeds_weighted[n] = any(s in weighted or feeds_weighted[s] for s in graph.successors(n))
+    return frozenset(graph.nodes[n]["layer"].source_layer for n in weighted if not feeds_weighted[n])
 
 
 def weighted_layers(graph: nx.DiGraph) -> list[Layer]:

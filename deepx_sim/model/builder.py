@@ -194,6 +194,15 @@ class GraphBuilder:
             raise ModelError(f"add {name!r}: inputs have different shapes {sorted(shapes)}")
         return self._same_shape(LayerKind.ADD, "add", name, inputs, "Add")
 
+    def concat(self, inputs: list[str], name: str | None = None) -> str:
+        """Join (N, C, ...) tensors along the channel axis (DenseNet's and Inception's joins)."""
+        shapes = [self.shape(i) for i in inputs]
+        if len({(s[0], *s[2:]) for s in shapes}) != 1:
+            raise ModelError(f"concat {name!r}: inputs differ beyond the channel axis: {shapes}")
+        out = (shapes[0][0], sum(s[1] for s in shapes), *shapes[0][2:])
+        return self._add(name or self._auto_name("concat"), LayerKind.CONCAT, inputs, out,
+                         op_type="Concat", attrs={"axis": 1})
+
     def flatten(self, name: str | None = None, inputs: str | list[str] | None = None) -> str:
         ins = self._inputs(inputs)
         shape = self.shape(ins[0])

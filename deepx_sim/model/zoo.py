@@ -159,6 +159,88 @@ def resnet50() -> nx.DiGraph:
     return b.build()
 
 
+def _bn_relu_conv(b: GraphBuilder, c_out: int, kernel: int, p: str, inputs: str, padding: int = 0) -> str:
+    """DenseNet's pre-activation unit: batch norm, ReLU, then a bias-free convolution."""
+    b.batchnorm(name=f"{p}.norm", inputs=inputs)
+    b.relu(name=f"{p}.relu")
+    return b.conv(c_out, kernel, padding=padding, bias=False, name=f"{p}.conv")
+
+
+def densenet121() -> nx.DiGraph:
+    """DenseNet-121 (Huang et al. 2017; torchvision): growth 32, blocks 6-12-24-16,
+    bottleneck 4 x growth, transitions halving the channels; each dense layer reads
+    the concatenation of every feature map before it in its block."""
+    b = GraphBuilder("densenet121", (1, 3, 224, 224))
+    b.conv(64, 7, stride=2, padding=3, bias=False, name="features.conv0")
+    b.batchnorm(name="features.norm0")
+    b.relu(name="features.relu0")
+    x = b.pool(3, 2, padding=1, name="features.pool0")
+    for block, layers in enumerate((6, 12, 24, 16), start=1):
+        features = [x]
+        for i in range(1, layers + 1):
+            p = f"features.denseblock{block}.denselayer{i}"
+            joined = features[0] if len(features) == 1 else b.concat(features, name=f"{p}.cat")
+            _bn_relu_conv(b, 4 * 32, 1, f"{p}.1", joined)
+            features.append(_bn_relu_conv(b, 32, 3, f"{p}.2", b.last, padding=1))
+        x = b.concat(features, name=f"features.denseblock{block}.cat")
+        if block < 4:
+            p = f"features.transition{block}"
+            _bn_relu_conv(b, b.shape(x)[1] // 2, 1, p, x)
+            x = b.pool(2, 2, mode="avg", name=f"{p}.pool")
+    b.batchnorm(name="features.norm5", inputs=x)
+    b.relu(name="features.relu5")
+    b.global_pool("avg", name="avgpool")
+    b.flatten(name="flatten")
+    b.fc(1000, name="classifier")
+    return b.build()
+
+
+def _basic_conv(b: GraphBuilder, c_out: int, kernel: int, name: str, inputs: str,
+                stride: int = 1, padding: int = 0) -> str:
+    """GoogLeNet's BasicConv2d: a bias-free convolution, batch norm and ReLU."""
+    b.conv(c_out, kernel, stride=stride, padding=padding, bias=False, name=f"{name}.conv", inputs=inputs)
+    b.batchnorm(name=f"{name}.bn")
+    return b.relu(name=f"{name}.relu")
+
+
+#: GoogLeNet's inception blocks: 1x1, 3x3 reduce, 3x3, "5x5" reduce, "5x5" (a 3x3 in
+#: torchvision), pool projection (Szegedy et al. 2015, Table 1).
+INCEPTION_BLOCKS = {
+    "3a": (64, 96, 128, 16, 32, 32), "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64), "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64), "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128), "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
+}
+
+
+def googlenet() -> nx.DiGraph:
+    """GoogLeNet / Inception v1 (Szegedy et al. 2015) as torchvision builds it, without
+    the auxiliary classifiers: nine four-branch inception blocks joined by concats."""
+    b = GraphBuilder("googlenet", (1, 3, 224, 224))
+    x = _basic_conv(b, 64, 7, "conv1", b.last, stride=2, padding=3)
+    x = b.pool(3, 2, ceil_mode=True, name="maxpool1", inputs=x)
+    x = _basic_conv(b, 64, 1, "conv2", x)
+    x = _basic_conv(b, 192, 3, "conv3", x, padding=1)
+    x = b.pool(3, 2, ceil_mode=True, name="maxpool2", inputs=x)
+    for block, (c1, r3, c3, r5, c5, proj) in INCEPTION_BLOCKS.items():
+        p = f"inception{block}"
+        branches = [_basic_conv(b, c1, 1, f"{p}.branch1", x)]
+        branches.append(_basic_conv(b, c3, 3, f"{p}.branch2.1", _basic_conv(b, r3, 1, f"{p}.branch2.0", x),
+                                    padding=1))
+        branches.append(_basic_conv(b, c5, 3, f"{p}.branch3.1", _basic_conv(b, r5, 1, f"{p}.branch3.0", x),
+                                    padding=1))
+        pooled = b.pool(3, 1, padding=1, ceil_mode=True, name=f"{p}.branch4.pool", inputs=x)
+        branches.append(_basic_conv(b, proj, 1, f"{p}.branch4.1", pooled))
+        x = b.concat(branches, name=f"{p}.cat")
+        if block in ("3b", "4e"):
+            x = b.pool(3, 2, ceil_mode=True, name=f"maxpool{3 if block == '3b' else 4}", inputs=x)
+    b.global_pool("avg", name="avgpool", inputs=x)
+    b.flatten(name="flatten")
+    b.fc(1000, name="fc")
+    return b.build()
+
+
 #: ReLU6 as torchvision exports it: Clip to [0, 6].
 RELU6 = {"min": 0.0, "max": 6.0}
 
@@ -306,6 +388,18 @@ ZOO: dict[str, ZooEntry] = {
             mobilenetv2,
             "MobileNetV2 1.0, depthwise convs, 224x224",
             "Sandler et al. 2018; torchvision",
+        ),
+        ZooEntry(
+            "densenet121",
+            densenet121,
+            "DenseNet-121, dense blocks joined by concats, 224x224",
+            "Huang et al. 2017; torchvision",
+        ),
+        ZooEntry(
+            "googlenet",
+            googlenet,
+            "GoogLeNet (Inception v1) without auxiliary heads, 224x224",
+            "Szegedy et al. 2015; torchvision",
         ),
         ZooEntry(
             "bert_base",

@@ -34,19 +34,24 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pulp
 
 from deepx_sim.costs import Variant, tail_energy_j, tail_pieces
 from deepx_sim.errors import InfeasibleError, PlanError
-from deepx_sim.model.layers import LayerKind
+from deepx_sim.model.layers import Layer, LayerKind
 from deepx_sim.plan.base import Planner
+from deepx_sim.plan.presolve import Option, kept_options
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate
 
 SOLVERS = ("highs", "cbc")
 OBJECTIVE_SCALE = 1000.0
+#: Producers with this many consumers pay transfers per destination, not per edge.
+FANOUT = 3
 
 
 @dataclass
@@ -58,31 +63,47 @@ class _Model:
     latency: pulp.LpAffineExpression
     energy: pulp.LpAffineExpression
     loss: pulp.LpAffineExpression
+    linked: dict[tuple[str, object], pulp.LpVariable]  # (layer, processor or ("rank", k)) -> a or k
+
+    def start(self, placements: Mapping[str, Placement]) -> dict[pulp.LpVariable, float]:
+        """Values of the placement and rank variables that make ``placements`` (a plan for
+        the same layers) a starting solution; the solver completes the rest."""
+        values: dict[pulp.LpVariable, float] = {}
+        for (layer, p, v), var in self.x.items():
+            chosen = placements.get(layer)
+            values[var] = float(chosen is not None and (chosen.processor, chosen.variant) == (p, v))
+        for (layer, key), var in self.linked.items():
+            chosen = placements.get(layer)
+            keys = () if chosen is None else (chosen.processor, ("rank", chosen.variant.rank))
+            values[var] = float(key in keys)
+        return values
 
 
 class DeepXPlanner(Planner):
     """Joint placement (DAD) and compression (RLC) by integer programming.
 
     ``solver`` is ``highs`` (in-process, the default) or ``cbc`` (PuLP's bundled
-    binary); ``time_limit_s`` and ``gap`` bound the search.
+    binary); ``time_limit_s`` and ``gap`` bound the search; ``presolve`` drops layer
+    options no optimum needs (:mod:`deepx_sim.plan.presolve`) before building.
     """
 
     name = "deepx"
 
     def __init__(self, solver: str = "highs", time_limit_s: float | None = 60.0,
-                 gap: float = 1e-6) -> None:
+                 gap: float = 1e-6, presolve: bool = True) -> None:
         if solver not in SOLVERS:
             raise PlanError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.solver = solver
         self.time_limit_s = time_limit_s
         self.gap = gap
+        self.presolve = presolve
 
     # ---------------------------------------------------------------- build
     def build(self, problem: Problem, *, deadline: bool = True, objective: str | None = None,
               energy_budget: bool = True) -> _Model:
         """The integer program for ``problem``; ``deadline``/``energy_budget`` False
         drop those constraints and ``objective`` overrides the problem's (diagnosis)."""
-        b = _Builder(problem)
+        b = _Builder(problem, self.presolve)
         b.placement()
         b.transfers()
         b.radio()
@@ -95,13 +116,16 @@ class DeepXPlanner(Planner):
         if self.solver == "highs":
             # HiGHS also stops at an absolute gap of 1e-6 by default: too coarse for
             # objectives in seconds or joules of ~1e-3, so only the relative gap counts
-            return pulp.HiGHS(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap, gapAbs=0.0)
+            return _BatchHiGHS(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap, gapAbs=0.0)
         with warnings.catch_warnings():  # PuLP 3.3 warns that bundled CBC leaves in 4.0
             warnings.simplefilter("ignore", DeprecationWarning)
             return pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap)
 
-    def _solve(self, model: _Model) -> tuple[str, float | None]:
-        model.prob.solve(self._solver())
+    def _solve(self, model: _Model, start: Mapping[str, Placement] | None = None) -> tuple[str, float | None]:
+        solver = self._solver()
+        if start and isinstance(solver, _BatchHiGHS):
+            solver.start = model.start(start)
+        model.prob.solve(solver)
         status = pulp.LpStatus[model.prob.status]
         gap: float | None = None
         if self.solver == "highs" and getattr(model.prob, "solverModel", None) is not None:
@@ -111,11 +135,13 @@ class DeepXPlanner(Planner):
             gap = 0.0  # CBC does not report it through PuLP; optimal within gapRel
         return status, gap
 
-    def plan(self, problem: Problem) -> Plan:
-        start = time.perf_counter()
+    def plan(self, problem: Problem, start: Plan | None = None) -> Plan:
+        """The optimal plan; ``start`` (e.g. the previous request's plan) is handed to the
+        solver as a first solution when its layers match the problem's."""
+        began = time.perf_counter()
         model = self.build(problem)
-        status, gap = self._solve(model)
-        elapsed = time.perf_counter() - start
+        status, gap = self._solve(model, start.assignment if start is not None else None)
+        elapsed = time.perf_counter() - began
         if status == "Infeasible":
             raise InfeasibleError(self.diagnose(problem))
         chosen = {}
@@ -154,6 +180,50 @@ class DeepXPlanner(Planner):
 Terms = list[tuple[pulp.LpVariable, float]]
 
 
+class _BatchHiGHS(pulp.HiGHS):
+    """PuLP's HiGHS interface, passing columns, integrality and rows to HiGHS in three
+    calls instead of one call per variable and per row (BERT-base: 0.37 s -> 0.05 s),
+    and an optional starting solution (``start``: values of some variables)."""
+
+    start: dict[pulp.LpVariable, float] | None = None
+
+    def buildSolverModel(self, lp: pulp.LpProblem) -> None:
+        import highspy
+
+        inf = highspy.kHighsInf
+        variables = lp.variables()
+        for i, var in enumerate(variables):
+            var.index = i
+        sign = -1.0 if lp.sense == pulp.LpMaximize else 1.0
+        cost = np.array([sign * lp.objective.get(v, 0.0) for v in variables])
+        lower = np.array([-inf if v.lowBound is None else v.lowBound for v in variables], dtype=float)
+        upper = np.array([inf if v.upBound is None else v.upBound for v in variables], dtype=float)
+        model = lp.solverModel
+        model.addCols(len(variables), cost, lower, upper, 0, np.zeros(0, np.int32),
+                      np.zeros(0, np.int32), np.zeros(0))
+        integer = np.array([v.index for v in variables if v.cat == pulp.LpInteger], dtype=np.int32)
+        if self.mip and len(integer):
+            model.changeColsIntegrality(len(integer), integer,
+                                        np.full(len(integer), 1, dtype=np.uint8))  # kInteger
+        starts, index, value, row_lo, row_hi = [], [], [], [], []
+        for i, constraint in enumerate(lp._constraints.values()):
+            constraint.index = i
+            starts.append(len(index))
+            for var, coef in constraint.items():
+                if coef != 0:
+                    index.append(var.index)
+                    value.append(coef)
+            lo, hi = constraint.getLb(), constraint.getUb()
+            row_lo.append(-inf if lo is None else lo)
+            row_hi.append(inf if hi is None else hi)
+        model.addRows(len(starts), np.array(row_lo, dtype=float), np.array(row_hi, dtype=float),
+                      len(index), np.array(starts, dtype=np.int32), np.array(index, dtype=np.int32),
+                      np.array(value, dtype=float))
+        if self.start:
+            model.setSolution(len(self.start), np.array([v.index for v in self.start], dtype=np.int32),
+                              np.array(list(self.start.values()), dtype=float))
+
+
 class _Builder:
     """Builds the program part by part; each part adds variables, constraints and
     (variable, coefficient) terms of latency, energy and accuracy loss.
@@ -162,8 +232,9 @@ class _Builder:
     LpAffineExpression keeps only the last pair, so they are summed in _expr.
     """
 
-    def __init__(self, problem: Problem) -> None:
+    def __init__(self, problem: Problem, presolve: bool = True) -> None:
         self.problem = problem
+        self.presolve = presolve
         self.costs = problem.costs
         self.procs = problem.processors
         self.remote = {p for p in self.procs if problem.platform.processor(p).is_remote}
@@ -179,6 +250,8 @@ class _Builder:
         self.act_bytes: dict[str, int] = {}
         self.max_params: dict[str, int] = dict.fromkeys(self.procs, 0)
         self._n = 0
+        self._rows = 0
+        self.linked: dict[tuple[str, object], pulp.LpVariable] = {}
         self._tcache: dict[tuple[int, str, str], tuple[float, float, bool]] = {}
 
     def var(self, prefix: str, binary: bool = False) -> pulp.LpVariable:
@@ -189,6 +262,20 @@ class _Builder:
     def a(self, layer: str, p: str) -> pulp.LpAffineExpression:
         """1 if ``layer`` runs on ``p`` (the sum of its variant variables there)."""
         return pulp.LpAffineExpression([(v, 1) for v in self.assign.get((layer, p), [])])
+
+    def on(self, layer: str, p: str, coef: float = 1.0) -> Terms:
+        """``coef`` times the terms of :meth:`a`, for :meth:`row`."""
+        return [(v, coef) for v in self.assign.get((layer, p), [])]
+
+    def row(self, terms: Terms, sense: int, rhs: float = 0.0) -> None:
+        """Add sum(terms) (sense) rhs, sense one of pulp.LpConstraintLE/EQ/GE: built straight
+        from the terms, without PuLP's expression arithmetic (the builder's hot path)."""
+        merged: dict[pulp.LpVariable, float] = {}
+        for var, coef in terms:
+            merged[var] = merged.get(var, 0.0) + coef
+        self._rows += 1
+        self.prob.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(merged), sense, rhs=rhs),
+                                name=f"r{self._rows}")
 
     def transfer(self, size: int, p: str, q: str) -> tuple[float, float, bool]:
         """(latency_s, energy_j, over the radio) of moving ``size`` bytes p -> q (cached)."""
@@ -211,33 +298,84 @@ class _Builder:
     # ------------------------------------------------------------ placement
     def placement(self) -> None:
         """x[l,p,v]: one processor and variant per layer, the input on the sensor."""
-        problem, costs = self.problem, self.costs
+        problem, bits = self.problem, self.costs.activation_bits
+        options = {lay.name: self._options(lay) for lay in problem.layers}
+        if self.presolve:
+            options = self._presolved(options)
         for lay in problem.layers:
-            allowed = [problem.sensor] if lay.kind == LayerKind.INPUT else self.procs
-            self.act_bytes[lay.name] = (lay.input_bytes(costs.activation_bits)
-                                        + lay.output_bytes(costs.activation_bits))
-            row: list[pulp.LpVariable] = []
+            self.act_bytes[lay.name] = lay.input_bytes(bits) + lay.output_bytes(bits)
+            by_proc: dict[str, list[Option]] = {}
+            for opt in options[lay.name]:
+                by_proc.setdefault(opt.processor, []).append(opt)
             self.local_lat.append([])
-            for p in allowed:
-                self.assign[(lay.name, p)] = []
-                biggest = 0
-                for v in problem.variants(lay, p):
-                    var = self.var("x", binary=True)
-                    self.x[(lay.name, p, v)] = var
-                    self.assign[(lay.name, p)].append(var)
-                    row.append(var)
-                    cost = costs.layer_cost(lay.name, p, v)
-                    self.pay(var, cost.latency_s, cost.energy_j)
-                    (self.span if p in self.remote else self.local_lat[-1]).append((var, cost.latency_s))
-                    self.params[p].append((var, cost.param_bytes))
-                    biggest = max(biggest, cost.param_bytes)
-                    loss = problem.loss(lay, v)
-                    if loss > 0:
-                        self.loss.append((var, loss))
-                self.max_params[p] += biggest
-            if not row:
-                raise PlanError(f"layer {lay.name!r} has no processor that can run it")
-            self.prob += pulp.lpSum(row) == 1, f"place_{self._n}"
+            linked = _linkable({p: [o.variant for o in opts] for p, opts in by_proc.items()})
+            for p, opts in by_proc.items():
+                for opt in opts:
+                    var = self.var("x", binary=not linked)
+                    self.x[(lay.name, p, opt.variant)] = var
+                    self._pay_option(opt, var)
+                self.max_params[p] += max(o.param_bytes for o in opts)
+            if linked:
+                self._link(lay.name, {p: [o.variant for o in opts] for p, opts in by_proc.items()})
+            else:
+                for p, opts in by_proc.items():
+                    self.assign[(lay.name, p)] = [self.x[(lay.name, p, o.variant)] for o in opts]
+            one = [(v, 1.0) for p in by_proc for v in self.assign[(lay.name, p)]]
+            self.row(one, pulp.LpConstraintEQ, 1.0)
+
+    def _options(self, lay: Layer) -> list[Option]:
+        """Every processor and variant ``lay`` may run in, with its costs."""
+        problem = self.problem
+        allowed = [problem.sensor] if lay.kind == LayerKind.INPUT else self.procs
+        out = []
+        for p in allowed:
+            for v in problem.variants(lay, p):
+                cost = self.costs.layer_cost(lay.name, p, v)
+                loss = problem.loss(lay, v)
+                out.append(Option(p, v, cost.latency_s, cost.energy_j, loss, cost.param_bytes))
+        if not out:
+            raise PlanError(f"layer {lay.name!r} has no processor that can run it")
+        return out
+
+    def _presolved(self, options: dict[str, list[Option]]) -> dict[str, list[Option]]:
+        """The options left after dropping dominated ones (:mod:`deepx_sim.plan.presolve`)."""
+        problem = self.problem
+        bits = self.costs.activation_bits
+        largest_act = max(lay.input_bytes(bits) + lay.output_bytes(bits) for lay in problem.layers)
+        binds = {}
+        for p in self.procs:
+            params = sum(max((o.param_bytes for o in opts if o.processor == p), default=0)
+                         for opts in options.values())
+            binds[p] = params + largest_act > problem.platform.processor(p).usable_memory_bytes
+        queued = {p for p, s in problem.conditions.queued_s.items() if s > 0}
+        movable = {p for p in self.procs if p not in self.remote and p not in queued}
+        return {lay.name: kept_options(problem, lay, options[lay.name], movable, binds)
+                for lay in problem.layers}
+
+    def _pay_option(self, opt: Option, var: pulp.LpVariable) -> None:
+        """The latency, energy, parameters and accuracy loss of one option."""
+        self.pay(var, opt.latency_s, opt.energy_j)
+        (self.span if opt.processor in self.remote else self.local_lat[-1]).append((var, opt.latency_s))
+        self.params[opt.processor].append((var, opt.param_bytes))
+        if opt.loss > 0:
+            self.loss.append((var, opt.loss))
+
+    def _link(self, name: str, options: dict[str, list[Variant]]) -> None:
+        """Processor binaries a[p] and rank binaries k[r] with continuous x[p,r] whose sums
+        over r and over p equal them: x = a[p] k[r] at integer points, the LP relaxation is
+        the same as with binary x, and the search branches on processors and ranks."""
+        ranks: dict[int | None, list[pulp.LpVariable]] = {}
+        for p, variants in options.items():
+            a = self.var("a", binary=True)
+            self.assign[(name, p)] = [a]
+            self.linked[(name, p)] = a
+            self.row([(self.x[(name, p, v)], 1.0) for v in variants] + [(a, -1.0)], pulp.LpConstraintEQ)
+            for v in variants:
+                ranks.setdefault(v.rank, []).append(self.x[(name, p, v)])
+        for rank, xs in ranks.items():
+            k = self.var("k", binary=True)
+            self.linked[(name, ("rank", rank))] = k
+            self.row([(x, 1.0) for x in xs] + [(k, -1.0)], pulp.LpConstraintEQ)
 
     # ------------------------------------------------------------ transfers
     def transfers(self) -> None:
@@ -252,9 +390,9 @@ class _Builder:
         dst_procs = [q for q in self.procs if (v, q) in self.assign]
         z = {(p, q): self.var("z") for p in src_procs for q in dst_procs}
         for p in src_procs:
-            self.prob += pulp.lpSum(z[(p, q)] for q in dst_procs) == self.a(u, p)
+            self.row([(z[(p, q)], 1.0) for q in dst_procs] + self.on(u, p, -1.0), pulp.LpConstraintEQ)
         for q in dst_procs:
-            self.prob += pulp.lpSum(z[(p, q)] for p in src_procs) == self.a(v, q)
+            self.row([(z[(p, q)], 1.0) for p in src_procs] + self.on(v, q, -1.0), pulp.LpConstraintEQ)
         return z
 
     def _layer_transfers(self, u: str, size_out: int, is_output: bool) -> None:
@@ -262,6 +400,9 @@ class _Builder:
         src_procs = [p for p in self.procs if (u, p) in self.assign]
         consumers = list(self.problem.graph.successors(u))
         sizes = {v: costs.edge_bytes(u, v) for v in consumers}
+        if len(consumers) >= FANOUT:
+            self._fanout_transfers(u, src_procs, consumers, max(sizes.values()), size_out if is_output else 0)
+            return
         per_edge = {v: self._edge_flows(u, v, src_procs) for v in consumers}
         if len(consumers) == 1 and not is_output:  # one consumer: pay on the flow itself
             v = consumers[0]
@@ -285,10 +426,28 @@ class _Builder:
                     continue
                 w = self.var("w")  # u's output is sent p -> q at all
                 for f in feeders:
-                    self.prob += w >= f
+                    self.row([(w, 1.0), (f, -1.0)], pulp.LpConstraintGE)
                 if to_sensor:
-                    self.prob += w >= self.a(u, p)
+                    self.row([(w, 1.0), *self.on(u, p, -1.0)], pulp.LpConstraintGE)
                 self.pay_transfer(w, size, p, q)
+
+    def _fanout_transfers(self, u: str, src_procs: list[str], consumers: list[str], size: int,
+                          result_bytes: int) -> None:
+        """w[p,q]: u's output goes p -> q, needed when some consumer runs on q and u does not;
+        one constraint per consumer and processor instead of a flow per edge."""
+        sensor = self.problem.sensor
+        w = {(p, q): self.var("w") for p in src_procs for q in self.procs if q != p}
+        for (p, q), var in w.items():
+            self.row([(var, 1.0), *self.on(u, p, -1.0)], pulp.LpConstraintLE)
+            self.pay_transfer(var, max(size, result_bytes) if q == sensor else size, p, q)
+        for q in self.procs:
+            into = [w[(p, q)] for p in src_procs if p != q]
+            for v in consumers:
+                if (v, q) in self.assign:
+                    needs = self.on(v, q, -1.0) + self.on(u, q)
+                    self.row([(x, 1.0) for x in into] + needs, pulp.LpConstraintGE)
+            if result_bytes and q == sensor:
+                self.row([(x, 1.0) for x in into] + self.on(u, q), pulp.LpConstraintGE, 1.0)
 
     # ------------------------------------------------------------ radio
     def radio(self) -> None:
@@ -299,7 +458,7 @@ class _Builder:
         for (_layer, p), vars_ in self.assign.items():
             if p in self.remote:
                 for var in vars_:
-                    self.prob += r >= var
+                    self.row([(r, 1.0), (var, -1.0)], pulp.LpConstraintGE)
         model = self.costs.link.radio  # type: ignore[union-attr]
         promotion = self._promotion(r)
         awake = _expr(self.span)  # time the request holds the radio awake
@@ -377,7 +536,7 @@ class _Builder:
         for p, wait_s in queued.items():
             uses = self.var("uses")
             for var in (v for (_, proc), vs in self.assign.items() if proc == p for v in vs):
-                self.prob += uses >= var
+                self.row([(uses, 1.0), (var, -1.0)], pulp.LpConstraintGE)
             self.prob += q >= wait_s * uses
 
     # ------------------------------------------------------------ memory
@@ -390,7 +549,7 @@ class _Builder:
             m = self.prob.add_variable(f"mem_act_{p}", 0)
             for layer_name, size in self.act_bytes.items():
                 if (layer_name, p) in self.assign:
-                    self.prob += m >= size * self.a(layer_name, p)
+                    self.row([(m, 1.0), *self.on(layer_name, p, -float(size))], pulp.LpConstraintGE)
             self.prob += _expr(self.params[p]) + m <= cap, f"memory_{p}"
 
     # ------------------------------------------------------------ objective
@@ -412,7 +571,15 @@ class _Builder:
         # in mJ / ms: the solver's optimality tolerances (about 1e-7 absolute) would
         # otherwise blur choices that differ by a tenth of a microsecond
         prob += OBJECTIVE_SCALE * goal
-        return _Model(prob, self.x, latency, energy, loss)
+        return _Model(prob, self.x, latency, energy, loss, self.linked)
+
+
+def _linkable(options: dict[str, list[Variant]]) -> bool:
+    """Whether placement and rank can be chosen by separate binaries: several processors
+    and ranks, each processor with one variant per rank."""
+    ranks = [[v.rank for v in vs] for vs in options.values()]
+    return (len(options) > 1 and max(map(len, ranks)) > 1
+            and all(len(set(r)) == len(r) for r in ranks))
 
 
 def _expr(terms: list[tuple[pulp.LpVariable, float]]) -> pulp.LpAffineExpression:

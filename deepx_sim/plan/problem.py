@@ -32,6 +32,7 @@ from deepx_sim.accuracy import RANK_FRACTIONS, AccuracyModel, candidate_ranks
 from deepx_sim.config import DEFAULT_DEADLINE_S, DEFAULT_MAX_ACCURACY_LOSS
 from deepx_sim.costs import FULL, Conditions, CostModel, RadioCharge, Variant
 from deepx_sim.errors import PlanError
+from deepx_sim.model.fusion import fuse, fuse_profile, fused_members
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.profiles import Profile
 from deepx_sim.platform import Platform
@@ -102,6 +103,7 @@ class Plan:
     gap: float | None = None
     notes: tuple[str, ...] = ()
     accuracy_source: str = ""  # where accuracy_loss comes from (AccuracyModel.accuracy_source)
+    units: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # fused unit -> its layers
 
     @property
     def assignment(self) -> dict[str, Placement]:
@@ -156,7 +158,8 @@ class Plan:
                 "tail_j": self.radio.tail_j},
             "assignment": [
                 {"layer": p.layer, "processor": p.processor, "rank": p.variant.rank,
-                 "bits": p.variant.bits} for p in self.placements
+                 "bits": p.variant.bits, "layers": list(self.units.get(p.layer, (p.layer,)))}
+                for p in self.placements
             ],
             "notes": list(self.notes),
             "accuracy_source": self.accuracy_source,
@@ -170,7 +173,9 @@ class Problem:
     ``precisions`` lists the weight precisions planners may choose among; by
     default each processor runs 32-bit, or its widest precision if it has no
     32-bit support.  ``rank_fractions`` sets the SVD rank grid (fractions of
-    the break-even rank); empty disables Runtime Layer Compression.
+    the break-even rank); empty disables Runtime Layer Compression.  With
+    ``fuse`` (the default) layers are planned as the units runtimes fuse them
+    into (:mod:`deepx_sim.model.fusion`); plans then name units by their first layer.
     """
 
     graph: nx.DiGraph
@@ -181,10 +186,15 @@ class Problem:
     precisions: tuple[int, ...] | None = None
     rank_fractions: tuple[float, ...] = RANK_FRACTIONS
     accuracy: AccuracyModel | None = None
+    fuse: bool = True
 
     def __post_init__(self) -> None:
-        if self.accuracy is None:
+        if self.accuracy is None:  # on the layers as they are: accuracy is measured by running them
             self.accuracy = AccuracyModel(self.graph)
+        if self.fuse and "fused" not in self.graph.graph:
+            self.graph = fuse(self.graph)
+            if self.profile:
+                self.profile = fuse_profile(self.profile, self.graph)
 
     def with_conditions(self, conditions: Conditions) -> Problem:
         """The same problem under other conditions (costs are recomputed lazily)."""
@@ -345,6 +355,7 @@ def evaluate(problem: Problem, assignment: Mapping[str, Placement], planner: str
         accuracy_source=problem.accuracy.accuracy_source if problem.accuracy else "",
         objective_value=c.objective_value(total_energy, latency),
         conditions=conditions, constraints=c, uses_radio=radio is not None, radio=radio, status=status,
+        units={lay.name: fused_members(lay) for lay in problem.layers if len(fused_members(lay)) > 1},
         **info,  # type: ignore[arg-type]
     )
 

@@ -44,11 +44,16 @@ class Instance:
 
 def default_instances() -> list[Instance]:
     """The shipped suite: the papers' models on the papers' platforms, three
-    deadlines (user-facing 250 ms, 1 s, DeepX's 5 s) and three uplinks."""
+    deadlines (user-facing 250 ms, 1 s, DeepX's 5 s) and three LTE uplinks; and
+    today's CNNs and transformers on a phone with an NPU over WiFi, three
+    deadlines and two uplinks."""
     models = ["speakerid", "ambient", "alexnet", "agenet", "vgg16"]
     platforms = ["tegra_k1", "snapdragon_800", "snapdragon_400"]
     out = [Instance(m, p, "lte", d, bw) for m, p, d, bw in itertools.product(
         models, platforms, (0.25, 1.0, 5.0), (1.0, 6.0, 20.0))]
+    modern = ["mobilenetv2", "resnet50", "googlenet", "densenet121", "vit_b16", "bert_base"]
+    out += [Instance(m, "snapdragon_8_gen_3", "wifi", d, bw) for m, d, bw in itertools.product(
+        modern, (0.25, 1.0, 5.0), (6.0, 50.0))]
     return out
 
 

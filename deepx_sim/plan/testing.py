@@ -130,6 +130,32 @@ def random_radio_problem(seed: int) -> Problem:
     return Problem(graph, platform, conditions, constraints, rank_fractions=(0.6, 0.2))
 
 
+def random_attention_problem(seed: int, fuse: bool = True) -> Problem:
+    """One random self-attention block as transformers have it: the input feeds the
+    q, k and v projections and the residual add (a fan-out of four), the scores
+    and the context are products of two activations, reshapes sit between them;
+    two local processors and a cloud, 2 variants per fc layer."""
+    rng = np.random.default_rng(seed)
+    tokens, width = int(rng.integers(4, 64)), int(rng.choice([16, 32, 64, 128]))
+    b = GraphBuilder("attention", (1, tokens, width))
+    x = b.last
+    q, k, v = (b.fc(width, name=part, inputs=x) for part in "qkv")
+    kt = b.view(perm=(0, 2, 1), name="k_t", inputs=k)
+    b.matmul(q, kt, name="scores")
+    b.scale(name="scale", op_type="Div")
+    probs = b.softmax(name="softmax")
+    b.matmul(probs, v, name="context")
+    b.view(shape=(1, tokens, width), name="merge")
+    out = b.fc(width, name="out")
+    b.add([out, x], name="residual")
+    platform = random_platform(rng)
+    constraints = Constraints(deadline_s=float(rng.choice([0.01, 0.5, 5.0])),
+                              max_accuracy_loss=float(rng.choice([0.0, 0.05])),
+                              objective=("energy", "latency", "weighted")[seed % 3])  # type: ignore[arg-type]
+    return Problem(b.build(), platform, Conditions(link="net"), constraints, rank_fractions=(0.5,),
+                   fuse=fuse)
+
+
 #: (model, platform, link, deadline_s) of the zoo cases every planner is checked on.
 ZOO_CASES = (("speakerid", "tegra_k1", "wifi", 5.0), ("alexnet", "snapdragon_800", "lte", 5.0),
              ("mobilenetv2", "snapdragon_8_gen_3", "wifi", 5.0), ("speakerid", "tegra_k1", "lte", 0.001))

@@ -179,3 +179,44 @@ def test_parse_input_shape() -> None:
         parse_input_shape("x=1xAx3")
     with pytest.raises(ModelError, match="> 0"):
         parse_input_shape("1x0")
+
+
+def _save_graph(path: Path, nodes: list[onnx.NodeProto], out_shape: tuple[int, ...] | None = (1, 4),
+                initializers: tuple[onnx.TensorProto, ...] = ()) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None if out_shape is None else list(out_shape))
+    graph = helper.make_graph(nodes, "g", [x], [y], list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("my.domain", 1)])
+    onnx.save(model, path)
+    return path
+
+
+def test_a_dangling_input_is_named(tmp_path: Path) -> None:
+    path = _save_graph(tmp_path / "d.onnx", [helper.make_node("Relu", ["x"], ["h"], name="r1"),
+                                             helper.make_node("Add", ["h", "ghost"], ["y"], name="add1")])
+    with pytest.raises(ModelError, match=r"node 'add1' \(Add\) reads 'ghost', which is no input"):
+        load_onnx(path)
+
+
+def test_a_cycle_names_both_nodes(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Relu", ["z"], ["h"], name="r1"),
+             helper.make_node("Relu", ["h"], ["z"], name="r2"),
+             helper.make_node("Relu", ["h"], ["y"], name="r3")]
+    with pytest.raises(ModelError, match=r"node 'r1' \(Relu\) reads 'z' before node 'r2' produces it"):
+        load_onnx(_save_graph(tmp_path / "c.onnx", nodes))
+
+
+def test_an_unknown_operator_stays_other_with_a_warning_naming_it(tmp_path: Path) -> None:
+    nodes = [helper.make_node("Relu", ["x"], ["h"], name="r1"),
+             helper.make_node("MyCustomOp", ["h"], ["y"], name="custom1", domain="my.domain")]
+    with pytest.warns(UnknownOperatorWarning, match="MyCustomOp x1"):
+        graph = load_onnx(_save_graph(tmp_path / "u.onnx", nodes))
+    assert get_layer(graph, "custom1").kind == LayerKind.OTHER
+
+
+def test_a_shape_that_cannot_be_inferred_names_the_node(tmp_path: Path) -> None:
+    nodes = [helper.make_node("MyCustomOp", ["x"], ["h"], name="custom1", domain="my.domain"),
+             helper.make_node("Relu", ["h"], ["y"], name="r2")]
+    with pytest.raises(ModelError, match=r"node 'custom1' \(MyCustomOp\): shape inference gave no static"):
+        load_onnx(_save_graph(tmp_path / "s.onnx", nodes, out_shape=None))

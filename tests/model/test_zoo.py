@@ -12,12 +12,15 @@ from deepx_sim.model.memory import MIB
 # (model, exact params, published multiply-adds, relative tolerance on MACs)
 # Sources: FACTS.md table: Caffe bvlc_alexnet; thop README (VGG-16);
 # torchvision docs (ResNet-50 25,557,032 params, 4.1 GMACs; MobileNetV2 3,504,872,
-# 0.30 G per Sandler et al.); DXTK Table 1 (AgeNet/GenderNet 11.4 M).
+# 0.30 G per Sandler et al.; DenseNet-121 7,978,856, 2.83 G; GoogLeNet 6,624,904,
+# 1.5 G); DXTK Table 1 (AgeNet/GenderNet 11.4 M).
 PUBLISHED = [
     ("alexnet", 60_965_224, 0.72e9, 0.02),
     ("vgg16", 138_357_544, 15.5e9, 0.01),
     ("resnet50", 25_557_032, 4.1e9, 0.01),
     ("mobilenetv2", 3_504_872, 0.30e9, 0.01),
+    ("densenet121", 7_978_856, 2.83e9, 0.01),
+    ("googlenet", 6_624_904, 1.5e9, 0.01),
     ("speakerid", 1_758_106, 1_756_000, 0.0),
 ]
 

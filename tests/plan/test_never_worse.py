@@ -10,7 +10,7 @@ from deepx_sim.model import model_names
 from deepx_sim.plan.quality import Instance, run_quality
 from deepx_sim.platform import load_platform, platform_names
 
-BIG = {"vgg16", "resnet50", "mobilenetv2", "bert_base", "vit_b16"}
+BIG = {"vgg16", "resnet50", "mobilenetv2", "bert_base", "vit_b16", "densenet121", "googlenet"}
 BASELINES = ["cpu-only", "gpu-only", "lowpower-only", "npu-only", "cloud-only", "neurosurgeon",
              "dads", "greedy"]
 

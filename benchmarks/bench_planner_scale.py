@@ -1,0 +1,105 @@
+"""Planner scale: build + solve time of the ILP over the zoo and large DAGs.
+
+Targets (issue 12): on a four-processor platform (cpu, gpu, npu and the cloud over
+WiFi: snapdragon_8_gen_3), with at least 8 SVD ranks per fc layer, the median
+build + solve is <= 300 ms for every model up to 400 layers and <= 1 s for
+BERT-base, proven optimal (gap reported).  Each repeat starts from a fresh
+Problem, so layer costs are computed again, as a replan under new conditions
+must.  For comparison the same run times the planner without fusion and the
+per-edge flow formulation without presolve (the formulation before issue 12).
+
+Run: python benchmarks/bench_planner_scale.py [--repeats 5] [--models bert_base ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import pulp
+
+import deepx_sim.plan.ilp as ilp
+from deepx_sim.accuracy import candidate_ranks
+from deepx_sim.costs import Conditions
+from deepx_sim.model import load_model
+from deepx_sim.model.zoo import model_names
+from deepx_sim.plan import DeepXPlanner, Problem
+from deepx_sim.platform import load_platform
+
+PLATFORM = "snapdragon_8_gen_3"
+TARGET_S = {"bert_base": 1.0}
+DEFAULT_TARGET_S = 0.300
+MAX_LAYERS = 400
+
+
+def timed(problem: Problem, planner: DeepXPlanner) -> tuple[float, float, float, str, float | None, int]:
+    """(costs s, build s, solve s, status, gap, columns) of one plan from scratch."""
+    start = time.perf_counter()
+    for lay in problem.layers:  # every option's cost, as the builder will ask for them
+        for p in problem.processors:
+            for v in problem.variants(lay, p):
+                problem.costs.layer_cost(lay.name, p, v)
+                problem.loss(lay, v)
+    costs_s = time.perf_counter() - start
+    start = time.perf_counter()
+    model = planner.build(problem)
+    build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    status, gap = planner._solve(model)
+    solve_s = time.perf_counter() - start
+    return costs_s, build_s, solve_s, status, gap, len(model.prob.variables())
+
+
+def run(name: str, repeats: int, setting: str, make: Callable[[], Problem], planner: DeepXPlanner) -> float:
+    rows = [timed(make(), planner) for _ in range(repeats)]
+    total = [c + b + s for c, b, s, *_ in rows]
+    med = statistics.median(total)
+    costs_s, build_s, solve_s = (statistics.median(r[i] for r in rows) for i in range(3))
+    status, gap, columns = rows[-1][3:]
+    print(f"  {name:<12} {setting:<10} median {med * 1000:7.1f} ms (costs {costs_s * 1000:6.1f}, build "
+          f"{build_s * 1000:6.1f}, solve {solve_s * 1000:6.1f})  {columns:6d} columns  {status} gap {gap}")
+    return med
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", nargs="*", default=model_names())
+    parser.add_argument("--no-baseline", action="store_true", help="skip the before-issue-12 formulation")
+    args = parser.parse_args()
+    platform = load_platform(PLATFORM)
+    procs = [p.name for p in platform.processors]
+    print(f"planner scale on {PLATFORM} ({', '.join(procs)}) over wifi, HiGHS via PuLP {pulp.__version__}, "
+          f"{args.repeats} repeats, fresh Problem each")
+    failures = []
+    for name in args.models:
+        graph = load_model(name)
+        ranks = [len(candidate_ranks(d["layer"])) for _, d in graph.nodes(data=True) if d["layer"].fc]
+        fused = Problem(graph, platform, Conditions(link="wifi"))
+        print(f"{name}: {graph.number_of_nodes()} layers, {len(fused.layers)} fused units, "
+              f"{len(ranks)} fc layers with {min(ranks, default=0)}-{max(ranks, default=0)} ranks each")
+        med = run(name, args.repeats, "fused",
+                  lambda g=graph: Problem(g, platform, Conditions(link="wifi")), DeepXPlanner())
+        target = TARGET_S.get(name, DEFAULT_TARGET_S if graph.number_of_nodes() <= MAX_LAYERS else None)
+        if target is not None:
+            verdict = "PASS" if med <= target else "FAIL"
+            print(f"  {'':<12} target {target * 1000:.0f} ms: ratio {med / target:.2f} {verdict}")
+            if verdict == "FAIL":
+                failures.append(name)
+        if not args.no_baseline:
+            saved = ilp.FANOUT
+            ilp.FANOUT = 10**9  # per-edge flows everywhere
+            try:
+                base = run(name, args.repeats, "unfused", lambda g=graph: Problem(
+                    g, platform, Conditions(link="wifi"), fuse=False), DeepXPlanner(presolve=False))
+            finally:
+                ilp.FANOUT = saved
+            print(f"  {'':<12} speed-up over unfused per-edge flows: {base / med:.1f}x")
+    print(f"\n{len(args.models) - len(failures)}/{len(args.models)} models within target"
+          + (f"; over: {', '.join(failures)}" if failures else ""))
+
+
+if __name__ == "__main__":
+    main()
