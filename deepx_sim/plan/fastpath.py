@@ -188,10 +188,11 @@ class FastReplanner:
             return replace(base, free_fraction={p: 1.0 / t for p, t in zip(vary, theta, strict=True)})
 
         def optimum(theta: np.ndarray) -> float:
+            """A lower bound on the optimum there: the solve's objective less its gap."""
             key = tuple(theta)
             if key not in solved:
                 plan = self._try(at(theta))
-                solved[key] = math.inf if plan is None else plan.objective_value
+                solved[key] = math.inf if plan is None else plan.objective_value * (1 - (plan.gap or 0.0))
             return solved[key]
 
         lo, hi = np.ones(len(vary)), np.full(len(vary), 1.0 / MIN_FREE_FRACTION)
