@@ -51,8 +51,8 @@ DEFAULT_FREE_FRACTIONS = (1.0, 0.4)
 #: The loss against a full solve the warm-up proves over the load box on the
 #: device alone (issue 15's target for the fast path).
 CERTIFIED_LOSS = 0.01
-#: Cells of the load box narrower than this ratio (in every processor's free
-#: fraction) are not split further: they hug the edge where no plan meets the deadline.
+#: Cells narrower than this ratio (of free fraction, or of the share of the
+#: deadline left) are not split further: they hug the edge where no plan is feasible.
 CELL_RESOLUTION = 1.25
 #: Arrival gaps the warm-up plans for, besides "no next request": these shares
 #: of the link's tail (a gap beyond the tail costs a whole one, like no next request).
@@ -87,9 +87,9 @@ class FastReplanner:
         self.candidates: list[_Features] = []
         self._keys: set[tuple[tuple[str, object], ...]] = set()
         self.full_solves = 0
-        #: cells of the load box the warm-up could not prove (next to the infeasible
-        #: corner), as (lowest, highest) 1 / free fraction per processor in ``vary``
-        self.unproven_cells: list[tuple[dict[str, float], dict[str, float]]] = []
+        #: cells of the load box (or of our own queue) the warm-up could not prove,
+        #: next to where no plan is feasible, as (easiest, hardest) conditions
+        self.unproven_cells: list[tuple[Conditions, Conditions]] = []
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         # features are taken once under nominal, unloaded conditions (one cost model, cached)
         self._nominal = problem.with_conditions(replace(problem.conditions, free_fraction={},
@@ -117,9 +117,9 @@ class FastReplanner:
         - on the device alone, the whole box of loads on the processors in
           ``vary`` (free fractions from :data:`MIN_FREE_FRACTION` to 1), with the
           pool proven within :data:`CERTIFIED_LOSS` of the optimum (:meth:`_certify`);
-        - the share of the deadline left (our own queue, or a load on every
-          processor, spends part of it), from all down to
-          :data:`MIN_DEADLINE_SHARE`, on the device alone and with the radio connected;
+        - our own queue on each processor, leaving down to :data:`MIN_DEADLINE_SHARE`
+          of the deadline: proven on the device alone (:meth:`_certify`), and as
+          a share of the deadline left scanned with the radio connected;
         - with several processors in ``vary``, random load vectors until the pool
           stops growing (:meth:`_saturate`).
 
@@ -134,9 +134,18 @@ class FastReplanner:
         # alone by _certify, with the radio by _saturate)
         loads = [dict.fromkeys(vary, f) for f in free_fractions] if vary else [{}]
         if vary:
-            self.unproven_cells += self._certify(local_only, vary)
+            self.unproven_cells += self._certify(
+                lambda x: replace(local_only, free_fraction=dict(zip(vary, np.exp(-x).tolist(),
+                                                                     strict=True))),
+                np.full(len(vary), -math.log(MIN_FREE_FRACTION)))
         else:
             self._try(local_only)
+        # our own queue on each processor, as the share of the deadline it leaves
+        deadline_s = self.problem.constraints.deadline_s
+        self.unproven_cells += self._certify(
+            lambda x: replace(local_only, queued_s=dict(zip(self.local, (-deadline_s * np.expm1(-x)).tolist(),
+                                                            strict=True))),
+            np.full(len(self.local), -math.log(MIN_DEADLINE_SHARE)))
         radios = [local_only]
         if self.link is not None:
             tail_s = self.link.radio.tail_s
@@ -149,8 +158,8 @@ class FastReplanner:
                 loaded = replace(radio, free_fraction=ff)
                 self._scan(lambda up, c=loaded: self._try(replace(c, uplink_mbps=up)),
                            sorted(uplinks_mbps))
-        for conditions in (local_only, radios[-1]) if self.link is not None else (local_only,):
-            self._scan(lambda share, c=conditions: self._solve_within(c, share), [MIN_DEADLINE_SHARE, 1.0])
+        if self.link is not None:  # the radio's tail is not monotone in the delay: scanned, not proven
+            self._scan(lambda share: self._solve_within(radios[-1], share), [MIN_DEADLINE_SHARE, 1.0])
         if len(vary) > 1:
             self._saturate(radios, vary)
         return self
@@ -169,50 +178,47 @@ class FastReplanner:
             self._try(replace(radios[i % len(radios)], free_fraction=free))
             quiet = quiet + 1 if self.pool_size == before else 0
 
-    def _certify(self, base: Conditions, vary: tuple[str, ...]
-                 ) -> list[tuple[dict[str, float], dict[str, float]]]:
+    def _certify(self, at: Callable[[np.ndarray], Conditions], top: np.ndarray
+                 ) -> list[tuple[Conditions, Conditions]]:
         """Prove the pool within :data:`CERTIFIED_LOSS` of the optimum over the box
-        of free fractions in [MIN_FREE_FRACTION, 1] on ``vary`` (other conditions
-        as ``base``); return the cells left unproven (see :attr:`unproven_cells`).
+        [0, ``top``] of coordinates that make every plan slower and costlier as
+        they grow (log 1 / free fraction, -log share of the deadline left);
+        ``at`` maps a point to its conditions.  Returns the cells left unproven,
+        as (easiest, hardest) conditions (see :attr:`unproven_cells`).
 
-        Every plan's latency and energy grow with each processor's load, so over a
-        cell the optimum is at least the optimum at its least loaded corner, and
-        the best pooled plan at its most loaded corner is feasible in the whole
-        cell at no more than its cost there.  Where that cost is within the
-        tolerance of the bound the cell is proven; otherwise solve at the corners
-        (the plans join the pool) and, if still unproven, split the cell at the
-        geometric middle of its widest side."""
+        Over a cell the optimum is at least the optimum at its easiest corner (less
+        the solve's gap), and the best pooled plan at its hardest corner is
+        feasible in the whole cell at no more than its cost there.  Where that
+        cost is within the tolerance of the bound the cell is proven; otherwise
+        solve at the corners (the plans join the pool) and, if still unproven,
+        split the cell in the middle of its widest side."""
         solved: dict[tuple[float, ...], float] = {}
 
-        def at(theta: np.ndarray) -> Conditions:
-            return replace(base, free_fraction={p: 1.0 / t for p, t in zip(vary, theta, strict=True)})
-
-        def optimum(theta: np.ndarray) -> float:
+        def optimum(x: np.ndarray) -> float:
             """A lower bound on the optimum there: the solve's objective less its gap."""
-            key = tuple(theta)
+            key = tuple(x)
             if key not in solved:
-                plan = self._try(at(theta))
+                plan = self._try(at(x))
                 solved[key] = math.inf if plan is None else plan.objective_value * (1 - (plan.gap or 0.0))
             return solved[key]
 
-        lo, hi = np.ones(len(vary)), np.full(len(vary), 1.0 / MIN_FREE_FRACTION)
-        cells = [(lo, hi, optimum(lo))]
+        lo = np.zeros(len(top))
+        cells = [(lo, top, optimum(lo))]
         unproven = []
         while cells:
             lo, hi, bound = cells.pop()
-            if math.isinf(bound):  # not even the least loaded corner meets the deadline
+            if math.isinf(bound):  # not even the easiest corner is feasible
                 continue
             if self._pooled_objective(at(hi)) > bound * (1 + CERTIFIED_LOSS):
                 bound = optimum(lo)
                 optimum(hi)
             if self._pooled_objective(at(hi)) <= bound * (1 + CERTIFIED_LOSS):
                 continue
-            widest = int(np.argmax(hi / lo))
-            if hi[widest] / lo[widest] < CELL_RESOLUTION:
-                unproven.append((dict(zip(vary, lo.tolist(), strict=True)),
-                                 dict(zip(vary, hi.tolist(), strict=True))))
+            widest = int(np.argmax(hi - lo))
+            if hi[widest] - lo[widest] < math.log(CELL_RESOLUTION):
+                unproven.append((at(lo), at(hi)))
                 continue
-            mid = (lo[widest] * hi[widest]) ** 0.5
+            mid = (lo[widest] + hi[widest]) / 2
             upper_lo, lower_hi = lo.copy(), hi.copy()
             upper_lo[widest] = lower_hi[widest] = mid
             cells += [(lo, lower_hi, bound), (upper_lo, hi, bound)]

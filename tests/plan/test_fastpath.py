@@ -76,7 +76,8 @@ def test_warm_up_proves_the_load_box_on_the_device_alone() -> None:
     checked = 0
     for _ in range(60):
         free = {p: float(rng.uniform(MIN_FREE_FRACTION, 0.5)) for p in fast.local}  # where the deadline binds
-        if any(all(lo[p] <= 1 / f <= hi[p] for p, f in free.items()) for lo, hi in fast.unproven_cells):
+        if any(all(easy.free_fraction.get(p, 1.0) >= f >= hard.free_fraction.get(p, 1.0)
+                   for p, f in free.items()) and not hard.queued_s for easy, hard in fast.unproven_cells):
             continue
         conditions = Conditions(link="wifi", free_fraction=free, cloud_reachable=False)
         try:
