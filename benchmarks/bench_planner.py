@@ -80,7 +80,8 @@ def fast_path(model: str, platform: str, link: str, deadline_s: float, loads: bo
     warm_s, warm_solves, warm_pool = time.perf_counter() - start, fast.full_solves, fast.pool_size
     print(f"\nfast path, {model} on {platform} over {link}, deadline {deadline_s * 1000:g} ms, "
           f"{'random loads' if loads else 'no load, our own queue'}: warm-up {warm_s:.1f} s, "
-          f"{warm_solves} ILP solves -> pool of {warm_pool} distinct plans")
+          f"{warm_solves} ILP solves -> pool of {warm_pool} distinct plans; load-box cells left "
+          f"unproven (next to the infeasible corner): {len(fast.unproven_cells)}")
     rng = np.random.default_rng(0)
     conditions = [random_conditions(rng, problem, loads) for _ in range(replans)]
     unit = np.ones(8)

@@ -25,6 +25,7 @@ measures the loss against a full solve.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -47,6 +48,12 @@ MIN_DEADLINE_SHARE = 0.3
 SATURATION_PATIENCE = 20
 MAX_SATURATION_SOLVES = 300
 DEFAULT_FREE_FRACTIONS = (1.0, 0.4)
+#: The loss against a full solve the warm-up proves over the load box on the
+#: device alone (issue 15's target for the fast path).
+CERTIFIED_LOSS = 0.01
+#: Cells narrower than this ratio (of free fraction, or of the share of the
+#: deadline left) are not split further: they hug the edge where no plan is feasible.
+CELL_RESOLUTION = 1.25
 #: Arrival gaps the warm-up plans for, besides "no next request": these shares
 #: of the link's tail (a gap beyond the tail costs a whole one, like no next request).
 DEFAULT_GAP_SHARES = (0.1, 0.5)
@@ -80,6 +87,9 @@ class FastReplanner:
         self.candidates: list[_Features] = []
         self._keys: set[tuple[tuple[str, object], ...]] = set()
         self.full_solves = 0
+        #: cells of the load box (or of our own queue) the warm-up could not prove,
+        #: next to where no plan is feasible, as (easiest, hardest) conditions
+        self.unproven_cells: list[tuple[Conditions, Conditions]] = []
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         # features are taken once under nominal, unloaded conditions (one cost model, cached)
         self._nominal = problem.with_conditions(replace(problem.conditions, free_fraction={},
@@ -99,16 +109,17 @@ class FastReplanner:
         """Solve the ILP over the conditions a request may meet and keep each
         distinct optimum:
 
-        - per-processor free fractions (``free_fractions`` for each processor in
-          ``vary``, default all local ones) x radio states (idle with no next
+        - loads (each of ``free_fractions`` on every processor in ``vary``,
+          default all local ones) x radio states (idle with no next
           request; connected with the next request ``gaps_s`` away, default
           :data:`DEFAULT_GAP_SHARES` of the tail) x uplink bandwidths, and the
           same loads with the cloud unreachable;
-        - each processor in ``vary`` alone, and each pair together, from idle
-          down to :data:`MIN_FREE_FRACTION` free, on the device alone;
-        - the share of the deadline left (our own queue, or a load on every
-          processor, spends part of it), from all down to
-          :data:`MIN_DEADLINE_SHARE`, on the device alone and with the radio connected;
+        - on the device alone, the whole box of loads on the processors in
+          ``vary`` (free fractions from :data:`MIN_FREE_FRACTION` to 1), with the
+          pool proven within :data:`CERTIFIED_LOSS` of the optimum (:meth:`_certify`);
+        - our own queue on each processor, leaving down to :data:`MIN_DEADLINE_SHARE`
+          of the deadline: proven on the device alone (:meth:`_certify`), and as
+          a share of the deadline left scanned with the radio connected;
         - with several processors in ``vary``, random load vectors until the pool
           stops growing (:meth:`_saturate`).
 
@@ -118,13 +129,23 @@ class FastReplanner:
         vary = tuple(vary if vary is not None else self.local)
         base = self.problem.conditions
         local_only = replace(base, cloud_reachable=False)
-        loads = [dict(zip(vary, ff, strict=True))
-                 for ff in itertools.product(free_fractions, repeat=len(vary))]
-        for ff in loads:
-            self._try(replace(local_only, free_fraction=ff))
-        for group in [(p,) for p in vary] + list(itertools.combinations(vary, 2)):
-            self._scan(lambda f, g=group: self._try(replace(local_only, free_fraction=dict.fromkeys(g, f))),
-                       [MIN_FREE_FRACTION, 1.0])
+        # every processor in vary at each level: linear in the processors, where a
+        # product of levels would be exponential (the box is covered on the device
+        # alone by _certify, with the radio by _saturate)
+        loads = [dict.fromkeys(vary, f) for f in free_fractions] if vary else [{}]
+        if vary:
+            self.unproven_cells += self._certify(
+                lambda x: replace(local_only, free_fraction=dict(zip(vary, np.exp(-x).tolist(),
+                                                                     strict=True))),
+                np.full(len(vary), -math.log(MIN_FREE_FRACTION)))
+        else:
+            self._try(local_only)
+        # our own queue on each processor, as the share of the deadline it leaves
+        deadline_s = self.problem.constraints.deadline_s
+        self.unproven_cells += self._certify(
+            lambda x: replace(local_only, queued_s=dict(zip(self.local, (-deadline_s * np.expm1(-x)).tolist(),
+                                                            strict=True))),
+            np.full(len(self.local), -math.log(MIN_DEADLINE_SHARE)))
         radios = [local_only]
         if self.link is not None:
             tail_s = self.link.radio.tail_s
@@ -137,8 +158,8 @@ class FastReplanner:
                 loaded = replace(radio, free_fraction=ff)
                 self._scan(lambda up, c=loaded: self._try(replace(c, uplink_mbps=up)),
                            sorted(uplinks_mbps))
-        for conditions in (local_only, radios[-1]) if self.link is not None else (local_only,):
-            self._scan(lambda share, c=conditions: self._solve_within(c, share), [MIN_DEADLINE_SHARE, 1.0])
+        if self.link is not None:  # the radio's tail is not monotone in the delay: scanned, not proven
+            self._scan(lambda share: self._solve_within(radios[-1], share), [MIN_DEADLINE_SHARE, 1.0])
         if len(vary) > 1:
             self._saturate(radios, vary)
         return self
@@ -156,6 +177,57 @@ class FastReplanner:
             before = self.pool_size
             self._try(replace(radios[i % len(radios)], free_fraction=free))
             quiet = quiet + 1 if self.pool_size == before else 0
+
+    def _certify(self, at: Callable[[np.ndarray], Conditions], top: np.ndarray
+                 ) -> list[tuple[Conditions, Conditions]]:
+        """Prove the pool within :data:`CERTIFIED_LOSS` of the optimum over the box
+        [0, ``top``] of coordinates that make every plan slower and costlier as
+        they grow (log 1 / free fraction, -log share of the deadline left);
+        ``at`` maps a point to its conditions.  Returns the cells left unproven,
+        as (easiest, hardest) conditions (see :attr:`unproven_cells`).
+
+        Over a cell the optimum is at least the optimum at its easiest corner (less
+        the solve's gap), and the best pooled plan at its hardest corner is
+        feasible in the whole cell at no more than its cost there.  Where that
+        cost is within the tolerance of the bound the cell is proven; otherwise
+        solve at the corners (the plans join the pool) and, if still unproven,
+        split the cell in the middle of its widest side."""
+        solved: dict[tuple[float, ...], float] = {}
+
+        def optimum(x: np.ndarray) -> float:
+            """A lower bound on the optimum there: the solve's objective less its gap."""
+            key = tuple(x)
+            if key not in solved:
+                plan = self._try(at(x))
+                solved[key] = math.inf if plan is None else plan.objective_value * (1 - (plan.gap or 0.0))
+            return solved[key]
+
+        lo = np.zeros(len(top))
+        cells = [(lo, top, optimum(lo))]
+        unproven = []
+        while cells:
+            lo, hi, bound = cells.pop()
+            if math.isinf(bound):  # not even the easiest corner is feasible
+                continue
+            if self._pooled_objective(at(hi)) > bound * (1 + CERTIFIED_LOSS):
+                bound = optimum(lo)
+                optimum(hi)
+            if self._pooled_objective(at(hi)) <= bound * (1 + CERTIFIED_LOSS):
+                continue
+            widest = int(np.argmax(hi - lo))
+            if hi[widest] - lo[widest] < math.log(CELL_RESOLUTION):
+                unproven.append((at(lo), at(hi)))
+                continue
+            mid = (lo[widest] + hi[widest]) / 2
+            upper_lo, lower_hi = lo.copy(), hi.copy()
+            upper_lo[widest] = lower_hi[widest] = mid
+            cells += [(lo, lower_hi, bound), (upper_lo, hi, bound)]
+        return unproven
+
+    def _pooled_objective(self, conditions: Conditions) -> float:
+        """The objective of the best pooled plan under ``conditions`` (inf if none fits)."""
+        best = self._best(conditions) if self.candidates else None
+        return math.inf if best is None else self.problem.constraints.objective_value(best[2], best[1])
 
     def _try(self, conditions: Conditions) -> Plan | None:
         try:

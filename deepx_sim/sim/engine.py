@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import simpy
+from simpy.events import Timeout
 
 from deepx_sim.config import DEFAULT_BATTERY_CAPACITY_MAH, DEFAULT_BATTERY_VOLTAGE_V
 from deepx_sim.errors import SimulationError
@@ -47,7 +49,44 @@ class Battery:
         return power_w * 3600.0 / (self.capacity_mah * 3.6 * self.voltage_v) * 100.0
 
 
-@dataclass
+class _Lock:
+    """A processor or the radio: capacity 1, first come first served.
+
+    It grants in the same order and at the same times as ``simpy.Resource(env, 1)``
+    (a free lock grants at once, a release grants the first waiter), without
+    SimPy's request and release objects and the release event nobody waits for.
+    A free lock hands out no event at all when nothing else is due at this
+    instant: the grant would be the very next event, so the holder may as well
+    go on (``yield`` only what :meth:`acquire` returns).  tests/sim/test_engine.py
+    checks the records against ``simpy.Resource``."""
+
+    __slots__ = ("busy", "env", "waiting")
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.busy = False
+        self.waiting: deque[simpy.Event] = deque()
+
+    def acquire(self) -> simpy.Event | None:
+        """An event that succeeds when the lock is ours, or None if it is ours now."""
+        env = self.env
+        if not self.busy:
+            self.busy = True
+            if env.peek() > env.now:
+                return None
+            return simpy.Event(env).succeed()
+        granted = simpy.Event(env)
+        self.waiting.append(granted)
+        return granted
+
+    def release(self) -> None:
+        if self.waiting:
+            self.waiting.popleft().succeed()
+        else:
+            self.busy = False
+
+
+@dataclass(slots=True)
 class _Request:
     index: int
     arrival_s: float
@@ -118,8 +157,8 @@ class Simulation:
         started = time.perf_counter()
         env = simpy.Environment()
         self.env = env
-        self.resources = {p: simpy.Resource(env, capacity=1) for p in self.local}
-        self.radio_resource = simpy.Resource(env, capacity=1)
+        self.resources = {p: _Lock(env) for p in self.local}
+        self.radio_resource = _Lock(env)
         self.occupied_s = dict.fromkeys(self.local, 0.0)
         self.backlog_s = dict.fromkeys(self.local, 0.0)  # our own work queued or running
         self.acquisitions = 0
@@ -250,16 +289,22 @@ class Simulation:
             if kind == "compute" or kind == "copy":
                 asked = env.now
                 self.acquisitions += 1
-                with self.resources[step.processor].request() as claim:  # released even if we raise
-                    yield claim
+                lock = self.resources[step.processor]
+                granted = lock.acquire()
+                now = asked
+                if granted is not None:
+                    yield granted
                     now = env.now
                     req.wait_s += now - asked
+                try:  # released even if we raise
                     if req.start_s != req.start_s:  # nan: the first step to start
                         req.start_s = now
                     duration = (step.work_s + step.fixed_s if step.processor not in loads
                                 else self._busy_s(step, now))
-                    yield env.timeout(duration)
+                    yield Timeout(env, duration)
                     self.timeouts += 1
+                finally:
+                    lock.release()
                 self._computed(step, req, duration)
                 continue
             if kind == "cloud":
@@ -325,8 +370,11 @@ class Simulation:
             return False
         asked = self.env.now
         self.acquisitions += 1
-        with self.radio_resource.request() as claim:  # released on every return and on errors
-            yield claim
+        lock = self.radio_resource
+        granted = lock.acquire()
+        if granted is not None:
+            yield granted
+        try:  # released on every return and on errors
             now = self.env.now
             req.wait_s += now - asked
             if req.start_s != req.start_s:
@@ -334,6 +382,8 @@ class Simulation:
             if self.world.outages.is_down(now):
                 return False
             return (yield from self._send(step, req, now))
+        finally:
+            lock.release()
 
     def _send(self, step: Step, req: _Request, now: float):  # type: ignore[no-untyped-def]
         """Move ``step``'s bits from ``now`` holding the radio; False if the link went down."""
@@ -399,7 +449,11 @@ class Simulation:
             true_uplink_mbps=self.world.uplink_mbps.value_at(req.arrival_s), note=d.note)
 
     def _result(self, horizon_s: float, wall_s: float) -> SimulationResult:
-        rows = [self._record(req) for req in self.requests]
+        rows, requests = [], self.requests
+        for i, req in enumerate(requests):  # each request's objects go once its record is made
+            rows.append(self._record(req))
+            requests[i] = None  # type: ignore[call-overload]
+        self.requests = []
         run_energy = self._run_energy(rows, horizon_s)
         events = {"acquisitions": self.acquisitions, "timeouts": self.timeouts,
                   "simpy_events": self.acquisitions + self.timeouts, "steps_alone": self.steps_alone}

@@ -226,6 +226,7 @@ class Estimator:
                         **{f"free:{p}": tr for p, tr in world.free_fraction.items()}}
         self._next_sample = 0
         self._ewma: dict[str, float] = {}
+        self._last: tuple[tuple[int, bool], Conditions] | None = None  # (sample, down), estimate
 
     def _sampled(self, now_s: float) -> dict[str, float]:
         last_index = math.floor(now_s / self.interval_s + 1e-12)
@@ -244,9 +245,14 @@ class Estimator:
     def estimate(self, now_s: float) -> Conditions:
         if self.kind == "current":
             return self.world.conditions_at(now_s)
-        v = self._sampled(now_s)
-        free = {k[5:]: min(1.0, max(MIN_FREE_FRACTION, x)) for k, x in v.items() if k.startswith("free:")}
-        return self.world.conditions_at(now_s, uplink_mbps=v["up"], downlink_mbps=v["down"], free=free)
+        # the estimate changes only with a new sample or reachability: reuse it in between
+        key = (math.floor(now_s / self.interval_s + 1e-12), self.world.outages.is_down(now_s))
+        if self._last is None or self._last[0] != key:
+            v = self._sampled(now_s)
+            free = {k[5:]: min(1.0, max(MIN_FREE_FRACTION, x)) for k, x in v.items() if k.startswith("free:")}
+            self._last = (key, self.world.conditions_at(now_s, uplink_mbps=v["up"], downlink_mbps=v["down"],
+                                                        free=free))
+        return self._last[1]
 
 
 # ----------------------------------------------------------------- policies
@@ -278,7 +284,7 @@ class GapEstimator:
         return self.value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     compiled: CompiledPlan
     predicted_latency_s: float

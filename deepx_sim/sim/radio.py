@@ -27,7 +27,7 @@ from deepx_sim.costs import RadioState, tail_energy_j
 from deepx_sim.platform import RadioModel
 
 
-@dataclass
+@dataclass(slots=True)
 class RadioEnergy:
     """Radio energy charged to one request, by state."""
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from deepx_sim.costs import Conditions
+from deepx_sim.errors import InfeasibleError
 from deepx_sim.model import load_model
 from deepx_sim.plan import Constraints, DeepXPlanner, Problem
-from deepx_sim.plan.fastpath import FastReplanner
+from deepx_sim.plan.fastpath import CERTIFIED_LOSS, MIN_FREE_FRACTION, FastReplanner
 from deepx_sim.platform import load_platform
 
 
@@ -60,6 +61,32 @@ def test_fast_path_is_never_better_than_the_ilp_and_rarely_worse(fast: FastRepla
         assert quick.objective_value >= full.objective_value * (1 - 1e-9)
         losses.append(quick.objective_value / full.objective_value - 1)
     assert np.median(losses) < 0.05
+
+
+@pytest.mark.slow
+def test_warm_up_proves_the_load_box_on_the_device_alone() -> None:
+    """Oracle: a full solve.  AlexNet on tegra_k1 with a 100 ms deadline (the
+    deadline binds under load, where plans differ by a few per cent): under any
+    loads on the device alone, outside the cells the warm-up reports unproven,
+    the best pooled plan is within CERTIFIED_LOSS."""
+    problem = Problem(load_model("alexnet"), load_platform("tegra_k1"), Conditions(link="wifi"),
+                      Constraints(deadline_s=0.1))
+    fast = FastReplanner(problem).warm(uplinks_mbps=(), gaps_s=())
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(60):
+        free = {p: float(rng.uniform(MIN_FREE_FRACTION, 0.5)) for p in fast.local}  # where the deadline binds
+        if any(all(easy.free_fraction.get(p, 1.0) >= f >= hard.free_fraction.get(p, 1.0)
+                   for p, f in free.items()) and not hard.queued_s for easy, hard in fast.unproven_cells):
+            continue
+        conditions = Conditions(link="wifi", free_fraction=free, cloud_reachable=False)
+        try:
+            full = DeepXPlanner().plan(problem.with_conditions(conditions))
+        except InfeasibleError:
+            continue
+        assert fast.plan(conditions).objective_value <= full.objective_value * (1 + CERTIFIED_LOSS)
+        checked += 1
+    assert checked >= 30
 
 
 def test_pool_grows_with_every_full_solve(fast: FastReplanner) -> None:
