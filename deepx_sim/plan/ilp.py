@@ -35,14 +35,14 @@ import itertools
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pulp
 
 from deepx_sim.costs import Variant, tail_energy_j, tail_pieces
-from deepx_sim.errors import InfeasibleError, PlanError
+from deepx_sim.errors import DeepxError, InfeasibleError, PlanError
 from deepx_sim.model.fusion import fused_members
 from deepx_sim.model.layers import Layer, LayerKind, colocation
 from deepx_sim.plan.base import Planner
@@ -85,19 +85,21 @@ class DeepXPlanner(Planner):
 
     ``solver`` is ``highs`` (in-process, the default) or ``cbc`` (PuLP's bundled
     binary); ``time_limit_s`` and ``gap`` bound the search; ``presolve`` drops layer
-    options no optimum needs (:mod:`deepx_sim.plan.presolve`) before building.
+    options no optimum needs (:mod:`deepx_sim.plan.presolve`) before building;
+    ``warm_start`` hands the solver the greedy baseline's plan when no start is given.
     """
 
     name = "deepx"
 
     def __init__(self, solver: str = "highs", time_limit_s: float | None = 60.0,
-                 gap: float = 1e-6, presolve: bool = True) -> None:
+                 gap: float = 1e-6, presolve: bool = True, warm_start: bool = True) -> None:
         if solver not in SOLVERS:
             raise PlanError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.solver = solver
         self.time_limit_s = time_limit_s
         self.gap = gap
         self.presolve = presolve
+        self.warm_start = warm_start
 
     # ---------------------------------------------------------------- build
     def build(self, problem: Problem, *, deadline: bool = True, objective: str | None = None,
@@ -144,7 +146,10 @@ class DeepXPlanner(Planner):
         solver as a first solution when its layers match the problem's."""
         began = time.perf_counter()
         model = self.build(problem)
-        status, gap = self._solve(model, start.assignment if start is not None else None)
+        if start is None and self.warm_start:
+            start = self._heuristic_start(problem)
+        first = first_use_order(problem, start.assignment) if start is not None else None
+        status, gap = self._solve(model, first)
         elapsed = time.perf_counter() - began
         if status == "Infeasible":
             raise InfeasibleError(self.diagnose(problem))
@@ -158,6 +163,16 @@ class DeepXPlanner(Planner):
         optimal = status == "Optimal" and gap is not None and gap <= max(self.gap * 10, 1e-6)
         return evaluate(problem, chosen, self.name, solver=self.solver, solve_time_s=elapsed,
                         gap=gap, status="optimal" if optimal else "feasible")
+
+    @staticmethod
+    def _heuristic_start(problem: Problem) -> Plan | None:
+        """The memory-aware greedy's plan, a first incumbent (None when it finds none)."""
+        from deepx_sim.plan.baselines import GreedyPlanner
+
+        try:
+            return GreedyPlanner().plan(problem)
+        except DeepxError:
+            return None
 
     # ---------------------------------------------------------------- why infeasible
     def diagnose(self, problem: Problem) -> str:
@@ -564,14 +579,7 @@ class _Builder:
         """Instances of one processor class (``count: k``) under the same load and queue
         are interchangeable, so some optimum uses them in order of first use: instance j
         may run a layer only once instance j-1 has run an earlier one (``seen`` counts)."""
-        c = self.problem.conditions
-        classes: dict[tuple[str, float, float], list[str]] = {}
-        for p in self.procs:
-            proc = self.problem.platform.processor(p)
-            if not proc.is_remote and proc.klass != p and p != self.problem.sensor:
-                key = (proc.klass, c.free_fraction.get(p, 1.0), c.queued_s.get(p, 0.0))
-                classes.setdefault(key, []).append(p)
-        for members in (m for m in classes.values() if len(m) > 1):
+        for members in interchangeable(self.problem):
             seen: list[pulp.LpVariable | None] = [None] * len(members)
             for lay in self.problem.layers:
                 for j in range(1, len(members)):
@@ -618,6 +626,31 @@ class _Builder:
         # otherwise blur choices that differ by a tenth of a microsecond
         prob += OBJECTIVE_SCALE * goal
         return _Model(prob, self.x, latency, energy, loss, self.linked)
+
+
+def interchangeable(problem: Problem) -> list[list[str]]:
+    """Groups of processors any plan may swap at no change in cost: instances of one class
+    (``count: k``) under the same load and queue, the sensor excluded."""
+    c = problem.conditions
+    classes: dict[tuple[str, float, float], list[str]] = {}
+    for p in problem.processors:
+        proc = problem.platform.processor(p)
+        if not proc.is_remote and proc.klass != p and p != problem.sensor:
+            key = (proc.klass, c.free_fraction.get(p, 1.0), c.queued_s.get(p, 0.0))
+            classes.setdefault(key, []).append(p)
+    return [members for members in classes.values() if len(members) > 1]
+
+
+def first_use_order(problem: Problem, assignment: Mapping[str, Placement]) -> dict[str, Placement]:
+    """``assignment`` with each group of interchangeable processors relabelled in order of
+    first use (layers in execution order): the form the symmetry rows admit."""
+    rename: dict[str, str] = {}
+    for members in interchangeable(problem):
+        used = list(dict.fromkeys(assignment[lay.name].processor for lay in problem.layers
+                                  if lay.name in assignment and assignment[lay.name].processor in members))
+        rename.update(zip(used, members, strict=False))
+    return {name: replace(pl, processor=rename.get(pl.processor, pl.processor))
+            for name, pl in assignment.items()}
 
 
 def _linkable(options: dict[str, list[Variant]]) -> bool:
