@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -48,7 +48,7 @@ from deepx_sim.model.layers import (
     with_nonzeros,
 )
 from deepx_sim.model.onnx_light import Extent
-from deepx_sim.model.weights import Loader, Storage, WeightStore
+from deepx_sim.model.weights import Storage, WeightStore, initializer_loader
 
 MIN_OPSET = 7
 #: Reductions read as pooling over the reduced axes (global average pooling is ReduceMean over H, W).
@@ -249,17 +249,6 @@ def load_onnx(
     for w in caught:
         warnings.warn(w.message, stacklevel=2)
     return graph
-
-
-def initializer_loader(read: Callable[[], np.ndarray], transpose: bool, factor: float) -> Loader:
-    """A loader of an initialiser (``read`` gives its array) as a layer reads it."""
-
-    def load() -> np.ndarray:
-        array = read()
-        array = array.T if transpose else array
-        return array if factor == 1.0 else array * factor
-
-    return load
 
 
 class _Reader:

@@ -34,7 +34,7 @@ import numpy as np
 from deepx_sim import cache
 from deepx_sim.errors import ModelError
 from deepx_sim.model.onnx_light import Extent
-from deepx_sim.model.weights import WeightStore
+from deepx_sim.model.weights import WeightStore, initializer_loader
 
 NAMESPACE = "onnx"
 #: Arrays the importer made itself are kept in the entry up to this size; a model with
@@ -138,7 +138,6 @@ def save(key: str, raw_key: str, graph: nx.DiGraph, recipes: Mapping[tuple[str, 
 
 def load(key: str, path: Path) -> nx.DiGraph | None:
     """The cached graph for ``key``, with a weight store reading ``path`` lazily, or None."""
-    from deepx_sim.model.onnx import initializer_loader
 
     arrays = cache.lookup(NAMESPACE, key)
     if arrays is None:

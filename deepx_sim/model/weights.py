@@ -27,6 +27,18 @@ from deepx_sim.errors import ModelError
 
 Loader = Callable[[], np.ndarray]
 
+
+def initializer_loader(read: Callable[[], np.ndarray], transpose: bool, factor: float) -> Loader:
+    """A loader of an initialiser (``read`` gives its array) as a layer reads it."""
+
+    def load() -> np.ndarray:
+        array = read()
+        array = array.T if transpose else array
+        return array if factor == 1.0 else array * factor
+
+    return load
+
+
 #: Weight storage precisions a model may use (bits).
 STORAGE_BITS = (64, 32, 16, 8)
 _FLOAT_DTYPES = {64: np.float64, 32: np.float32, 16: np.float16}
