@@ -11,6 +11,7 @@ from pathlib import Path
 
 import networkx as nx
 
+from deepx_sim.errors import ModelError
 from deepx_sim.model.layers import (
     ConvSpec,
     FcSpec,
@@ -54,4 +55,7 @@ def load_model(
         from deepx_sim.model.onnx import load_onnx
 
         return load_onnx(name_or_path, input_shapes)
+    if Path(name_or_path).is_file():
+        raise ModelError(f"{name_or_path}: a model file must be .onnx, or .json for a profiled graph; "
+                         f"zoo models are named: {', '.join(model_names())}")
     return load_zoo_model(str(name_or_path))
