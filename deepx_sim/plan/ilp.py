@@ -36,6 +36,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -86,19 +87,22 @@ class DeepXPlanner(Planner):
     ``solver`` is ``highs`` (in-process, the default) or ``cbc`` (PuLP's bundled
     binary); ``time_limit_s`` and ``gap`` bound the search; ``presolve`` drops layer
     options no optimum needs (:mod:`deepx_sim.plan.presolve`) before building;
-    ``warm_start`` hands the solver the greedy baseline's plan when no start is given.
+    ``warm_start`` hands the solver the greedy baseline's plan when no start is given;
+    a layer with ``fanout`` consumers or more pays transfers per destination processor.
     """
 
     name = "deepx"
 
     def __init__(self, solver: str = "highs", time_limit_s: float | None = 60.0,
-                 gap: float = 1e-6, presolve: bool = True, warm_start: bool = True) -> None:
+                 gap: float = 1e-6, presolve: bool = True, warm_start: bool = True,
+                 fanout: int = FANOUT) -> None:
         if solver not in SOLVERS:
             raise PlanError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.solver = solver
         self.time_limit_s = time_limit_s
         self.gap = gap
         self.presolve = presolve
+        self.fanout = fanout
         self.warm_start = warm_start
 
     # ---------------------------------------------------------------- build
@@ -106,7 +110,7 @@ class DeepXPlanner(Planner):
               energy_budget: bool = True) -> _Model:
         """The integer program for ``problem``; ``deadline``/``energy_budget`` False
         drop those constraints and ``objective`` overrides the problem's (diagnosis)."""
-        b = _Builder(problem, self.presolve)
+        b = _Builder(problem, self.presolve, self.fanout)
         b.placement()
         b.transfers()
         b.radio()
@@ -251,9 +255,10 @@ class _Builder:
     LpAffineExpression keeps only the last pair, so they are summed in _expr.
     """
 
-    def __init__(self, problem: Problem, presolve: bool = True) -> None:
+    def __init__(self, problem: Problem, presolve: bool = True, fanout: int = FANOUT) -> None:
         self.problem = problem
         self.presolve = presolve
+        self.fanout = fanout
         self.costs = problem.costs
         self.procs = problem.processors
         self.remote = {p for p in self.procs if problem.platform.processor(p).is_remote}
@@ -271,48 +276,31 @@ class _Builder:
         self._n = 0
         self._rows = 0
         self.linked: dict[tuple[str, object], pulp.LpVariable] = {}
-        self._tcache: dict[tuple[int, str, str], tuple[float, float, bool]] = {}
 
     def var(self, prefix: str, binary: bool = False) -> pulp.LpVariable:
         self._n += 1
         return self.prob.add_variable(f"{prefix}{self._n}", 0, 1,
                                       cat=pulp.LpBinary if binary else pulp.LpContinuous)
 
-    def a(self, layer: str, p: str) -> pulp.LpAffineExpression:
-        """1 if ``layer`` runs on ``p`` (the sum of its variant variables there)."""
-        return pulp.LpAffineExpression([(v, 1) for v in self.assign.get((layer, p), [])])
-
     def on(self, layer: str, p: str, coef: float = 1.0) -> Terms:
-        """``coef`` times the terms of :meth:`a`, for :meth:`row`."""
+        """``coef`` times "``layer`` runs on ``p``" (the sum of its variables there), as terms."""
         return [(v, coef) for v in self.assign.get((layer, p), [])]
 
     def row(self, terms: Terms, sense: int, rhs: float = 0.0) -> None:
         """Add sum(terms) (sense) rhs, sense one of pulp.LpConstraintLE/EQ/GE: built straight
         from the terms, without PuLP's expression arithmetic (the builder's hot path)."""
-        merged: dict[pulp.LpVariable, float] = {}
-        for var, coef in terms:
-            merged[var] = merged.get(var, 0.0) + coef
         self._rows += 1
-        self.prob.addConstraint(pulp.LpConstraint(pulp.LpAffineExpression(merged), sense, rhs=rhs),
-                                name=f"r{self._rows}")
-
-    def transfer(self, size: int, p: str, q: str) -> tuple[float, float, bool]:
-        """(latency_s, energy_j, over the radio) of moving ``size`` bytes p -> q (cached)."""
-        key = (size, p, q)
-        if key not in self._tcache:
-            t = self.costs.transfer_cost(size, p, q)
-            self._tcache[key] = (t.latency_s, t.energy_j, t.route in ("uplink", "downlink"))
-        return self._tcache[key]
+        self.prob.addConstraint(pulp.LpConstraint(_expr(terms), sense, rhs=rhs), name=f"r{self._rows}")
 
     def pay(self, var: pulp.LpVariable, latency_s: float, energy_j: float) -> None:
         self.lat.append((var, latency_s))
         self.energy.append((var, energy_j))
 
     def pay_transfer(self, var: pulp.LpVariable, size: int, p: str, q: str) -> None:
-        t_lat, t_en, radio = self.transfer(size, p, q)
-        self.pay(var, t_lat, t_en)
-        if radio:
-            self.span.append((var, t_lat))
+        t = self.costs.transfer_cost(size, p, q)  # (cached by the cost model)
+        self.pay(var, t.latency_s, t.energy_j)
+        if t.route in ("uplink", "downlink"):
+            self.span.append((var, t.latency_s))
 
     # ------------------------------------------------------------ placement
     def placement(self) -> None:
@@ -359,13 +347,9 @@ class _Builder:
     def _presolved(self, options: dict[str, list[Option]]) -> dict[str, list[Option]]:
         """The options left after dropping dominated ones (:mod:`deepx_sim.plan.presolve`)."""
         problem = self.problem
-        bits = self.costs.activation_bits
-        largest_act = max(lay.input_bytes(bits) + lay.output_bytes(bits) for lay in problem.layers)
-        binds = {}
-        for p in self.procs:
-            params = sum(max((o.param_bytes for o in opts if o.processor == p), default=0)
-                         for opts in options.values())
-            binds[p] = params + largest_act > problem.platform.processor(p).usable_memory_bytes
+        binds = {p: self.memory_may_bind(p, sum(max((o.param_bytes for o in opts if o.processor == p),
+                                                    default=0) for opts in options.values()))
+                 for p in self.procs}
         queued = {p for p, s in problem.conditions.queued_s.items() if s > 0}
         # instances of a processor class stay out: symmetry() relabels plans among them,
         # which a dominance between them (or with them) could contradict
@@ -425,7 +409,7 @@ class _Builder:
         src_procs = [p for p in self.procs if (u, p) in self.assign]
         consumers = list(self.problem.graph.successors(u))
         sizes = {v: costs.edge_bytes(u, v) for v in consumers}
-        if len(consumers) >= FANOUT:
+        if len(consumers) >= self.fanout:
             self._fanout_transfers(u, src_procs, consumers, max(sizes.values()), size_out if is_output else 0)
             return
         per_edge = {v: self._edge_flows(u, v, src_procs) for v in consumers}
@@ -597,14 +581,26 @@ class _Builder:
     def memory(self) -> None:
         """Parameters plus the largest activation footprint fit each processor."""
         for p in self.procs:
+            if not self.memory_may_bind(p, self.max_params[p]):
+                continue
             cap = self.problem.platform.processor(p).usable_memory_bytes
-            if self.max_params[p] + max(self.act_bytes.values()) <= cap:
-                continue  # cannot bind
             m = self.prob.add_variable(f"mem_act_{p}", 0)
             for layer_name, size in self.act_bytes.items():
                 if (layer_name, p) in self.assign:
                     self.row([(m, 1.0), *self.on(layer_name, p, -float(size))], pulp.LpConstraintGE)
             self.prob += _expr(self.params[p]) + m <= cap, f"memory_{p}"
+
+    def memory_may_bind(self, p: str, max_param_bytes: int) -> bool:
+        """Whether ``max_param_bytes`` of parameters and the largest activation footprint
+        can exceed ``p``'s memory (if not, no plan needs a memory row for ``p``)."""
+        cap = self.problem.platform.processor(p).usable_memory_bytes
+        return max_param_bytes + self.largest_act_bytes > cap
+
+    @cached_property
+    def largest_act_bytes(self) -> int:
+        """The largest input + output footprint of one layer."""
+        bits = self.costs.activation_bits
+        return max(lay.input_bytes(bits) + lay.output_bytes(bits) for lay in self.problem.layers)
 
     # ------------------------------------------------------------ objective
     def objective(self, *, deadline: bool, objective: str | None, energy_budget: bool) -> _Model:

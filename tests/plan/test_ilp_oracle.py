@@ -80,22 +80,17 @@ def test_ilp_equals_brute_force_on_attention_blocks(seed: int) -> None:
 def test_presolve_and_fanout_rows_keep_the_optimum(seed: int) -> None:
     """Dropping dominated options and paying fan-out transfers per destination give the
     objective of the per-edge flow program with every option."""
-    import deepx_sim.plan.ilp as ilp
-
     problem = random_problem(2000 + seed, objective=["energy", "latency", "weighted"][seed % 3])
     try:
         fast = DeepXPlanner().plan(problem)
     except InfeasibleError:
         fast = None
-    saved, ilp.FANOUT = ilp.FANOUT, 10**9
-    try:
-        if fast is None:
-            with pytest.raises(InfeasibleError):
-                DeepXPlanner(presolve=False).plan(problem)
-            return
-        full = DeepXPlanner(presolve=False).plan(problem)
-    finally:
-        ilp.FANOUT = saved
+    per_edge = DeepXPlanner(presolve=False, fanout=10**9)
+    if fast is None:
+        with pytest.raises(InfeasibleError):
+            per_edge.plan(problem)
+        return
+    full = per_edge.plan(problem)
     assert fast.objective_value == pytest.approx(full.objective_value, rel=1e-6, abs=1e-12)
 
 
