@@ -48,7 +48,8 @@ from deepx_sim.model.fusion import fused_members
 from deepx_sim.model.layers import Layer, LayerKind, colocation
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.presolve import Option, kept_options
-from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate
+from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
+from deepx_sim.plan.segments import segment_plan
 
 SOLVERS = ("highs", "cbc")
 OBJECTIVE_SCALE = 1000.0
@@ -170,13 +171,18 @@ class DeepXPlanner(Planner):
 
     @staticmethod
     def _heuristic_start(problem: Problem) -> Plan | None:
-        """The memory-aware greedy's plan, a first incumbent (None when it finds none)."""
+        """A first incumbent: the better feasible plan of the memory-aware greedy and, with
+        interchangeable instances, the segment heuristic (None when neither finds one)."""
         from deepx_sim.plan.baselines import GreedyPlanner
 
         try:
-            return GreedyPlanner().plan(problem)
+            plans = [GreedyPlanner().plan(problem)]
         except DeepxError:
-            return None
+            plans = []
+        plans.append(segment_plan(problem))
+        c = problem.constraints
+        feasible = [p for p in plans if p is not None and p.status == "feasible"]
+        return min(feasible, key=lambda p: c.objective_value(p.energy_j, p.latency_s), default=None)
 
     # ---------------------------------------------------------------- why infeasible
     def diagnose(self, problem: Problem) -> str:
@@ -622,19 +628,6 @@ class _Builder:
         # otherwise blur choices that differ by a tenth of a microsecond
         prob += OBJECTIVE_SCALE * goal
         return _Model(prob, self.x, latency, energy, loss, self.linked)
-
-
-def interchangeable(problem: Problem) -> list[list[str]]:
-    """Groups of processors any plan may swap at no change in cost: instances of one class
-    (``count: k``) under the same load and queue, the sensor excluded."""
-    c = problem.conditions
-    classes: dict[tuple[str, float, float], list[str]] = {}
-    for p in problem.processors:
-        proc = problem.platform.processor(p)
-        if not proc.is_remote and proc.klass != p and p != problem.sensor:
-            key = (proc.klass, c.free_fraction.get(p, 1.0), c.queued_s.get(p, 0.0))
-            classes.setdefault(key, []).append(p)
-    return [members for members in classes.values() if len(members) > 1]
 
 
 def first_use_order(problem: Problem, assignment: Mapping[str, Placement]) -> dict[str, Placement]:

@@ -255,6 +255,19 @@ class Problem:
         return [lay.name for lay in self.layers if self.graph.out_degree(lay.name) == 0]
 
 
+def interchangeable(problem: Problem) -> list[list[str]]:
+    """Groups of processors any plan may swap at no change in cost: instances of one class
+    (``count: k``) under the same load and queue, the sensor excluded."""
+    c = problem.conditions
+    classes: dict[tuple[str, float, float], list[str]] = {}
+    for p in problem.processors:
+        proc = problem.platform.processor(p)
+        if not proc.is_remote and proc.klass != p and p != problem.sensor:
+            key = (proc.klass, c.free_fraction.get(p, 1.0), c.queued_s.get(p, 0.0))
+            classes.setdefault(key, []).append(p)
+    return [members for members in classes.values() if len(members) > 1]
+
+
 def transfers_of(problem: Problem, where: Mapping[str, str]) -> Iterable[tuple[str, str, str, int]]:
     """(producer layer, from processor, to processor, bytes) for every transfer a
     placement implies: one per producer and distinct consuming processor."""
