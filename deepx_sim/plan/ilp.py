@@ -49,7 +49,7 @@ from deepx_sim.model.layers import Layer, LayerKind, colocation
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.presolve import Option, kept_options
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
-from deepx_sim.plan.segments import segment_plan
+from deepx_sim.plan.segments import segment_bound, segment_plan
 
 SOLVERS = ("highs", "cbc")
 OBJECTIVE_SCALE = 1000.0
@@ -689,6 +689,9 @@ class _Builder:
         goal = {"energy": energy, "latency": latency}.get(objective)
         if goal is None:
             goal = energy + c.latency_weight_j_per_s * latency
+        bound = segment_bound(self.problem) if objective == c.objective else None
+        if bound is not None:  # a combinatorial bound the LP relaxation does not see (segments.py)
+            prob += goal >= bound * (1 - 1e-9), "segment_bound"
         # in mJ / ms: the solver's optimality tolerances (about 1e-7 absolute) would
         # otherwise blur choices that differ by a tenth of a microsecond
         prob += OBJECTIVE_SCALE * goal

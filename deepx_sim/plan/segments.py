@@ -73,6 +73,37 @@ def segment_plan(problem: Problem) -> Plan | None:
         return None
 
 
+def segment_bound(problem: Problem) -> float | None:
+    """A lower bound on the objective of every plan, where the platform is the sensor
+    plus one group of identical instances and each layer has one variant on each; else None.
+
+    The relaxation: only the edges between neighbours in the execution order cost
+    anything, colocation is dropped and instances are unlimited.  On that graph any plan
+    can be rebuilt, at the same cost, as maximal runs of the order each on the sensor or
+    a fresh instance (a run uses a subset of its device's memory, and every priced edge
+    joins two neighbouring runs on different devices, whose copy depends only on their
+    kinds), so the segment DP's optimum over runs is the relaxation's optimum.
+    """
+    groups = interchangeable(problem)
+    if len(groups) != 1 or set(problem.processors) != {problem.sensor, *groups[0]}:
+        return None
+    if len(groups[0]) < 2 or any(len(problem.variants(lay, p)) > 1
+                                 for lay in problem.layers for p in problem.processors):
+        return None
+    members = groups[0]
+    devices = (problem.sensor, members[0])
+    chain = _chain(problem, devices)
+    if chain is None:
+        return None
+    cost = _block_costs(problem, chain, (problem.sensor, members[1]), devices, relaxed=True)
+    fixed = sum(problem.constraints.objective_value(lc.energy_j, lc.latency_s)
+                for lay in problem.layers if lay.name not in chain.variant[SENSOR]
+                for lc in [problem.costs.layer_cost(lay.name, problem.sensor,
+                                                    problem.variants(lay, problem.sensor)[0])])
+    value = _unlimited_value(cost)
+    return None if value is None else value + fixed
+
+
 def _chain(problem: Problem, devices: tuple[str, str]) -> _Chain | None:
     costs, c = problem.costs, problem.constraints
     bits = costs.activation_bits
@@ -114,15 +145,16 @@ def _fixed(problem: Problem, name: str, instance: str) -> bool:
 
 
 def _block_costs(problem: Problem, chain: _Chain, sources: tuple[str, str],
-                 devices: tuple[str, str]) -> np.ndarray:
+                 devices: tuple[str, str], relaxed: bool = False) -> np.ndarray:
     """cost[before, kind, a, b]: objective of chain layers a..b-1 as one block of ``kind``
     after a block of kind ``before`` (inf where it does not fit or splits a colocation
-    class).  A producer in an earlier block sits on ``sources[before]``."""
+    class).  A producer in an earlier block sits on ``sources[before]``.  ``relaxed``
+    prices only the edges between neighbours in the order and ignores colocation."""
     n = len(chain.names)
     prefix = np.concatenate([np.zeros((2, 1)), np.cumsum(chain.score, axis=1)], axis=1)
     compute = prefix[:, None, :] - prefix[:, :, None]  # [kind, a, b]
-    enter = _entering(problem, chain, sources, devices)
-    ok = _cuttable(problem, chain, n)
+    enter = _entering(problem, chain, sources, devices, relaxed)
+    ok = np.ones(n + 1, bool) if relaxed else _cuttable(problem, chain, n)
     valid = np.triu(np.ones((n + 1, n + 1), bool), 1) & ok[:, None] & ok[None, :]
     fits = valid & _fits(problem, chain, devices[INSTANCE])
     cost = np.full((2, 2, n + 1, n + 1), np.inf)
@@ -133,15 +165,18 @@ def _block_costs(problem: Problem, chain: _Chain, sources: tuple[str, str],
 
 
 def _entering(problem: Problem, chain: _Chain, sources: tuple[str, str],
-              devices: tuple[str, str]) -> np.ndarray:
+              devices: tuple[str, str], relaxed: bool) -> np.ndarray:
     """enter[before, kind, a, b]: copies into block a..b-1: one per producer outside it
-    (before a) with a consumer inside, of its largest edge into the block's kind."""
+    (before a) with a consumer inside, of its largest edge into the block's kind.
+    ``relaxed`` counts only edges between neighbours in the order."""
     costs, c = problem.costs, problem.constraints
     n = len(chain.names)
     pos = {name: i for i, name in enumerate(chain.names)}
     step = np.zeros((2, 2, n + 1, n + 2))
     for producer in problem.graph.nodes:
         consumers = sorted(pos[s] for s in problem.graph.successors(producer) if s in pos)
+        if relaxed:
+            consumers = [q for q in consumers if q == pos.get(producer, -2) + 1]
         if not consumers:
             continue
         size = max(costs.edge_bytes(producer, chain.names[q]) for q in consumers)
@@ -184,9 +219,39 @@ def _cuttable(problem: Problem, chain: _Chain, n: int) -> np.ndarray:
     return ok
 
 
+def _unlimited_value(cost: np.ndarray) -> float | None:
+    """The least summed cost of blocks covering the chain with any number of instances:
+    a shortest path over (position, kind of the last block), in order of position."""
+    n = cost.shape[-1] - 1
+    reach = np.full((2, n + 1), np.inf)
+    reach[SENSOR, 0] = 0.0
+    for b in range(1, n + 1):
+        for kind in (SENSOR, INSTANCE):
+            reach[kind, b] = min(np.min(reach[before, :b] + cost[before, kind, :b, b])
+                                 for before in (SENSOR, INSTANCE))
+    best = float(np.min(reach[:, n]))
+    return best if np.isfinite(best) else None
+
+
 def _best_blocks(cost: np.ndarray, instances: int) -> list[tuple[int, int, int]] | None:
     """Blocks (a, b, kind) covering 0..n with at most ``instances`` of kind INSTANCE,
     minimising the summed costs: a shortest path over (position, instances used, kind)."""
+    n = cost.shape[-1] - 1
+    reach, back = _shortest(cost, instances)
+    used, kind = np.unravel_index(np.argmin(reach[:, :, n]), reach.shape[:2])
+    if not np.isfinite(reach[used, kind, n]):
+        return None
+    blocks, b = [], n
+    while b > 0:
+        a, before = back[used, kind, b]
+        blocks.append((int(a), b, int(kind)))
+        used, kind, b = used - (kind == INSTANCE), before, int(a)
+    return blocks[::-1]
+
+
+def _shortest(cost: np.ndarray, instances: int) -> tuple[np.ndarray, np.ndarray]:
+    """reach[used, kind, b]: least cost of blocks covering 0..b-1 with ``used`` instance
+    blocks, the last of ``kind``; back: that last block's (start, kind before it)."""
     n = cost.shape[-1] - 1
     reach = np.full((instances + 1, 2, n + 1), np.inf)
     reach[0, SENSOR, 0] = 0.0  # before the first block only fixed (sensor) layers ran
@@ -203,12 +268,4 @@ def _best_blocks(cost: np.ndarray, instances: int) -> list[tuple[int, int, int]]
                 better = best < reach[used, kind]
                 reach[used, kind][better] = best[better]
                 back[used, kind][better] = np.stack([arg, np.full(n + 1, before)], axis=1)[better]
-    used, kind = np.unravel_index(np.argmin(reach[:, :, n]), reach.shape[:2])
-    if not np.isfinite(reach[used, kind, n]):
-        return None
-    blocks, b = [], n
-    while b > 0:
-        a, before = back[used, kind, b]
-        blocks.append((int(a), b, int(kind)))
-        used, kind, b = used - (kind == INSTANCE), before, int(a)
-    return blocks[::-1]
+    return reach, back

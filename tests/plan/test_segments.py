@@ -12,7 +12,7 @@ from deepx_sim.model.layers import LayerKind, colocation
 from deepx_sim.model.profiled import load_profiled, synthetic_profiled
 from deepx_sim.plan import Constraints, DeepXPlanner, Problem
 from deepx_sim.plan.problem import Placement, evaluate, interchangeable
-from deepx_sim.plan.segments import segment_plan
+from deepx_sim.plan.segments import segment_bound, segment_plan
 
 LATENCY = Constraints(objective="latency", deadline_s=1e4)
 
@@ -99,3 +99,40 @@ def test_no_interchangeable_instances_means_no_segment_plan() -> None:
     from deepx_sim.plan.testing import random_problem
 
     assert segment_plan(random_problem(0)) is None
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_segment_bound_never_exceeds_the_brute_force_optimum(tmp_path: Path, seed: int) -> None:
+    """The bound relaxes colocation, so the oracle here ignores it too (memory kept)."""
+    from deepx_sim.plan.oracle import BruteForcePlanner
+
+    problem = _problem(tmp_path, seed, nodes=7, accelerators=2 + seed % 2, chain=seed % 3 == 0)
+    bound = segment_bound(problem)
+    assert bound is not None
+    optimum = BruteForcePlanner().plan(problem)
+    assert bound <= optimum.latency_s * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("seed", range(0, 12, 2))
+def test_segment_bound_is_exact_on_chains_with_instances_to_spare(tmp_path: Path, seed: int) -> None:
+    """A chain without colocation, one instance per layer: the relaxation drops nothing."""
+    problem = _problem(tmp_path, seed, nodes=6, accelerators=6, chain=True)
+    optimum = DeepXPlanner(gap=1e-6).plan(problem)
+    assert optimum.status == "optimal"
+    assert segment_bound(problem) == pytest.approx(optimum.latency_s, rel=1e-7)
+
+
+def test_segment_bound_needs_one_group_of_identical_instances() -> None:
+    from deepx_sim.plan.testing import random_problem
+
+    assert segment_bound(random_problem(0)) is None
+
+
+def test_the_bound_row_proves_bert24_at_the_root() -> None:
+    """On BERT-24 (shipped) the segment plan meets the bound: the planner proves it at once."""
+    path = Path(__file__).resolve().parents[2] / "data" / "profiled_graphs" / "bert24_inference.json"
+    model = load_profiled(path)
+    problem = Problem(model.graph, model.platform, constraints=LATENCY, profile=model.profile)
+    plan = DeepXPlanner(gap=1e-6, time_limit_s=60).plan(problem)
+    assert plan.status == "optimal" and plan.gap is not None and plan.gap <= 1e-6
+    assert plan.latency_s == pytest.approx(segment_bound(problem), rel=1e-6)
