@@ -55,10 +55,20 @@ def segment_plan(problem: Problem) -> Plan | None:
     chain = _chain(problem, devices)
     if chain is None or not chain.names:
         return None
-    cost = _block_costs(problem, chain, (problem.sensor, members[1]), devices)
-    blocks = _best_blocks(cost, len(members))
-    if blocks is None:
-        return None
+    sources = (problem.sensor, members[1])
+    candidates = [_best_blocks(_block_costs(problem, chain, sources, devices), len(members))]
+    # the bound's blocks (neighbour edges priced only) are a plan too when few enough
+    relaxed = _unlimited(_block_costs(problem, chain, sources, devices, relaxed=True))
+    if relaxed is not None and sum(kind for *_, kind in relaxed[1]) <= len(members):
+        candidates.append(relaxed[1])
+    plans = [p for blocks in candidates if blocks is not None
+             for p in [_plan(problem, chain, members, blocks)] if p is not None and p.status == "feasible"]
+    c = problem.constraints
+    return min(plans, key=lambda p: c.objective_value(p.energy_j, p.latency_s), default=None)
+
+
+def _plan(problem: Problem, chain: _Chain, members: list[str],
+          blocks: list[tuple[int, int, int]]) -> Plan | None:
     where = {lay.name: Placement(lay.name, problem.sensor, problem.variants(lay, problem.sensor)[0])
              for lay in problem.layers}
     used = 0
@@ -95,13 +105,12 @@ def segment_bound(problem: Problem) -> float | None:
     chain = _chain(problem, devices)
     if chain is None:
         return None
-    cost = _block_costs(problem, chain, (problem.sensor, members[1]), devices, relaxed=True)
+    relaxed = _unlimited(_block_costs(problem, chain, (problem.sensor, members[1]), devices, relaxed=True))
     fixed = sum(problem.constraints.objective_value(lc.energy_j, lc.latency_s)
                 for lay in problem.layers if lay.name not in chain.variant[SENSOR]
                 for lc in [problem.costs.layer_cost(lay.name, problem.sensor,
                                                     problem.variants(lay, problem.sensor)[0])])
-    value = _unlimited_value(cost)
-    return None if value is None else value + fixed
+    return None if relaxed is None else relaxed[0] + fixed
 
 
 def _chain(problem: Problem, devices: tuple[str, str]) -> _Chain | None:
@@ -219,18 +228,27 @@ def _cuttable(problem: Problem, chain: _Chain, n: int) -> np.ndarray:
     return ok
 
 
-def _unlimited_value(cost: np.ndarray) -> float | None:
-    """The least summed cost of blocks covering the chain with any number of instances:
-    a shortest path over (position, kind of the last block), in order of position."""
+def _unlimited(cost: np.ndarray) -> tuple[float, list[tuple[int, int, int]]] | None:
+    """The least summed cost of blocks covering the chain with any number of instances,
+    and those blocks: a shortest path over (position, kind of the last block)."""
     n = cost.shape[-1] - 1
     reach = np.full((2, n + 1), np.inf)
     reach[SENSOR, 0] = 0.0
+    back = np.zeros((2, n + 1, 2), int)
     for b in range(1, n + 1):
         for kind in (SENSOR, INSTANCE):
-            reach[kind, b] = min(np.min(reach[before, :b] + cost[before, kind, :b, b])
-                                 for before in (SENSOR, INSTANCE))
-    best = float(np.min(reach[:, n]))
-    return best if np.isfinite(best) else None
+            total = reach[:, :b] + cost[:, kind, :b, b]  # [before, a]
+            before, a = np.unravel_index(np.argmin(total), total.shape)
+            reach[kind, b], back[kind, b] = total[before, a], (a, before)
+    kind = int(np.argmin(reach[:, n]))
+    if not np.isfinite(reach[kind, n]):
+        return None
+    blocks, b = [], n
+    while b > 0:
+        a, before = back[kind, b]
+        blocks.append((int(a), b, kind))
+        kind, b = int(before), int(a)
+    return float(np.min(reach[:, n])), blocks[::-1]
 
 
 def _best_blocks(cost: np.ndarray, instances: int) -> list[tuple[int, int, int]] | None:
