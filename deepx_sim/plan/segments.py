@@ -59,7 +59,9 @@ def segment_plan(problem: Problem) -> Plan | None:
     candidates = [_best_blocks(_block_costs(problem, chain, sources, devices), len(members))]
     # the bound's blocks (neighbour edges priced only) are a plan too when few enough
     relaxed = _unlimited(_block_costs(problem, chain, sources, devices, relaxed=True))
-    if relaxed is not None and sum(kind for *_, kind in relaxed[1]) <= len(members):
+    ok = _cuttable(problem, chain, len(chain.names))
+    if relaxed is not None and sum(kind for *_, kind in relaxed[1]) <= len(members) and \
+            all(ok[a] for a, *_ in relaxed[1]):  # (the relaxation may split a colocation class)
         candidates.append(relaxed[1])
     plans = [p for blocks in candidates if blocks is not None
              for p in [_plan(problem, chain, members, blocks)] if p is not None and p.status == "feasible"]
