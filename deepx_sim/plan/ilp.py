@@ -650,16 +650,19 @@ class _Builder:
 
     # ------------------------------------------------------------ memory
     def memory(self) -> None:
-        """Parameters plus the largest activation footprint fit each processor."""
+        """Parameters plus the largest activation footprint fit each processor: in shares
+        of its memory, so that byte counts (up to 1e9) do not wreck the solver's numerics
+        (in bytes, HiGHS stalled on GNMT's LP relaxation for a minute)."""
         for p in self.procs:
             if not self.memory_may_bind(p, self.max_params[p]):
                 continue
-            cap = self.problem.platform.processor(p).usable_memory_bytes
+            cap = float(self.problem.platform.processor(p).usable_memory_bytes)
             m = self.prob.add_variable(f"mem_act_{p}", 0)
             for layer_name, size in self.act_bytes.items():
                 if (layer_name, p) in self.assign:
-                    self.row([(m, 1.0), *self.on(layer_name, p, -float(size))], pulp.LpConstraintGE)
-            self.prob += _expr(self.params[p]) + m <= cap, f"memory_{p}"
+                    self.row([(m, 1.0), *self.on(layer_name, p, -size / cap)], pulp.LpConstraintGE)
+            share = [(var, size / cap) for var, size in self.params[p]]
+            self.row([*share, (m, 1.0)], pulp.LpConstraintLE, 1.0)
 
     def memory_may_bind(self, p: str, max_param_bytes: int) -> bool:
         """Whether ``max_param_bytes`` of parameters and the largest activation footprint
