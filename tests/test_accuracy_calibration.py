@@ -31,12 +31,15 @@ def test_estimates_on_the_trained_models_hold_on_test_rows_neither_saw(tmp_path:
     # the target on the trained DNN and CNN: the estimate within 1 point of the loss on
     # test rows neither saw, up to the sampling error of two means over a few hundred rows each
     measured = table[table.method != "planner (err2 rule)"]
-    assert set(measured.model) == {"speakerid_digits", "cnn_digits"} and measured.budget.max() == 0.1
+    assert set(measured.model) == {"speakerid_augdigits", "cnn_augdigits"} and measured.budget.max() == 0.1
     error = (measured.estimate - measured.test_loss).abs()
     assert (error <= 0.01 + 1.96 * np.sqrt(measured.test_se**2 + measured.estimate_se**2)).all()
-    # the compress row again, by hand: chosen on one half of the test split, scored on the other
-    net, data = trained_model("speakerid_digits")
-    given, test = Source("labels", data.x_test, data.y_test, "test").split(0.5, 0)
+    # the compress row again, by hand: chosen on one half of the test split's source images,
+    # scored on the other half
+    net, data = trained_model("speakerid_augdigits")
+    given, test = Source("labels", data.x_test, data.y_test, "test", groups=data.groups_test).split(0.5, 0)
+    assert given.groups is not None and test.groups is not None
+    assert not set(given.groups) & set(test.groups)
     outcome = compress(net, ["pc", "wf", "cs"], 0.05, given, seed=0)
     row = rows[rows.budget == 0.05].iloc[0]
     assert row.test_rows == test.rows
