@@ -163,7 +163,8 @@ def checked_inputs(path: Path | str, x: np.ndarray, graph: nx.DiGraph) -> np.nda
 
 
 def load_labelled(path: str | Path, graph: nx.DiGraph) -> Source:
-    """Labelled inputs from an ``.npz`` with arrays ``x`` (N, *input shape) and ``y`` (N,) ints."""
+    """Labelled inputs from an ``.npz`` with arrays ``x`` (N, *input shape) and ``y`` (N,) ints,
+    and optionally ``groups`` (N,) ints: rows sharing a source, kept on one side of a split."""
     path = Path(path)
     arrays = _array_file(path, "data (.npz)")
     if not isinstance(arrays, np.lib.npyio.NpzFile):
@@ -184,7 +185,22 @@ def load_labelled(path: str | Path, graph: nx.DiGraph) -> Source:
         bad = int(y.min() if y.min() < 0 else y.max())
         raise ModelError(f"{path}: y holds class {bad}; the model has {classes} outputs "
                          f"(classes 0..{classes - 1})")
-    return Source("labels", x, y.astype(np.int64), str(path))
+    return Source("labels", x, y.astype(np.int64), str(path), groups=_groups(path, arrays, len(x)))
+
+
+def _groups(path: Path, arrays: np.lib.npyio.NpzFile, rows: int) -> np.ndarray | None:
+    """The optional ``groups`` array: one integer per row naming its source (e.g. the image a
+    distorted row was made from); compress then holds whole groups apart."""
+    if "groups" not in arrays.files:
+        return None
+    groups = arrays["groups"]
+    if groups.ndim != 1 or len(groups) != rows or not np.issubdtype(groups.dtype, np.integer):
+        raise ModelError(f"{path}: groups has shape {groups.shape} and dtype {groups.dtype}; expected "
+                         f"({rows},) integers, one source id per row of x")
+    if len(np.unique(groups)) < 2:
+        raise ModelError(f"{path}: groups names {len(np.unique(groups))} source; expected at least 2, "
+                         "so that whole groups can be held apart")
+    return groups.astype(np.int64)
 
 
 def load_inputs(path: str | Path, graph: nx.DiGraph) -> Source:
