@@ -883,7 +883,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"budget as a fraction (default {DEFAULT_MAX_ACCURACY_LOSS:g}), in the unit of "
                         "--data, --inputs or synthetic inputs")
     given = p.add_mutually_exclusive_group()
-    given.add_argument("--data", help=".npz with x (inputs) and y (labels): the budget is an accuracy loss")
+    given.add_argument("--data", help=".npz with x (inputs) and y (labels): the budget is an accuracy loss; "
+                                      "an optional groups array (one source id per row) keeps a "
+                                      "source's rows on one side when rows are held apart")
     given.add_argument("--inputs", help=".npy of unlabelled inputs: the budget is a fidelity loss "
                                         "(1 - top-1 agreement with the original)")
     p.set_defaults(func=cmd_compress)

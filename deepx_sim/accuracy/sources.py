@@ -58,6 +58,9 @@ class Source:
     y: np.ndarray | None
     origin: str
     part: str = ""  # which part of the origin this is ("70 % chosen on", ...)
+    #: rows with the same group id are correlated (e.g. distortions of one image): splits keep
+    #: a group whole, and standard errors are taken over groups
+    groups: np.ndarray | None = None
 
     @property
     def unit(self) -> str:
@@ -78,21 +81,44 @@ class Source:
         return f"{self.origin}, {self.rows} {what[self.kind]}{part}"
 
     def split(self, held_share: float, seed: int = 0) -> tuple[Source, Source]:
-        """(the part to choose on, the part held apart), rows drawn by a seeded permutation."""
+        """(the part to choose on, the part held apart), rows (or whole groups, when there are
+        groups) drawn by a seeded permutation."""
         if not 0 < held_share < 1:
             raise ModelError(f"held-apart share must be in (0, 1), got {held_share!r}")
-        order = np.random.default_rng(seed).permutation(self.rows)
-        held = max(1, round(self.rows * held_share))
-        if self.rows - held < 1:
-            raise ModelError(f"{self.origin}: {self.rows} rows cannot be split into a part to choose on "
-                             "and a part held apart; give at least 2 rows")
+        units, unit_of_row = (np.arange(self.rows), np.arange(self.rows)) if self.groups is None \
+            else np.unique(self.groups, return_inverse=True)
+        order = np.random.default_rng(seed).permutation(len(units))
+        held = max(1, round(len(units) * held_share))
+        if len(units) - held < 1:
+            what = "rows" if self.groups is None else "groups"
+            raise ModelError(f"{self.origin}: {len(units)} {what} cannot be split into a part to choose on "
+                             f"and a part held apart; give at least 2 {what}")
+        held_rows = np.isin(unit_of_row, order[:held])
         share = round(100 * (1 - held_share))
-        return (self._take(order[held:], f"the {share} % chosen on"),
-                self._take(order[:held], f"the {100 - share} % held apart"))
+        return (self._take(np.flatnonzero(~held_rows), f"the {share} % chosen on"),
+                self._take(np.flatnonzero(held_rows), f"the {100 - share} % held apart"))
 
     def _take(self, rows: np.ndarray, part: str) -> Source:
         rows = np.sort(rows)
-        return replace(self, x=self.x[rows], y=None if self.y is None else self.y[rows], part=part)
+        return replace(self, x=self.x[rows], y=None if self.y is None else self.y[rows], part=part,
+                       groups=None if self.groups is None else self.groups[rows])
+
+
+def mean_se(values: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """The standard error of ``values``' mean; with ``groups``, rows of one group taken as
+    correlated: the cluster-robust (sandwich) estimate over groups, which is the ordinary
+    one when every row is its own group."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return float("nan")
+    if groups is None:
+        return float(values.std(ddof=1) / np.sqrt(len(values)))
+    _, group = np.unique(groups, return_inverse=True)
+    sums = np.bincount(group, weights=values - values.mean())
+    g = len(sums)
+    if g < 2:
+        return float("nan")
+    return float(np.sqrt((sums**2).sum() * g / (g - 1)) / len(values))
 
 
 def input_shape(graph: nx.DiGraph) -> tuple[int, ...]:
@@ -137,7 +163,8 @@ def checked_inputs(path: Path | str, x: np.ndarray, graph: nx.DiGraph) -> np.nda
 
 
 def load_labelled(path: str | Path, graph: nx.DiGraph) -> Source:
-    """Labelled inputs from an ``.npz`` with arrays ``x`` (N, *input shape) and ``y`` (N,) ints."""
+    """Labelled inputs from an ``.npz`` with arrays ``x`` (N, *input shape) and ``y`` (N,) ints,
+    and optionally ``groups`` (N,) ints: rows sharing a source, kept on one side of a split."""
     path = Path(path)
     arrays = _array_file(path, "data (.npz)")
     if not isinstance(arrays, np.lib.npyio.NpzFile):
@@ -158,7 +185,22 @@ def load_labelled(path: str | Path, graph: nx.DiGraph) -> Source:
         bad = int(y.min() if y.min() < 0 else y.max())
         raise ModelError(f"{path}: y holds class {bad}; the model has {classes} outputs "
                          f"(classes 0..{classes - 1})")
-    return Source("labels", x, y.astype(np.int64), str(path))
+    return Source("labels", x, y.astype(np.int64), str(path), groups=_groups(path, arrays, len(x)))
+
+
+def _groups(path: Path, arrays: np.lib.npyio.NpzFile, rows: int) -> np.ndarray | None:
+    """The optional ``groups`` array: one integer per row naming its source (e.g. the image a
+    distorted row was made from); compress then holds whole groups apart."""
+    if "groups" not in arrays.files:
+        return None
+    groups = arrays["groups"]
+    if groups.ndim != 1 or len(groups) != rows or not np.issubdtype(groups.dtype, np.integer):
+        raise ModelError(f"{path}: groups has shape {groups.shape} and dtype {groups.dtype}; expected "
+                         f"({rows},) integers, one source id per row of x")
+    if len(np.unique(groups)) < 2:
+        raise ModelError(f"{path}: groups names {len(np.unique(groups))} source; expected at least 2, "
+                         "so that whole groups can be held apart")
+    return groups.astype(np.int64)
 
 
 def load_inputs(path: str | Path, graph: nx.DiGraph) -> Source:

@@ -32,7 +32,8 @@ from deepx_sim.model.execute import conv2d, im2col
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.weights import WeightStore
 
-TRAINED_MODELS = ("speakerid_digits", "cnn_digits", "small_noisy_digits")
+TRAINED_MODELS = ("speakerid_digits", "cnn_digits", "small_noisy_digits", "speakerid_augdigits",
+                  "cnn_augdigits", "small_augdigits")
 
 
 @dataclass(frozen=True)
@@ -42,29 +43,51 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     source: str
+    # the source image of each row (an index into load_digits()), where rows share images
+    groups_train: np.ndarray | None = None
+    groups_test: np.ndarray | None = None
 
 
-def digits(image: bool = False, seed: int = 0, test_share: float = 0.3, noise: float = 0.0) -> Dataset:
+def digits(image: bool = False, seed: int = 0, test_share: float = 0.3, noise: float = 0.0,
+           augment: bool = False) -> Dataset:
     """The digits split into train and test (stratified); pixels scaled to [0, 1].
 
     ``image``: (N, 1, 8, 8) for a CNN instead of (N, 64).  ``noise``: the standard
-    deviation of Gaussian noise added to every pixel, train and test (a harder task)."""
+    deviation of Gaussian noise added to every pixel, train and test (a harder task).
+    ``augment``: the same split of source images, each image then distorted into
+    augment.TRAIN_VARIANTS (train) or augment.TEST_VARIANTS (test) variants (augment.py);
+    ``groups_*`` name each row's source image."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    from deepx_sim.compress import augment as aug
+
     data = load_digits()
     x = (data.data / 16.0).astype(np.float32)
-    if noise:
-        x = (x + noise * np.random.default_rng(seed + 1).standard_normal(x.shape)).astype(np.float32)
     y = data.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_share, random_state=seed, stratify=y
-    )
-    if image:
-        x_train, x_test = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8)
+    if noise and not augment:  # one draw over all images, before the split
+        x = (x + noise * np.random.default_rng(seed + 1).standard_normal(x.shape)).astype(np.float32)
+    ids_train, ids_test = train_test_split(np.arange(len(y)), test_size=test_share, random_state=seed,
+                                           stratify=y)
     source = "sklearn.datasets.load_digits (UCI optdigits)"
+    groups: dict[str, np.ndarray] = {"train": ids_train, "test": ids_test}
+    parts: dict[str, np.ndarray] = {"train": x[ids_train], "test": x[ids_test]}
+    if augment:
+        counts = {"train": aug.TRAIN_VARIANTS, "test": aug.TEST_VARIANTS}
+        for split, ids in list(groups.items()):
+            images, local = aug.variants(parts[split].reshape(-1, 8, 8), counts[split], seed, split)
+            parts[split], groups[split] = images.reshape(len(images), 64), ids[local]
+        source += (f", augmented by source image ({aug.TRAIN_VARIANTS} train / {aug.TEST_VARIANTS} test "
+                   "variants per image)")
+    if noise and augment:  # one draw per split, over its variants in row order
+        for split, tag in (("train", 1), ("test", 2)):
+            rng = np.random.default_rng([seed + 1, tag])
+            parts[split] = (parts[split] + noise * rng.standard_normal(parts[split].shape)).astype(np.float32)
     source += f" + N(0, {noise:g}) pixel noise" if noise else ""
-    return Dataset(x_train, y_train, x_test, y_test, source)
+    if image:
+        parts = {k: v.reshape(-1, 1, 8, 8) for k, v in parts.items()}
+    return Dataset(parts["train"], y[groups["train"]], parts["test"], y[groups["test"]], source,
+                   groups["train"], groups["test"])
 
 
 def _cols(x: np.ndarray, lay: Layer) -> np.ndarray:
@@ -288,7 +311,23 @@ _RECIPES = {
     "small_noisy_digits": {"template": lambda seed: speakerid_template(seed, hidden=32,
                                                                        name="small_noisy_digits"),
                            "image": False, "epochs": 40, "lr": 3e-3, "noise": 0.35},
+    # the same three on augmented digits (augment.py): 10x the training rows, so fewer epochs
+    "speakerid_augdigits": {"template": lambda seed: speakerid_template(seed, name="speakerid_augdigits"),
+                            "image": False, "epochs": 8, "lr": 1e-3, "augment": True},
+    "cnn_augdigits": {"template": lambda seed: cnn_template(seed, name="cnn_augdigits"),
+                      "image": True, "epochs": 8, "lr": 2e-3, "augment": True},
+    # the harder task there: the distortions alone leave 32 hidden units little redundancy
+    "small_augdigits": {"template": lambda seed: speakerid_template(seed, hidden=32, name="small_augdigits"),
+                        "image": False, "epochs": 40, "lr": 3e-3, "augment": True},
 }
+
+
+def _augment_key() -> dict[str, float]:
+    """The distortion settings a model trained on augmented digits depends on."""
+    from deepx_sim.compress import augment as aug
+
+    return {k: getattr(aug, k) for k in ("ROTATION_DEG", "SCALE", "SHIFT_PX", "ELASTIC_SIGMA_PX",
+                                         "ELASTIC_ALPHA", "TRAIN_VARIANTS", "TEST_VARIANTS")}
 
 
 def cache_dir() -> Path:
@@ -302,11 +341,14 @@ def trained_model(name: str, seed: int = 0) -> tuple[nx.DiGraph, Dataset]:
     if name not in _RECIPES:
         raise ModelError(f"no trained model {name!r}; choose from {', '.join(TRAINED_MODELS)}")
     recipe = _RECIPES[name]
-    data = digits(image=bool(recipe["image"]), seed=seed, noise=float(recipe.get("noise", 0.0)))
+    augment = bool(recipe.get("augment", False))
+    data = digits(image=bool(recipe["image"]), seed=seed, noise=float(recipe.get("noise", 0.0)),  # type: ignore[arg-type]
+                  augment=augment)
     key = hashlib.sha1(
         json.dumps(
             {"name": name, "seed": seed, "epochs": recipe["epochs"], "lr": recipe["lr"], "version": 2,
-             **({"noise": recipe["noise"]} if "noise" in recipe else {})}
+             **({"noise": recipe["noise"]} if "noise" in recipe else {}),
+             **({"augment": _augment_key()} if augment else {})}
         ).encode()
     ).hexdigest()[:12]
     path = cache_dir() / f"{name}-{key}.npz"
