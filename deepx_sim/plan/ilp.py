@@ -67,6 +67,7 @@ class _Model:
     energy: pulp.LpAffineExpression
     loss: pulp.LpAffineExpression
     linked: dict[tuple[str, object], pulp.LpVariable]  # (layer, processor or ("rank", k)) -> a or k
+    bound: float | None = None  # a known lower bound on the objective (segments.py), unscaled
 
     def start(self, placements: Mapping[str, Placement]) -> dict[pulp.LpVariable, float]:
         """Values of the placement and rank variables that make ``placements`` (a plan for
@@ -139,8 +140,7 @@ class DeepXPlanner(Planner):
         status = pulp.LpStatus[model.prob.status]
         gap: float | None = None
         if self.solver == "highs" and getattr(model.prob, "solverModel", None) is not None:
-            info = model.prob.solverModel.getInfo()
-            gap = max(0.0, float(info.mip_gap)) if info.mip_gap < 1e30 else None
+            gap = _highs_gap(model.prob.solverModel.getInfo(), model.bound)
         elif status == "Optimal" and model.prob.sol_status == pulp.LpSolutionOptimal:
             gap = 0.0  # CBC does not report it through PuLP; optimal within gapRel (a time limit
             # also returns "Optimal", with solution status "found": then the gap is unknown)
@@ -698,7 +698,23 @@ class _Builder:
         # in mJ / ms: the solver's optimality tolerances (about 1e-7 absolute) would
         # otherwise blur choices that differ by a tenth of a microsecond
         prob += OBJECTIVE_SCALE * goal
-        return _Model(prob, self.x, latency, energy, loss, self.linked)
+        return _Model(prob, self.x, latency, energy, loss, self.linked, bound)
+
+
+def _highs_gap(info: Any, bound: float | None) -> float | None:
+    """HiGHS's relative gap, its dual bound first raised to ``bound`` where that is
+    higher (e.g. when a time limit stops HiGHS before its root relaxation is solved)."""
+    primal = float(info.objective_function_value)
+    if info.primal_solution_status != 2 or not np.isfinite(primal):  # 2: a feasible solution
+        return None
+    dual = float(info.mip_dual_bound)
+    if bound is not None:
+        dual = max(dual, bound * OBJECTIVE_SCALE)
+    if not np.isfinite(dual):
+        return None
+    if primal <= 0.0:
+        return 0.0 if dual >= primal else None
+    return max(0.0, (primal - dual) / primal)
 
 
 def first_use_order(problem: Problem, assignment: Mapping[str, Placement]) -> dict[str, Placement]:
