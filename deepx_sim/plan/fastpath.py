@@ -164,7 +164,8 @@ class FastReplanner:
         #: the boxes of conditions the warm-up proved, with their unproven cells
         self.boxes: list[CertifiedBox] = []
         self._bounds: dict[tuple[object, ...], float] = {}  # lower bounds solved, per load and queue
-        self._stop_at = math.inf  # the warm-up's budget (perf_counter time)
+        self._stop_at = math.inf  # the warm-up's budget: perf_counter time and solves
+        self._last_solve: float = math.inf
         self._solve_s = 0.0  # seconds spent in full solves
         self._warm_planner = _without_diagnosis(self.planner)
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
@@ -183,7 +184,7 @@ class FastReplanner:
              free_fractions: tuple[float, ...] = DEFAULT_FREE_FRACTIONS,
              vary: tuple[str, ...] | None = None,
              gaps_s: Iterable[float] | None = None,
-             budget_s: float | None = None) -> FastReplanner:
+             budget_s: float | None = None, max_solves: int | None = None) -> FastReplanner:
         """Solve the ILP over the conditions a request may meet and keep each
         distinct optimum, in this order:
 
@@ -203,11 +204,13 @@ class FastReplanner:
           is good enough where it is tried (:meth:`_saturate`).
 
         ``budget_s`` bounds the warm-up's wall time: no solve starts that would
-        end after it (judged by the mean solve so far).  Cells of the boxes not
-        yet proven then stay unproven, where a replan falls back to a full solve
+        end after it (judged by the mean solve so far); ``max_solves`` bounds its
+        solves (the same pool on any machine).  Cells of the boxes not yet proven
+        then stay unproven, where a replan falls back to a full solve
         (:meth:`coverage`), and the scans stop; :attr:`proven_share` says how much
         of the boxes is proven."""
         self._stop_at = math.inf if budget_s is None else time.perf_counter() + budget_s
+        self._last_solve = math.inf if max_solves is None else self.full_solves + max_solves
         vary = tuple(vary if vary is not None else self.local)
         base = self.problem.conditions
         self._certify(self._boxes(replace(base, cloud_reachable=False), vary))
@@ -346,8 +349,9 @@ class FastReplanner:
         return min(wide, key=gain)
 
     def _spent(self) -> bool:
-        """Whether the warm-up's budget leaves no time for another solve."""
-        return time.perf_counter() + self._mean_solve_s() > self._stop_at
+        """Whether the warm-up's budget leaves no time (or solve) for another solve."""
+        return (self.full_solves >= self._last_solve
+                or time.perf_counter() + self._mean_solve_s() > self._stop_at)
 
     def _mean_solve_s(self) -> float:
         return self._solve_s / self.full_solves if self.full_solves else 0.0
