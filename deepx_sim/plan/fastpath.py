@@ -18,13 +18,18 @@ the whole pool at once, and the best one meeting the deadline and energy
 budget is returned.  The pool holds the ILP optima over a grid of conditions
 and radio states (:meth:`FastReplanner.warm`), and grows: every full solve
 (when no candidate is feasible, a caller's periodic check, a fallback plan
-passed to :meth:`FastReplanner.add`) joins it.  ``benchmarks/bench_planner.py``
-measures the loss against a full solve.
+passed to :meth:`FastReplanner.add`) joins it.  On the device alone the
+warm-up proves the pool within :data:`CERTIFIED_LOSS` over boxes of loads and
+of our own queue; given a budget (wall time or solves) it may leave cells
+unproven, and a replan there falls back to a full solve
+(:meth:`FastReplanner.coverage`).  ``benchmarks/bench_planner.py`` measures
+the loss against a full solve.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import functools
 import heapq
 import itertools
@@ -36,7 +41,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from deepx_sim.costs import Conditions, radio_charge, radio_rule
-from deepx_sim.errors import InfeasibleError
+from deepx_sim.errors import InfeasibleError, PlanError
 from deepx_sim.plan.ilp import DeepXPlanner
 from deepx_sim.plan.problem import RADIO, Plan, Problem, evaluate, transfers_of
 
@@ -127,11 +132,12 @@ class _UndiagnosedPlanner(DeepXPlanner):
         return "infeasible (the warm-up does not ask why)"
 
 
-def _without_diagnosis(planner: DeepXPlanner) -> DeepXPlanner:
-    """``planner`` for warm-up solves: an infeasible corner only needs to be known as
-    such, so the diagnosis (one or two more solves) is skipped.  Subclasses stay as given."""
+def _warm_copy(planner: DeepXPlanner) -> DeepXPlanner:
+    """A copy of ``planner`` for warm-up solves, whose time limit the budget sets; an
+    infeasible corner only needs to be known as such, so the diagnosis (one or two
+    more solves) is skipped, unless ``planner`` is a subclass."""
     if type(planner) is not DeepXPlanner:
-        return planner
+        return copy.copy(planner)
     quiet = _UndiagnosedPlanner.__new__(_UndiagnosedPlanner)
     quiet.__dict__.update(vars(planner))
     return quiet
@@ -139,6 +145,14 @@ def _without_diagnosis(planner: DeepXPlanner) -> DeepXPlanner:
 
 def _with_uplink(conditions: Conditions, uplink_mbps: float) -> Conditions:
     return replace(conditions, uplink_mbps=uplink_mbps)
+
+
+def _lower_bound(plan: Plan | None) -> float:
+    """A lower bound on the optimum from a solve's plan (None: infeasible): its objective
+    less its gap; 0 when the solver gave no gap."""
+    if plan is None:
+        return math.inf
+    return 0.0 if plan.gap is None else plan.objective_value * (1 - plan.gap)
 
 
 def _key(plan: Plan) -> tuple[tuple[str, object], ...]:
@@ -167,7 +181,7 @@ class FastReplanner:
         self._stop_at = math.inf  # the warm-up's budget: perf_counter time and solves
         self._last_solve: float = math.inf
         self._solve_s = 0.0  # seconds spent in full solves
-        self._warm_planner = _without_diagnosis(self.planner)
+        self._warm_planner = _warm_copy(self.planner)
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         # features are taken once under nominal, unloaded conditions (one cost model, cached)
         self._nominal = problem.with_conditions(replace(problem.conditions, free_fraction={},
@@ -188,6 +202,7 @@ class FastReplanner:
         """Solve the ILP over the conditions a request may meet and keep each
         distinct optimum, in this order:
 
+        - with a link, the nominal conditions in each radio state (below);
         - on the device alone, the whole box of loads on the processors in
           ``vary`` (default all local ones; free fractions from
           :data:`MIN_FREE_FRACTION` to 1), and the box of our own queue on each
@@ -213,10 +228,16 @@ class FastReplanner:
         self._last_solve = math.inf if max_solves is None else self.full_solves + max_solves
         vary = tuple(vary if vary is not None else self.local)
         base = self.problem.conditions
+        radios = self._radio_states(base, gaps_s) if self.link is not None else []
+        try:  # the nominal optimum in each radio state first: the commonest conditions
+            for radio in radios:
+                self._try(radio)
+        except _BudgetSpent:
+            pass
+        self.boxes = []
         self._certify(self._boxes(replace(base, cloud_reachable=False), vary))
         if self.link is None:
             return self
-        radios = self._radio_states(base, gaps_s)
         levels = [dict.fromkeys(vary, f) for f in free_fractions] if vary else [{}]
         lines: list[_Line] = []
         for i, ff in enumerate(levels):
@@ -272,8 +293,7 @@ class FastReplanner:
                                  free_fraction={p: float(rng.uniform(MIN_FREE_FRACTION, 1.0)) for p in vary})
             pooled = self._pooled_objective(conditions)
             plan = self._try(conditions)
-            optimum = math.inf if plan is None else plan.objective_value * (1 - (plan.gap or 0.0))
-            quiet = quiet + 1 if pooled <= optimum * (1 + CERTIFIED_LOSS) else 0
+            quiet = quiet + 1 if pooled <= _lower_bound(plan) * (1 + CERTIFIED_LOSS) else 0
 
     def _certify(self, boxes: list[CertifiedBox]) -> None:
         """Prove the pool within :data:`CERTIFIED_LOSS` of the optimum over each box of
@@ -314,13 +334,13 @@ class FastReplanner:
         for corner in (lo, hi):
             if math.isinf(bound) or self._pooled_objective(hardest) <= bound * (1 + CERTIFIED_LOSS):
                 return None
-            solved = self._lower_bound(box.at(corner))
+            solved = self._solved_bound(box.at(corner))
             if corner is lo and solved is not None:
                 bound = max(bound, solved)
         return None if math.isinf(bound) or self._pooled_objective(hardest) <= bound * (1 + CERTIFIED_LOSS) \
             else bound
 
-    def _lower_bound(self, conditions: Conditions) -> float | None:
+    def _solved_bound(self, conditions: Conditions) -> float | None:
         """The optimum under ``conditions`` less the solve's gap (inf if infeasible; None if
         the budget allows no solve).  Solved once per point."""
         key = (tuple(sorted((p, f) for p, f in conditions.free_fraction.items() if f < 1.0)),
@@ -330,7 +350,7 @@ class FastReplanner:
                 plan = self._try(conditions)
             except _BudgetSpent:
                 return None
-            self._bounds[key] = math.inf if plan is None else plan.objective_value * (1 - (plan.gap or 0.0))
+            self._bounds[key] = _lower_bound(plan)
         return self._bounds[key]
 
     def _split_axis(self, box: CertifiedBox, lo: np.ndarray, hi: np.ndarray) -> int | None:
@@ -388,21 +408,32 @@ class FastReplanner:
 
     def _try(self, conditions: Conditions) -> Plan | None:
         """A warm-up solve (None if infeasible), warm-started from the best pooled plan;
-        raises _BudgetSpent when the budget leaves no time for it."""
-        if self._spent():
-            raise _BudgetSpent
+        raises _BudgetSpent when the budget leaves no time for it or runs out during it
+        without a plan (a plan found by then comes with its gap, which the proofs
+        subtract)."""
+        self._limit_time()
         best = self._best(conditions) if self.candidates else None
         try:
             return self.solve(conditions, start=None if best is None else self.candidates[best[0]].plan,
                               planner=self._warm_planner)
         except InfeasibleError:
             return None
+        except PlanError as exc:  # the time limit before any plan: nothing learnt
+            raise _BudgetSpent from exc
+
+    def _limit_time(self) -> None:
+        """Raise _BudgetSpent if no solve fits the budget; else give the next solve the
+        time left as its limit (the planner's own limit if that is shorter)."""
+        if self._spent():
+            raise _BudgetSpent
+        own = self.planner.time_limit_s
+        left = self._stop_at - time.perf_counter()
+        self._warm_planner.time_limit_s = own if math.isinf(left) else min(own or math.inf, left)
 
     def _solve_within(self, conditions: Conditions, share: float) -> Plan | None:
         """The optimum when only ``share`` of the deadline is left, costed for the
         real deadline (None if there is none)."""
-        if self._spent():
-            raise _BudgetSpent
+        self._limit_time()
         c = self.problem.constraints
         tight = self.problem.with_conditions(conditions).with_constraints(
             replace(c, deadline_s=c.deadline_s * share))
@@ -411,6 +442,8 @@ class FastReplanner:
             plan = self._warm_planner.plan(tight)
         except InfeasibleError:
             return None
+        except PlanError as exc:
+            raise _BudgetSpent from exc
         finally:
             self.full_solves += 1
             self._solve_s += time.perf_counter() - began
