@@ -181,6 +181,7 @@ class FastReplanner:
         self._stop_at = math.inf  # the warm-up's budget: perf_counter time and solves
         self._last_solve: float = math.inf
         self._solve_s = 0.0  # seconds spent in full solves
+        self._fastest_s = math.inf  # the quickest full solve: about the time outside the solver
         self._warm_planner = _warm_copy(self.planner)
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         # features are taken once under nominal, unloaded conditions (one cost model, cached)
@@ -376,6 +377,13 @@ class FastReplanner:
     def _mean_solve_s(self) -> float:
         return self._solve_s / self.full_solves if self.full_solves else 0.0
 
+    def _count(self, began: float) -> None:
+        """Count a full solve that began at ``began`` (perf_counter seconds)."""
+        took = time.perf_counter() - began
+        self.full_solves += 1
+        self._solve_s += took
+        self._fastest_s = min(self._fastest_s, took)
+
     @property
     def proven_share(self) -> float:
         """The share of the boxes' volume (in their coordinates, each box weighing the
@@ -423,11 +431,14 @@ class FastReplanner:
 
     def _limit_time(self) -> None:
         """Raise _BudgetSpent if no solve fits the budget; else give the next solve the
-        time left as its limit (the planner's own limit if that is shorter)."""
+        time left as its solver's limit (the planner's own limit if that is shorter),
+        less the quickest solve so far for building the program and costing the plan."""
         if self._spent():
             raise _BudgetSpent
         own = self.planner.time_limit_s
-        left = self._stop_at - time.perf_counter()
+        left = self._stop_at - time.perf_counter() - (0.0 if math.isinf(self._fastest_s) else self._fastest_s)
+        if left <= 0:
+            raise _BudgetSpent
         self._warm_planner.time_limit_s = own if math.isinf(left) else min(own or math.inf, left)
 
     def _solve_within(self, conditions: Conditions, share: float) -> Plan | None:
@@ -445,8 +456,7 @@ class FastReplanner:
         except PlanError as exc:
             raise _BudgetSpent from exc
         finally:
-            self.full_solves += 1
-            self._solve_s += time.perf_counter() - began
+            self._count(began)
         plan = evaluate(self.problem.with_conditions(conditions), plan.assignment, plan.planner,
                         solver=plan.solver, solve_time_s=plan.solve_time_s, gap=plan.gap)
         self.add(plan)
@@ -490,8 +500,7 @@ class FastReplanner:
         try:
             plan = (planner or self.planner).plan(self.problem.with_conditions(conditions), start=start)
         finally:
-            self.full_solves += 1
-            self._solve_s += time.perf_counter() - began
+            self._count(began)
         self.add(plan)
         return plan
 

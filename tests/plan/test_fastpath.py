@@ -237,9 +237,12 @@ def test_a_spent_budget_proves_nothing_and_replans_on_the_device_alone_solve_in_
 
 def test_proven_and_unproven_cells_tile_each_box() -> None:
     """Every cell the warm-up looked at ends proven (its share of the box counted) or
-    unproven (kept): the two shares add up to the whole box."""
+    unproven (kept): the two shares add up to the whole box; ``max_solves`` holds."""
     for seed, max_solves in ((0, 3), (5, 4), (7, None)):
-        fast = FastReplanner(random_problem(seed)).warm(uplinks_mbps=(), gaps_s=(), max_solves=max_solves)
+        problem = binding_problem(seed)
+        assert problem is not None
+        fast = FastReplanner(problem).warm(uplinks_mbps=(), gaps_s=(), max_solves=max_solves)
+        assert fast.full_solves <= (max_solves or fast.full_solves)
         for box in fast.boxes:
             volume = float(np.prod(box.top))
             unproven = sum(float(np.prod(hi - lo)) for lo, hi in box.unproven) / volume
