@@ -48,7 +48,8 @@ from deepx_sim.model.fusion import fused_members
 from deepx_sim.model.layers import Layer, LayerKind, colocation
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.presolve import Option, kept_options
-from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate
+from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
+from deepx_sim.plan.segments import segment_plan
 
 SOLVERS = ("highs", "cbc")
 OBJECTIVE_SCALE = 1000.0
@@ -170,13 +171,18 @@ class DeepXPlanner(Planner):
 
     @staticmethod
     def _heuristic_start(problem: Problem) -> Plan | None:
-        """The memory-aware greedy's plan, a first incumbent (None when it finds none)."""
+        """A first incumbent: the better feasible plan of the memory-aware greedy and, with
+        interchangeable instances, the segment heuristic (None when neither finds one)."""
         from deepx_sim.plan.baselines import GreedyPlanner
 
         try:
-            return GreedyPlanner().plan(problem)
+            plans = [GreedyPlanner().plan(problem)]
         except DeepxError:
-            return None
+            plans = []
+        plans.append(segment_plan(problem))
+        c = problem.constraints
+        feasible = [p for p in plans if p is not None and p.status == "feasible"]
+        return min(feasible, key=lambda p: c.objective_value(p.energy_j, p.latency_s), default=None)
 
     # ---------------------------------------------------------------- why infeasible
     def diagnose(self, problem: Problem) -> str:
@@ -239,12 +245,79 @@ class _BatchHiGHS(pulp.HiGHS):
             lo, hi = constraint.getLb(), constraint.getUb()
             row_lo.append(-inf if lo is None else lo)
             row_hi.append(inf if hi is None else hi)
+        for terms, sense, rhs in getattr(lp, "raw_rows", ()):
+            starts.append(len(index))
+            columns = [var.index for var, _ in terms]
+            if len(set(columns)) < len(columns):  # a variable named twice: coefficients summed
+                terms = list(_expr(terms).items())
+                columns = [var.index for var, _ in terms]
+            index += columns
+            value += [coef for _, coef in terms]
+            row_lo.append(rhs if sense != pulp.LpConstraintLE else -inf)
+            row_hi.append(rhs if sense != pulp.LpConstraintGE else inf)
         model.addRows(len(starts), np.array(row_lo, dtype=float), np.array(row_hi, dtype=float),
                       len(index), np.array(starts, dtype=np.int32), np.array(index, dtype=np.int32),
                       np.array(value, dtype=float))
         if self.start:
             model.setSolution(len(self.start), np.array([v.index for v in self.start], dtype=np.int32),
                               np.array(list(self.start.values()), dtype=float))
+
+
+class _Program(pulp.LpProblem):
+    """An LpProblem that skips PuLP's bookkeeping on the builder's hot path.
+
+    Variables are all made by :meth:`add_variable` and registered then, once (PuLP 3
+    registers every variable of every row as the row is added and scans all rows again
+    on each ``variables()`` call).  Rows from :meth:`add_row` stay (terms, sense, rhs)
+    lists, which :class:`_BatchHiGHS` reads directly; any other solver, or a look at
+    ``constraints``, first turns them into PuLP constraints.  Together: a third of
+    ViT-B/16's build.
+    """
+
+    def __init__(self, name: str, sense: int) -> None:
+        super().__init__(name, sense)
+        self.raw_rows: list[tuple[Terms, int, float]] = []
+
+    def add_variable(self, name: str, lowBound: float | None = None, upBound: float | None = None,
+                     cat: str = pulp.LpContinuous) -> pulp.LpVariable:
+        var = super().add_variable(name, lowBound, upBound, cat)
+        self._register_variable(var)
+        return var
+
+    def add_row(self, terms: Terms, sense: int, rhs: float = 0.0) -> None:
+        self.raw_rows.append((terms, sense, rhs))
+
+    def addConstraint(self, constraint: pulp.LpConstraint, name: str | None = None) -> None:
+        if name:
+            constraint.name = name
+        if constraint.name in self._constraints or not constraint.name:
+            super().addConstraint(constraint, name)  # PuLP's naming and overlap rules
+            return
+        self._constraints[constraint.name] = constraint
+        self.modifiedConstraints.append(constraint)
+
+    def variables(self) -> list[pulp.LpVariable]:
+        return self._variables
+
+    @property
+    def constraints(self) -> dict[str, pulp.LpConstraint]:  # type: ignore[override]
+        self.materialize()
+        return self._constraints
+
+    @constraints.setter
+    def constraints(self, value: dict[str, pulp.LpConstraint]) -> None:
+        self._constraints = value
+
+    def materialize(self) -> None:
+        """Turn the raw rows into PuLP constraints (for solvers that read only those)."""
+        rows, self.raw_rows = getattr(self, "raw_rows", []), []
+        for i, (terms, sense, rhs) in enumerate(rows, start=len(self._constraints)):
+            self.addConstraint(pulp.LpConstraint(_expr(terms), sense, rhs=rhs), name=f"r{i}")
+
+    def solve(self, solver: Any = None, **kwargs: Any) -> int:
+        if not isinstance(solver, _BatchHiGHS):
+            self.materialize()
+        return super().solve(solver, **kwargs)
 
 
 class _Builder:
@@ -262,7 +335,7 @@ class _Builder:
         self.costs = problem.costs
         self.procs = problem.processors
         self.remote = {p for p in self.procs if problem.platform.processor(p).is_remote}
-        self.prob = pulp.LpProblem("deepx", pulp.LpMinimize)
+        self.prob = _Program("deepx", pulp.LpMinimize)
         self.x: dict[tuple[str, str, Variant], pulp.LpVariable] = {}
         self.lat: Terms = []
         self.energy: Terms = []
@@ -274,7 +347,6 @@ class _Builder:
         self.act_bytes: dict[str, int] = {}
         self.max_params: dict[str, int] = dict.fromkeys(self.procs, 0)
         self._n = 0
-        self._rows = 0
         self.linked: dict[tuple[str, object], pulp.LpVariable] = {}
 
     def var(self, prefix: str, binary: bool = False) -> pulp.LpVariable:
@@ -287,10 +359,9 @@ class _Builder:
         return [(v, coef) for v in self.assign.get((layer, p), [])]
 
     def row(self, terms: Terms, sense: int, rhs: float = 0.0) -> None:
-        """Add sum(terms) (sense) rhs, sense one of pulp.LpConstraintLE/EQ/GE: built straight
-        from the terms, without PuLP's expression arithmetic (the builder's hot path)."""
-        self._rows += 1
-        self.prob.addConstraint(pulp.LpConstraint(_expr(terms), sense, rhs=rhs), name=f"r{self._rows}")
+        """Add sum(terms) (sense) rhs, sense one of pulp.LpConstraintLE/EQ/GE: kept as the
+        terms, without PuLP's expression arithmetic (the builder's hot path)."""
+        self.prob.add_row(terms, sense, rhs)
 
     def pay(self, var: pulp.LpVariable, latency_s: float, energy_j: float) -> None:
         self.lat.append((var, latency_s))
@@ -622,19 +693,6 @@ class _Builder:
         # otherwise blur choices that differ by a tenth of a microsecond
         prob += OBJECTIVE_SCALE * goal
         return _Model(prob, self.x, latency, energy, loss, self.linked)
-
-
-def interchangeable(problem: Problem) -> list[list[str]]:
-    """Groups of processors any plan may swap at no change in cost: instances of one class
-    (``count: k``) under the same load and queue, the sensor excluded."""
-    c = problem.conditions
-    classes: dict[tuple[str, float, float], list[str]] = {}
-    for p in problem.processors:
-        proc = problem.platform.processor(p)
-        if not proc.is_remote and proc.klass != p and p != problem.sensor:
-            key = (proc.klass, c.free_fraction.get(p, 1.0), c.queued_s.get(p, 0.0))
-            classes.setdefault(key, []).append(p)
-    return [members for members in classes.values() if len(members) > 1]
 
 
 def first_use_order(problem: Problem, assignment: Mapping[str, Placement]) -> dict[str, Placement]:

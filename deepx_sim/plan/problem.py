@@ -239,6 +239,20 @@ class Problem:
 
     def variants(self, layer: Layer, processor: str) -> list[Variant]:
         """Candidate variants of ``layer`` on ``processor`` (full rank first)."""
+        key = (layer.name, processor)
+        if key not in self._variants:
+            self._variants[key] = self._candidate_variants(layer, processor)
+        return self._variants[key]
+
+    @cached_property
+    def _variants(self) -> dict[tuple[str, str], list[Variant]]:
+        return {}
+
+    @cached_property
+    def _losses(self) -> dict[tuple[str, Variant], float]:
+        return {}
+
+    def _candidate_variants(self, layer: Layer, processor: str) -> list[Variant]:
         bits = self.bits_for(processor)
         if layer.params == 0:  # no weights: precision only changes the peak used
             return [Variant(bits=bits[0])] if bits else []
@@ -248,11 +262,29 @@ class Problem:
         return [Variant(bits=b, rank=k) for b in bits for k in ranks]
 
     def loss(self, layer: Layer, variant: Variant) -> float:
-        assert self.accuracy is not None
-        return self.accuracy.loss(layer, variant)
+        """The accuracy model's loss of ``variant`` (asked once per layer and variant:
+        the planner's builder, presolve and starting heuristics all ask)."""
+        key = (layer.name, variant)
+        if key not in self._losses:
+            assert self.accuracy is not None
+            self._losses[key] = self.accuracy.loss(layer, variant)
+        return self._losses[key]
 
     def output_layers(self) -> list[str]:
         return [lay.name for lay in self.layers if self.graph.out_degree(lay.name) == 0]
+
+
+def interchangeable(problem: Problem) -> list[list[str]]:
+    """Groups of processors any plan may swap at no change in cost: instances of one class
+    (``count: k``) under the same load and queue, the sensor excluded."""
+    c = problem.conditions
+    classes: dict[tuple[str, float, float], list[str]] = {}
+    for p in problem.processors:
+        proc = problem.platform.processor(p)
+        if not proc.is_remote and proc.klass != p and p != problem.sensor:
+            key = (proc.klass, c.free_fraction.get(p, 1.0), c.queued_s.get(p, 0.0))
+            classes.setdefault(key, []).append(p)
+    return [members for members in classes.values() if len(members) > 1]
 
 
 def transfers_of(problem: Problem, where: Mapping[str, str]) -> Iterable[tuple[str, str, str, int]]:
