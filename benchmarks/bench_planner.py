@@ -95,7 +95,8 @@ def fast_path(model: str, platform: str, link: str, deadline_s: float, loads: bo
     print(f"  device alone: proven share {fast.proven_share * 100:.1f} % ({shares}); "
           f"{len(fast.unproven_cells)} cells left unproven (a replan there solves in full)")
     if budget_s is not None:
-        print(f"  warm-up budget {budget_s:g} s; target {BERT_WARM_TARGET_S:g} s: "
+        spent = "spent: the warm-up stopped early" if fast.budget_spent else "not reached"
+        print(f"  warm-up budget {budget_s:g} s ({spent}); target {BERT_WARM_TARGET_S:g} s: "
               f"ratio {warm_s / BERT_WARM_TARGET_S:.2f}")
     rng = np.random.default_rng(0)
     conditions = [random_conditions(rng, problem, loads) for _ in range(replans)]

@@ -182,6 +182,8 @@ class FastReplanner:
         self._last_solve: float = math.inf
         self._solve_s = 0.0  # seconds spent in full solves
         self._fastest_s = math.inf  # the quickest full solve: about the time outside the solver
+        #: whether the last warm-up stopped on its budget (scans and saturation cut short)
+        self.budget_spent = False
         self._warm_planner = _warm_copy(self.planner)
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         # features are taken once under nominal, unloaded conditions (one cost model, cached)
@@ -226,6 +228,7 @@ class FastReplanner:
         (:meth:`coverage`), and the scans stop; :attr:`proven_share` says how much
         of the boxes is proven."""
         self._stop_at = math.inf if budget_s is None else time.perf_counter() + budget_s
+        self.budget_spent = False
         self._last_solve = math.inf if max_solves is None else self.full_solves + max_solves
         vary = tuple(vary if vary is not None else self.local)
         base = self.problem.conditions
@@ -427,18 +430,18 @@ class FastReplanner:
         except InfeasibleError:
             return None
         except PlanError as exc:  # the time limit before any plan: nothing learnt
+            self.budget_spent = True
             raise _BudgetSpent from exc
 
     def _limit_time(self) -> None:
         """Raise _BudgetSpent if no solve fits the budget; else give the next solve the
         time left as its solver's limit (the planner's own limit if that is shorter),
         less the quickest solve so far for building the program and costing the plan."""
-        if self._spent():
+        left = self._stop_at - time.perf_counter() - (0.0 if math.isinf(self._fastest_s) else self._fastest_s)
+        if self._spent() or left <= 0:
+            self.budget_spent = True
             raise _BudgetSpent
         own = self.planner.time_limit_s
-        left = self._stop_at - time.perf_counter() - (0.0 if math.isinf(self._fastest_s) else self._fastest_s)
-        if left <= 0:
-            raise _BudgetSpent
         self._warm_planner.time_limit_s = own if math.isinf(left) else min(own or math.inf, left)
 
     def _solve_within(self, conditions: Conditions, share: float) -> Plan | None:
@@ -454,6 +457,7 @@ class FastReplanner:
         except InfeasibleError:
             return None
         except PlanError as exc:
+            self.budget_spent = True
             raise _BudgetSpent from exc
         finally:
             self._count(began)

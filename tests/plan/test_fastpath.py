@@ -217,7 +217,7 @@ def test_proven_cells_hold_within_the_loss_and_unproven_ones_solve_in_full() -> 
 def test_a_spent_budget_proves_nothing_and_replans_on_the_device_alone_solve_in_full() -> None:
     problem = random_problem(3)
     fast = FastReplanner(problem).warm(budget_s=0.0)
-    assert fast.full_solves == 0 and fast.pool_size == 0 and fast.proven_share == 0.0
+    assert fast.full_solves == 0 and fast.pool_size == 0 and fast.proven_share == 0.0 and fast.budget_spent
     loaded = Conditions(link="net", cloud_reachable=False, free_fraction={"p0": 0.5})
     assert fast.coverage(loaded) == "unproven"
     assert fast.choose(loaded) is None  # the caller solves in full
