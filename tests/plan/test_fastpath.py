@@ -243,6 +243,7 @@ def test_proven_and_unproven_cells_tile_each_box() -> None:
         assert problem is not None
         fast = FastReplanner(problem).warm(uplinks_mbps=(), gaps_s=(), max_solves=max_solves)
         assert fast.full_solves <= (max_solves or fast.full_solves)
+        assert fast.budget_spent == (max_solves is not None)  # (3 or 4 solves do not finish)
         for box in fast.boxes:
             volume = float(np.prod(box.top))
             unproven = sum(float(np.prod(hi - lo)) for lo, hi in box.unproven) / volume
