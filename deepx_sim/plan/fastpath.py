@@ -128,6 +128,8 @@ class CertifiedBox:
 
 
 class _UndiagnosedPlanner(DeepXPlanner):
+    """The DeepX planner without the diagnosis of an infeasible problem."""
+
     def diagnose(self, problem: Problem) -> str:
         return "infeasible (the warm-up does not ask why)"
 
