@@ -7,13 +7,19 @@ queue, radio state, next arrival, reachability) its worst loss against a full
 solve <= 1 % and its median replan <= 0.1 ms; pool size and distinct plans.
 Two settings: AlexNet on tegra_k1 over WiFi (100 ms, random loads on every
 processor) and the flagship's VGG-16 on snapdragon_400 over LTE (5 s).
+Issue 12: BERT-base (fused) on snapdragon_8_gen_3 over WiFi (5 s, random loads)
+warms up within 10 s: the warm-up gets that budget (cells left unproven fall
+back to a full solve), and the run prints the share of the device-alone load
+and queue boxes proven, fallbacks taken and the loss over --bert-replans conditions.
 
-Run: python benchmarks/bench_planner.py [--repeats 7] [--replans 200]
+Run: python benchmarks/bench_planner.py [--repeats 7] [--replans 200] [--bert-replans 50]
+     [--only-fast]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -28,6 +34,8 @@ from deepx_sim.plan.fastpath import FastReplanner
 from deepx_sim.platform import load_platform
 
 TARGETS_S = {"alexnet": 0.100, "vgg16": 0.150, "resnet50": 1.0}
+#: Issue 12: BERT-base's warm-up within this wall time.
+BERT_WARM_TARGET_S = 10.0
 
 
 def full_solves(repeats: int, solver: str) -> None:
@@ -72,16 +80,24 @@ def random_conditions(rng: np.random.Generator, problem: Problem, loads: bool) -
                       next_gap_s=gap_s)
 
 
-def fast_path(model: str, platform: str, link: str, deadline_s: float, loads: bool, replans: int) -> None:
+def fast_path(model: str, platform: str, link: str, deadline_s: float, loads: bool, replans: int,
+              budget_s: float | None = None) -> None:
     problem = Problem(load_model(model), load_platform(platform), Conditions(link=link),
                       Constraints(deadline_s=deadline_s))
     start = time.perf_counter()
-    fast = FastReplanner(problem).warm(vary=None if loads else ())
+    fast = FastReplanner(problem).warm(vary=None if loads else (), budget_s=budget_s)
     warm_s, warm_solves, warm_pool = time.perf_counter() - start, fast.full_solves, fast.pool_size
     print(f"\nfast path, {model} on {platform} over {link}, deadline {deadline_s * 1000:g} ms, "
-          f"{'random loads' if loads else 'no load, our own queue'}: warm-up {warm_s:.1f} s, "
-          f"{warm_solves} ILP solves -> pool of {warm_pool} distinct plans; load-box cells left "
-          f"unproven (next to the infeasible corner): {len(fast.unproven_cells)}")
+          f"{'random loads' if loads else 'no load, our own queue'}: warm-up {warm_s:.1f} s "
+          f"(load average {os.getloadavg()[0]:.2f}), {warm_solves} ILP solves -> pool of {warm_pool} "
+          f"distinct plans")
+    shares = ", ".join(f"{box.kind} {box.proven_share * 100:.1f} %" for box in fast.boxes)
+    print(f"  device alone: proven share {fast.proven_share * 100:.1f} % ({shares}); "
+          f"{len(fast.unproven_cells)} cells left unproven (a replan there solves in full)")
+    if budget_s is not None:
+        spent = "spent: the warm-up stopped early" if fast.budget_spent else "not reached"
+        print(f"  warm-up budget {budget_s:g} s ({spent}); target {BERT_WARM_TARGET_S:g} s: "
+              f"ratio {warm_s / BERT_WARM_TARGET_S:.2f}")
     rng = np.random.default_rng(0)
     conditions = [random_conditions(rng, problem, loads) for _ in range(replans)]
     unit = np.ones(8)
@@ -96,6 +112,7 @@ def fast_path(model: str, platform: str, link: str, deadline_s: float, loads: bo
         times.append(time.perf_counter() - t)
     losses, chosen = [], set()
     infeasible = fallbacks = same = 0
+    unproven = fast.fallbacks
     for c in conditions:
         best = fast.choose(c)
         try:
@@ -103,7 +120,7 @@ def fast_path(model: str, platform: str, link: str, deadline_s: float, loads: bo
         except InfeasibleError:
             infeasible += 1
             continue
-        if best is None:  # nothing pooled fits: the fallback full solve joins the pool
+        if best is None:  # nothing pooled fits, or an unproven cell: a full solve joins the pool
             fallbacks += 1
             quick = fast.solve(c)
             best = (quick, quick.latency_s, quick.energy_j)
@@ -116,7 +133,8 @@ def fast_path(model: str, platform: str, link: str, deadline_s: float, loads: bo
     print(f"  replan (choose) median {med * 1e3:.3f} ms, p95 {np.percentile(times, 95) * 1e3:.3f} ms "
           f"(target 0.1 ms: ratio {med / 1e-4:.2f}; one numpy op takes {numpy_op_s * 1e6:.1f} us here)")
     print(f"  {replans} random conditions: {infeasible} infeasible for the full solve too; "
-          f"{fallbacks} fell back to a full solve (joined the pool)")
+          f"{fallbacks} fell back to a full solve (joined the pool), {fast.fallbacks - unproven} "
+          f"of them in unproven cells")
     print(f"  loss vs full solve over {len(losses)}: median {np.median(losses) * 100:.3f} %, "
           f"mean {np.mean(losses) * 100:.3f} %, worst {worst * 100:.3f} % (target <= 1 %: "
           f"{'PASS' if worst <= 0.01 else 'FAIL'}); identical plan {same}/{len(losses)}")
@@ -128,11 +146,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--replans", type=int, default=200)
+    parser.add_argument("--bert-replans", type=int, default=50)
     parser.add_argument("--solver", default="highs", choices=["highs", "cbc"])
+    parser.add_argument("--only-fast", action="store_true", help="skip the full-solve timings")
+    parser.add_argument("--only-bert", action="store_true", help="only the BERT-base fast path")
     args = parser.parse_args()
-    full_solves(args.repeats, args.solver)
-    fast_path("alexnet", "tegra_k1", "wifi", 0.1, True, args.replans)
-    fast_path("vgg16", "snapdragon_400", "lte", 5.0, False, args.replans)
+    if not (args.only_fast or args.only_bert):
+        full_solves(args.repeats, args.solver)
+    if not args.only_bert:
+        fast_path("alexnet", "tegra_k1", "wifi", 0.1, True, args.replans)
+        fast_path("vgg16", "snapdragon_400", "lte", 5.0, False, args.replans)
+    fast_path("bert_base", "snapdragon_8_gen_3", "wifi", 5.0, True, args.bert_replans,
+              budget_s=BERT_WARM_TARGET_S)
 
 
 if __name__ == "__main__":

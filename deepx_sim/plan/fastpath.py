@@ -18,22 +18,30 @@ the whole pool at once, and the best one meeting the deadline and energy
 budget is returned.  The pool holds the ILP optima over a grid of conditions
 and radio states (:meth:`FastReplanner.warm`), and grows: every full solve
 (when no candidate is feasible, a caller's periodic check, a fallback plan
-passed to :meth:`FastReplanner.add`) joins it.  ``benchmarks/bench_planner.py``
-measures the loss against a full solve.
+passed to :meth:`FastReplanner.add`) joins it.  On the device alone the
+warm-up proves the pool within :data:`CERTIFIED_LOSS` over boxes of loads and
+of our own queue; given a budget (wall time or solves) it may leave cells
+unproven, and a replan there falls back to a full solve
+(:meth:`FastReplanner.coverage`).  ``benchmarks/bench_planner.py`` measures
+the loss against a full solve.
 """
 
 from __future__ import annotations
 
+import collections
+import copy
+import functools
+import heapq
 import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from deepx_sim.costs import Conditions, radio_charge, radio_rule
-from deepx_sim.errors import InfeasibleError
+from deepx_sim.errors import InfeasibleError, PlanError
 from deepx_sim.plan.ilp import DeepXPlanner
 from deepx_sim.plan.problem import RADIO, Plan, Problem, evaluate, transfers_of
 
@@ -74,6 +82,85 @@ class _Features:
     bytes_down: int
 
 
+class _BudgetSpent(Exception):
+    """The warm-up's budget leaves no time for another solve."""
+
+
+_Line = tuple[Callable[[float], Plan | None], Callable[[float], Conditions], list[float]]
+
+
+@dataclass
+class CertifiedBox:
+    """A box of conditions on the device alone whose coordinates x in [0, ``top``] make
+    every plan slower and costlier as they grow: ``kind`` "load" (x = log 1 / free
+    fraction of each of ``processors``) or "queue" (x = -log of the share of the
+    deadline our own queue on each leaves); ``at`` maps a point to its conditions."""
+
+    kind: str
+    processors: tuple[str, ...]
+    top: np.ndarray
+    at: Callable[[np.ndarray], Conditions]
+    #: the share of the box's volume proven
+    proven_share: float = 0.0
+    #: cells left unproven, as (lo, hi) corners
+    unproven: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def point(self, conditions: Conditions, deadline_s: float) -> np.ndarray | None:
+        """The coordinates of ``conditions`` (the cloud taken as unreachable) in the box,
+        or None outside it (load or queue off its processors, both at once, beyond the top)."""
+        free = {p: f for p, f in conditions.free_fraction.items() if f < 1.0}
+        queued = {p: s for p, s in conditions.queued_s.items() if s > 0}
+        on, other = (free, queued) if self.kind == "load" else (queued, free)
+        if other or not set(on) <= set(self.processors):
+            return None
+        if self.kind == "load":
+            x = -np.log([free.get(p, 1.0) for p in self.processors])
+        else:
+            left = np.array([1.0 - queued.get(p, 0.0) / deadline_s for p in self.processors])
+            if left.min() <= 0:
+                return None
+            x = -np.log(left)
+        return x if bool((x <= self.top * (1 + 1e-12)).all()) else None
+
+    def holds_unproven(self, x: np.ndarray) -> bool:
+        """Whether ``x`` lies in a cell left unproven (its boundary included)."""
+        return any(bool(((lo <= x) & (x <= hi)).all()) for lo, hi in self.unproven)
+
+
+class _UndiagnosedPlanner(DeepXPlanner):
+    """The DeepX planner without the diagnosis of an infeasible problem."""
+
+    def diagnose(self, problem: Problem) -> str:
+        return "infeasible (the warm-up does not ask why)"
+
+
+def _warm_copy(planner: DeepXPlanner) -> DeepXPlanner:
+    """A copy of ``planner`` for warm-up solves, whose time limit the budget sets; an
+    infeasible corner only needs to be known as such, so the diagnosis (one or two
+    more solves) is skipped, unless ``planner`` is a subclass."""
+    if type(planner) is not DeepXPlanner:
+        return copy.copy(planner)
+    quiet = _UndiagnosedPlanner.__new__(_UndiagnosedPlanner)
+    quiet.__dict__.update(vars(planner))
+    return quiet
+
+
+def _with_uplink(conditions: Conditions, uplink_mbps: float) -> Conditions:
+    return replace(conditions, uplink_mbps=uplink_mbps)
+
+
+def _lower_bound(plan: Plan | None) -> float:
+    """A lower bound on the optimum from a solve's plan (None: infeasible): its objective
+    less its gap; 0 when the solver gave no gap."""
+    if plan is None:
+        return math.inf
+    return 0.0 if plan.gap is None else plan.objective_value * (1 - plan.gap)
+
+
+def _key(plan: Plan) -> tuple[tuple[str, object], ...]:
+    return tuple((p.layer, (p.processor, p.variant)) for p in plan.placements)
+
+
 class FastReplanner:
     """Plans for one problem (model, platform, constraints) under changing conditions."""
 
@@ -85,11 +172,21 @@ class FastReplanner:
         self.local = [p.name for p in problem.platform.local_processors]
         self.link = problem.costs.link
         self.candidates: list[_Features] = []
-        self._keys: set[tuple[tuple[str, object], ...]] = set()
+        self._keys: dict[tuple[tuple[str, object], ...], int] = {}  # placements -> index in candidates
         self.full_solves = 0
-        #: cells of the load box (or of our own queue) the warm-up could not prove,
-        #: next to where no plan is feasible, as (easiest, hardest) conditions
-        self.unproven_cells: list[tuple[Conditions, Conditions]] = []
+        #: replans that fell back to a full solve because their conditions lie in a
+        #: cell the warm-up left unproven (:meth:`coverage`)
+        self.fallbacks = 0
+        #: the boxes of conditions the warm-up proved, with their unproven cells
+        self.boxes: list[CertifiedBox] = []
+        self._bounds: dict[tuple[object, ...], float] = {}  # lower bounds solved, per load and queue
+        self._stop_at = math.inf  # the warm-up's budget: perf_counter time and solves
+        self._last_solve: float = math.inf
+        self._solve_s = 0.0  # seconds spent in full solves
+        self._fastest_s = math.inf  # the quickest full solve: about the time outside the solver
+        #: whether the last warm-up stopped on its budget (scans and saturation cut short)
+        self.budget_spent = False
+        self._warm_planner = _warm_copy(self.planner)
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
         # features are taken once under nominal, unloaded conditions (one cost model, cached)
         self._nominal = problem.with_conditions(replace(problem.conditions, free_fraction={},
@@ -105,181 +202,320 @@ class FastReplanner:
     def warm(self, uplinks_mbps: tuple[float, ...] = DEFAULT_UPLINKS_MBPS,
              free_fractions: tuple[float, ...] = DEFAULT_FREE_FRACTIONS,
              vary: tuple[str, ...] | None = None,
-             gaps_s: Iterable[float] | None = None) -> FastReplanner:
+             gaps_s: Iterable[float] | None = None,
+             budget_s: float | None = None, max_solves: int | None = None) -> FastReplanner:
         """Solve the ILP over the conditions a request may meet and keep each
-        distinct optimum:
+        distinct optimum, in this order:
 
-        - loads (each of ``free_fractions`` on every processor in ``vary``,
-          default all local ones) x radio states (idle with no next
-          request; connected with the next request ``gaps_s`` away, default
-          :data:`DEFAULT_GAP_SHARES` of the tail) x uplink bandwidths, and the
-          same loads with the cloud unreachable;
+        - with a link, the nominal conditions in each radio state (below);
         - on the device alone, the whole box of loads on the processors in
-          ``vary`` (free fractions from :data:`MIN_FREE_FRACTION` to 1), with the
-          pool proven within :data:`CERTIFIED_LOSS` of the optimum (:meth:`_certify`);
-        - our own queue on each processor, leaving down to :data:`MIN_DEADLINE_SHARE`
-          of the deadline: proven on the device alone (:meth:`_certify`), and as
-          a share of the deadline left scanned with the radio connected;
+          ``vary`` (default all local ones; free fractions from
+          :data:`MIN_FREE_FRACTION` to 1), and the box of our own queue on each
+          processor (leaving down to :data:`MIN_DEADLINE_SHARE` of the deadline),
+          with the pool proven within :data:`CERTIFIED_LOSS` of the optimum
+          (:meth:`_certify`);
+        - with a link, scans over uplink bandwidths for each radio state (idle with
+          no next request; connected with the next request ``gaps_s`` away, default
+          :data:`DEFAULT_GAP_SHARES` of the tail) and load level (each of
+          ``free_fractions`` on every processor in ``vary``), and over the share of
+          the deadline left with the radio connected (scanned, not proven: the
+          radio's tail is not monotone in the delay);
         - with several processors in ``vary``, random load vectors until the pool
-          stops growing (:meth:`_saturate`).
+          is good enough where it is tried (:meth:`_saturate`).
 
-        Every scan starts from a few points and bisects between neighbours whose
-        optima differ, down to :data:`SCAN_RESOLUTION` (a ratio): where both ends
-        share an optimum, the plans in between rarely beat it."""
+        ``budget_s`` bounds the warm-up's wall time: no solve starts that would
+        end after it (judged by the mean solve so far); ``max_solves`` bounds its
+        solves (the same pool on any machine).  Cells of the boxes not yet proven
+        then stay unproven, where a replan falls back to a full solve
+        (:meth:`coverage`), and the scans stop; :attr:`proven_share` says how much
+        of the boxes is proven."""
+        self._stop_at = math.inf if budget_s is None else time.perf_counter() + budget_s
+        self.budget_spent = False
+        self._last_solve = math.inf if max_solves is None else self.full_solves + max_solves
         vary = tuple(vary if vary is not None else self.local)
         base = self.problem.conditions
-        local_only = replace(base, cloud_reachable=False)
-        # every processor in vary at each level: linear in the processors, where a
-        # product of levels would be exponential (the box is covered on the device
-        # alone by _certify, with the radio by _saturate)
-        loads = [dict.fromkeys(vary, f) for f in free_fractions] if vary else [{}]
-        if vary:
-            self.unproven_cells += self._certify(
-                lambda x: replace(local_only, free_fraction=dict(zip(vary, np.exp(-x).tolist(),
-                                                                     strict=True))),
-                np.full(len(vary), -math.log(MIN_FREE_FRACTION)))
-        else:
-            self._try(local_only)
-        # our own queue on each processor, as the share of the deadline it leaves
-        deadline_s = self.problem.constraints.deadline_s
-        self.unproven_cells += self._certify(
-            lambda x: replace(local_only, queued_s=dict(zip(self.local, (-deadline_s * np.expm1(-x)).tolist(),
-                                                            strict=True))),
-            np.full(len(self.local), -math.log(MIN_DEADLINE_SHARE)))
-        radios = [local_only]
-        if self.link is not None:
-            tail_s = self.link.radio.tail_s
-            if gaps_s is None:
-                gaps_s = [share * tail_s for share in DEFAULT_GAP_SHARES if tail_s]
-            radios = [replace(base, radio_state="idle", tail_left_s=0.0, next_gap_s=None)]
-            radios += [replace(base, radio_state="connected", tail_left_s=float("inf"), next_gap_s=g)
-                       for g in gaps_s]
-            for radio, ff in itertools.product(radios, loads):
-                loaded = replace(radio, free_fraction=ff)
-                self._scan(lambda up, c=loaded: self._try(replace(c, uplink_mbps=up)),
-                           sorted(uplinks_mbps))
-        if self.link is not None:  # the radio's tail is not monotone in the delay: scanned, not proven
-            self._scan(lambda share: self._solve_within(radios[-1], share), [MIN_DEADLINE_SHARE, 1.0])
-        if len(vary) > 1:
-            self._saturate(radios, vary)
+        radios = self._radio_states(base, gaps_s) if self.link is not None else []
+        try:  # the nominal optimum in each radio state first: the commonest conditions
+            for radio in radios:
+                self._try(radio)
+        except _BudgetSpent:
+            pass
+        self.boxes = []
+        self._certify(self._boxes(replace(base, cloud_reachable=False), vary))
+        if self.link is None:
+            return self
+        levels = [dict.fromkeys(vary, f) for f in free_fractions] if vary else [{}]
+        lines: list[_Line] = []
+        for i, ff in enumerate(levels):
+            for radio in radios:
+                at = functools.partial(_with_uplink, replace(radio, free_fraction=ff))
+                lines.append((lambda up, at=at: self._try(at(up)), at, sorted(uplinks_mbps)))
+            if i == 0:  # our own queue with the radio connected, as the share of the deadline left
+                lines.append((functools.partial(self._solve_within, radios[-1]), lambda _s: radios[-1],
+                              [MIN_DEADLINE_SHARE, 1.0]))
+        try:
+            self._scan(lines)
+            if len(vary) > 1:
+                self._saturate(radios, vary)
+        except _BudgetSpent:
+            pass
         return self
+
+    def _radio_states(self, base: Conditions, gaps_s: Iterable[float] | None) -> list[Conditions]:
+        """Idle with no next request, then connected with the next request each of ``gaps_s`` away."""
+        tail_s = self.link.radio.tail_s  # type: ignore[union-attr]
+        if gaps_s is None:
+            gaps_s = [share * tail_s for share in DEFAULT_GAP_SHARES if tail_s]
+        radios = [replace(base, radio_state="idle", tail_left_s=0.0, next_gap_s=None)]
+        return radios + [replace(base, radio_state="connected", tail_left_s=float("inf"), next_gap_s=g)
+                         for g in gaps_s]
+
+    def _boxes(self, local_only: Conditions, vary: tuple[str, ...]) -> list[CertifiedBox]:
+        """The load box on ``vary`` (coordinates log 1 / free fraction) and the queue box on
+        every local processor (-log share of the deadline left), on the device alone."""
+        deadline_s = self.problem.constraints.deadline_s
+        local = tuple(self.local)
+        boxes = [CertifiedBox("queue", local, np.full(len(local), -math.log(MIN_DEADLINE_SHARE)),
+                              lambda x: replace(local_only, queued_s=dict(zip(
+                                  local, (-deadline_s * np.expm1(-x)).tolist(), strict=True))))]
+        if vary:
+            boxes.insert(0, CertifiedBox("load", vary, np.full(len(vary), -math.log(MIN_FREE_FRACTION)),
+                                         lambda x: replace(local_only, free_fraction=dict(zip(
+                                             vary, np.exp(-x).tolist(), strict=True)))))
+        return boxes
 
     def _saturate(self, radios: list[Conditions], vary: tuple[str, ...]) -> None:
         """Loads on several processors at once: solve at random load vectors (free
         fractions uniform in [MIN_FREE_FRACTION, 1], each radio state in turn) until
-        :data:`SATURATION_PATIENCE` solves in a row find no plan the pool lacks."""
+        :data:`SATURATION_PATIENCE` solves in a row find the pool already within
+        :data:`CERTIFIED_LOSS` of the optimum there (a plan the pool lacks but that
+        gains less is no reason to go on)."""
         rng = np.random.default_rng(0)  # the same pool every time
         quiet = 0
         for i in range(MAX_SATURATION_SOLVES):
             if quiet >= SATURATION_PATIENCE:
                 return
-            free = {p: float(rng.uniform(MIN_FREE_FRACTION, 1.0)) for p in vary}
-            before = self.pool_size
-            self._try(replace(radios[i % len(radios)], free_fraction=free))
-            quiet = quiet + 1 if self.pool_size == before else 0
+            conditions = replace(radios[i % len(radios)],
+                                 free_fraction={p: float(rng.uniform(MIN_FREE_FRACTION, 1.0)) for p in vary})
+            pooled = self._pooled_objective(conditions)
+            plan = self._try(conditions)
+            quiet = quiet + 1 if pooled <= _lower_bound(plan) * (1 + CERTIFIED_LOSS) else 0
 
-    def _certify(self, at: Callable[[np.ndarray], Conditions], top: np.ndarray
-                 ) -> list[tuple[Conditions, Conditions]]:
-        """Prove the pool within :data:`CERTIFIED_LOSS` of the optimum over the box
-        [0, ``top``] of coordinates that make every plan slower and costlier as
-        they grow (log 1 / free fraction, -log share of the deadline left);
-        ``at`` maps a point to its conditions.  Returns the cells left unproven,
-        as (easiest, hardest) conditions (see :attr:`unproven_cells`).
+    def _certify(self, boxes: list[CertifiedBox]) -> None:
+        """Prove the pool within :data:`CERTIFIED_LOSS` of the optimum over each box of
+        coordinates that make every plan slower and costlier as they grow.
 
         Over a cell the optimum is at least the optimum at its easiest corner (less
         the solve's gap), and the best pooled plan at its hardest corner is
         feasible in the whole cell at no more than its cost there.  Where that
         cost is within the tolerance of the bound the cell is proven; otherwise
         solve at the corners (the plans join the pool) and, if still unproven,
-        split the cell in the middle of its widest side."""
-        solved: dict[tuple[float, ...], float] = {}
-
-        def optimum(x: np.ndarray) -> float:
-            """A lower bound on the optimum there: the solve's objective less its gap."""
-            key = tuple(x)
-            if key not in solved:
-                plan = self._try(at(x))
-                solved[key] = math.inf if plan is None else plan.objective_value * (1 - (plan.gap or 0.0))
-            return solved[key]
-
-        lo = np.zeros(len(top))
-        cells = [(lo, top, optimum(lo))]
-        unproven = []
-        while cells:
-            lo, hi, bound = cells.pop()
-            if math.isinf(bound):  # not even the easiest corner is feasible
+        split the cell where the pool gains most (:meth:`_split_axis`).  Cells
+        are taken largest first, so a budget that runs out proves the most it
+        can; cells narrower than :data:`CELL_RESOLUTION` on every side, or left
+        when the budget is spent, stay unproven."""
+        self.boxes += boxes
+        order = itertools.count()
+        heap = [(-1.0, next(order), box, np.zeros(len(box.top)), box.top, 0.0) for box in boxes]
+        while heap:
+            neg_share, _, box, lo, hi, bound = heapq.heappop(heap)
+            bound = self._cell_bound(box, lo, hi, bound)
+            if bound is None:
+                box.proven_share -= neg_share
                 continue
-            if self._pooled_objective(at(hi)) > bound * (1 + CERTIFIED_LOSS):
-                bound = optimum(lo)
-                optimum(hi)
-            if self._pooled_objective(at(hi)) <= bound * (1 + CERTIFIED_LOSS):
+            axis = self._split_axis(box, lo, hi)
+            if axis is None or self._spent():
+                box.unproven.append((lo, hi))
                 continue
-            widest = int(np.argmax(hi - lo))
-            if hi[widest] - lo[widest] < math.log(CELL_RESOLUTION):
-                unproven.append((at(lo), at(hi)))
-                continue
-            mid = (lo[widest] + hi[widest]) / 2
+            mid = (lo[axis] + hi[axis]) / 2
             upper_lo, lower_hi = lo.copy(), hi.copy()
-            upper_lo[widest] = lower_hi[widest] = mid
-            cells += [(lo, lower_hi, bound), (upper_lo, hi, bound)]
-        return unproven
+            upper_lo[axis] = lower_hi[axis] = mid
+            for cell in ((lo, lower_hi), (upper_lo, hi)):
+                heapq.heappush(heap, (neg_share / 2, next(order), box, *cell, bound))
+
+    def _cell_bound(self, box: CertifiedBox, lo: np.ndarray, hi: np.ndarray, bound: float) -> float | None:
+        """None if the cell [lo, hi] is proven (or nothing is feasible in it), else the best
+        lower bound on its optimum found; solves at its corners as needed."""
+        hardest = box.at(hi)
+        for corner in (lo, hi):
+            if math.isinf(bound) or self._pooled_objective(hardest) <= bound * (1 + CERTIFIED_LOSS):
+                return None
+            solved = self._solved_bound(box.at(corner))
+            if corner is lo and solved is not None:
+                bound = max(bound, solved)
+        return None if math.isinf(bound) or self._pooled_objective(hardest) <= bound * (1 + CERTIFIED_LOSS) \
+            else bound
+
+    def _solved_bound(self, conditions: Conditions) -> float | None:
+        """The optimum under ``conditions`` less the solve's gap (inf if infeasible; None if
+        the budget allows no solve).  Solved once per point."""
+        key = (tuple(sorted((p, f) for p, f in conditions.free_fraction.items() if f < 1.0)),
+               tuple(sorted((p, s) for p, s in conditions.queued_s.items() if s > 0)))
+        if key not in self._bounds:
+            try:
+                plan = self._try(conditions)
+            except _BudgetSpent:
+                return None
+            self._bounds[key] = _lower_bound(plan)
+        return self._bounds[key]
+
+    def _split_axis(self, box: CertifiedBox, lo: np.ndarray, hi: np.ndarray) -> int | None:
+        """The side to halve: of those wider than :data:`CELL_RESOLUTION`, the one whose
+        halving lowers the best pooled objective at the hardest corner most (the
+        widest among equals); None if every side is narrow."""
+        wide = [i for i in range(len(lo)) if hi[i] - lo[i] >= math.log(CELL_RESOLUTION)]
+        if not wide:
+            return None
+
+        def gain(i: int) -> tuple[float, float]:
+            corner = hi.copy()
+            corner[i] = (lo[i] + hi[i]) / 2
+            return self._pooled_objective(box.at(corner)), lo[i] - hi[i]
+
+        return min(wide, key=gain)
+
+    def _spent(self) -> bool:
+        """Whether the warm-up's budget leaves no time (or solve) for another solve."""
+        return (self.full_solves >= self._last_solve
+                or time.perf_counter() + self._mean_solve_s() > self._stop_at)
+
+    def _mean_solve_s(self) -> float:
+        return self._solve_s / self.full_solves if self.full_solves else 0.0
+
+    def _count(self, began: float) -> None:
+        """Count a full solve that began at ``began`` (perf_counter seconds)."""
+        took = time.perf_counter() - began
+        self.full_solves += 1
+        self._solve_s += took
+        self._fastest_s = min(self._fastest_s, took)
+
+    @property
+    def proven_share(self) -> float:
+        """The share of the boxes' volume (in their coordinates, each box weighing the
+        same) the warm-up proved; 0 before :meth:`warm`."""
+        return float(np.mean([box.proven_share for box in self.boxes])) if self.boxes else 0.0
+
+    @property
+    def unproven_cells(self) -> list[tuple[Conditions, Conditions]]:
+        """Cells of the boxes the warm-up left unproven, as (easiest, hardest) conditions."""
+        return [(box.at(lo), box.at(hi)) for box in self.boxes for lo, hi in box.unproven]
+
+    def coverage(self, conditions: Conditions) -> str:
+        """``proven`` inside a box where the warm-up proved the pool within
+        :data:`CERTIFIED_LOSS` (or nothing feasible), ``unproven`` inside a cell it
+        left unproven, ``unchecked`` outside every box (e.g. the cloud reachable,
+        or load and queue together)."""
+        if self.link is not None and conditions.cloud_reachable:
+            return "unchecked"
+        for box in self.boxes:
+            x = box.point(conditions, self.problem.constraints.deadline_s)
+            if x is not None:
+                return "unproven" if box.holds_unproven(x) else "proven"
+        return "unchecked"
 
     def _pooled_objective(self, conditions: Conditions) -> float:
         """The objective of the best pooled plan under ``conditions`` (inf if none fits)."""
-        best = self._best(conditions) if self.candidates else None
-        return math.inf if best is None else self.problem.constraints.objective_value(best[2], best[1])
+        if not self.candidates:
+            return math.inf
+        return float(self._scores(conditions)[0].min())
 
     def _try(self, conditions: Conditions) -> Plan | None:
+        """A warm-up solve (None if infeasible), warm-started from the best pooled plan;
+        raises _BudgetSpent when the budget leaves no time for it or runs out during it
+        without a plan (a plan found by then comes with its gap, which the proofs
+        subtract)."""
+        self._limit_time()
+        best = self._best(conditions) if self.candidates else None
         try:
-            return self.solve(conditions)
+            return self.solve(conditions, start=None if best is None else self.candidates[best[0]].plan,
+                              planner=self._warm_planner)
         except InfeasibleError:
             return None
+        except PlanError as exc:  # the time limit before any plan: nothing learnt
+            self.budget_spent = True
+            raise _BudgetSpent from exc
+
+    def _limit_time(self) -> None:
+        """Raise _BudgetSpent if no solve fits the budget; else give the next solve the
+        time left as its solver's limit (the planner's own limit if that is shorter),
+        less the quickest solve so far for building the program and costing the plan."""
+        left = self._stop_at - time.perf_counter() - (0.0 if math.isinf(self._fastest_s) else self._fastest_s)
+        if self._spent() or left <= 0:
+            self.budget_spent = True
+            raise _BudgetSpent
+        own = self.planner.time_limit_s
+        self._warm_planner.time_limit_s = own if math.isinf(left) else min(own or math.inf, left)
 
     def _solve_within(self, conditions: Conditions, share: float) -> Plan | None:
         """The optimum when only ``share`` of the deadline is left, costed for the
         real deadline (None if there is none)."""
+        self._limit_time()
         c = self.problem.constraints
         tight = self.problem.with_conditions(conditions).with_constraints(
             replace(c, deadline_s=c.deadline_s * share))
+        began = time.perf_counter()
         try:
-            plan = self.planner.plan(tight)
+            plan = self._warm_planner.plan(tight)
         except InfeasibleError:
             return None
-        self.full_solves += 1
+        except PlanError as exc:
+            self.budget_spent = True
+            raise _BudgetSpent from exc
+        finally:
+            self._count(began)
         plan = evaluate(self.problem.with_conditions(conditions), plan.assignment, plan.planner,
                         solver=plan.solver, solve_time_s=plan.solve_time_s, gap=plan.gap)
         self.add(plan)
         return plan
 
-    @staticmethod
-    def _scan(optimum: Callable[[float], Plan | None], points: list[float]) -> None:
-        """``optimum`` at ``points`` (increasing), then at geometric midpoints of
-        neighbours whose optima differ, down to :data:`SCAN_RESOLUTION`."""
-        found = [optimum(x) for x in points]
-        todo = list(zip(points, points[1:], found, found[1:], strict=False))
+    def _scan(self, lines: list[_Line]) -> None:
+        """Each line's optimum at its points (increasing), then, breadth first over all
+        lines, at geometric midpoints of neighbours whose optima are not close (each
+        within :data:`CERTIFIED_LOSS` of the other's at both ends), down to
+        :data:`SCAN_RESOLUTION`: between close ends the plans in between rarely gain."""
+        todo: collections.deque[tuple[_Line, float, float, Plan | None, Plan | None]] = collections.deque()
+        for line in lines:
+            found = [line[0](x) for x in line[2]]
+            todo.extend((line, lo, hi, a, b) for lo, hi, a, b
+                        in zip(line[2], line[2][1:], found, found[1:], strict=False))
         while todo:
-            lo, hi, a, b = todo.pop()
-            same = (a is None and b is None) or (a is not None and b is not None
-                                                 and a.placements == b.placements)
-            if same or hi / lo < SCAN_RESOLUTION:
+            line, lo, hi, a, b = todo.popleft()
+            if hi / lo < SCAN_RESOLUTION or self._close(line[1](lo), line[1](hi), a, b):
                 continue
             mid = (lo * hi) ** 0.5
-            m = optimum(mid)
-            todo += [(lo, mid, a, m), (mid, hi, m, b)]
+            m = line[0](mid)
+            todo += [(line, lo, mid, a, m), (line, mid, hi, m, b)]
 
-    def solve(self, conditions: Conditions) -> Plan:
-        """A full ILP solve under ``conditions``; its plan joins the pool."""
-        plan = self.planner.plan(self.problem.with_conditions(conditions))
-        self.full_solves += 1
+    def _close(self, at_a: Conditions, at_b: Conditions, a: Plan | None, b: Plan | None) -> bool:
+        """Whether plans ``a`` (optimal at ``at_a``) and ``b`` (at ``at_b``) are each within
+        :data:`CERTIFIED_LOSS` of the other at the other's conditions (both None: both infeasible)."""
+        if a is None or b is None:
+            return a is None and b is None
+        ia, ib = self._keys[_key(a)], self._keys[_key(b)]
+        for c in (at_a, at_b):
+            scores = self._scores(c)[0]
+            if max(scores[ia], scores[ib]) > min(scores[ia], scores[ib]) * (1 + CERTIFIED_LOSS):
+                return False
+        return True
+
+    def solve(self, conditions: Conditions, start: Plan | None = None,
+              planner: DeepXPlanner | None = None) -> Plan:
+        """A full ILP solve under ``conditions`` (``start``: a first solution for the
+        solver); its plan joins the pool."""
+        began = time.perf_counter()
+        try:
+            plan = (planner or self.planner).plan(self.problem.with_conditions(conditions), start=start)
+        finally:
+            self._count(began)
         self.add(plan)
         return plan
 
     def add(self, plan: Plan) -> None:
         """Put ``plan`` (any plan for this problem) in the pool, unless it is there."""
-        key = tuple((p.layer, (p.processor, p.variant)) for p in plan.placements)
+        key = _key(plan)
         if key in self._keys:
             return
-        self._keys.add(key)
+        self._keys[key] = len(self.candidates)
         self.candidates.append(self._features(plan))
         self._arrays = None
 
@@ -363,8 +599,11 @@ class FastReplanner:
     # ------------------------------------------------------------ replan
     def plan(self, conditions: Conditions) -> Plan:
         """The best pooled plan under ``conditions``, with its costs there; a full
-        solve if none fits."""
+        solve if none fits, or if ``conditions`` lie in a cell the warm-up left
+        unproven (counted in :attr:`fallbacks`)."""
         start = time.perf_counter()
+        if self._falls_back(conditions):
+            return self.solve(conditions)
         if self.candidates:
             best = self._best(conditions)
             if best is not None:
@@ -375,7 +614,11 @@ class FastReplanner:
     def choose(self, conditions: Conditions) -> tuple[Plan, float, float] | None:
         """The best pooled Plan object itself (its costs are those of the conditions
         it was solved under) with its latency_s and energy_j under ``conditions``,
-        or None if no pooled plan is feasible: the simulator's per-request call."""
+        or None if no pooled plan is feasible or ``conditions`` lie in a cell the
+        warm-up left unproven (then the caller solves in full; counted in
+        :attr:`fallbacks`): the simulator's per-request call."""
+        if self._falls_back(conditions):
+            return None
         best = self._best(conditions) if self.candidates else None
         if best is None:
             return None
@@ -399,8 +642,17 @@ class FastReplanner:
         energy = energy + promoted * model.promotion_energy_j + radio * tail_j
         return latency, energy, radio, first_use_s, span_s
 
-    def _best(self, conditions: Conditions) -> tuple[int, float, float, float, float] | None:
-        """(index, latency_s, energy_j, first_use_s, span_s) of the best feasible pooled plan."""
+    def _falls_back(self, conditions: Conditions) -> bool:
+        """Whether a replan under ``conditions`` must solve in full (counted)."""
+        if not self.boxes or (self.link is not None and conditions.cloud_reachable):
+            return False  # outside every box: the cheap test first
+        unproven = self.coverage(conditions) == "unproven"
+        self.fallbacks += unproven
+        return unproven
+
+    def _scores(self, conditions: Conditions) -> tuple[np.ndarray, ...]:
+        """(objective, latency_s, energy_j, first_use_s, span_s) of every pooled plan
+        under ``conditions``, the objective inf where a plan is infeasible."""
         cons = self.problem.constraints
         latency, energy, radio, first_use_s, span_s = self._costs(conditions)
         score = cons.objective_value(energy, latency)  # type: ignore[arg-type]
@@ -409,9 +661,13 @@ class FastReplanner:
             bad |= radio
         if cons.energy_budget_j is not None:
             bad |= energy > cons.energy_budget_j * (1 + 1e-9)
-        score = np.where(bad, np.inf, score)
+        return np.where(bad, np.inf, score), latency, energy, first_use_s, span_s
+
+    def _best(self, conditions: Conditions) -> tuple[int, float, float, float, float] | None:
+        """(index, latency_s, energy_j, first_use_s, span_s) of the best feasible pooled plan."""
+        score, latency, energy, first_use_s, span_s = self._scores(conditions)
         i = int(score.argmin())
-        if bad[i]:
+        if math.isinf(score[i]):
             return None
         return i, float(latency[i]), float(energy[i]), float(first_use_s[i]), float(span_s[i])
 

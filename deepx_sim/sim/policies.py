@@ -469,8 +469,9 @@ class ReplanPolicy(Policy):
 
     With the ``deepx`` planner it uses the fast path: a pool of ILP optima warmed
     over bandwidths, loads and radio states, re-ranked per request.  Plans made
-    by full solves join the pool: when no pooled plan is feasible, fallbacks, and
-    a full solve every ``full_solve_every`` requests (0: never).
+    by full solves join the pool: when no pooled plan is feasible or the
+    conditions lie in a cell the warm-up left unproven (noted in the decision),
+    fallbacks, and a full solve every ``full_solve_every`` requests (0: never).
     """
 
     kind = "replan"
@@ -519,6 +520,8 @@ class ReplanPolicy(Policy):
         best = fast.choose(conditions)
         if best is None:
             plan, note = self._solve(conditions)
+            if not note and fast.coverage(conditions) == "unproven":
+                note = "fast path: conditions in a cell its warm-up left unproven; full solve"
             fast.add(plan)
             return self._decision(plan, conditions, started, note)
         plan, latency_s, energy_j = best

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,8 @@ from deepx_sim.costs import Conditions
 from deepx_sim.errors import InfeasibleError
 from deepx_sim.model import load_model
 from deepx_sim.plan import Constraints, DeepXPlanner, Problem
-from deepx_sim.plan.fastpath import CERTIFIED_LOSS, MIN_FREE_FRACTION, FastReplanner
+from deepx_sim.plan.fastpath import CERTIFIED_LOSS, MIN_DEADLINE_SHARE, MIN_FREE_FRACTION, FastReplanner
+from deepx_sim.plan.testing import random_problem
 from deepx_sim.platform import load_platform
 
 
@@ -147,3 +150,101 @@ def test_warm_up_covers_radio_states() -> None:
         assert best[0].uses_radio == full.uses_radio
         assert best[2] == pytest.approx(full.energy_j, rel=1e-6)  # (ties: ranks on the cloud)
     assert {f.plan.uses_radio for f in fast.candidates} == {True, False}
+
+
+def device_alone(rng: np.random.Generator, problem: Problem) -> Conditions:
+    """The cloud unreachable and, at random, loads on each local processor (free
+    fractions down to MIN_FREE_FRACTION) or our own queue on each (leaving down to
+    MIN_DEADLINE_SHARE of the deadline): the boxes the warm-up proves."""
+    local = [p.name for p in problem.platform.local_processors]
+    if rng.random() < 0.5:
+        return Conditions(link="net", cloud_reachable=False,
+                          free_fraction={p: float(rng.uniform(MIN_FREE_FRACTION, 1.0)) for p in local})
+    most_s = (1 - MIN_DEADLINE_SHARE) * problem.constraints.deadline_s
+    return Conditions(link="net", cloud_reachable=False,
+                      queued_s={p: float(rng.uniform(0.0, most_s)) for p in local})
+
+
+def binding_problem(seed: int) -> Problem | None:
+    """A small random problem whose deadline is 2.5 times the latency of its unloaded
+    energy-optimal plan on the device alone, so that loads and queues force other
+    plans (None if nothing runs on the device alone)."""
+    problem = random_problem(seed)
+    alone = problem.with_conditions(Conditions(link="net", cloud_reachable=False))
+    try:
+        best = DeepXPlanner().plan(alone.with_constraints(replace(problem.constraints, deadline_s=10.0)))
+    except InfeasibleError:
+        return None
+    return problem.with_constraints(replace(problem.constraints, deadline_s=2.5 * best.latency_s))
+
+
+def test_proven_cells_hold_within_the_loss_and_unproven_ones_solve_in_full() -> None:
+    """Oracle: a full solve, on small random problems where loads and queues change the
+    optimum, with warm-ups of a few solves, so that some cells stay unproven.  Where
+    the warm-up says proven the fast plan is within CERTIFIED_LOSS of the optimum
+    (a proof run with a 50 % tolerance breaks this); where it says unproven the
+    replan is a full solve (counted as a fallback) and optimal; where nothing is
+    feasible the fast path finds nothing either."""
+    seen = {"proven": 0, "unproven": 0}
+    for seed in range(12):
+        problem = binding_problem(seed)
+        if problem is None:
+            continue
+        fast = FastReplanner(problem).warm(uplinks_mbps=(1.0,), gaps_s=(), max_solves=4 + 4 * (seed % 4))
+        rng = np.random.default_rng(seed)
+        for _ in range(15):
+            conditions = device_alone(rng, problem)
+            try:
+                full = DeepXPlanner().plan(problem.with_conditions(conditions))
+            except InfeasibleError:
+                full = None
+            where, before = fast.coverage(conditions), fast.fallbacks
+            assert where in seen
+            try:
+                quick = fast.plan(conditions)
+            except InfeasibleError:
+                quick = None
+            assert (quick is None) == (full is None)
+            if full is None or quick is None:
+                continue
+            seen[where] += 1
+            assert fast.fallbacks == before + (where == "unproven")
+            loss = quick.objective_value / full.objective_value - 1
+            assert -1e-6 <= loss <= (CERTIFIED_LOSS if where == "proven" else 1e-6) + 1e-9
+    assert seen["proven"] >= 30 and seen["unproven"] >= 10, seen
+
+
+def test_a_spent_budget_proves_nothing_and_replans_on_the_device_alone_solve_in_full() -> None:
+    problem = random_problem(3)
+    fast = FastReplanner(problem).warm(budget_s=0.0)
+    assert fast.full_solves == 0 and fast.pool_size == 0 and fast.proven_share == 0.0 and fast.budget_spent
+    loaded = Conditions(link="net", cloud_reachable=False, free_fraction={"p0": 0.5})
+    assert fast.coverage(loaded) == "unproven"
+    assert fast.choose(loaded) is None  # the caller solves in full
+    assert fast.fallbacks == 1
+    plan = fast.plan(loaded)
+    assert fast.fallbacks == 2 and fast.full_solves == 1
+    assert plan.objective_value == pytest.approx(
+        DeepXPlanner().plan(problem.with_conditions(loaded)).objective_value, rel=1e-6)
+    # the cloud reachable, load and queue together, or a load beyond the box: no proof was tried
+    for unchecked in (Conditions(link="net", free_fraction={"p0": 0.5}),
+                      Conditions(link="net", cloud_reachable=False, free_fraction={"p0": 0.5},
+                                 queued_s={"p1": 1e-4}),
+                      Conditions(link="net", cloud_reachable=False,
+                                 free_fraction={"p0": MIN_FREE_FRACTION / 2})):
+        assert fast.coverage(unchecked) == "unchecked"
+
+
+def test_proven_and_unproven_cells_tile_each_box() -> None:
+    """Every cell the warm-up looked at ends proven (its share of the box counted) or
+    unproven (kept): the two shares add up to the whole box; ``max_solves`` holds."""
+    for seed, max_solves in ((0, 3), (5, 4), (7, None)):
+        problem = binding_problem(seed)
+        assert problem is not None
+        fast = FastReplanner(problem).warm(uplinks_mbps=(), gaps_s=(), max_solves=max_solves)
+        assert fast.full_solves <= (max_solves or fast.full_solves)
+        assert fast.budget_spent == (max_solves is not None)  # (3 or 4 solves do not finish)
+        for box in fast.boxes:
+            volume = float(np.prod(box.top))
+            unproven = sum(float(np.prod(hi - lo)) for lo, hi in box.unproven) / volume
+            assert box.proven_share + unproven == pytest.approx(1.0, abs=1e-12)
