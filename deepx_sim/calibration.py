@@ -36,7 +36,7 @@ import numpy as np
 from deepx_sim.costs import FREE_KINDS, FULL, CostModel
 from deepx_sim.errors import CostError, ProfileError
 from deepx_sim.measure.nets import is_net_name, write_net
-from deepx_sim.measure.predictor import MIN_SAMPLES, LatencyPredictor, fit_predictor
+from deepx_sim.measure.predictor import MIN_SAMPLES, LatencyPredictor, context_features, fit_predictor
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.profiles import load_profile, read_profile_meta
 from deepx_sim.platform import Efficiency, Platform, Processor
@@ -309,14 +309,16 @@ def learned_layer_s(m: Measured, params: Params, predictor: LatencyPredictor | N
 def train_predictor(models: Sequence[Measured], params: Params, processor: str,
                     min_samples: int = MIN_SAMPLES, seed: int = 0) -> LatencyPredictor:
     """Forests on log(measured / fitted roofline) of layers measured alone (not fused)."""
-    layers, ratios = [], []
+    kinds, rows, ratios = [], [], []
     for m in models:
         predicted = params.layer_s(m)
+        features = context_features(m.layers)
         for g, measured in zip(m.groups, m.measured_s, strict=True):
             if len(g) == 1 and predicted[g[0]] > 0:
-                layers.append(m.layers[g[0]])
+                kinds.append(m.kinds[g[0]])
+                rows.append(features[m.layers[g[0]].name])
                 ratios.append(math.log(measured / predicted[g[0]]))
-    return fit_predictor(processor, layers, ratios, min_samples, seed)
+    return fit_predictor(processor, kinds, rows, ratios, min_samples, seed)
 
 
 def predict_rows(models: Sequence[Measured], prior: Params, params: Params,
