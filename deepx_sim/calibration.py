@@ -423,16 +423,23 @@ def calibrate(paths: Sequence[str | Path], platform: Platform, processor: str,
     cv_groups, cv_models = cross_validate(models, prior, min_layers, predictor, seed)
     when = sorted(t for m in models for t in m.meta.get("measured_at", "").split(" / ") if t)
     shares = [float(x) for m in models for x in m.meta.get("cpu_share", "").split(" / ") if x]
+    # each round's 1-minute load average when it started: how busy the shared machine was
+    loads = [float(x.split()[0]) for m in models for x in m.meta.get("load_average_before", "").split(" / ")
+             if x.strip() and x.split()[0].replace(".", "", 1).isdigit()]
     provenance: dict[str, object] = {
         "measured_at": f"{when[0]} .. {when[-1]}" if when else "unknown",
         "method": (f"deepx-sim calibrate: least squares on log latency of "
                    f"{sum(len(m.groups) for m in models)} measured kernels of {len(models)} models "
                    f"(efficiency per layer kind, memory efficiency, launch overhead)"
-                   + ("; learned per-kind correction (random forests)" if predictor else "")),
+                   + ("; learned per-kind correction (random forests on the layer's shape and the bytes "
+                      "the kernel before it moved)" if predictor else "")),
         "host": setting["host"], "cpu_model": setting["cpu_model"],
         "profiler": (f"onnxruntime {setting['onnxruntime']}, {setting['threads']} thread(s), graph "
                      f"optimisation {setting['optimization']}; {setting['clock']}"),
         "cpu_share": f"{min(shares):.2f} .. {max(shares):.2f}" if shares else "unknown",
+        "load_average": (f"{min(loads):.2f} .. {max(loads):.2f} (median {float(np.median(loads)):.2f}; "
+                         f"1-minute, when each profiling round started)") if loads else "unknown",
+        "energy": " | ".join(sorted({m.meta.get("energy", "") for m in models} - {""})) or "unknown",
         "profiles": [f"{m.name}: {m.source}" for m in models],
         "fitted_kinds": {k: kind_counts(models)[k] for k in kinds},
     }
