@@ -8,7 +8,8 @@ larger layers) while the forest learns how far each shape falls from it.  A
 kind with fewer than ``min_samples`` measured layers gets no forest (factor 1).
 
 Shape alone does not decide a memory-bound kernel's time: the same BatchNorm
-shape ran 20-40 % apart in different CNNs here.  Its input was written by the
+shape ran up to 1.4x apart in different CNNs here (the median over shapes seen
+in three or more; experiments/README.md).  Its input was written by the
 kernel before it, and how much of it is still in cache depends on how much that
 kernel moved (a convolution streaming a megabyte of weights evicts it).  So the
 features also carry the previous kernel's parameter bytes and its whole working
