@@ -36,7 +36,7 @@ import numpy as np
 from deepx_sim.costs import FREE_KINDS, FULL, CostModel
 from deepx_sim.errors import CostError, ProfileError
 from deepx_sim.measure.nets import is_net_name, write_net
-from deepx_sim.measure.predictor import MIN_SAMPLES, LatencyPredictor, fit_predictor
+from deepx_sim.measure.predictor import MIN_SAMPLES, LatencyPredictor, context_features, fit_predictor
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.profiles import load_profile, read_profile_meta
 from deepx_sim.platform import Efficiency, Platform, Processor
@@ -309,14 +309,16 @@ def learned_layer_s(m: Measured, params: Params, predictor: LatencyPredictor | N
 def train_predictor(models: Sequence[Measured], params: Params, processor: str,
                     min_samples: int = MIN_SAMPLES, seed: int = 0) -> LatencyPredictor:
     """Forests on log(measured / fitted roofline) of layers measured alone (not fused)."""
-    layers, ratios = [], []
+    kinds, rows, ratios = [], [], []
     for m in models:
         predicted = params.layer_s(m)
+        features = context_features(m.layers)
         for g, measured in zip(m.groups, m.measured_s, strict=True):
             if len(g) == 1 and predicted[g[0]] > 0:
-                layers.append(m.layers[g[0]])
+                kinds.append(m.kinds[g[0]])
+                rows.append(features[m.layers[g[0]].name])
                 ratios.append(math.log(measured / predicted[g[0]]))
-    return fit_predictor(processor, layers, ratios, min_samples, seed)
+    return fit_predictor(processor, kinds, rows, ratios, min_samples, seed)
 
 
 def predict_rows(models: Sequence[Measured], prior: Params, params: Params,
@@ -421,16 +423,23 @@ def calibrate(paths: Sequence[str | Path], platform: Platform, processor: str,
     cv_groups, cv_models = cross_validate(models, prior, min_layers, predictor, seed)
     when = sorted(t for m in models for t in m.meta.get("measured_at", "").split(" / ") if t)
     shares = [float(x) for m in models for x in m.meta.get("cpu_share", "").split(" / ") if x]
+    # each round's 1-minute load average when it started: how busy the shared machine was
+    loads = [float(x.split()[0]) for m in models for x in m.meta.get("load_average_before", "").split(" / ")
+             if x.strip() and x.split()[0].replace(".", "", 1).isdigit()]
     provenance: dict[str, object] = {
         "measured_at": f"{when[0]} .. {when[-1]}" if when else "unknown",
         "method": (f"deepx-sim calibrate: least squares on log latency of "
                    f"{sum(len(m.groups) for m in models)} measured kernels of {len(models)} models "
                    f"(efficiency per layer kind, memory efficiency, launch overhead)"
-                   + ("; learned per-kind correction (random forests)" if predictor else "")),
+                   + ("; learned per-kind correction (random forests on the layer's shape and the bytes "
+                      "the kernel before it moved)" if predictor else "")),
         "host": setting["host"], "cpu_model": setting["cpu_model"],
         "profiler": (f"onnxruntime {setting['onnxruntime']}, {setting['threads']} thread(s), graph "
                      f"optimisation {setting['optimization']}; {setting['clock']}"),
         "cpu_share": f"{min(shares):.2f} .. {max(shares):.2f}" if shares else "unknown",
+        "load_average": (f"{min(loads):.2f} .. {max(loads):.2f} (median {float(np.median(loads)):.2f}; "
+                         f"1-minute, when each profiling round started)") if loads else "unknown",
+        "energy": " | ".join(sorted({m.meta.get("energy", "") for m in models} - {""})) or "unknown",
         "profiles": [f"{m.name}: {m.source}" for m in models],
         "fitted_kinds": {k: kind_counts(models)[k] for k in kinds},
     }

@@ -33,6 +33,7 @@ from _common import out_dir, run, save_figure, table_text
 
 from deepx_sim.calibration import ErrorSummary, calibrate, load_measured, write_calibrated
 from deepx_sim.costs import CostModel
+from deepx_sim.errors import DeepxError
 from deepx_sim.measure.nets import HELDOUT
 from deepx_sim.measure.profiling import merge_rounds, profile_model
 from deepx_sim.model import model_names
@@ -56,6 +57,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a few small models, one round (for the tests)")
     parser.add_argument("--rounds", type=int, default=5, help="profiling rounds per model (default 5)")
     parser.add_argument("--repeats", type=int, default=8, help="timed runs per round (default 8)")
+    parser.add_argument("--profiles", default=None,
+                        help="calibrate on the profiles an earlier run wrote into this folder instead of "
+                             "profiling again (to re-analyse one measurement)")
     return parser.parse_args(argv)
 
 
@@ -81,6 +85,16 @@ def profile_all(sets: dict[str, list[str]], folder: Path, rounds: int, repeats: 
             print(f"round {r + 1}/{rounds} {m}: {last.end_to_end_s * 1000:.2f} ms "
                   f"(share of a core {last.meta['cpu_share']})", file=sys.stderr, flush=True)
     return {m: merge_rounds(p).save(folder / f"{m.replace(':', '_')}.csv") for m, p in taken.items()}
+
+
+def saved_profiles(sets: dict[str, list[str]], folder: Path) -> dict[str, Path]:
+    """The profiles an earlier run wrote, by model; a DeepxError names a missing one."""
+    paths = {m: folder / f"{m.replace(':', '_')}.csv" for names in sets.values() for m in names}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise DeepxError(f"--profiles {folder}: no profile {missing[0]} ({len(missing)} missing); "
+                         f"profile first (run without --profiles)")
+    return paths
 
 
 def predictions(paths: list[Path], platforms: dict[str, Platform]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -109,6 +123,21 @@ def summarise(frame: pd.DataFrame, level: str, labels: list[str]) -> list[dict[s
         rows.append({"level": level, "prediction": label, "n": e.count, "mape_pct": e.mape,
                      "within_10": e.within_10, "within_20": e.within_20})
     return rows
+
+
+def per_kind(layers: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Held-out layers per kind: how many, the median measured time, and per prediction the
+    share within +-20 % and the median relative error (positive: predicted too slow)."""
+    rows = []
+    for kind, frame in layers.groupby("kind"):
+        row: dict[str, object] = {"kind": kind, "n": len(frame),
+                                  "median_us": frame["measured_s"].median() * 1e6}
+        for label in labels:
+            rel = frame[label] / frame["measured_s"] - 1
+            row[f"{label} within_20"] = float((rel.abs() <= 0.2).mean())
+            row[f"{label} bias"] = float(rel.median())
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def figures(layers: pd.DataFrame, models: pd.DataFrame, labels: list[str], out: Path) -> None:
@@ -141,7 +170,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     out = out_dir(argparse.Namespace(out=args.out), "cost_calibration")
     rounds = 1 if args.quick else args.rounds
     sets = model_sets(args.quick)
-    paths = profile_all(sets, out / "profiles", rounds, 3 if args.quick else args.repeats)
+    if args.profiles:
+        paths = saved_profiles(sets, Path(args.profiles))
+    else:
+        paths = profile_all(sets, out / "profiles", rounds, 3 if args.quick else args.repeats)
     datasheet = load_platform(PLATFORM)
     platforms: dict[str, Platform] = {"before": datasheet}
     summary: list[dict[str, object]] = []
@@ -166,11 +198,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     resolved = layers[layers["measured_s"] >= RESOLVED_S]
     summary += summarise(resolved, f"held-out layer >= {RESOLVED_S * 1e6:.0f} us", labels)
     table = pd.DataFrame(summary)
+    kinds = per_kind(layers, labels)
+    kinds.to_csv(out / "kinds.csv", index=False)
     layers.to_csv(out / "layers.csv", index=False)
     models.to_csv(out / "models.csv", index=False)
     table.to_csv(out / "summary.csv", index=False)
     figures(layers, models, ["before", "zoo+sampled roofline", "zoo+sampled learned"], out)
     print(table_text(table))
+    print(table_text(kinds))
     report_targets(table, paths)
 
 
@@ -186,7 +221,8 @@ def _without_predictor(platform: Platform) -> Platform:
 def report_targets(table: pd.DataFrame, paths: dict[str, Path]) -> None:
     from deepx_sim.model.profiles import read_profile_meta
 
-    for level, (bound, share) in (("held-out model", TARGET_MODEL), ("held-out layer", TARGET_LAYER)):
+    for level, (bound, share) in (("held-out model", TARGET_MODEL), ("held-out layer", TARGET_LAYER),
+                                  ("cv model", TARGET_MODEL), ("cv layer", TARGET_LAYER)):
         column = f"within_{int(bound * 100)}"
         for _, row in table[table["level"] == level].iterrows():
             if row["prediction"].endswith("learned"):

@@ -121,6 +121,21 @@ def test_written_platform_loads_with_provenance(truth_profiles: list[Path], tmp_
         write_calibrated(result, prior, tmp_path / "x.json")
 
 
+def test_provenance_gives_the_load_and_why_no_energy(tmp_path: Path) -> None:
+    truth = platform_with(**TRUTH)
+    note = "not measured: /sys/class/powercap does not exist"
+    paths = [*write_truth(tmp_path, ["alexnet"], truth, load_average_before="2.50 1.00 0.50 / 7.50 3.00 2.00",
+                          energy=note),
+             *write_truth(tmp_path, ["agenet"], truth, load_average_before="4.00 4.00 4.00", energy=note)]
+    result = calibrate(paths, load_platform("vm_datasheet"), "vm", min_layers=1)
+    # the 1-minute loads of the three rounds: 2.5, 7.5 and 4.0
+    assert result.provenance["load_average"].startswith("2.50 .. 7.50 (median 4.00;")
+    assert result.provenance["energy"] == note
+    bare = write_truth(tmp_path / "bare", ["alexnet", "agenet"], truth)
+    assert calibrate(bare, load_platform("vm_datasheet"), "vm", min_layers=1).provenance["load_average"] == \
+        "unknown"
+
+
 def three_by_three_slow(layer: Layer) -> float:
     """A processor whose 3x3 convolutions run 1.6 times slower than the roofline says."""
     return 1.6 if layer.conv is not None and layer.conv.kernel == (3, 3) and layer.conv.groups == 1 else 1.0
