@@ -26,6 +26,7 @@ costs 2 m n l flops, as much as the whole Gram (m^2 n) once l reaches m / 2.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -41,6 +42,11 @@ GRAM_MIN_SIDE = 128
 #: at 4096, 1.35 against 1.68 at 3072, but 0.49 against 0.47 at 2048 (measured here).
 TWO_STAGE_MIN_SIDE = 2560
 _ROW_MAJOR = 101
+#: Below this many flops (0.2 s on one core here) a spectrum runs on one BLAS thread
+#: without sampling the machine: threads would save less than the sample costs.
+THREADED_MIN_FLOPS = 2e10
+#: How long the idle cores are sampled (/proc/stat counts in 10 ms ticks per core).
+IDLE_SAMPLE_S = 0.04
 
 
 def _compute(matrix: np.ndarray, layer: str) -> np.ndarray:
@@ -51,29 +57,33 @@ def _compute(matrix: np.ndarray, layer: str) -> np.ndarray:
 
     side = matrix if matrix.shape[0] <= matrix.shape[1] else matrix.T
     side = side.astype(np.float32, copy=False)
-
-    with threadpool_limits(limits=_gram_threads(), user_api="blas"):
+    m, n = side.shape
+    threads = blas_threads(m * m * n + 4 * m**3 / 3)  # the syrk, then the reduction to tridiagonal
+    with threadpool_limits(limits=threads, user_api="blas"):
         gram = side @ side.T  # numpy runs A A^T as one syrk
-    eig = eigvalsh(gram)
+    eig = eigvalsh(gram, threads)
     return np.sqrt(np.clip(np.sort(eig)[::-1].astype(np.float64), 0.0, None))
 
 
-def eigvalsh(gram: np.ndarray) -> np.ndarray:
+def eigvalsh(gram: np.ndarray, threads: int = 1) -> np.ndarray:
     """Eigenvalues of the symmetric float32 ``gram`` (overwritten): LAPACK's two-stage
-    driver from this side up, else the one-stage divide and conquer."""
+    driver from this side up, on ``threads`` BLAS threads, else the one-stage divide and
+    conquer on one."""
     import scipy.linalg
     from threadpoolctl import threadpool_limits
 
     n = gram.shape[0]
     two_stage = _two_stage_driver() if n >= TWO_STAGE_MIN_SIDE else None
-    # One BLAS thread: the symmetric eigensolver gains little from threads and, on a shared
-    # machine, spinning threads made it 50-100x slower (0.07 s against 6 s at 768 x 768).
-    with threadpool_limits(limits=1, user_api="blas"):
-        if two_stage is not None:
-            values = np.empty(n, np.float32)
-            a = np.require(gram, np.float32, ["C", "W"])
+    if two_stage is not None:
+        values = np.empty(n, np.float32)
+        a = np.require(gram, np.float32, ["C", "W"])
+        # its band reduction is BLAS-3: 1.68 s on two idle cores against 2.42 s on one (n = 4096)
+        with threadpool_limits(limits=threads, user_api="blas"):
             if two_stage(_ROW_MAJOR, b"N", b"L", n, a.ctypes.data, n, values.ctypes.data) == 0:
                 return values
+    # One BLAS thread: the one-stage solver gains little from threads and, on a shared
+    # machine, spinning threads made it 50-100x slower (0.07 s against 6 s at 768 x 768).
+    with threadpool_limits(limits=1, user_api="blas"):
         return scipy.linalg.eigh(gram, eigvals_only=True, overwrite_a=True, check_finite=False, driver="evd")
 
 
@@ -101,15 +111,47 @@ def _two_stage_driver() -> Callable[..., int] | None:
     return None
 
 
-def _gram_threads() -> int:
-    """Both cores for the Gram (one BLAS-3 call, near peak per core) only while the
-    machine has a core to spare: on a busy one, a second spinning thread slowed it 1.5x."""
+def blas_threads(flops: float) -> int:
+    """BLAS threads for a job of ``flops``: one below ``THREADED_MIN_FLOPS`` (too short for
+    threads to pay back the idle sample), else one per core idle right now.  A core counts
+    as idle only when no other process wants it: on a busy machine a second spinning BLAS
+    thread slowed the Gram 1.5x and the eigensolver 50-100x."""
     cores = os.cpu_count() or 1
-    try:
-        spare = cores - os.getloadavg()[0]
-    except (OSError, AttributeError):  # no load average on this system
+    if cores == 1 or flops < THREADED_MIN_FLOPS:
         return 1
-    return max(1, min(cores, int(spare + 0.5)))
+    spare = _idle_cores(cores)
+    return max(1, min(cores, int(spare + 0.25)))
+
+
+def _idle_cores(cores: int) -> float:
+    """Cores idle over the next ``IDLE_SAMPLE_S`` by the kernel's counters (/proc/stat),
+    else by the 1-minute load average, which lags by a minute (it still counts what this
+    very process did a moment ago), else none."""
+    before = _cpu_ticks()
+    if before is not None:
+        time.sleep(IDLE_SAMPLE_S)
+        after = _cpu_ticks()
+        if after is not None and after[1] > before[1]:
+            return cores * (after[0] - before[0]) / (after[1] - before[1])
+    try:
+        return cores - os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average on this system
+        return 0.0
+
+
+def _cpu_ticks(stat_path: str = "/proc/stat") -> tuple[int, int] | None:
+    """(ticks free for this process, all ticks) summed over cores since boot, or None
+    where /proc/stat is missing.  Free: idle and I/O wait, and, for a process that is not
+    itself niced, time of niced processes: the scheduler gives a nice-0 thread about ten
+    times the share of a nice-10 one (weights 1024 against 110), so they make way."""
+    try:
+        with open(stat_path, encoding="ascii") as handle:
+            fields = handle.readline().split()
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    except (OSError, ValueError):
+        return None
+    free = idle + iowait + (nice if os.nice(0) == 0 else 0)
+    return free, user + nice + system + idle + iowait + irq + softirq + steal
 
 
 def _spectrum(digest: str, weight: Callable[[], np.ndarray], layer: str) -> np.ndarray:

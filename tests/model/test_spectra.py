@@ -133,3 +133,59 @@ def test_the_two_stage_eigensolver_finds_a_known_spectrum() -> None:
     values = spectra.eigvalsh(a.astype(np.float32))
     # backward stability: each eigenvalue within O(n eps ||A||_2) (Golub & Van Loan 8.4)
     np.testing.assert_allclose(np.sort(values), np.sort(d), atol=n * np.finfo(np.float32).eps * d.max())
+
+
+def test_a_short_job_runs_on_one_thread_without_sampling_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spectra, "_idle_cores", lambda cores: pytest.fail("sampled for a short job"))
+    assert spectra.blas_threads(spectra.THREADED_MIN_FLOPS / 2) == 1
+
+
+@pytest.mark.parametrize(("free_ticks", "threads"), [(80, 2), (70, 2), (50, 1), (0, 1)])
+def test_threads_follow_the_idle_cores_sampled(monkeypatch: pytest.MonkeyPatch, free_ticks: int,
+                                               threads: int) -> None:
+    """80 ticks over 2 cores: free_ticks of them idle -> 2 * free_ticks / 80 idle cores."""
+    samples = iter([(1000, 5000), (1000 + free_ticks, 5080)])
+    monkeypatch.setattr(spectra, "_cpu_ticks", lambda: next(samples))
+    monkeypatch.setattr(spectra.os, "cpu_count", lambda: 2)
+    assert spectra.blas_threads(spectra.THREADED_MIN_FLOPS) == threads
+
+
+def test_without_proc_stat_the_load_average_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spectra, "_cpu_ticks", lambda: None)
+    monkeypatch.setattr(spectra.os, "cpu_count", lambda: 2)
+    for load, threads in ((0.1, 2), (0.9, 1), (3.0, 1)):
+        monkeypatch.setattr(spectra.os, "getloadavg", lambda load=load: (load, load, load))
+        assert spectra.blas_threads(spectra.THREADED_MIN_FLOPS) == threads
+
+
+@pytest.mark.parametrize(("own_nice", "free"), [(0, 400 + 50 + 300), (10, 400 + 50)])
+def test_niced_work_makes_way_only_for_a_process_that_is_not_niced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, own_nice: int, free: int) -> None:
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 300 20 400 50 5 5 20 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    monkeypatch.setattr(spectra.os, "nice", lambda increment: own_nice)
+    assert spectra._cpu_ticks(str(stat)) == (free, 900)
+    stat.write_text("no counters here\n")
+    assert spectra._cpu_ticks(str(stat)) is None
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="no /proc/stat")
+def test_a_core_kept_busy_is_not_counted_idle() -> None:
+    import threading
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        cores = os.cpu_count() or 1
+        idle = spectra._idle_cores(cores)
+    finally:
+        stop.set()
+        spinner.join()
+    assert 0.0 <= idle <= cores - 0.5  # at least most of a core was ours (counter ticks are 10 ms)
