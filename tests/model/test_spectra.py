@@ -42,7 +42,7 @@ def test_a_cached_spectrum_equals_a_fresh_one_and_is_not_recomputed(monkeypatch:
     w = _low_rank_plus_noise(300, 200, rank=10, seed=2)
     fresh = singular_values(w, "fc")
     calls = []
-    monkeypatch.setattr(spectra, "_compute", lambda m, layer: calls.append(m) or np.zeros(1))
+    monkeypatch.setattr(spectra, "_compute", lambda m, layer, estimate_from: calls.append(m) or np.zeros(1))
     np.testing.assert_array_equal(singular_values(w.copy(), "fc"), fresh)
     assert calls == []
 
@@ -53,8 +53,10 @@ def test_a_corrupt_entry_is_detected_and_recomputed(private_cache: Path) -> None
     entry = cache.entry_path("spectra", array_digest(w))
     assert entry.is_file() and cache_root() == private_cache
     good = entry.read_bytes()
-    for bad in (good[:-40], good[:-8] + bytes(8), good[:4] + bytes([cache.FORMAT_VERSION - 1]) + good[5:]):
-        entry.write_bytes(bad)  # truncated; last value zeroed (fails the checksum); an older format
+    mid = len(good) // 2  # within the singular values
+    flipped = good[:mid] + bytes([good[mid] ^ 0xFF]) + good[mid + 1:]
+    for bad in (good[:-40], flipped, good[:4] + bytes([cache.FORMAT_VERSION - 1]) + good[5:]):
+        entry.write_bytes(bad)  # truncated; a byte flipped (fails the checksum); an older format
         assert cache.lookup("spectra", array_digest(w)) is None and not entry.exists()
         entry.write_bytes(bad)
         np.testing.assert_array_equal(singular_values(w, "fc"), fresh)
@@ -189,3 +191,105 @@ def test_a_core_kept_busy_is_not_counted_idle() -> None:
         stop.set()
         spinner.join()
     assert 0.0 <= idle <= cores - 0.5  # at least most of a core was ours (counter ticks are 10 ms)
+
+
+def _gram_with_spectrum(eigenvalues: np.ndarray, seed: int) -> np.ndarray:
+    """U diag(eigenvalues) U^T for a random orthogonal U: a Gram whose spectrum is known."""
+    n = len(eigenvalues)
+    u, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
+    return ((u * eigenvalues) @ u.T).astype(np.float32)
+
+
+def _marchenko_pastur(n: int, seed: int) -> np.ndarray:
+    """Eigenvalues of W W^T for a random Gaussian n x 6n W (a random weight's Gram)."""
+    w = np.random.default_rng(seed).standard_normal((n, 6 * n))
+    return np.linalg.eigvalsh(w @ w.T)
+
+
+SHAPES = {
+    "marchenko-pastur": _marchenko_pastur,
+    "power-law": lambda n, seed: np.arange(1, n + 1, dtype=float) ** -1.2,  # s_i = i^-0.6, the spectrum model
+    "low-rank-plus-noise": lambda n, seed: np.concatenate([np.geomspace(400, 20, 40), np.full(n - 40, 1.0)])
+    + np.random.default_rng(seed).uniform(0, 0.5, n),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_estimate_holds_err2_within_the_stated_error_at_every_rank(shape: str, seed: int) -> None:
+    """At 1024 with 8 probes x 15 blocks the Krylov space spans 12 % of the side, as the
+    defaults' 480 dimensions do at VGG-16's 4096; the oracle is the spectrum the Gram was built with."""
+    n = 1024
+    exact = np.sort(SHAPES[shape](n, seed))[::-1]
+    estimate = spectra.estimate_eigenvalues(_gram_with_spectrum(exact, seed + 10), block=8, steps=15)
+    assert estimate.shape == (n,) and np.all(np.diff(estimate) <= 1e-12 * estimate[0]) and np.all(estimate >= 0)
+    error = np.abs(tail_energy(np.sqrt(estimate)) - tail_energy(np.sqrt(exact)))
+    assert error.max() <= spectra.ESTIMATE_ERR2_ERROR
+    np.testing.assert_allclose(estimate.sum(), exact.sum(), rtol=1e-4)  # the trace is matched exactly
+
+
+def test_an_estimate_of_a_gram_the_krylov_space_exhausts_is_its_spectrum() -> None:
+    """Rank 20 below the 8 x 15 Krylov dimensions: every eigenvalue is found, the rest are zero."""
+    exact = np.concatenate([np.geomspace(50.0, 1.0, 20), np.zeros(180)])
+    estimate = spectra.estimate_eigenvalues(_gram_with_spectrum(exact, 3), block=8, steps=15)
+    np.testing.assert_allclose(estimate, exact, atol=1e-4 * exact[0])
+    assert not spectra.estimate_eigenvalues(np.zeros((50, 50), np.float32), block=8, steps=3).any()
+
+
+def test_large_weights_are_estimated_and_say_so_and_the_rest_are_exact() -> None:
+    w = _low_rank_plus_noise(300, 700, rank=20, seed=4)
+    found = spectra.spectrum(w, "fc", estimate_from=300)
+    exact = spectra.spectrum(w, "fc", estimate_from=None)
+    assert (found.method, found.err2_error) == (spectra.ESTIMATED, spectra.ESTIMATE_ERR2_ERROR)
+    assert (exact.method, exact.err2_error) == (spectra.EXACT, 0.0)
+    assert spectra.spectrum(w, "fc", estimate_from=301).method == spectra.EXACT  # now cached, and below anyway
+    assert np.abs(tail_energy(found.values) - tail_energy(exact.values)).max() <= spectra.ESTIMATE_ERR2_ERROR
+
+
+def test_an_exact_entry_is_never_replaced_by_an_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _low_rank_plus_noise(300, 700, rank=20, seed=5)
+    estimated = spectra.spectrum(w, "fc", estimate_from=300)
+    exact = spectra.spectrum(w, "fc", estimate_from=None)  # an estimate does not answer an exact request
+    assert exact.method == spectra.EXACT
+    monkeypatch.setattr(spectra, "_compute", lambda *args: pytest.fail("recomputed"))
+    for estimate_from in (300, None):  # once cached, the exact entry answers both
+        again = spectra.spectrum(w, "fc", estimate_from=estimate_from)
+        assert again.method == spectra.EXACT
+        np.testing.assert_array_equal(again.values, exact.values)
+    digest = array_digest(w)
+    stored = cache.lookup("spectra", spectra._key(digest, spectra.ESTIMATED))
+    assert stored is not None and stored["method"].tobytes() == b"estimated"
+    np.testing.assert_array_equal(stored["s"], estimated.values)
+
+
+def test_an_entry_whose_method_disagrees_with_its_key_is_recomputed() -> None:
+    w = _low_rank_plus_noise(200, 300, rank=10, seed=6)
+    fresh = spectra.spectrum(w, "fc")
+    digest = array_digest(w)
+    cache.store("spectra", digest, {"s": np.zeros(200), "method": np.frombuffer(b"estimated", np.uint8),
+                                    "err2_error": np.array(0.005)})
+    again = spectra.spectrum(w, "fc")
+    assert again.method == spectra.EXACT
+    np.testing.assert_array_equal(again.values, fresh.values)
+
+
+def test_the_accuracy_source_names_the_estimated_layers_and_their_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepx_sim.accuracy import AccuracyModel
+    from deepx_sim.model.builder import GraphBuilder
+    from deepx_sim.model.weights import random_weights
+
+    b = GraphBuilder("two_fc", (1, 320))
+    b.fc(300, name="big")
+    b.fc(10, name="small")
+    graph = b.build()
+    random_weights(graph, seed=0)
+    model = AccuracyModel(graph, measure=False)
+    assert "estimated" not in model.accuracy_source
+    real = spectra._spectrum
+    monkeypatch.setattr(spectra, "_spectrum", lambda digest, weight, layer, estimate_from:
+                        real(digest, weight, layer, 300 if estimate_from is not None else None))
+    layers = {lay.name: lay for lay in (graph.nodes[n]["layer"] for n in graph)}
+    for name in ("big", "small"):
+        model.tail(layers[name])
+    assert model.accuracy_source.endswith("; singular values of big estimated by block Lanczos quadrature, "
+                                          f"err2 within +-{spectra.ESTIMATE_ERR2_ERROR:g}")
