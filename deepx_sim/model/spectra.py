@@ -11,25 +11,26 @@ as cores are idle right now (a 40 ms sample of /proc/stat; the load average
 lags by a minute), one on a busy machine.
 
 From side ``ESTIMATE_MIN_SIDE`` (3072) up, where the eigensolver costs seconds,
-the Gram's eigenvalues are estimated instead (:func:`estimate_eigenvalues`):
-block Lanczos from 16 random probes over 30 blocks finds the largest
-eigenvalues exactly, and the rest are read off the probes' Gauss quadrature
-(stochastic Lanczos quadrature), whose weights are matched to the exact count
-and trace of what is left.  The planner reads err2(k) = sum_{i>k} s_i^2 /
-sum s_i^2 at every rank of the ladder (up to 3169 of VGG-16 fc6's 4096), which
-needs the whole spectrum, not its top: a truncated SVD or range finder would
-leave 20 % of a power-law layer's energy (s_i = i^-0.6) unresolved beyond rank
-128, and a rank-l range finder costs as much as the Gram once l nears m / 2.
-The quadrature needs no such l.  Its error is stated as ``ESTIMATE_ERR2_ERROR``
-(0.005 absolute on err2 at every rank), measured, not proven: on random
-(Marchenko-Pastur), power-law and low-rank-plus-noise weights it stayed within
-0.0006 at side 4096, 0.0014 at 3072 and 0.0011 at 2048, and within 0.0040 at
-1024 with 8 probes over 15 blocks (the tests' harsher setting: fewer probes,
-and a Krylov space of the same 12 % share as the defaults' at 4096).
-Costs (CPU s, one thread): 0.36 against 1.10 exact at 3072, 0.6 against 2.6 at
-4096; the Gram itself is exact and unchanged (4.7 s for fc6).  An estimate
-says so: :class:`Spectrum` carries its method and error, and the accuracy
-source names the layers it estimated.
+the spectrum is estimated instead (:func:`estimate_eigenvalues`), with no Gram:
+block Lanczos on W W^T (applied as W (W^T Q)) from 32 random probes over 15
+blocks finds the largest eigenvalues exactly, and the rest are read off the
+probes' Gauss quadrature (stochastic Lanczos quadrature), whose weights are
+matched to the exact count and trace (||W||_F^2) of what is left.  The planner
+reads err2(k) = sum_{i>k} s_i^2 / sum s_i^2 at every rank of the ladder (up to
+3169 of VGG-16 fc6's 4096), which needs the whole spectrum, not its top: a
+truncated SVD or range finder would leave 20 % of a power-law layer's energy
+(s_i = i^-0.6) unresolved beyond rank 128, and a rank-l range finder costs as
+much as the Gram once l nears m / 2.  The quadrature needs no such l.  Its
+error is stated as ``ESTIMATE_ERR2_ERROR`` (0.005 absolute on err2 at every
+rank), measured, not proven: at side 4096 it stayed within 0.0011 on a random
+(Marchenko-Pastur) and a low-rank-plus-noise 4096 x 25088 weight, 0.0012 on a
+power-law and 0.0029 on random square 4096 x 4096 ones (the hardest: a density
+piling up at zero; 48 probes over 10 blocks reached 0.0051 there, hence 32 x 15);
+the tests hold it at 1024 with 8 probes over 15 blocks (within 0.0040: fewer
+probes, and a Krylov space of the same 12 % share).  Costs (CPU s, one thread):
+3.5 against 7.3 exact (Gram 4.7, eigensolver 2.6) for VGG-16's fc6, 0.8 against
+3.3 for fc7.  An estimate says so: :class:`Spectrum` carries its method and
+error, and the accuracy source names the layers it estimated.
 
 Results are cached on disk by a hash of the weight's bytes
 (:mod:`deepx_sim.cache`), each entry with the method that made it; an estimate
@@ -66,15 +67,16 @@ _ROW_MAJOR = 101
 THREADED_MIN_FLOPS = 2e10
 #: How long the idle cores are sampled (/proc/stat counts in 10 ms ticks per core).
 IDLE_SAMPLE_S = 0.04
-#: From this smaller side up the Gram's eigenvalues are estimated (:func:`estimate_eigenvalues`):
-#: there the exact eigensolver costs 1.1 s of CPU or more, the estimate a third of that
-#: (0.36 s at 3072); below, exact costs at most 0.5 s (side 2048) and stays.
+#: From this smaller side up the spectrum is estimated (:func:`estimate_eigenvalues`): there
+#: the exact eigensolver alone costs 1.1 s of CPU or more (3072), 2.6 s at 4096; below, it
+#: costs at most 0.5 s (side 2048), and exact stays.
 ESTIMATE_MIN_SIDE = 3072
 #: The stated error of an estimate: |err2(k) estimated - err2(k)| at every rank k (measured
-#: within 0.0014 from side 2048 up on three spectral shapes; see the module docstring).
+#: within 0.0029 at side 4096 on three spectral shapes; see the module docstring).
 ESTIMATE_ERR2_ERROR = 0.005
-#: Block Lanczos: probes per block, and blocks (a Krylov space of 480 dimensions).
-ESTIMATE_BLOCK, ESTIMATE_STEPS = 16, 30
+#: Block Lanczos: probes per block, and blocks (a Krylov space of 480 dimensions).  Few wide
+#: blocks: each block reads the whole weight twice.
+ESTIMATE_BLOCK, ESTIMATE_STEPS = 32, 15
 #: A Ritz value counts as an eigenvalue found once its residual is within this share of it.
 _FOUND_RTOL = 1e-2
 #: How each cache entry was made, stored in it and in its key.
@@ -100,16 +102,16 @@ def _compute(matrix: np.ndarray, layer: str, estimate_from: int | None) -> Spect
     side = matrix if matrix.shape[0] <= matrix.shape[1] else matrix.T
     side = side.astype(np.float32, copy=False)
     m, n = side.shape
-    estimate = estimate_from is not None and m >= estimate_from
-    # the syrk, then the reduction to tridiagonal (or the far cheaper estimate)
-    threads = blas_threads(m * m * n + (0 if estimate else 4 * m**3 / 3))
+    if estimate_from is not None and m >= estimate_from:
+        # no Gram: block Lanczos applies W W^T as W (W^T Q), two GEMMs of 2 m n b flops a block
+        threads = blas_threads(4 * m * n * ESTIMATE_BLOCK * ESTIMATE_STEPS)
+        eig = estimate_eigenvalues(side, threads)
+        return Spectrum(np.sqrt(np.clip(eig, 0.0, None)), ESTIMATED, ESTIMATE_ERR2_ERROR)
+    threads = blas_threads(m * m * n + 4 * m**3 / 3)  # the syrk, then the reduction to tridiagonal
     with threadpool_limits(limits=threads, user_api="blas"):
         gram = side @ side.T  # numpy runs A A^T as one syrk
-    if estimate:
-        eig, method, error = estimate_eigenvalues(gram, threads), ESTIMATED, ESTIMATE_ERR2_ERROR
-    else:
-        eig, method, error = np.sort(eigvalsh(gram, threads))[::-1], EXACT, 0.0
-    return Spectrum(np.sqrt(np.clip(eig.astype(np.float64), 0.0, None)), method, error)
+    eig = np.sort(eigvalsh(gram, threads))[::-1]
+    return Spectrum(np.sqrt(np.clip(eig.astype(np.float64), 0.0, None)), EXACT, 0.0)
 
 
 def eigvalsh(gram: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -158,43 +160,43 @@ def _two_stage_driver() -> Callable[..., int] | None:
     return None
 
 
-def estimate_eigenvalues(gram: np.ndarray, threads: int = 1, block: int = ESTIMATE_BLOCK,
+def estimate_eigenvalues(side: np.ndarray, threads: int = 1, block: int = ESTIMATE_BLOCK,
                         steps: int = ESTIMATE_STEPS) -> np.ndarray:
-    """Eigenvalues of the positive semi-definite float32 ``gram``, largest first, estimated:
-    those block Lanczos finds exactly, and the rest as the quadrature measure of its random
+    """Eigenvalues of G = side side^T (side: m x n float32), largest first, estimated: those
+    block Lanczos finds exactly, and the rest as the quadrature measure of its random
     probes (stochastic Lanczos quadrature), matched to the exact count and trace of the rest."""
     from threadpoolctl import threadpool_limits
 
-    n = gram.shape[0]
-    trace = float(np.trace(gram, dtype=np.float64))
+    m = side.shape[0]
+    trace = float(np.einsum("ij,ij->i", side, side).sum(dtype=np.float64))  # ||W||_F^2, row by row
     if trace <= 0.0:
-        return np.zeros(n)
-    steps = max(1, min(steps, n // block))
+        return np.zeros(m)
+    steps = max(1, min(steps, m // block))
     with threadpool_limits(limits=threads, user_api="blas"):
-        projected, last = _block_lanczos(gram, block, steps)
+        projected, last = _block_lanczos(side, block, steps)
     with threadpool_limits(limits=1, user_api="blas"):  # small: threads would only spin (eigvalsh)
         theta, vectors = np.linalg.eigh(projected)
     theta, vectors = theta[::-1], vectors[:, ::-1]
     # G Q y - theta Q y leaves the Krylov space only through the last block: its norm is exact
     residual = np.linalg.norm(last @ vectors[-block:], axis=0)
-    weights = _quadrature_weights(theta, vectors[:block], residual, n, trace)
-    return _eigenvalues_of_measure(theta, weights, n)
+    weights = _quadrature_weights(theta, vectors[:block], residual, m, trace)
+    return _eigenvalues_of_measure(theta, weights, m)
 
 
-def _block_lanczos(gram: np.ndarray, block: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Q^T G Q in float64, the last block's coupling R) for the orthonormal basis Q of
+def _block_lanczos(side: np.ndarray, block: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Q^T G Q in float64, the last block's coupling R), G = side side^T, for the orthonormal basis Q of
     the Krylov space of ``steps`` blocks from a fixed random start (the same weight gives
     the same estimate), fully reorthogonalised: in float32 Lanczos vectors lose
     orthogonality as eigenvalues converge, and ghost copies would count twice."""
-    n = gram.shape[0]
+    m = side.shape[0]
     rng = np.random.default_rng(0)
-    basis = np.empty((n, block * steps), np.float32)
-    basis[:, :block] = np.linalg.qr(rng.standard_normal((n, block), dtype=np.float32))[0]
+    basis = np.empty((m, block * steps), np.float32)
+    basis[:, :block] = np.linalg.qr(rng.standard_normal((m, block), dtype=np.float32))[0]
     projected = np.zeros((block * steps, block * steps))
     coupling = np.zeros((block, block), np.float32)
     for j in range(steps):
         lo, hi = j * block, (j + 1) * block
-        w = gram @ basis[:, lo:hi]
+        w = side @ (side.T @ basis[:, lo:hi])
         projected[:hi, lo:hi] = basis[:, :hi].T @ w
         for _ in range(2):  # twice is enough (Kahan; Parlett, The Symmetric Eigenvalue Problem, 1980)
             w -= basis[:, :hi] @ (basis[:, :hi].T @ w)
