@@ -293,7 +293,8 @@ def _cpu_ticks(stat_path: str = "/proc/stat") -> tuple[int, int] | None:
 
 
 def _key(digest: str, method: str) -> str:
-    return digest if method == EXACT else f"{digest}.{method}"
+    """An estimate's key names its settings: other settings make another estimate."""
+    return digest if method == EXACT else f"{digest}.{method}-{ESTIMATE_BLOCK}x{ESTIMATE_STEPS}"
 
 
 def _spectrum(digest: str, weight: Callable[[], np.ndarray], layer: str,
