@@ -31,6 +31,7 @@ from deepx_sim.accuracy.estimate import (
     classifier_layers,
     model_spectrum,
     tail_energy,
+    weighted_layers,
 )
 from deepx_sim.accuracy.sensitivity import (
     MAX_PROFILE_MACS,
@@ -43,7 +44,7 @@ from deepx_sim.accuracy.sources import Reference, Source, reference, synthetic, 
 from deepx_sim.costs import Variant
 from deepx_sim.errors import ModelError
 from deepx_sim.model.layers import Layer
-from deepx_sim.model.spectra import ESTIMATED, weight_spectrum
+from deepx_sim.model.spectra import ESTIMATED, prefetch_spectra, weight_spectrum
 from deepx_sim.model.weights import weight_store
 
 
@@ -123,6 +124,9 @@ class AccuracyModel:
             assert layer.fc is not None
             store = weight_store(self.graph)
             if store is not None and store.has(layer.name):
+                if not self._tails:  # the first: the small layers' spectra side by side on idle cores
+                    prefetch_spectra(store, {lay.name: (lay.fc.m, lay.fc.n) for lay in weighted_layers(
+                        self.graph) if lay.fc is not None and store.has(lay.name)})
                 found = weight_spectrum(store, layer.name)
                 if found.method == ESTIMATED:
                     self._estimated[layer.name] = found.err2_error

@@ -299,3 +299,36 @@ def test_the_accuracy_source_names_the_estimated_layers_and_their_error(
         model.tail(layers[name])
     assert model.accuracy_source.endswith("; singular values of big estimated by block Lanczos quadrature, "
                                           f"err2 within +-{spectra.ESTIMATE_ERR2_ERROR:g}")
+
+
+def test_prefetch_computes_small_spectra_side_by_side_once_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepx_sim.model.weights import WeightStore
+
+    store = WeightStore()
+    weights = {f"fc{i}": _low_rank_plus_noise(150 + 10 * i, 200, rank=5, seed=20 + i) for i in range(5)}
+    weights["tied"] = weights["fc0"]  # the same array: one spectrum, one cache entry
+    for name, w in weights.items():
+        store.set(name, "weight", w)
+    monkeypatch.setattr(spectra, "blas_threads", lambda flops: 2)  # as on an idle two-core machine
+    real, computed = spectra._compute, []
+    monkeypatch.setattr(spectra, "_compute", lambda *args: computed.append(args[1]) or real(*args))
+    spectra.prefetch_spectra(store, {name: w.shape for name, w in weights.items()})
+    assert sorted(computed) in (sorted(weights.keys() - {"tied"}), sorted(weights.keys() - {"fc0"}))
+    monkeypatch.setattr(spectra, "_compute", lambda *args: pytest.fail("recomputed"))
+    for name, w in weights.items():  # cached, and right within the Gram route's stated tolerance
+        exact = np.linalg.svd(w.astype(np.float64), compute_uv=False)
+        found = spectra.weight_singular_values(store, name)
+        np.testing.assert_allclose(tail_energy(found), tail_energy(exact), atol=1e-4)
+
+
+def test_prefetch_leaves_large_spectra_and_busy_machines_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepx_sim.model.weights import WeightStore
+
+    store = WeightStore()
+    for seed, name in enumerate(("a", "b")):
+        store.set(name, "weight", _low_rank_plus_noise(150, 200, rank=5, seed=seed))
+    monkeypatch.setattr(spectra, "_compute", lambda *args: pytest.fail("computed"))
+    monkeypatch.setattr(spectra, "blas_threads", lambda flops: 1)  # no idle core to spare
+    spectra.prefetch_spectra(store, {"a": (150, 200), "b": (150, 200)})
+    monkeypatch.setattr(spectra, "blas_threads", lambda flops: 2)
+    spectra.prefetch_spectra(store, {"a": (4096, 25088), "b": (4096, 4096)})  # each worth its own threads
