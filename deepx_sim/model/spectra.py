@@ -354,11 +354,12 @@ def prefetch_spectra(store: WeightStore, shapes: Mapping[str, tuple[int, int]],
     def work(m: int, n: int) -> float:
         return min(m, n) ** 2 * max(m, n) + 4 * min(m, n) ** 3 / 3
 
-    small = [name for name, (m, n) in shapes.items() if work(m, n) < THREADED_MIN_FLOPS]
-    workers = min(len(small), blas_threads(THREADED_MIN_FLOPS)) if len(small) > 1 else 1
+    # small ones are exact; a tied weight counts once (one cache entry); a cached one not at all
+    todo = {store.digest(name): name for name, (m, n) in shapes.items() if work(m, n) < THREADED_MIN_FLOPS}
+    todo = {key: name for key, name in todo.items() if not cache.entry_path("spectra", key).is_file()}
+    workers = min(len(todo), blas_threads(THREADED_MIN_FLOPS)) if len(todo) > 1 else 1
     if workers < 2:
         return
-    by_digest = {store.digest(name): name for name in small}  # a tied weight once (one cache entry)
     # one BLAS thread for the whole pool: a worker leaving its own limit restores this one
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda name: weight_spectrum(store, name, estimate_from), by_digest.values()))
+        list(pool.map(lambda name: weight_spectrum(store, name, estimate_from), todo.values()))

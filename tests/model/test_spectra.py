@@ -332,3 +332,7 @@ def test_prefetch_leaves_large_spectra_and_busy_machines_alone(monkeypatch: pyte
     spectra.prefetch_spectra(store, {"a": (150, 200), "b": (150, 200)})
     monkeypatch.setattr(spectra, "blas_threads", lambda flops: 2)
     spectra.prefetch_spectra(store, {"a": (4096, 25088), "b": (4096, 4096)})  # each worth its own threads
+    for name in ("a", "b"):
+        cache.store("spectra", store.digest(name), {"s": np.zeros(1)})
+    monkeypatch.setattr(spectra, "blas_threads", lambda flops: pytest.fail("sampled with nothing to do"))
+    spectra.prefetch_spectra(store, {"a": (150, 200), "b": (150, 200)})  # cached: not even a sample
