@@ -173,7 +173,8 @@ def estimate_eigenvalues(side: np.ndarray, threads: int = 1, block: int = ESTIMA
     trace = float(np.einsum("ij,ij->i", side, side).sum(dtype=np.float64))  # ||W||_F^2, row by row
     if trace <= 0.0:
         return np.zeros(m)
-    steps = max(1, min(steps, m // block))
+    block = min(block, m)
+    steps = max(1, min(steps, m // block))  # the Krylov space cannot outgrow the side
     with threadpool_limits(limits=threads, user_api="blas"):
         projected, last = _block_lanczos(side, block, steps)
     with threadpool_limits(limits=1, user_api="blas"):  # small: threads would only spin (eigvalsh)
@@ -186,9 +187,9 @@ def estimate_eigenvalues(side: np.ndarray, threads: int = 1, block: int = ESTIMA
 
 
 def _block_lanczos(side: np.ndarray, block: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """(Q^T G Q in float64, the last block's coupling R), G = side side^T, for the orthonormal basis Q of
-    the Krylov space of ``steps`` blocks from a fixed random start (the same weight gives
-    the same estimate), fully reorthogonalised: in float32 Lanczos vectors lose
+    """(Q^T G Q in float64, the last block's coupling R), G = side side^T, for the orthonormal
+    basis Q of the Krylov space of ``steps`` blocks from a fixed random start (the same weight
+    gives the same estimate), fully reorthogonalised: in float32 Lanczos vectors lose
     orthogonality as eigenvalues converge, and ghost copies would count twice."""
     m = side.shape[0]
     rng = np.random.default_rng(0)

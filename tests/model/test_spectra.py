@@ -238,6 +238,9 @@ def test_an_estimate_of_a_gram_the_krylov_space_exhausts_is_its_spectrum() -> No
     estimate = spectra.estimate_eigenvalues(_symmetric_with_spectrum(np.sqrt(exact), 3), block=8, steps=15)
     np.testing.assert_allclose(estimate, exact, atol=1e-4 * exact[0])
     assert not spectra.estimate_eigenvalues(np.zeros((50, 50), np.float32), block=8, steps=3).any()
+    tiny = np.random.default_rng(7).standard_normal((20, 50)).astype(np.float32)  # fewer rows than a block
+    exact_tiny = np.linalg.svd(tiny.astype(np.float64), compute_uv=False) ** 2
+    np.testing.assert_allclose(spectra.estimate_eigenvalues(tiny), exact_tiny, rtol=1e-4)
 
 
 def test_large_weights_are_estimated_and_say_so_and_the_rest_are_exact() -> None:
