@@ -93,16 +93,18 @@ class AccuracyModel:
             return f"measured: {profile.unit} on {profile.source}"
         if weight_store(self.graph) is not None:
             why = self._why or "measurement turned off"
-            return f"estimate: err2 rule on the weights' singular values ({why}){self._spectra_note()}"
+            note = self.spectra_note()
+            return f"estimate: err2 rule on the weights' singular values ({why}){'; ' + note if note else ''}"
         return (f"estimate: spectral model (no weights; singular values i^-{self.decay:g}, "
                 "loss from the err2 rule fitted on digits)")
 
-    def _spectra_note(self) -> str:
-        """Which layers' singular values are estimates, and how far their err2 may be off."""
+    def spectra_note(self) -> str:
+        """Which layers' singular values read so far are estimates, and how far their err2
+        may be off ("" when none)."""
         if not self._estimated:
             return ""
         names = ", ".join(sorted(self._estimated))
-        return (f"; singular values of {names} estimated by block Lanczos quadrature, "
+        return (f"singular values of {names} estimated by block Lanczos quadrature, "
                 f"err2 within +-{max(self._estimated.values()):g}")
 
     @property

@@ -300,8 +300,9 @@ def test_the_accuracy_source_names_the_estimated_layers_and_their_error(
     layers = {lay.name: lay for lay in (graph.nodes[n]["layer"] for n in graph)}
     for name in ("big", "small"):
         model.tail(layers[name])
-    assert model.accuracy_source.endswith("; singular values of big estimated by block Lanczos quadrature, "
-                                          f"err2 within +-{spectra.ESTIMATE_ERR2_ERROR:g}")
+    note = ("singular values of big estimated by block Lanczos quadrature, "
+            f"err2 within +-{spectra.ESTIMATE_ERR2_ERROR:g}")
+    assert model.spectra_note() == note and model.accuracy_source.endswith("; " + note)
 
 
 def test_prefetch_computes_small_spectra_side_by_side_once_each(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -339,3 +340,33 @@ def test_prefetch_leaves_large_spectra_and_busy_machines_alone(monkeypatch: pyte
         cache.store("spectra", store.digest(name), {"s": np.zeros(1)})
     monkeypatch.setattr(spectra, "blas_threads", lambda flops: pytest.fail("sampled with nothing to do"))
     spectra.prefetch_spectra(store, {"a": (150, 200), "b": (150, 200)})  # cached: not even a sample
+
+
+def test_plan_json_notes_an_estimated_spectrum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from deepx_sim.cli import main
+    from deepx_sim.model.builder import GraphBuilder
+    from deepx_sim.model.onnx import save_onnx
+    from deepx_sim.model.weights import random_weights
+
+    b = GraphBuilder("wide_fc", (1, 320))
+    b.fc(300, name="big")
+    b.fc(10, name="out")
+    graph = b.build()
+    random_weights(graph, seed=0)
+    path = save_onnx(graph, tmp_path / "wide.onnx")
+    real = spectra._spectrum
+    monkeypatch.setattr(spectra, "_spectrum", lambda digest, weight, layer, estimate_from:
+                        real(digest, weight, layer, 300 if estimate_from is not None else None))
+
+    def too_large(*args: object, **kwargs: object) -> None:  # as VGG-16 is: its spectra are read instead
+        raise ModelError("too large to measure")
+
+    monkeypatch.setattr("deepx_sim.accuracy.loss.check_measurable", too_large)
+    assert main(["plan", "--model", str(path), "--platform", "tegra_k1", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["accuracy_source"].startswith("estimate: err2 rule on the weights' singular values")
+    assert any(note.startswith("singular values of big estimated") for note in record["notes"])
+    assert "singular values of big estimated" in record["accuracy_source"]
