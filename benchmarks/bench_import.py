@@ -6,7 +6,9 @@ shapes of their weight-bearing MatMuls), then times `deepx-sim plan` on each in 
 fresh process twice: the first with an empty spectrum cache, the second reading it.
 Prints wall time, CPU time and peak memory (VmHWM of the child) beside the targets,
 and the load average before each run, since this machine is shared: wall time
-includes waiting for a core, CPU time does not.
+includes waiting for a core, CPU time does not.  Then each model's accuracy source
+from the first plan: it names the layers whose singular values were estimated, and
+the stated error.
 
 Run: ``python benchmarks/bench_import.py [--models vgg16,bert,vit]``
 """
@@ -14,6 +16,7 @@ Run: ``python benchmarks/bench_import.py [--models vgg16,bert,vit]``
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -53,15 +56,16 @@ def build(name: str) -> nx.DiGraph:
     return load_model(name)
 
 
-def timed_plan(path: Path, cache: Path) -> tuple[float, float, float, float]:
-    """(wall s, CPU s, peak GB, load average before) of one `deepx-sim plan` in a fresh process."""
+def timed_plan(path: Path, cache: Path) -> tuple[float, float, float, float, str]:
+    """(wall s, CPU s, peak GB, load average before, accuracy source) of one `deepx-sim plan
+    --json` in a fresh process."""
     env = {**os.environ, "DEEPX_SIM_CACHE": str(cache)}
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent that forked
     code = ("import sys; from deepx_sim.cli import main; rc = main(sys.argv[1:]); "
             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
             "print('PEAK', hwm, file=sys.stderr); sys.exit(rc)")
     args = [sys.executable, "-c", code, "plan", "--model", str(path), "--platform", "tegra_k1",
-            "--link", "wifi"]
+            "--link", "wifi", "--json"]
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -72,7 +76,7 @@ def timed_plan(path: Path, cache: Path) -> tuple[float, float, float, float]:
     if done.returncode != 0:
         raise SystemExit(f"plan failed on {path}:\n{done.stderr}")
     peak_kb = int(next(line.split()[1] for line in done.stderr.splitlines() if line.startswith("PEAK")))
-    return wall, cpu, peak_kb / 1024**2, load
+    return wall, cpu, peak_kb / 1024**2, load, json.loads(done.stdout)["accuracy_source"]
 
 
 def main() -> None:
@@ -83,6 +87,7 @@ def main() -> None:
           "(user + sys of the child) does not; 'load' is the 1-minute load average before each run\n")
     print(f"{'model':<8}{'MB':>5}  {'first: wall s':>13}{'CPU s':>7}{'load':>6}  {'second: wall s':>14}"
           f"{'CPU s':>7}{'load':>6}{'peak GB':>9}  ratios to the targets (wall)")
+    sources: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for name in args.models.split(","):
@@ -91,8 +96,9 @@ def main() -> None:
             path = save_onnx(graph, root / f"{name}.onnx")
             del graph
             cache = root / f"cache-{name}"  # empty: the first run computes every spectrum
-            first, first_cpu, peak, first_load = timed_plan(path, cache)
-            second, second_cpu, _, second_load = timed_plan(path, cache)
+            first, first_cpu, peak, first_load, source = timed_plan(path, cache)
+            second, second_cpu, _, second_load, _ = timed_plan(path, cache)
+            sources[name] = source
             verdict = (f"first {first / TARGET_FIRST_S:.2f}x of {TARGET_FIRST_S:g} s, "
                        f"second {second / TARGET_SECOND_S:.2f}x of {TARGET_SECOND_S:g} s")
             if name == "vgg16":
@@ -101,6 +107,8 @@ def main() -> None:
             print(f"{name:<8}{size_mb:>5.0f}  {first:>13.2f}{first_cpu:>7.2f}{first_load:>6.1f}"
                   f"  {second:>14.2f}{second_cpu:>7.2f}{second_load:>6.1f}{peak:>9.2f}  {verdict}")
             path.unlink()
+        for name, source in sources.items():
+            print(f"{name} accuracy source: {source}")
         print(f"\nload average at end: {os.getloadavg()[0]:.1f}; "
               f"this process peaked at {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB")
 

@@ -313,7 +313,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     planner = get_planner(args.planner, **(options if args.planner == "deepx" else {}))
     plan = planner.plan(problem)
     measured = _measured_plan_loss(problem, plan)
-    plan = dataclasses.replace(plan, notes=(*plan.notes, *notes_for(problem.graph)))
+    spectra = problem.accuracy.spectra_note() if problem.accuracy else ""
+    plan = dataclasses.replace(plan, notes=(*plan.notes, *notes_for(problem.graph), *filter(None, [spectra])))
     if args.json:
         record = plan.to_dict()
         if measured is not None:

@@ -31,6 +31,7 @@ from deepx_sim.accuracy.estimate import (
     classifier_layers,
     model_spectrum,
     tail_energy,
+    weighted_layers,
 )
 from deepx_sim.accuracy.sensitivity import (
     MAX_PROFILE_MACS,
@@ -43,7 +44,7 @@ from deepx_sim.accuracy.sources import Reference, Source, reference, synthetic, 
 from deepx_sim.costs import Variant
 from deepx_sim.errors import ModelError
 from deepx_sim.model.layers import Layer
-from deepx_sim.model.spectra import weight_singular_values
+from deepx_sim.model.spectra import ESTIMATED, prefetch_spectra, weight_spectrum
 from deepx_sim.model.weights import weight_store
 
 
@@ -61,6 +62,7 @@ class AccuracyModel:
     measure: bool = True
     max_macs: float = MAX_PROFILE_MACS
     _tails: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _estimated: dict[str, float] = field(default_factory=dict, repr=False)  # layer -> err2 error
     _outputs: frozenset[str] | None = field(default=None, repr=False)
     _resolved: bool = field(default=False, repr=False)
     _why: str = field(default="", repr=False)
@@ -91,9 +93,19 @@ class AccuracyModel:
             return f"measured: {profile.unit} on {profile.source}"
         if weight_store(self.graph) is not None:
             why = self._why or "measurement turned off"
-            return f"estimate: err2 rule on the weights' singular values ({why})"
+            note = self.spectra_note()
+            return f"estimate: err2 rule on the weights' singular values ({why}){'; ' + note if note else ''}"
         return (f"estimate: spectral model (no weights; singular values i^-{self.decay:g}, "
                 "loss from the err2 rule fitted on digits)")
+
+    def spectra_note(self) -> str:
+        """Which layers' singular values read so far are estimates, and how far their err2
+        may be off ("" when none)."""
+        if not self._estimated:
+            return ""
+        names = ", ".join(sorted(self._estimated))
+        return (f"singular values of {names} estimated by block Lanczos quadrature, "
+                f"err2 within +-{max(self._estimated.values()):g}")
 
     @property
     def measured(self) -> bool:
@@ -114,7 +126,13 @@ class AccuracyModel:
             assert layer.fc is not None
             store = weight_store(self.graph)
             if store is not None and store.has(layer.name):
-                s = weight_singular_values(store, layer.name)
+                if not self._tails:  # the first: the small layers' spectra side by side on idle cores
+                    prefetch_spectra(store, {lay.name: (lay.fc.m, lay.fc.n) for lay in weighted_layers(
+                        self.graph) if lay.fc is not None and store.has(lay.name)})
+                found = weight_spectrum(store, layer.name)
+                if found.method == ESTIMATED:
+                    self._estimated[layer.name] = found.err2_error
+                s = found.values
             else:
                 s = model_spectrum(min(layer.fc.m, layer.fc.n), self.decay)
             self._tails[layer.name] = tail_energy(s)
