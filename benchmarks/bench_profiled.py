@@ -99,7 +99,8 @@ def run(name: str, problem: Problem, time_limit_s: float, gap: float) -> str:
     gap = "   -  " if plan.gap is None else f"{plan.gap * 100:5.1f}%"
     layers, procs = len(problem.layers), len(problem.processors)
     return (f"{name:<24} {layers:4d} {procs:3d} {build_s:7.2f} {solve_s:7.2f} {obvious * 1000:9.2f}"
-            f" {root_text} {seg_text} {plan.latency_s / obvious:8.3f} {greedy / obvious:8.3f} {gap} {plan.status}")
+            f" {root_text} {seg_text} {plan.latency_s / obvious:8.3f} {greedy / obvious:8.3f}"
+            f" {gap} {plan.status}")
 
 
 def main() -> None:

@@ -55,6 +55,12 @@ SOLVERS = ("highs", "cbc")
 OBJECTIVE_SCALE = 1000.0
 #: Producers with this many consumers pay transfers per destination, not per edge.
 FANOUT = 3
+#: HiGHS options.  No presolve reductions: plan/presolve.py has already dropped dominated
+#: options, and HiGHS's own reductions cost more than they saved on most of the zoo
+#: (benchmarks/bench_planner_scale.py, HiGHS 1.15, quiet machine, solver time alone:
+#: ViT-B/16 0.26 -> 0.15 s, DenseNet-121 0.13 -> 0.12, BERT-base 0.47 -> 0.56, ResNet-50
+#: 0.05 -> 0.07); its restarts and cuts stay on.
+HIGHS_OPTIONS: dict[str, object] = {"presolve_reduction_limit": 0}
 
 
 @dataclass
@@ -127,7 +133,8 @@ class DeepXPlanner(Planner):
         if self.solver == "highs":
             # HiGHS also stops at an absolute gap of 1e-6 by default: too coarse for
             # objectives in seconds or joules of ~1e-3, so only the relative gap counts
-            return _BatchHiGHS(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap, gapAbs=0.0)
+            return _BatchHiGHS(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap, gapAbs=0.0,
+                               **HIGHS_OPTIONS)
         with warnings.catch_warnings():  # PuLP 3.3 warns that bundled CBC leaves in 4.0
             warnings.simplefilter("ignore", DeprecationWarning)
             return pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap)
@@ -165,7 +172,10 @@ class DeepXPlanner(Planner):
         if status != "Optimal" and len(chosen) != len(problem.layers):
             raise PlanError(f"deepx: solver {self.solver} returned {status} without a plan after "
                             f"{elapsed:.2f} s (time limit {self.time_limit_s} s)")
-        optimal = status == "Optimal" and gap is not None and gap <= max(self.gap * 10, 1e-6)
+        # optimal only when the solver says so (not stopped by its limit) and the gap it
+        # proved, raised by any known bound, is within this planner's tolerance
+        optimal = (status == "Optimal" and model.prob.sol_status == pulp.LpSolutionOptimal
+                   and gap is not None and gap <= max(self.gap, 1e-6) * 1.5)
         return evaluate(problem, chosen, self.name, solver=self.solver, solve_time_s=elapsed,
                         gap=gap, status="optimal" if optimal else "feasible")
 
@@ -263,6 +273,25 @@ class _BatchHiGHS(pulp.HiGHS):
                               np.array(list(self.start.values()), dtype=float))
 
 
+class _Variable(pulp.LpVariable):
+    """An LpVariable made without PuLP's per-variable checks (name sanitising, finite
+    bounds, deprecation), which cost more than the rest of a ViT-B/16 build's variables:
+    the builder's names are plain and its bounds 0, 1 or None.  PuLP is pinned below 3.4
+    (pyproject.toml) and the planner tests exercise every attribute set here."""
+
+    def __init__(self, name: str, lowBound: float | None, upBound: float | None, cat: str) -> None:
+        self._LpElement__name = name  # what LpElement.name reads
+        self.hash = id(self)
+        self.modified = True
+        if cat == pulp.LpBinary:
+            lowBound, upBound, cat = 0, 1, pulp.LpInteger
+        self._lowbound_original = self.lowBound = lowBound
+        self._upbound_original = self.upBound = upBound
+        self.cat = cat
+        self.varValue = None
+        self.dj = None
+
+
 class _Program(pulp.LpProblem):
     """An LpProblem that skips PuLP's bookkeeping on the builder's hot path.
 
@@ -280,7 +309,7 @@ class _Program(pulp.LpProblem):
 
     def add_variable(self, name: str, lowBound: float | None = None, upBound: float | None = None,
                      cat: str = pulp.LpContinuous) -> pulp.LpVariable:
-        var = super().add_variable(name, lowBound, upBound, cat)
+        var = _Variable(name, lowBound, upBound, cat)
         self._register_variable(var)
         return var
 
