@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 import networkx as nx
@@ -193,9 +194,8 @@ class GreedyPlanner(Planner):
         start = time.perf_counter()
         for objective in (problem.constraints.objective, "latency"):
             plan = self._greedy(problem, objective)
-            if plan.status == "feasible":
-                return evaluate(problem, plan.assignment, self.name,
-                                solve_time_s=time.perf_counter() - start)
+            if plan.status == "feasible":  # (already costed: only its name and time change)
+                return replace(plan, planner=self.name, solve_time_s=time.perf_counter() - start)
         raise InfeasibleError(f"greedy: its plan is not feasible ({plan.status})")
 
     @staticmethod
