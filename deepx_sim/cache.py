@@ -129,8 +129,3 @@ def cached(namespace: str, key: str, compute: Callable[[], dict[str, np.ndarray]
         store(namespace, key, arrays)
     return arrays
 
-
-def cached_text(namespace: str, key: str, compute: Callable[[], str]) -> str:
-    """A short string (a digest) cached like :func:`cached`."""
-    arrays = cached(namespace, key, lambda: {"text": np.frombuffer(compute().encode(), dtype=np.uint8)})
-    return arrays["text"].tobytes().decode()

@@ -8,9 +8,9 @@ array (small initialisers, folded constants, int8 codes), the storage precisions
 and the warnings the import gave.  Large weights are read from their place in
 the file (:mod:`~deepx_sim.model.onnx_light`) when asked for, after checking
 once that the file's bytes still have the key: the protobuf is never parsed
-again.  The digest of each file-backed weight is cached by (file key, layer,
+again.  The digest of each file-backed weight is derived from (file key, layer,
 role) (:meth:`~deepx_sim.model.weights.WeightStore.digest`), so a cached spectrum
-is found without reading the weight.
+is found without reading the weight, and none is hashed.
 
 The key hashes the file's bytes (xxh3 over a memory map: 0.07 s for 553 MB),
 the input-shape overrides and the importer's own source: a changed file or a
@@ -81,7 +81,7 @@ def file_key(raw_key: str, overrides: Mapping[str | None, tuple[int, ...]] | Non
 
 
 def digest_key(key: str, layer: str, role: str) -> str:
-    """Where the digest of (``layer``, ``role``) read from the file with ``key`` is cached."""
+    """The digest of (``layer``, ``role``) read from the file with ``key``."""
     h = _xxh3()
     h.update(f"{key}\0{layer}\0{role}".encode())
     return h.hexdigest()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
-from deepx_sim.cache import array_digest, cached_text
+from deepx_sim.cache import array_digest
 from deepx_sim.errors import ModelError
 
 Loader = Callable[[], np.ndarray]
@@ -72,13 +72,13 @@ class WeightStore:
         self._storage: dict[str, Storage] = {}
         self.training_state: dict[str, np.ndarray] = {}
         self._digests: dict[tuple[str, str], str] = {}
-        # where a file-backed array's digest is cached on disk (see :meth:`digest`)
+        # a file-backed array's digest, derived from the file's bytes (see :meth:`digest`)
         self._digest_keys: dict[tuple[str, str], str] = {}
 
     def register(self, layer: str, role: str, loader: Loader, digest_key: str | None = None) -> None:
-        """A lazy ``loader`` for (``layer``, ``role``); ``digest_key`` names the disk-cache entry
-        of its digest when the array comes unchanged from a file (a key derived from the file's
-        bytes), so that a later process knows the digest without loading the array."""
+        """A lazy ``loader`` for (``layer``, ``role``); ``digest_key``, given when the array comes
+        unchanged from a file, is a key derived from the file's bytes: its :meth:`digest`, known
+        without loading the array."""
         self._loaders[(layer, role)] = loader
         self._cache.pop((layer, role), None)
         self._forget(layer, role)
@@ -90,15 +90,15 @@ class WeightStore:
         self._digest_keys.pop((layer, role), None)
 
     def digest(self, layer: str, role: str = "weight") -> str:
-        """A hash of the array :meth:`get` returns: the key of every result computed from it."""
+        """A hash that determines the array :meth:`get` returns: the key of every result
+        computed from it.  For an array read unchanged from a file it is the key derived from
+        the file's bytes, layer and role (as determining as hashing the array, and a first
+        import of VGG-16 then need not hash its 553 MB of weights a second time); otherwise a
+        hash of the array itself."""
         key = (layer, role)
         if key not in self._digests:
-            where = self._digest_keys.get(key)
-
-            def compute() -> str:
-                return array_digest(self.get(layer, role))
-
-            self._digests[key] = cached_text("digests", where, compute) if where else compute()
+            derived = self._digest_keys.get(key)
+            self._digests[key] = derived if derived else array_digest(self.get(layer, role))
         return self._digests[key]
 
     def set(self, layer: str, role: str, array: np.ndarray, storage: Storage | None = None) -> None:
