@@ -315,7 +315,7 @@ def train_predictor(models: Sequence[Measured], params: Params, processor: str,
         features = context_features(m.layers)
         for g, measured in zip(m.groups, m.measured_s, strict=True):
             if len(g) == 1 and predicted[g[0]] > 0:
-                kinds.append(m.kinds[g[0]])
+                kinds.append(m.layers[g[0]].kind.value)
                 rows.append(features[m.layers[g[0]].name])
                 ratios.append(math.log(measured / predicted[g[0]]))
     return fit_predictor(processor, kinds, rows, ratios, min_samples, seed)

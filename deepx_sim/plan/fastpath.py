@@ -426,14 +426,25 @@ class FastReplanner:
         subtract)."""
         self._limit_time()
         best = self._best(conditions) if self.candidates else None
+        plan = self._warm_plan(self.problem.with_conditions(conditions),
+                               start=None if best is None else self.candidates[best[0]].plan)
+        if plan is not None:
+            self.add(plan)
+        return plan
+
+    def _warm_plan(self, problem: Problem, start: Plan | None = None) -> Plan | None:
+        """The warm-up planner's plan (None if infeasible), counted; _BudgetSpent when its
+        time limit came before any plan (nothing learnt)."""
+        began = time.perf_counter()
         try:
-            return self.solve(conditions, start=None if best is None else self.candidates[best[0]].plan,
-                              planner=self._warm_planner)
+            return self._warm_planner.plan(problem, start=start)
         except InfeasibleError:
             return None
-        except PlanError as exc:  # the time limit before any plan: nothing learnt
+        except PlanError as exc:
             self.budget_spent = True
             raise _BudgetSpent from exc
+        finally:
+            self._count(began)
 
     def _limit_time(self) -> None:
         """Raise _BudgetSpent if no solve fits the budget; else give the next solve the
@@ -453,16 +464,9 @@ class FastReplanner:
         c = self.problem.constraints
         tight = self.problem.with_conditions(conditions).with_constraints(
             replace(c, deadline_s=c.deadline_s * share))
-        began = time.perf_counter()
-        try:
-            plan = self._warm_planner.plan(tight)
-        except InfeasibleError:
+        plan = self._warm_plan(tight)
+        if plan is None:
             return None
-        except PlanError as exc:
-            self.budget_spent = True
-            raise _BudgetSpent from exc
-        finally:
-            self._count(began)
         plan = evaluate(self.problem.with_conditions(conditions), plan.assignment, plan.planner,
                         solver=plan.solver, solve_time_s=plan.solve_time_s, gap=plan.gap)
         self.add(plan)
@@ -644,8 +648,8 @@ class FastReplanner:
 
     def _falls_back(self, conditions: Conditions) -> bool:
         """Whether a replan under ``conditions`` must solve in full (counted)."""
-        if not self.boxes or (self.link is not None and conditions.cloud_reachable):
-            return False  # outside every box: the cheap test first
+        if not self.boxes:
+            return False
         unproven = self.coverage(conditions) == "unproven"
         self.fallbacks += unproven
         return unproven

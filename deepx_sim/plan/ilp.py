@@ -190,9 +190,8 @@ class DeepXPlanner(Planner):
         except DeepxError:
             plans = []
         plans.append(segment_plan(problem))
-        c = problem.constraints
         feasible = [p for p in plans if p is not None and p.status == "feasible"]
-        return min(feasible, key=lambda p: c.objective_value(p.energy_j, p.latency_s), default=None)
+        return min(feasible, key=lambda p: p.objective_value, default=None)
 
     # ---------------------------------------------------------------- why infeasible
     def diagnose(self, problem: Problem) -> str:

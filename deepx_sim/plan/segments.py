@@ -31,6 +31,7 @@ from deepx_sim.model.layers import LayerKind, colocation
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
 
 SENSOR, INSTANCE = 0, 1  # kinds of block
+Blocks = list[tuple[int, int, int]]  # (start, end, kind) in chain positions
 
 
 @dataclass
@@ -58,15 +59,14 @@ def segment_plan(problem: Problem) -> Plan | None:
     sources = (problem.sensor, members[1])
     candidates = [_best_blocks(_block_costs(problem, chain, sources, devices), len(members))]
     # the bound's blocks (neighbour edges priced only) are a plan too when few enough
-    relaxed = _unlimited(_block_costs(problem, chain, sources, devices, relaxed=True))
+    relaxed = _relaxed(problem, chain, members)
     ok = _cuttable(problem, chain, len(chain.names))
     if relaxed is not None and sum(kind for *_, kind in relaxed[1]) <= len(members) and \
             all(ok[a] for a, *_ in relaxed[1]):  # (the relaxation may split a colocation class)
         candidates.append(relaxed[1])
     plans = [p for blocks in candidates if blocks is not None
              for p in [_plan(problem, chain, members, blocks)] if p is not None and p.status == "feasible"]
-    c = problem.constraints
-    return min(plans, key=lambda p: c.objective_value(p.energy_j, p.latency_s), default=None)
+    return min(plans, key=lambda p: p.objective_value, default=None)
 
 
 def _plan(problem: Problem, chain: _Chain, members: list[str],
@@ -103,16 +103,22 @@ def segment_bound(problem: Problem) -> float | None:
                                  for lay in problem.layers for p in problem.processors):
         return None
     members = groups[0]
-    devices = (problem.sensor, members[0])
-    chain = _chain(problem, devices)
-    if chain is None:
+    chain = _chain(problem, (problem.sensor, members[0]))
+    relaxed = None if chain is None else _relaxed(problem, chain, members)
+    if relaxed is None:
         return None
-    relaxed = _unlimited(_block_costs(problem, chain, (problem.sensor, members[1]), devices, relaxed=True))
-    fixed = sum(problem.constraints.objective_value(lc.energy_j, lc.latency_s)
-                for lay in problem.layers if lay.name not in chain.variant[SENSOR]
-                for lc in [problem.costs.layer_cost(lay.name, problem.sensor,
-                                                    problem.variants(lay, problem.sensor)[0])])
-    return None if relaxed is None else relaxed[0] + fixed
+    fixed = 0.0  # inputs and layers no instance runs: on the sensor in every plan
+    for lay in problem.layers:
+        if lay.name not in chain.variant[SENSOR]:
+            lc = problem.costs.layer_cost(lay.name, problem.sensor, problem.variants(lay, problem.sensor)[0])
+            fixed += problem.constraints.objective_value(lc.energy_j, lc.latency_s)
+    return relaxed[0] + fixed
+
+
+def _relaxed(problem: Problem, chain: _Chain, members: list[str]) -> tuple[float, Blocks] | None:
+    """The segment DP on the relaxation of :func:`segment_bound`: its value and blocks."""
+    devices, sources = (problem.sensor, members[0]), (problem.sensor, members[1])
+    return _unlimited(_block_costs(problem, chain, sources, devices, relaxed=True))
 
 
 def _chain(problem: Problem, devices: tuple[str, str]) -> _Chain | None:
@@ -137,13 +143,11 @@ def _chain(problem: Problem, devices: tuple[str, str]) -> _Chain | None:
         for kind, device in enumerate(devices):
             v = options[kind][0]
             lc = costs.layer_cost(lay.name, device, v)
-            moved = home if kind == INSTANCE else None
             chain.variant[kind][lay.name] = v
-            score[kind].append(c.objective_value(lc.energy_j + (moved.energy_j if moved else 0.0),
-                                                 lc.latency_s + (moved.latency_s if moved else 0.0)))
-            if kind == INSTANCE:
-                params.append(lc.param_bytes)
-                act.append(lay.input_bytes(bits) + lc.activation_bytes)
+            score[kind].append(c.objective_value(lc.energy_j, lc.latency_s))
+        score[INSTANCE][-1] += c.objective_value(home.energy_j, home.latency_s)  # its copy back
+        params.append(lc.param_bytes)  # (lc: the instance's, the last of the loop)
+        act.append(lay.input_bytes(bits) + lc.activation_bytes)
     chain.score = np.array(score, float).reshape(2, -1)
     chain.param_bytes, chain.act_bytes = np.array(params, float), np.array(act, float)
     return chain

@@ -517,10 +517,11 @@ class ReplanPolicy(Policy):
                 return self._decision(fast.solve(conditions), conditions, started)
             except InfeasibleError:
                 pass
+        fell_back = fast.fallbacks
         best = fast.choose(conditions)
         if best is None:
             plan, note = self._solve(conditions)
-            if not note and fast.coverage(conditions) == "unproven":
+            if not note and fast.fallbacks > fell_back:  # choose() found the cell unproven
                 note = "fast path: conditions in a cell its warm-up left unproven; full solve"
             fast.add(plan)
             return self._decision(plan, conditions, started, note)
