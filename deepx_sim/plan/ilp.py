@@ -47,6 +47,8 @@ from deepx_sim.errors import DeepxError, InfeasibleError, PlanError
 from deepx_sim.model.fusion import fused_members
 from deepx_sim.model.layers import Layer, LayerKind, colocation
 from deepx_sim.plan.base import Planner
+from deepx_sim.plan.columns import column_generation, in_scope
+from deepx_sim.plan.improve import improve
 from deepx_sim.plan.presolve import Option, kept_options
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
 from deepx_sim.plan.segments import segment_bound, segment_plan
@@ -61,6 +63,13 @@ FANOUT = 3
 #: ViT-B/16 0.26 -> 0.15 s, DenseNet-121 0.13 -> 0.12, BERT-base 0.47 -> 0.56, ResNet-50
 #: 0.05 -> 0.07); its restarts and cuts stay on.
 HIGHS_OPTIONS: dict[str, object] = {"presolve_reduction_limit": 0}
+#: Where column generation applies (plan/columns.py), the compact program first gets this
+#: share of the time limit (it proves small inputs at once: BERT-24 in 0.1 s), and column
+#: generation the rest.
+QUICK_SHARE = 0.1
+#: Column generation hands the rest of the time back to the compact program when, after
+#: this share of it, its bound is still below the compact program's (random graphs).
+COLUMN_PATIENCE = 0.5
 
 
 @dataclass
@@ -129,18 +138,20 @@ class DeepXPlanner(Planner):
         return b.objective(deadline=deadline, objective=objective, energy_budget=energy_budget)
 
     # ---------------------------------------------------------------- solve
-    def _solver(self) -> Any:
+    def _solver(self, time_limit_s: float | None = None) -> Any:
+        limit = self.time_limit_s if time_limit_s is None else max(time_limit_s, 1.0)
         if self.solver == "highs":
             # HiGHS also stops at an absolute gap of 1e-6 by default: too coarse for
             # objectives in seconds or joules of ~1e-3, so only the relative gap counts
-            return _BatchHiGHS(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap, gapAbs=0.0,
+            return _BatchHiGHS(msg=False, timeLimit=limit, gapRel=self.gap, gapAbs=0.0,
                                **HIGHS_OPTIONS)
         with warnings.catch_warnings():  # PuLP 3.3 warns that bundled CBC leaves in 4.0
             warnings.simplefilter("ignore", DeprecationWarning)
-            return pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s, gapRel=self.gap)
+            return pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, gapRel=self.gap)
 
-    def _solve(self, model: _Model, start: Mapping[str, Placement] | None = None) -> tuple[str, float | None]:
-        solver = self._solver()
+    def _solve(self, model: _Model, start: Mapping[str, Placement] | None = None,
+               time_limit_s: float | None = None) -> tuple[str, float | None]:
+        solver = self._solver(time_limit_s)
         if start and isinstance(solver, _BatchHiGHS):
             solver.start = model.start(start)
         model.prob.solve(solver)
@@ -161,7 +172,9 @@ class DeepXPlanner(Planner):
         if start is None and self.warm_start:
             start = self._heuristic_start(problem)
         first = first_use_order(problem, start.assignment) if start is not None else None
-        status, gap = self._solve(model, first)
+        columns = self.solver == "highs" and self.time_limit_s is not None and in_scope(problem) is not None
+        limit = max(1.0, QUICK_SHARE * self.time_limit_s) if columns else None  # type: ignore[operator]
+        status, gap = self._solve(model, first, limit)
         elapsed = time.perf_counter() - began
         if status == "Infeasible":
             raise InfeasibleError(self.diagnose(problem))
@@ -169,20 +182,61 @@ class DeepXPlanner(Planner):
         for (layer, p, v), var in model.x.items():
             if (var.varValue or 0) > 0.5:
                 chosen[layer] = Placement(layer, p, v)
-        if status != "Optimal" and len(chosen) != len(problem.layers):
+        if status != "Optimal" and len(chosen) != len(problem.layers) and not columns:
             raise PlanError(f"deepx: solver {self.solver} returned {status} without a plan after "
                             f"{elapsed:.2f} s (time limit {self.time_limit_s} s)")
         # optimal only when the solver says so (not stopped by its limit) and the gap it
         # proved, raised by any known bound, is within this planner's tolerance
         optimal = (status == "Optimal" and model.prob.sol_status == pulp.LpSolutionOptimal
-                   and gap is not None and gap <= max(self.gap, 1e-6) * 1.5)
+                   and gap is not None and self._within(gap))
+        if columns and not optimal:
+            return self._with_columns(problem, model, start, chosen, began)
         return evaluate(problem, chosen, self.name, solver=self.solver, solve_time_s=elapsed,
                         gap=gap, status="optimal" if optimal else "feasible")
+
+    def _within(self, gap: float) -> bool:
+        return gap <= max(self.gap, 1e-6) * 1.5
+
+    def _with_columns(self, problem: Problem, model: _Model, start: Plan | None,
+                      chosen: dict[str, Placement], began: float) -> Plan:
+        """After a short run of the compact program: column generation over the identical
+        instances (plan/columns.py) for the rest of the time limit; the best plan of the
+        three sources, its gap against the best of the bounds."""
+        plans = [start] if start is not None else []
+        if len(chosen) == len(problem.layers):
+            plans.append(evaluate(problem, chosen, self.name))
+        bounds = [model.bound or -np.inf, _dual_bound(model)]
+        left = self.time_limit_s - (time.perf_counter() - began)  # type: ignore[operator]
+        feasible = [p for p in plans if p.status == "feasible"]
+        result = column_generation(problem, feasible, max(left, 1.0), gap=self.gap, beat=max(bounds),
+                                   patience_s=COLUMN_PATIENCE * left)
+        if result is not None:
+            bounds.append(result.bound)
+            feasible += [result.plan] if result.plan is not None else []
+        if result is not None and result.gave_up and feasible:  # the compact program's turn again
+            best = min(feasible, key=lambda p: p.objective_value)
+            left = self.time_limit_s - (time.perf_counter() - began)  # type: ignore[operator]
+            self._solve(model, first_use_order(problem, best.assignment), left)
+            again = {layer: Placement(layer, p, v) for (layer, p, v), var in model.x.items()
+                     if (var.varValue or 0) > 0.5}
+            if len(again) == len(problem.layers):
+                feasible.append(evaluate(problem, again, self.name))
+            bounds.append(_dual_bound(model))
+        if not feasible:
+            raise PlanError(f"deepx: no plan within memory found in {self.time_limit_s} s "
+                            f"({_memory_message(problem)})")
+        best = min(feasible, key=lambda p: p.objective_value)
+        value = best.objective_value
+        gap = max(0.0, (value - max(bounds)) / value) if value > 0 else 0.0
+        return evaluate(problem, best.assignment, self.name, solver=self.solver,
+                        solve_time_s=time.perf_counter() - began, gap=gap,
+                        status="optimal" if self._within(gap) else "feasible")
 
     @staticmethod
     def _heuristic_start(problem: Problem) -> Plan | None:
         """A first incumbent: the better feasible plan of the memory-aware greedy and, with
-        interchangeable instances, the segment heuristic (None when neither finds one)."""
+        interchangeable instances, the segment heuristic, then improved by local search
+        (None when neither finds one)."""
         from deepx_sim.plan.baselines import GreedyPlanner
 
         try:
@@ -191,7 +245,8 @@ class DeepXPlanner(Planner):
             plans = []
         plans.append(segment_plan(problem))
         feasible = [p for p in plans if p is not None and p.status == "feasible"]
-        return min(feasible, key=lambda p: p.objective_value, default=None)
+        best = min(feasible, key=lambda p: p.objective_value, default=None)
+        return improve(problem, best) if best is not None and interchangeable(problem) else best
 
     # ---------------------------------------------------------------- why infeasible
     def diagnose(self, problem: Problem) -> str:
@@ -727,6 +782,13 @@ class _Builder:
         # otherwise blur choices that differ by a tenth of a microsecond
         prob += OBJECTIVE_SCALE * goal
         return _Model(prob, self.x, latency, energy, loss, self.linked, bound)
+
+
+def _dual_bound(model: _Model) -> float:
+    """HiGHS's dual bound on the last solve of ``model``, unscaled (-inf if none)."""
+    solver = getattr(model.prob, "solverModel", None)
+    bound = float(solver.getInfo().mip_dual_bound) if solver is not None else -np.inf
+    return bound / OBJECTIVE_SCALE if np.isfinite(bound) else -np.inf
 
 
 def _highs_gap(info: Any, bound: float | None) -> float | None:

@@ -1,0 +1,461 @@
+"""Column generation over the instances of one accelerator class: a lower bound on
+every plan, far tighter than the compact program's relaxation, and plans built
+from its columns.
+
+Scope: a platform of the sensor plus k interchangeable instances (``count: k``)
+whose copies between instances go through the sensor's memory
+(``copies_via_sensor``), one variant per layer and processor, nothing remote
+and nothing queued: the profiled graphs of Tarnawski et al. (2020).
+
+Why it is tighter.  With identical instances the compact program can spread a
+layer and its neighbours fractionally over all instances, so its relaxation
+pays for no copy at all.  Here a column is one instance's whole set S of
+layers, priced as a block (Dantzig-Wolfe over the instances):
+
+    c(S) = sum over v in S of (cost on an instance - cost on the sensor)
+         + out(S) + in(S)
+
+out(S): one copy to the sensor per producer in S with a consumer (or the
+result) outside S; in(S): one copy from the sensor per producer outside S
+with a consumer in S; each at the producer's smallest edge.  With copies via
+the sensor, an instance-to-instance copy is exactly one copy out plus one in,
+so sum c(S) + every layer on the sensor is at most the plan's cost (a copy to
+several processors is counted once, and at the smallest size): the master LP
+
+    min sum_S c(S) y_S   s.t.   sum_{S contains v} y_S <= 1,  sum_S y_S <= k
+
+bounds every plan from below.  Its columns come from a pricing program (one
+instance: binaries s_v, copy variables, the memory row), solved by HiGHS.
+For any duals pi <= 0 of the layer rows, sum(pi) + k * min(0, r) bounds the
+master's optimum, r being a lower bound on the least reduced cost
+min_S c(S) - pi(S) (the pricing program's dual bound), so the bound is valid
+at every iteration, not only at convergence.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+
+from deepx_sim.errors import DeepxError
+from deepx_sim.model.fusion import fused_members
+from deepx_sim.model.layers import LayerKind, colocation
+from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
+
+_INF = highspy.kHighsInf
+#: Every this many iterations, an integer plan is sought among the columns (for at most
+#: INTEGER_LIMIT_S): a better incumbent lets the search stop as soon as the gap closes.
+HEURISTIC_EVERY = 10
+INTEGER_LIMIT_S = 1.0
+#: Weight of the best bound's duals when pricing (Wentges 1997's smoothing).
+SMOOTHING = 0.5
+#: Columns taken from one pricing solve: its best and the improving sets before it.
+SAVED = 5
+#: Runs of the order tried per iteration by the cheap pricing (_Segments).
+CHEAP_COLUMNS = 20
+_EPS = 1e-9
+
+
+@dataclass
+class ColumnResult:
+    """The bound (in objective units), the best plan built from the columns (or None),
+    and how the search went."""
+
+    bound: float
+    plan: Plan | None
+    iterations: int
+    columns: int
+    converged: bool
+    gave_up: bool = False  # stopped because its bound stayed below ``beat`` (column_generation)
+
+
+@dataclass
+class _Data:
+    units: list[str]  # layers an instance may run, in execution order
+    delta: np.ndarray  # cost on an instance - cost on the sensor, per unit
+    base: float  # every layer on the sensor
+    out_cost: dict[str, float]  # producer -> its copy out of an instance
+    in_cost: dict[str, float]  # producer -> its copy into an instance
+    param_bytes: np.ndarray
+    act_bytes: np.ndarray
+    capacity: float
+    together: list[list[int]]  # colocation classes among the units
+    outputs: set[str]  # the model's output layers (their result goes to the sensor)
+
+
+def in_scope(problem: Problem) -> list[str] | None:
+    """The instances when ``problem`` is in this module's scope (docstring), else None."""
+    groups = interchangeable(problem)
+    platform = problem.platform
+    if len(groups) != 1 or set(problem.processors) != {problem.sensor, *groups[0]} or len(groups[0]) < 2:
+        return None
+    if not platform.copies_via_sensor or any(s > 0 for s in problem.conditions.queued_s.values()):
+        return None
+    if any(len(problem.variants(lay, p)) > 1 for lay in problem.layers for p in problem.processors):
+        return None
+    if any(not problem.variants(lay, problem.sensor) for lay in problem.layers):
+        return None
+    return list(groups[0])
+
+
+def _data(problem: Problem, instance: str) -> _Data:
+    costs, c, sensor, graph = problem.costs, problem.constraints, problem.sensor, problem.graph
+    bits = costs.activation_bits
+
+    def objective(lc: object) -> float:
+        return c.objective_value(lc.energy_j, lc.latency_s)  # type: ignore[attr-defined]
+
+    units, delta, params, acts, base = [], [], [], [], 0.0
+    for lay in problem.layers:
+        home = objective(costs.layer_cost(lay.name, sensor, problem.variants(lay, sensor)[0]))
+        base += home
+        there = problem.variants(lay, instance)
+        if lay.kind == LayerKind.INPUT or not there:
+            continue
+        lc = costs.layer_cost(lay.name, instance, there[0])
+        units.append(lay.name)
+        delta.append(objective(lc) - home)
+        params.append(lc.param_bytes)
+        acts.append(lay.input_bytes(bits) + lc.activation_bytes)
+    outputs = set(problem.output_layers())
+    out_cost, in_cost = {}, {}
+    for u in graph.nodes:
+        sizes = [costs.edge_bytes(u, v) for v in graph.successors(u)]
+        if u in outputs:
+            sizes.append(graph.nodes[u]["layer"].output_bytes(bits))
+        if sizes:
+            out_cost[u] = objective(costs.transfer_cost(min(sizes), instance, sensor))
+            in_cost[u] = objective(costs.transfer_cost(min(sizes), sensor, instance))
+    index = {name: i for i, name in enumerate(units)}
+    unit_of = {m: lay.name for lay in problem.layers for m in fused_members(lay)}
+    together = [sorted({index[unit_of[m]] for m in members if unit_of.get(m) in index})
+                for members in colocation(graph).values()]
+    return _Data(units, np.array(delta, float), base, out_cost, in_cost, np.array(params, float),
+                 np.array(acts, float), float(problem.platform.processor(instance).usable_memory_bytes),
+                 [t for t in together if len(t) > 1], outputs)
+
+
+class _Pricing:
+    """One instance's best set of layers at given duals: a small MIP built once, whose
+    layer costs change per call."""
+
+    def __init__(self, problem: Problem, data: _Data) -> None:
+        self.data = data
+        index = {name: i for i, name in enumerate(data.units)}
+        n = len(data.units)
+        cols_cost = list(data.delta)
+        upper = [1.0] * n
+        rows: list[tuple[float, float, dict[int, float]]] = []
+
+        def col(cost: float) -> int:
+            cols_cost.append(cost)
+            upper.append(1.0)
+            return len(cols_cost) - 1
+
+        outputs = data.outputs
+        for u in problem.graph.nodes:
+            consumers = list(problem.graph.successors(u))
+            if u in index:
+                leaves = u in outputs or any(v not in index for v in consumers)
+                out = col(data.out_cost[u]) if u in data.out_cost and (leaves or consumers) else None
+                if out is not None and leaves:
+                    rows.append((0.0, _INF, {out: 1.0, index[u]: -1.0}))
+                for v in (v for v in consumers if v in index):
+                    if out is not None:
+                        rows.append((0.0, _INF, {out: 1.0, index[u]: -1.0, index[v]: 1.0}))
+                inside = [v for v in consumers if v in index]
+                if inside:
+                    into = col(data.in_cost[u])
+                    rows += [(0.0, _INF, {into: 1.0, index[u]: 1.0, index[v]: -1.0}) for v in inside]
+            elif any(v in index for v in consumers):
+                into = col(data.in_cost[u])
+                rows += [(0.0, _INF, {into: 1.0, index[v]: -1.0}) for v in consumers if v in index]
+        self._memory(rows, col, upper)
+        for members in data.together:
+            rows += [(0.0, 0.0, {a: 1.0, b: -1.0}) for a, b in itertools.pairwise(members)]
+        self.h = _highs()
+        self.h.addCols(len(cols_cost), np.array(cols_cost), np.zeros(len(cols_cost)), np.array(upper),
+                       0, np.array([], np.int32), np.array([], np.int32), np.array([], float))
+        self.h.changeColsIntegrality(n, np.arange(n, dtype=np.int32),
+                                     np.full(n, highspy.HighsVarType.kInteger))
+        _add_rows(self.h, rows)
+        self.n = n
+
+    def _memory(self, rows: list, col: object, upper: list[float]) -> None:
+        data = self.data
+        if data.capacity <= 0 or data.param_bytes.sum() + data.act_bytes.max(initial=0) <= data.capacity:
+            return
+        share = {i: b / data.capacity for i, b in enumerate(data.param_bytes) if b > 0}
+        if data.act_bytes.max(initial=0) > 0:
+            m = col(0.0)  # type: ignore[operator]
+            share[m] = 1.0
+            rows += [(0.0, _INF, {m: 1.0, i: -a / data.capacity})
+                     for i, a in enumerate(data.act_bytes) if a > 0]
+        rows.append((-_INF, 1.0, share))
+
+    def solve(self, duals: np.ndarray, time_limit_s: float) -> tuple[list[np.ndarray], float, float]:
+        """(the sets found, best last, each improving the one before; the best's reduced
+        cost without the count row's dual; a lower bound on the least such cost)."""
+        h = self.h
+        h.changeColsCost(self.n, np.arange(self.n, dtype=np.int32), self.data.delta - duals)
+        h.setOptionValue("time_limit", max(time_limit_s, 0.05))
+        h.run()
+        info = h.getInfo()
+        if info.primal_solution_status != 2:  # no feasible set found: only the empty one
+            return [], 0.0, min(0.0, float(info.mip_dual_bound))
+        found = [np.array(sol.col_value[:self.n]) > 0.5 for sol in h.getSavedMipSolutions()[-SAVED:]]
+        found.append(np.array(h.getSolution().col_value[:self.n]) > 0.5)
+        return found, float(info.objective_function_value), float(info.mip_dual_bound)
+
+
+def _highs() -> highspy.Highs:
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("mip_rel_gap", 1e-4)
+    h.setOptionValue("mip_improving_solution_save", True)
+    return h
+
+
+def _add_rows(h: highspy.Highs, rows: list[tuple[float, float, dict[int, float]]]) -> None:
+    starts, index, value = [], [], []
+    for _, _, terms in rows:
+        starts.append(len(index))
+        index += list(terms)
+        value += list(terms.values())
+    h.addRows(len(rows), np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), len(index),
+              np.array(starts, np.int32), np.array(index, np.int32), np.array(value, float))
+
+
+def _column_cost(problem: Problem, data: _Data, mask: np.ndarray) -> float:
+    """c(S) of the module docstring for the units in ``mask``."""
+    inside = {data.units[i] for i in np.flatnonzero(mask)}
+    outputs = data.outputs
+    cost = float(data.delta[mask].sum())
+    for u in problem.graph.nodes:
+        consumers = list(problem.graph.successors(u))
+        if u in inside and (u in outputs or any(v not in inside for v in consumers)):
+            cost += data.out_cost[u]
+        elif u not in inside and any(v in inside for v in consumers):
+            cost += data.in_cost[u]
+    return cost
+
+
+class _Segments:
+    """Cheap pricing: every contiguous run of the units (execution order) priced at once in
+    O(n^2) arrays; good columns for the chain-like graphs of real models.  A heuristic:
+    it finds columns, never the bound (that is the pricing program's)."""
+
+    def __init__(self, problem: Problem, data: _Data) -> None:
+        n = len(data.units)
+        pos = {name: i for i, name in enumerate(data.units)}
+        outputs = data.outputs
+        ends = np.arange(n + 1)
+        out_at = np.zeros((n + 1, n + 1))  # [u, b]: u's copy out when a run holding u ends at b
+        for name, u in pos.items():
+            consumers = [pos.get(v, n) for v in problem.graph.successors(name)]
+            if name in outputs:
+                consumers.append(n)
+            if consumers and name in data.out_cost:
+                out_at[u] = np.where((ends > u) & (max(consumers) >= ends), data.out_cost[name], 0.0)
+        self.copies = np.cumsum(out_at[::-1], axis=0)[::-1]  # [a, b]: summed over u >= a
+        for name in problem.graph.nodes:
+            consumers = sorted(pos[v] for v in problem.graph.successors(name) if v in pos)
+            previous = pos.get(name, -1)
+            for c in consumers:  # runs starting after the last consumer, up to c, that reach c
+                self.copies[previous + 1:c + 1, c + 1:] += data.in_cost[name]
+                previous = c
+        self.copies[np.tril_indices(n + 1)] = np.inf
+        fits = np.zeros((n + 1, n + 1), bool)
+        for a in range(n):
+            need = np.cumsum(data.param_bytes[a:]) + np.maximum.accumulate(data.act_bytes[a:])
+            fits[a, a + 1:] = need <= data.capacity
+        for members in data.together:  # no run may split a colocation class
+            lo, hi = members[0], members[-1]
+            fits[:lo + 1, lo + 1:hi + 1] = False
+            fits[lo + 1:hi + 1, hi + 1:] = False
+        self.copies[~fits] = np.inf
+        self.delta = data.delta
+        self.n = n
+
+    def solve(self, duals: np.ndarray, count: int) -> list[np.ndarray]:
+        """Up to ``count`` runs of least reduced cost (module docstring), as masks."""
+        prefix = np.concatenate([[0.0], np.cumsum(self.delta - duals)])
+        reduced = prefix[None, :] - prefix[:, None] + self.copies
+        best = np.argsort(reduced, axis=None)[:count]
+        masks = []
+        for flat in best:
+            a, b = divmod(int(flat), self.n + 1)
+            if np.isfinite(reduced[a, b]):
+                mask = np.zeros(self.n, bool)
+                mask[a:b] = True
+                masks.append(mask)
+        return masks
+
+
+class _Master:
+    """The master LP (module docstring) over the columns found so far."""
+
+    def __init__(self, n: int, instances: int) -> None:
+        self.h = _highs()
+        self.n = n
+        self.h.addRows(n + 1, np.full(n + 1, -_INF), np.concatenate([np.ones(n), [instances]]), 0,
+                       np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
+        self.columns: list[np.ndarray] = []
+        self.costs: list[float] = []
+        self.seen: set[bytes] = set()
+
+    def add(self, mask: np.ndarray, cost: float) -> bool:
+        key = np.packbits(mask).tobytes()
+        if key in self.seen or not mask.any():
+            return False
+        self.seen.add(key)
+        rows = np.concatenate([np.flatnonzero(mask), [self.n]]).astype(np.int32)
+        self.h.addCol(cost, 0.0, _INF, len(rows), rows, np.ones(len(rows)))
+        self.columns.append(mask)
+        self.costs.append(cost)
+        return True
+
+    def solve(self) -> tuple[float, np.ndarray, float]:
+        """The LP's value, the layer rows' duals (<= 0) and the count row's dual (<= 0)."""
+        self.h.run()
+        duals = np.minimum(np.array(self.h.getSolution().row_dual), 0.0)
+        return float(self.h.getInfo().objective_function_value), duals[:self.n], float(duals[self.n])
+
+    def integer(self, time_limit_s: float) -> list[np.ndarray]:
+        """The best integer choice of columns found within ``time_limit_s`` (in a program of
+        its own: HiGHS gives no duals for a model once marked integer)."""
+        lp = self.h.getLp()
+        h = _highs()
+        h.passModel(lp)
+        k = len(self.columns)
+        h.changeColsIntegrality(k, np.arange(k, dtype=np.int32), np.full(k, highspy.HighsVarType.kInteger))
+        h.setOptionValue("time_limit", max(time_limit_s, 0.1))
+        h.run()
+        if h.getInfo().primal_solution_status != 2:
+            return []
+        values = h.getSolution().col_value
+        return [self.columns[j] for j in range(k) if values[j] > 0.5]
+
+
+def column_generation(problem: Problem, starts: list[Plan], time_limit_s: float,
+                      gap: float = 1e-2, beat: float = -np.inf,
+                      patience_s: float = np.inf) -> ColumnResult | None:
+    """The column bound and the best plan from the columns (None out of scope): stops when
+    the bound is within ``gap`` of the best plan known, at convergence, at the limit, or
+    when after ``patience_s`` its bound is still below ``beat`` (another method's)."""
+    instances = in_scope(problem)
+    if instances is None:
+        return None
+    search = _Generation(problem, instances, starts, time.perf_counter() + time_limit_s)
+    gave_up = converged = False
+    while search.left_s() > 0:
+        if time_limit_s - search.left_s() > patience_s and search.bound < beat:
+            gave_up = True
+            break
+        value = search.master_value()
+        if search.bound >= value - _EPS * max(1.0, abs(value)):
+            converged = True
+            break
+        if search.bound >= search.best * (1 - gap):
+            break
+        if search.cheap_columns():
+            continue
+        if search.exact_step():
+            converged = True
+            break
+    plan = search.integer_plan(search.left_s())
+    return ColumnResult(search.bound, plan, search.iterations, len(search.master.columns), converged, gave_up)
+
+
+class _Generation:
+    """The state of one column generation: master, pricers, bound, duals, best plan."""
+
+    def __init__(self, problem: Problem, instances: list[str], starts: list[Plan], stop: float) -> None:
+        self.problem, self.instances, self.stop = problem, instances, stop
+        self.data = data = _data(problem, instances[0])
+        self.master = _Master(len(data.units), len(instances))
+        self.pricing, self.segments = _Pricing(problem, data), _Segments(problem, data)
+        index = {name: i for i, name in enumerate(data.units)}
+        for plan in starts:
+            for p in instances:
+                mask = np.zeros(len(data.units), bool)
+                mask[[index[pl.layer] for pl in plan.placements
+                      if pl.processor == p and pl.layer in index]] = True
+                self.add(mask)
+        self.best_plan = min(starts, key=lambda p: p.objective_value, default=None)
+        self.best = np.inf if self.best_plan is None else self.best_plan.objective_value
+        self.bound = -np.inf
+        self.center: np.ndarray | None = None  # the duals of the best bound so far
+        self.mispriced = False
+        self.iterations = self.exact = 0
+        self.duals, self.mu = np.zeros(len(data.units)), 0.0
+
+    def left_s(self) -> float:
+        return self.stop - time.perf_counter()
+
+    def add(self, mask: np.ndarray, cost: float | None = None) -> bool:
+        if cost is None:
+            cost = _column_cost(self.problem, self.data, mask)
+        return self.master.add(mask, cost)
+
+    def master_value(self) -> float:
+        self.iterations += 1
+        value, self.duals, self.mu = self.master.solve()
+        return value + self.data.base
+
+    def cheap_columns(self) -> bool:
+        """Runs of the order priced at the master's duals: True if any entered."""
+        threshold = self.mu - _EPS * max(1.0, abs(self.mu))
+        masks = self.segments.solve(self.duals, CHEAP_COLUMNS)
+        prefix = np.concatenate([[0.0], np.cumsum(self.data.delta - self.duals)])
+        entered = False
+        for mask in masks:
+            a, b = np.flatnonzero(mask)[[0, -1]]
+            if prefix[b + 1] - prefix[a] + self.segments.copies[a, b + 1] < threshold:
+                cost = float(self.data.delta[a:b + 1].sum() + self.segments.copies[a, b + 1])
+                entered |= self.add(mask, cost)
+        return entered
+
+    def exact_step(self) -> bool:
+        """The pricing program at duals between the best bound's and the master's (Wentges
+        smoothing: far fewer iterations than the master's own duals, which jump about):
+        the bound; True when nothing new enters at the master's own duals (converged)."""
+        self.exact += 1
+        if self.exact % HEURISTIC_EVERY == 0:  # a plan from the columns so far
+            self.integer_plan(INTEGER_LIMIT_S)
+        own = self.center is None or self.mispriced
+        trial = self.duals if own else SMOOTHING * self.center + (1 - SMOOTHING) * self.duals
+        masks, _, floor = self.pricing.solve(trial, self.left_s())
+        candidate = self.data.base + trial.sum() + len(self.instances) * min(0.0, floor)
+        if candidate > self.bound:
+            self.bound, self.center = candidate, trial
+        self.mispriced = not any([self.add(mask) for mask in masks])
+        return self.mispriced and own
+
+    def integer_plan(self, time_limit_s: float) -> Plan | None:
+        """The best plan known after an integer choice among the columns."""
+        plan = _integer_plan(self.problem, self.data, self.master, self.instances, time_limit_s)
+        if plan is not None and plan.objective_value < self.best:
+            self.best_plan, self.best = plan, plan.objective_value
+        return self.best_plan
+
+
+def _integer_plan(problem: Problem, data: _Data, master: _Master, instances: list[str],
+                  time_limit_s: float) -> Plan | None:
+    chosen = master.integer(max(time_limit_s, 1.0))
+    where = {lay.name: problem.sensor for lay in problem.layers}
+    for mask, p in zip(chosen, instances, strict=False):
+        for i in np.flatnonzero(mask):
+            where[data.units[i]] = p
+    layers = {lay.name: lay for lay in problem.layers}
+    assignment = {n: Placement(n, p, problem.variants(layers[n], p)[0]) for n, p in where.items()}
+    try:
+        plan = evaluate(problem, assignment, "deepx")
+    except DeepxError:
+        return None
+    return plan if plan.status == "feasible" else None
