@@ -281,8 +281,9 @@ def synthetic_profiled(nodes: int, accelerators: int, seed: int, *, memory_slack
                        colocated_pairs: int = 0) -> dict[str, Any]:
     """A random profiled graph in the file format (for tests and benchmarks): a chain of
     ``nodes`` layers with skip edges every few layers, a fifth of them zero-time views,
-    accelerators 5-15x faster than the CPU, and memory sized so that the layers need
-    ``1 / memory_slack`` of all accelerators' memory (memory binds).  ``colocated_pairs``
+    accelerators 5-15x faster than the CPU, and each accelerator's memory sized to
+    ``1 / (accelerators * memory_slack)`` of the layers' memory plus the largest layer's, so
+    with ``memory_slack`` above 1 some layers must run on the CPU (memory binds).  ``colocated_pairs``
     pairs of neighbours share a colour class.  Times in ms, sizes in bytes (the format's)."""
     import numpy as np
 

@@ -180,7 +180,7 @@ class DeepXPlanner(Planner):
         if start is None and self.warm_start:
             start = self._heuristic_start(problem)
         first = first_use_order(problem, start.assignment) if start is not None else None
-        columns = self.solver == "highs" and self.time_limit_s is not None and in_scope(problem) is not None
+        columns = self.solver == "highs" and self.time_limit_s is not None and _partition_bound(problem)
         limit = max(1.0, QUICK_SHARE * self.time_limit_s) if columns else None  # type: ignore[operator]
         status, gap = self._solve(model, first, limit)
         elapsed = time.perf_counter() - began
@@ -792,6 +792,24 @@ class _Builder:
         # otherwise blur choices that differ by a tenth of a microsecond
         prob.setObjective(_expr([(v, OBJECTIVE_SCALE * coef) for v, coef in goal]))
         return _Model(prob, self.x, self.lat, self.energy, self.loss, self.linked, bound)
+
+
+def _partition_bound(problem: Problem) -> bool:
+    """Whether column generation gets the time after the compact program's short run: in
+    its scope, and where the instances can hold every layer they run, so that the plan is
+    a question of cutting the model into parts (the shipped profiled graphs).  Where some
+    layers must go to the CPU, the compact relaxation's knapsack-like bound is the
+    stronger one (random 200-800-node graphs, measured in benchmarks/bench_profiled.py)."""
+    instances = in_scope(problem)
+    if instances is None:
+        return False
+    cap = problem.platform.processor(instances[0]).usable_memory_bytes
+    need = 0
+    for lay in problem.layers:
+        variants = problem.variants(lay, instances[0])
+        if lay.kind != LayerKind.INPUT and variants:
+            need += problem.costs.layer_cost(lay.name, instances[0], variants[0]).param_bytes
+    return need <= cap * len(instances)
 
 
 def _dual_bound(model: _Model) -> float:
