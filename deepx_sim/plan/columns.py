@@ -70,7 +70,6 @@ class ColumnResult:
     iterations: int
     columns: int
     converged: bool
-    gave_up: bool = False  # stopped because its bound stayed below ``beat`` (column_generation)
 
 
 @dataclass
@@ -343,20 +342,15 @@ class _Master:
 
 
 def column_generation(problem: Problem, starts: list[Plan], time_limit_s: float,
-                      gap: float = 1e-2, beat: float = -np.inf,
-                      patience_s: float = np.inf) -> ColumnResult | None:
+                      gap: float = 1e-2) -> ColumnResult | None:
     """The column bound and the best plan from the columns (None out of scope): stops when
-    the bound is within ``gap`` of the best plan known, at convergence, at the limit, or
-    when after ``patience_s`` its bound is still below ``beat`` (another method's)."""
+    the bound is within ``gap`` of the best plan known, at convergence, or at the limit."""
     instances = in_scope(problem)
     if instances is None:
         return None
     search = _Generation(problem, instances, starts, time.perf_counter() + time_limit_s)
-    gave_up = converged = False
+    converged = False
     while search.left_s() > 0:
-        if time_limit_s - search.left_s() > patience_s and search.bound < beat:
-            gave_up = True
-            break
         value = search.master_value()
         if search.bound >= value - _EPS * max(1.0, abs(value)):
             converged = True
@@ -369,7 +363,7 @@ def column_generation(problem: Problem, starts: list[Plan], time_limit_s: float,
             converged = True
             break
     plan = search.integer_plan(search.left_s())
-    return ColumnResult(search.bound, plan, search.iterations, len(search.master.columns), converged, gave_up)
+    return ColumnResult(search.bound, plan, search.iterations, len(search.master.columns), converged)
 
 
 class _Generation:

@@ -63,13 +63,9 @@ FANOUT = 3
 #: ViT-B/16 0.26 -> 0.15 s, DenseNet-121 0.13 -> 0.12, BERT-base 0.47 -> 0.56, ResNet-50
 #: 0.05 -> 0.07); its restarts and cuts stay on.
 HIGHS_OPTIONS: dict[str, object] = {"presolve_reduction_limit": 0}
-#: Where column generation applies (plan/columns.py), the compact program first gets this
-#: share of the time limit (it proves small inputs at once: BERT-24 in 0.1 s), and column
-#: generation the rest.
-QUICK_SHARE = 0.1
-#: Column generation hands the rest of the time back to the compact program when, after
-#: this share of it, its bound is still below the compact program's (random graphs).
-COLUMN_PATIENCE = 0.5
+#: Where column generation applies (plan/columns.py), its share of the time limit; the
+#: compact program gets the rest to close what its bound leaves open.
+COLUMN_SHARE = 0.8
 
 
 @dataclass
@@ -83,6 +79,12 @@ class _Model:
     loss_terms: Terms
     linked: dict[tuple[str, object], pulp.LpVariable]  # (layer, processor or ("rank", k)) -> a or k
     bound: float | None = None  # a known lower bound on the objective (segments.py), unscaled
+
+    def raise_bound(self, bound: float) -> None:
+        """Add ``bound`` (unscaled) as a row on the objective where it beats the known one."""
+        if np.isfinite(bound) and (self.bound is None or bound > self.bound):
+            self.prob += self.prob.objective >= OBJECTIVE_SCALE * bound * (1 - 1e-9), "column_bound"
+            self.bound = bound
 
     @property
     def latency(self) -> pulp.LpAffineExpression:
@@ -179,64 +181,56 @@ class DeepXPlanner(Planner):
         model = self.build(problem)
         if start is None and self.warm_start:
             start = self._heuristic_start(problem)
+        if self.solver == "highs" and self.time_limit_s is not None and _partition_bound(problem):
+            return self._by_columns(problem, model, start, began)
         first = first_use_order(problem, start.assignment) if start is not None else None
-        columns = self.solver == "highs" and self.time_limit_s is not None and _partition_bound(problem)
-        limit = max(1.0, QUICK_SHARE * self.time_limit_s) if columns else None  # type: ignore[operator]
-        status, gap = self._solve(model, first, limit)
+        status, gap = self._solve(model, first)
         elapsed = time.perf_counter() - began
         if status == "Infeasible":
             raise InfeasibleError(self.diagnose(problem))
-        chosen = {}
-        for (layer, p, v), var in model.x.items():
-            if (var.varValue or 0) > 0.5:
-                chosen[layer] = Placement(layer, p, v)
-        if status != "Optimal" and len(chosen) != len(problem.layers) and not columns:
+        chosen = _chosen(model)
+        if status != "Optimal" and len(chosen) != len(problem.layers):
             raise PlanError(f"deepx: solver {self.solver} returned {status} without a plan after "
                             f"{elapsed:.2f} s (time limit {self.time_limit_s} s)")
         # optimal only when the solver says so (not stopped by its limit) and the gap it
         # proved, raised by any known bound, is within this planner's tolerance
         optimal = (status == "Optimal" and model.prob.sol_status == pulp.LpSolutionOptimal
                    and gap is not None and self._within(gap))
-        if columns and not optimal:
-            return self._with_columns(problem, model, start, chosen, began)
         return evaluate(problem, chosen, self.name, solver=self.solver, solve_time_s=elapsed,
                         gap=gap, status="optimal" if optimal else "feasible")
 
     def _within(self, gap: float) -> bool:
         return gap <= max(self.gap, 1e-6) * 1.5
 
-    def _with_columns(self, problem: Problem, model: _Model, start: Plan | None,
-                      chosen: dict[str, Placement], began: float) -> Plan:
-        """After a short run of the compact program: column generation over the identical
-        instances (plan/columns.py) for the rest of the time limit; the best plan of the
-        three sources, its gap against the best of the bounds."""
-        plans = [start] if start is not None else []
-        if len(chosen) == len(problem.layers):
-            plans.append(evaluate(problem, chosen, self.name))
-        bounds = [model.bound or -np.inf, _dual_bound(model)]
-        left = self.time_limit_s - (time.perf_counter() - began)  # type: ignore[operator]
-        feasible = [p for p in plans if p.status == "feasible"]
-        result = column_generation(problem, feasible, max(left, 1.0), gap=self.gap, beat=max(bounds),
-                                   patience_s=COLUMN_PATIENCE * left)
+    def _by_columns(self, problem: Problem, model: _Model, start: Plan | None, began: float) -> Plan:
+        """Column generation over the identical instances (plan/columns.py) for most of the
+        time limit; if its bound does not prove the best plan within the gap, the compact
+        program closes the rest from that plan, with the column bound as a row.  The gap
+        is the best plan's against the best of the bounds."""
+        limit = self.time_limit_s or 0.0
+        feasible = [start] if start is not None and start.status == "feasible" else []
+        result = column_generation(problem, feasible, COLUMN_SHARE * limit, gap=self.gap)
+        bounds = [model.bound or -np.inf]
         if result is not None:
             bounds.append(result.bound)
             feasible += [result.plan] if result.plan is not None else []
-        if result is not None and result.gave_up and feasible:  # the compact program's turn again
-            best = min(feasible, key=lambda p: p.objective_value)
-            left = self.time_limit_s - (time.perf_counter() - began)  # type: ignore[operator]
-            self._solve(model, first_use_order(problem, best.assignment), left)
-            again = {layer: Placement(layer, p, v) for (layer, p, v), var in model.x.items()
-                     if (var.varValue or 0) > 0.5}
-            if len(again) == len(problem.layers):
-                feasible.append(evaluate(problem, again, self.name))
+            model.raise_bound(result.bound)
+        best = min(feasible, key=lambda p: p.objective_value, default=None)
+        if best is None or not self._within(_gap(best.objective_value, max(bounds))):
+            first = first_use_order(problem, best.assignment) if best is not None else None
+            status, _ = self._solve(model, first, limit - (time.perf_counter() - began))
+            if status == "Infeasible":
+                raise InfeasibleError(self.diagnose(problem))
+            chosen = _chosen(model)
+            if len(chosen) == len(problem.layers):
+                feasible.append(evaluate(problem, chosen, self.name))
             bounds.append(_dual_bound(model))
+        feasible = [p for p in feasible if p.status == "feasible"]
         if not feasible:
-            raise PlanError(f"deepx: no plan within memory found in {self.time_limit_s} s "
-                            f"({_memory_message(problem)})")
+            raise PlanError(f"deepx: no plan found in {self.time_limit_s} s ({_memory_message(problem)})")
         best = min(feasible, key=lambda p: p.objective_value)
-        value = best.objective_value
-        gap = max(0.0, (value - max(bounds)) / value) if value > 0 else 0.0
-        return evaluate(problem, best.assignment, self.name, solver=self.solver,
+        gap = _gap(best.objective_value, max(bounds))
+        return evaluate(problem, first_use_order(problem, best.assignment), self.name, solver=self.solver,
                         solve_time_s=time.perf_counter() - began, gap=gap,
                         status="optimal" if self._within(gap) else "feasible")
 
@@ -810,6 +804,16 @@ def _partition_bound(problem: Problem) -> bool:
         if lay.kind != LayerKind.INPUT and variants:
             need += problem.costs.layer_cost(lay.name, instances[0], variants[0]).param_bytes
     return need <= cap * len(instances)
+
+
+def _chosen(model: _Model) -> dict[str, Placement]:
+    """The placements the last solve of ``model`` chose."""
+    return {layer: Placement(layer, p, v) for (layer, p, v), var in model.x.items()
+            if (var.varValue or 0) > 0.5}
+
+
+def _gap(value: float, bound: float) -> float:
+    return max(0.0, (value - bound) / value) if value > 0 else 0.0
 
 
 def _dual_bound(model: _Model) -> float:
