@@ -318,6 +318,18 @@ def _initialised(graph: nx.DiGraph, seed: int) -> nx.DiGraph:
     return _with_arrays(graph, params, {})
 
 
+def _three(data: str, small_epochs: int, **flags: object) -> dict[str, dict[str, object]]:
+    """The DNN, the CNN and the 64-32-32-10 harder task on one data set (``{kind}_{data}``)."""
+    return {
+        f"speakerid_{data}": {"template": lambda seed: speakerid_template(seed, name=f"speakerid_{data}"),
+                              "image": False, "epochs": 8, "lr": 1e-3, **flags},
+        f"cnn_{data}": {"template": lambda seed: cnn_template(seed, name=f"cnn_{data}"),
+                        "image": True, "epochs": 8, "lr": 2e-3, **flags},
+        f"small_{data}": {"template": lambda seed: speakerid_template(seed, hidden=32, name=f"small_{data}"),
+                          "image": False, "epochs": small_epochs, "lr": 3e-3, **flags},
+    }
+
+
 _RECIPES = {
     "speakerid_digits": {"template": speakerid_template, "image": False, "epochs": 25, "lr": 1e-3},
     "cnn_digits": {"template": cnn_template, "image": True, "epochs": 20, "lr": 2e-3},
@@ -325,21 +337,11 @@ _RECIPES = {
     "small_noisy_digits": {"template": lambda seed: speakerid_template(seed, hidden=32,
                                                                        name="small_noisy_digits"),
                            "image": False, "epochs": 40, "lr": 3e-3, "noise": 0.35},
-    # the same three on augmented digits (augment.py): 10x the training rows, so fewer epochs
-    "speakerid_augdigits": {"template": lambda seed: speakerid_template(seed, name="speakerid_augdigits"),
-                            "image": False, "epochs": 8, "lr": 1e-3, "augment": True},
-    "cnn_augdigits": {"template": lambda seed: cnn_template(seed, name="cnn_augdigits"),
-                      "image": True, "epochs": 8, "lr": 2e-3, "augment": True},
-    # the harder task there: the distortions alone leave 32 hidden units little redundancy
-    "small_augdigits": {"template": lambda seed: speakerid_template(seed, hidden=32, name="small_augdigits"),
-                        "image": False, "epochs": 40, "lr": 3e-3, "augment": True},
-    # MNIST-1D (signals.py): independent rows, as many as a held-apart test needs
-    "speakerid_mnist1d": {"template": lambda seed: speakerid_template(seed, name="speakerid_mnist1d"),
-                          "image": False, "epochs": 8, "lr": 1e-3, "mnist1d": True},
-    "cnn_mnist1d": {"template": lambda seed: cnn_template(seed, name="cnn_mnist1d"),
-                    "image": True, "epochs": 8, "lr": 2e-3, "mnist1d": True},
-    "small_mnist1d": {"template": lambda seed: speakerid_template(seed, hidden=32, name="small_mnist1d"),
-                      "image": False, "epochs": 20, "lr": 3e-3, "mnist1d": True},
+    # the same three on augmented digits (augment.py): 10x the training rows, so fewer epochs;
+    # there the distortions alone leave 32 hidden units little redundancy
+    **_three("augdigits", 40, augment=True),
+    # and on MNIST-1D (signals.py): independent rows, as many as a held-apart test needs
+    **_three("mnist1d", 20, mnist1d=True),
 }
 
 
