@@ -33,7 +33,7 @@ from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.weights import WeightStore
 
 TRAINED_MODELS = ("speakerid_digits", "cnn_digits", "small_noisy_digits", "speakerid_augdigits",
-                  "cnn_augdigits", "small_augdigits")
+                  "cnn_augdigits", "small_augdigits", "speakerid_mnist1d", "cnn_mnist1d", "small_mnist1d")
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,20 @@ def digits(image: bool = False, seed: int = 0, test_share: float = 0.3, noise: f
         parts = {k: v.reshape(-1, 1, 8, 8) for k, v in parts.items()}
     return Dataset(parts["train"], y[groups["train"]], parts["test"], y[groups["test"]], source,
                    groups["train"], groups["test"])
+
+
+def mnist1d(image: bool = False, seed: int = 0) -> Dataset:
+    """MNIST-1D (signals.py): independent rows, TRAIN_ROWS to train and TEST_ROWS to test.
+    ``image``: each 64-sample signal folded into 8 rows of 8, (N, 1, 8, 8), for the CNN."""
+    from deepx_sim.compress import signals
+
+    rows = signals.mnist1d_rows(seed)
+    x_train, x_test = rows["x_train"], rows["x_test"]
+    if image:
+        side = round(np.sqrt(x_train.shape[1]))
+        x_train, x_test = x_train.reshape(-1, 1, side, side), x_test.reshape(-1, 1, side, side)
+    source = f"MNIST-1D (Greydanus 2020; mnist1d package, seed {seed}, length {signals.SEQUENCE_LENGTH})"
+    return Dataset(x_train, rows["y_train"], x_test, rows["y_test"], source)
 
 
 def _cols(x: np.ndarray, lay: Layer) -> np.ndarray:
@@ -304,6 +318,18 @@ def _initialised(graph: nx.DiGraph, seed: int) -> nx.DiGraph:
     return _with_arrays(graph, params, {})
 
 
+def _three(data: str, small_epochs: int, **flags: object) -> dict[str, dict[str, object]]:
+    """The DNN, the CNN and the 64-32-32-10 harder task on one data set (``{kind}_{data}``)."""
+    return {
+        f"speakerid_{data}": {"template": lambda seed: speakerid_template(seed, name=f"speakerid_{data}"),
+                              "image": False, "epochs": 8, "lr": 1e-3, **flags},
+        f"cnn_{data}": {"template": lambda seed: cnn_template(seed, name=f"cnn_{data}"),
+                        "image": True, "epochs": 8, "lr": 2e-3, **flags},
+        f"small_{data}": {"template": lambda seed: speakerid_template(seed, hidden=32, name=f"small_{data}"),
+                          "image": False, "epochs": small_epochs, "lr": 3e-3, **flags},
+    }
+
+
 _RECIPES = {
     "speakerid_digits": {"template": speakerid_template, "image": False, "epochs": 25, "lr": 1e-3},
     "cnn_digits": {"template": cnn_template, "image": True, "epochs": 20, "lr": 2e-3},
@@ -311,14 +337,11 @@ _RECIPES = {
     "small_noisy_digits": {"template": lambda seed: speakerid_template(seed, hidden=32,
                                                                        name="small_noisy_digits"),
                            "image": False, "epochs": 40, "lr": 3e-3, "noise": 0.35},
-    # the same three on augmented digits (augment.py): 10x the training rows, so fewer epochs
-    "speakerid_augdigits": {"template": lambda seed: speakerid_template(seed, name="speakerid_augdigits"),
-                            "image": False, "epochs": 8, "lr": 1e-3, "augment": True},
-    "cnn_augdigits": {"template": lambda seed: cnn_template(seed, name="cnn_augdigits"),
-                      "image": True, "epochs": 8, "lr": 2e-3, "augment": True},
-    # the harder task there: the distortions alone leave 32 hidden units little redundancy
-    "small_augdigits": {"template": lambda seed: speakerid_template(seed, hidden=32, name="small_augdigits"),
-                        "image": False, "epochs": 40, "lr": 3e-3, "augment": True},
+    # the same three on augmented digits (augment.py): 10x the training rows, so fewer epochs;
+    # there the distortions alone leave 32 hidden units little redundancy
+    **_three("augdigits", 40, augment=True),
+    # and on MNIST-1D (signals.py): independent rows, as many as a held-apart test needs
+    **_three("mnist1d", 20, mnist1d=True),
 }
 
 
@@ -342,13 +365,18 @@ def trained_model(name: str, seed: int = 0) -> tuple[nx.DiGraph, Dataset]:
         raise ModelError(f"no trained model {name!r}; choose from {', '.join(TRAINED_MODELS)}")
     recipe = _RECIPES[name]
     augment = bool(recipe.get("augment", False))
-    data = digits(image=bool(recipe["image"]), seed=seed, noise=float(recipe.get("noise", 0.0)),  # type: ignore[arg-type]
-                  augment=augment)
+    if recipe.get("mnist1d"):
+        data = mnist1d(image=bool(recipe["image"]), seed=seed)
+    else:
+        data = digits(image=bool(recipe["image"]), seed=seed, noise=float(recipe.get("noise", 0.0)),  # type: ignore[arg-type]
+                      augment=augment)
     key = hashlib.sha1(
         json.dumps(
             {"name": name, "seed": seed, "epochs": recipe["epochs"], "lr": recipe["lr"], "version": 2,
              **({"noise": recipe["noise"]} if "noise" in recipe else {}),
-             **({"augment": _augment_key()} if augment else {})}
+             **({"augment": _augment_key()} if augment else {}),
+             **({"mnist1d": data.source, "rows": [len(data.y_train), len(data.y_test)]}
+                if recipe.get("mnist1d") else {})}
         ).encode()
     ).hexdigest()[:12]
     path = cache_dir() / f"{name}-{key}.npz"
