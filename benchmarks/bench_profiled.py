@@ -11,7 +11,8 @@ accelerators, minimising latency with DeepXPlanner under a time limit, prints:
   over the obvious bound: below 1 means the relaxation is weaker than the
   obvious bound (the segment bound's row is part of the program; see seg/obv);
 - seg/obv: the segment bound (plan/segments.py), a combinatorial lower bound;
-- objective/obv and the solver's final gap and status; greedy/obv for scale.
+- objective/obv and the planner's final gap and status (on the shipped graphs the gap is
+  against the column generation bound, plan/columns.py); greedy/obv for scale.
 
 Targets: every shipped input within 1 % in <= 60 s (32- and 96-node ones in
 <= 5 s); up to 800 nodes on up to 8 identical accelerators within 1 % in <= 60 s.
