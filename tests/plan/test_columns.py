@@ -132,3 +132,18 @@ def test_local_search_never_worsens_a_plan(tmp_path: Path, seed: int) -> None:
     better = improve(problem, start)
     assert better.status == "feasible" or start.status != "feasible"
     assert better.objective_value <= start.objective_value
+
+
+def test_columns_run_where_the_instances_hold_every_layer(tmp_path: Path) -> None:
+    """The planner's rule (ilp._partition_bound): memory for every layer on the instances
+    (slack 1) means a partition question, for column generation; slack 1.5 sends a third
+    of the layers to the CPU, for the compact program."""
+    from deepx_sim.plan.ilp import _partition_bound
+
+    for slack, expected in ((1.0, True), (1.5, False)):
+        data = synthetic_profiled(30, 3, seed=1, memory_slack=slack)
+        path = tmp_path / f"s{slack}.json"
+        path.write_text(json.dumps(data))
+        model = load_profiled(path)
+        problem = Problem(model.graph, model.platform, constraints=LATENCY, profile=model.profile)
+        assert _partition_bound(problem) is expected
