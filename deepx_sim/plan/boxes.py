@@ -55,6 +55,7 @@ with the cloud unreachable at the loads of s.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -90,12 +91,18 @@ class CertifiedBox:
     where: Callable[[Conditions], np.ndarray | None]
     #: the axis of the next arrival's gap, where the tail credit applies (None: no credit)
     gap_axis: int | None = None
+    #: axes (the bandwidths) along which every plan's costs are affine in 1 / bandwidth,
+    #: where ``flat_axis`` (the gap) is at its top (no next arrival: the whole tail)
+    affine_axes: tuple[int, ...] = ()
+    flat_axis: int | None = None
     #: the share of the box's volume proven
     proven_share: float = 0.0
     #: cells left unproven, as (lo, hi) corners
     unproven: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     #: points solved and the lower bound on the optimum each gave (inf: infeasible)
     solved: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    #: the same without deadline and energy budget
+    relaxed: list[tuple[np.ndarray, float]] = field(default_factory=list)
 
     def point(self, conditions: Conditions) -> np.ndarray | None:
         """The coordinates of ``conditions`` in the box, or None outside it."""
@@ -109,6 +116,21 @@ class CertifiedBox:
     def holds_unproven(self, x: np.ndarray) -> bool:
         """Whether ``x`` lies in a cell left unproven (its boundary included)."""
         return any(bool(((lo <= x) & (x <= hi)).all()) for lo, hi in self.unproven)
+
+    def affine_at(self, x: np.ndarray) -> bool:
+        """Whether costs are affine along :attr:`affine_axes` at ``x``'s other coordinates."""
+        flat = self.flat_axis
+        return bool(self.affine_axes) and (flat is None or x[flat] >= self.top[flat] * (1 - _TOLERANCE))
+
+    def corners(self, rest: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+        """``rest`` with the affine axes at each combination of ``lo`` and ``hi`` (all lo first)."""
+        points = []
+        for choice in itertools.product((False, True), repeat=len(self.affine_axes)):
+            point = rest.copy()
+            for axis, upper in zip(self.affine_axes, choice, strict=True):
+                point[axis] = hi[axis] if upper else lo[axis]
+            points.append(point)
+        return points
 
     def widths(self) -> np.ndarray:
         return self.top - self.bottom
@@ -262,5 +284,6 @@ def cloud_box(base: Conditions, link: Link, vary: tuple[str, ...], uplinks_mbps:
                                             0.0 if gaps else axes.no_next_x])
     top = np.array([-math.log(min_free_fraction)] * len(vary) + [span, span, axes.idle_x, axes.no_next_x])
     start = replace(base, cloud_reachable=True, queued_s={})
+    k = len(vary)
     return CertifiedBox("cloud", vary, bottom, top, lambda x: axes.at(start, x), axes.point,
-                        gap_axis=len(vary) + 3 if gaps else None)
+                        gap_axis=k + 3 if gaps else None, affine_axes=(k, k + 1), flat_axis=k + 3)

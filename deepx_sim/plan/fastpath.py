@@ -145,6 +145,7 @@ class FastReplanner:
         self.boxes: list[CertifiedBox] = []
         #: lower bounds solved with the cloud unreachable, per point of loads on self.local
         self._alone: list[tuple[np.ndarray, float]] = []
+        self._uplinks: tuple[float, ...] = DEFAULT_UPLINKS_MBPS
         self._stop_at = math.inf  # the warm-up's budget: perf_counter time and solves
         self._last_solve: float = math.inf
         self._solve_s = 0.0  # seconds spent in full solves
@@ -205,6 +206,7 @@ class FastReplanner:
         base = self.problem.conditions
         deadline_s = self.problem.constraints.deadline_s
         self.boxes = []
+        self._uplinks = tuple(uplinks_mbps)
         self._certify(device_boxes(replace(base, cloud_reachable=False), vary, tuple(self.local), deadline_s,
                                    self.link, MIN_FREE_FRACTION, MIN_DEADLINE_SHARE))
         if self.link is not None and uplinks_mbps:
@@ -258,17 +260,99 @@ class FastReplanner:
 
     def _cell_proven(self, box: CertifiedBox, lo: np.ndarray, hi: np.ndarray) -> bool:
         """Whether the cell [lo, hi] is proven (or nothing is feasible in it), solving
-        at its corners as needed (none once the budget is spent)."""
-        steps = (lambda: None, lambda: self._solve_at(box, lo), lambda: self._solve_alone(box, lo),
-                 lambda: self._solve_at(box, hi))
-        for step in steps:
+        as needed (none once the budget is spent): where the costs are affine in the
+        bandwidths, first without the deadline at the cell's bandwidth corners
+        (:meth:`_affine_margin`), while those optima meet the constraints; then at
+        lo, at lo's loads with the cloud unreachable (for the tail credit), at hi."""
+        steps: list[Callable[[], object]] = [lambda: None]
+        if box.affine_at(lo):
+            corners = box.corners(lo, lo, hi)
+            steps += [functools.partial(self._solve_relaxed, box, corner) for corner in corners]
+        steps += [lambda: self._solve_at(box, lo), lambda: self._solve_alone(box, lo),
+                  lambda: self._solve_at(box, hi)]
+        binds = False
+        for i, step in enumerate(steps):
+            if binds and 1 < i < len(steps) - 3:
+                continue  # the deadline binds at lo: relaxed solves bound the optimum poorly
             try:
-                step()
+                binds |= step() is False
             except _BudgetSpent:
                 return False
-            if self._margin(box, lo, hi) <= 1 + CERTIFIED_LOSS:
+            if min(self._margin(box, lo, hi), self._affine_margin(box, lo, hi)) <= 1 + CERTIFIED_LOSS:
                 return True
         return False
+
+    def _solve_relaxed(self, box: CertifiedBox, x: np.ndarray) -> bool:
+        """Solve at point ``x`` of ``box`` (once) with no deadline a plan in the box could
+        reach (:attr:`_latency_ceiling_s`) and no energy budget, keeping the lower bound;
+        whether that optimum meets the real constraints (then it is also the optimum)."""
+        if any(bool((np.abs(p - x) <= 1e-12).all()) for p, _ in box.relaxed):
+            return True
+        self._limit_time()
+        c = self.problem.constraints
+        conditions = box.at(x)
+        loose = self.problem.with_conditions(conditions).with_constraints(
+            replace(c, deadline_s=max(c.deadline_s, self._latency_ceiling_s), energy_budget_j=None))
+        plan = self._warm_plan(loose)
+        box.relaxed.append((x.copy(), _lower_bound(plan)))
+        if plan is None:
+            return False
+        self.add(plan)
+        meets = plan.latency_s <= c.deadline_s * (1 + 1e-9) and (
+            c.energy_budget_j is None or plan.energy_j <= c.energy_budget_j * (1 + 1e-9))
+        if meets and not box.solved_at(x):
+            box.solved.append((x.copy(), _lower_bound(plan)))
+        return meets
+
+    @functools.cached_property
+    def _latency_ceiling_s(self) -> float:
+        """More than any plan's latency anywhere in the cloud box: every layer at its
+        slowest (processor, variant) at the lowest free fraction, every producer sending
+        its largest output to every other processor at the lowest bandwidth, a
+        promotion; doubled, plus a second."""
+        problem, costs = self._nominal, self._nominal.costs
+        link = self.link
+        assert link is not None
+        slowest_mbps = min(self._uplinks) * min(1.0, link.downlink_mbps / link.uplink_mbps)
+        total_s = link.radio.promotion_s
+        for lay in problem.layers:
+            total_s += max(costs.layer_cost(lay.name, p, v).busy_s for p in problem.processors
+                           for v in problem.variants(lay, p)) / MIN_FREE_FRACTION
+            sizes = [costs.edge_bytes(lay.name, succ) for succ in problem.graph.successors(lay.name)]
+            largest = max([*sizes, lay.output_bytes(costs.activation_bits)])
+            per_copy_s = (largest * 8e-6 / slowest_mbps + link.rtt_s
+                          + 2 * largest / (problem.platform.shared_memory_gbps * 1e9))
+            total_s += len(problem.processors) * per_copy_s
+        return 2 * total_s + 1.0
+
+    def _affine_margin(self, box: CertifiedBox, lo: np.ndarray, hi: np.ndarray) -> float:
+        """As :meth:`_margin`, where every plan's costs and latency are affine in
+        1 / bandwidth (the next arrival beyond the tail; otherwise inf).
+
+        The optimum without deadline and budget is then a minimum of affine
+        functions: concave, so over the cell's bandwidths (loads, radio held at
+        lo) at least the interpolation of its lower bounds at the bandwidth
+        corners (solved there or below), and the optimum is at least that.  A
+        pooled plan feasible at every bandwidth corner with the rest at hi is
+        feasible over the cell, at a cost at most the interpolation of its costs
+        there; so the cell holds if one plan is within the tolerance at every
+        corner."""
+        if not box.affine_at(lo):
+            return math.inf
+        lows, highs = box.corners(lo, lo, hi), box.corners(hi, lo, hi)
+        bounds = []
+        for corner in lows:
+            below = [b for p, b in box.relaxed if bool((p <= corner + 1e-12).all())]
+            if not below:
+                return math.inf
+            bounds.append(max(below))
+        if any(math.isinf(b) for b in bounds):
+            return 0.0  # no plan meets accuracy and memory: nothing is feasible anywhere
+        if not self.candidates:
+            return math.inf
+        scores = np.array([self._scores(box.at(corner))[0] for corner in highs])
+        worst = np.max([[_ratio(v, b) for v in row] for row, b in zip(scores, bounds, strict=True)], axis=0)
+        return float(worst.min())
 
     def _solve_at(self, box: CertifiedBox, x: np.ndarray) -> None:
         """Solve at point ``x`` of ``box`` (once) and keep its lower bound."""
