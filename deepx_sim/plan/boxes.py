@@ -138,14 +138,22 @@ class CertifiedBox:
     def bound_below(self, x: np.ndarray) -> tuple[float, np.ndarray] | None:
         """The best lower bound on the optimum at ``x`` from the points solved at or
         below it (the optimum only grows along the box), with that point; None if none."""
-        best: tuple[float, np.ndarray] | None = None
-        for point, bound in self.solved:
-            if bool((point <= x + _TOLERANCE).all()) and (best is None or bound > best[0]):
-                best = (bound, point)
-        return best
+        return _best_below(self.solved, x)
+
+    def relaxed_below(self, x: np.ndarray) -> tuple[float, np.ndarray] | None:
+        """The same for the optimum without deadline and energy budget."""
+        return _best_below(self.relaxed, x)
 
     def solved_at(self, x: np.ndarray) -> bool:
         return any(bool((np.abs(point - x) <= _TOLERANCE).all()) for point, _ in self.solved)
+
+
+def _best_below(solved: list[tuple[np.ndarray, float]], x: np.ndarray) -> tuple[float, np.ndarray] | None:
+    best: tuple[float, np.ndarray] | None = None
+    for point, bound in solved:
+        if bool((point <= x + _TOLERANCE).all()) and (best is None or bound > best[0]):
+            best = (bound, point)
+    return best
 
 
 def radio_monotone(model: RadioModel) -> bool:

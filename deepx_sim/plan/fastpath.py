@@ -342,10 +342,10 @@ class FastReplanner:
         lows, highs = box.corners(lo, lo, hi), box.corners(hi, lo, hi)
         bounds = []
         for corner in lows:
-            below = [b for p, b in box.relaxed if bool((p <= corner + 1e-12).all())]
-            if not below:
+            below = box.relaxed_below(corner)
+            if below is None:
                 return math.inf
-            bounds.append(max(below))
+            bounds.append(below[0])
         if any(math.isinf(b) for b in bounds):
             return 0.0  # no plan meets accuracy and memory: nothing is feasible anywhere
         if not self.candidates:
