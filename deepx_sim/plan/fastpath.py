@@ -15,15 +15,17 @@ Under new conditions every candidate's latency and energy follow in closed
 form (numpy, tens of microseconds), with the radio rule of
 :mod:`deepx_sim.costs` (promotion from idle, the unshared tail) applied to
 the whole pool at once, and the best one meeting the deadline and energy
-budget is returned.  The pool holds the ILP optima over a grid of conditions
-and radio states (:meth:`FastReplanner.warm`), and grows: every full solve
-(when no candidate is feasible, a caller's periodic check, a fallback plan
-passed to :meth:`FastReplanner.add`) joins it.  On the device alone the
-warm-up proves the pool within :data:`CERTIFIED_LOSS` over boxes of loads and
-of our own queue; given a budget (wall time or solves) it may leave cells
-unproven, and a replan there falls back to a full solve
-(:meth:`FastReplanner.coverage`).  ``benchmarks/bench_planner.py`` measures
-the loss against a full solve.
+budget is returned.  The pool holds the ILP optima the warm-up solved
+(:meth:`FastReplanner.warm`), and grows: every full solve (when no candidate
+is feasible, a caller's periodic check, a fallback plan passed to
+:meth:`FastReplanner.add`) joins it.  The warm-up proves the pool within
+:data:`CERTIFIED_LOSS` over boxes of conditions (:mod:`deepx_sim.plan.boxes`):
+loads and our own queue on the device alone, and loads and bandwidths with
+the cloud reachable (the radio idle; optionally every radio state and next
+arrival); given a budget (wall time or solves) it may leave cells unproven,
+and a replan there falls back to a full solve (:meth:`FastReplanner.coverage`).
+``benchmarks/bench_planner.py`` measures the loss against a full solve and
+the warm-up (``--warm-up``).
 """
 
 from __future__ import annotations
@@ -61,9 +63,11 @@ CERTIFIED_LOSS = 0.01
 CLOUD_BOX_SOLVES = 40
 #: Pieces a cell's gap axis is cut into for the tail credit (pool evaluations, no solves).
 GAP_PIECES = 16
-#: Arrival gaps the queue scan plans for with the radio connected: these shares of
-#: the link's tail.
+#: Arrival gaps the radio scans plan for with the radio connected: these shares of
+#: the link's tail (a gap beyond the tail costs a whole one, like no next request).
 DEFAULT_GAP_SHARES = (0.1, 0.5)
+#: Load levels of the radio scans: these free fractions on every processor varied.
+DEFAULT_FREE_FRACTIONS = (1.0, 0.4)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,10 @@ def _warm_copy(planner: DeepXPlanner) -> DeepXPlanner:
     quiet = _UndiagnosedPlanner.__new__(_UndiagnosedPlanner)
     quiet.__dict__.update(vars(planner))
     return quiet
+
+
+def _with_uplink(conditions: Conditions, uplink_mbps: float) -> Conditions:
+    return replace(conditions, uplink_mbps=uplink_mbps)
 
 
 def _lower_bound(plan: Plan | None) -> float:
@@ -188,9 +196,9 @@ class FastReplanner:
           WiFi's: over BERT-base its cells' margins stay at 2-4 along the gap,
           ``benchmarks/bench_planner.py``.)
 
-        Then, with the radio connected, a scan over our own queue (the share of
-        the deadline left, the next arrival the first of ``gaps_s``, default
-        :data:`DEFAULT_GAP_SHARES` of the tail): tried, not proven.
+        Then, unless ``gaps_s`` is empty, scans over radio states, uplinks, load
+        levels and our own queue with the radio connected (:meth:`_radio_lines`):
+        tried, not proven, for the conditions outside the boxes.
 
         ``budget_s`` bounds the warm-up's wall time: no solve starts that would
         end after it (judged by the mean solve so far); ``max_solves`` bounds its
@@ -216,15 +224,31 @@ class FastReplanner:
                                      MIN_FREE_FRACTION, radio_states=radio_box)])
             if budget_s is None and max_solves is None:
                 self._last_solve, self.budget_spent = math.inf, False
-        if self.link is None or gaps == []:
-            return self
-        tail_s = self.link.radio.tail_s
-        gap = gaps[0] if gaps else (DEFAULT_GAP_SHARES[0] * tail_s or None)
-        connected = replace(base, radio_state="connected", tail_left_s=math.inf, next_gap_s=gap)
-        with contextlib.suppress(_BudgetSpent):  # our own queue, radio connected: share of deadline left
-            self._scan([(functools.partial(self._solve_within, connected), lambda _s: connected,
-                         [MIN_DEADLINE_SHARE, 1.0])])
+        if self.link is not None and gaps != []:
+            with contextlib.suppress(_BudgetSpent):
+                self._scan(self._radio_lines(tuple(uplinks_mbps) or (self.link.uplink_mbps,), vary, gaps))
         return self
+
+    def _radio_lines(self, uplinks_mbps: tuple[float, ...], vary: tuple[str, ...],
+                     gaps: list[float] | None) -> list[_Line]:
+        """Scans (tried, not proven) over uplinks for each radio state (idle with no next
+        request; connected with the next request each of ``gaps`` away, default
+        :data:`DEFAULT_GAP_SHARES` of the tail) and load level (each of
+        :data:`DEFAULT_FREE_FRACTIONS` on every processor in ``vary``), and over the
+        share of the deadline our own queue leaves with the radio connected."""
+        base = self.problem.conditions
+        tail_s = self.link.radio.tail_s  # type: ignore[union-attr]
+        if gaps is None:
+            gaps = [share * tail_s for share in DEFAULT_GAP_SHARES if tail_s]
+        radios = [replace(base, radio_state="idle", tail_left_s=0.0, next_gap_s=None)]
+        radios += [replace(base, radio_state="connected", tail_left_s=math.inf, next_gap_s=g) for g in gaps]
+        lines: list[_Line] = [(functools.partial(self._solve_within, radios[-1]), lambda _s: radios[-1],
+                               [MIN_DEADLINE_SHARE, 1.0])]
+        for f in DEFAULT_FREE_FRACTIONS if vary else (1.0,):
+            for radio in radios:
+                at = functools.partial(_with_uplink, replace(radio, free_fraction=dict.fromkeys(vary, f)))
+                lines.append((lambda up, at=at: self._try(at(up)), at, sorted(uplinks_mbps)))
+        return lines
 
     def _certify(self, boxes: list[CertifiedBox]) -> None:
         """Prove the pool within :data:`CERTIFIED_LOSS` of the optimum over each box.
