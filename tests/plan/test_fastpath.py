@@ -283,7 +283,7 @@ def cloud_conditions(rng: np.random.Generator, fast: FastReplanner, radio: bool)
 UPLINKS_MBPS = (0.5, 50.0)
 
 
-def proven_losses(radio: bool, seeds: range, max_solves: int = 40) -> tuple[list[float], int]:
+def proven_losses(radio: bool, seeds: range, max_solves: int = 25) -> tuple[list[float], int]:
     """Oracle: a full solve at random conditions inside the cloud box of small random
     problems where the cloud often pays; the losses of the fast plan where the
     warm-up says proven, and how many unproven points solved in full (optimal)."""
