@@ -114,6 +114,17 @@ def _with_uplink(conditions: Conditions, uplink_mbps: float) -> Conditions:
     return replace(conditions, uplink_mbps=uplink_mbps)
 
 
+def _same_costs(c: Conditions) -> tuple[object, ...]:
+    """A key equal for conditions under which every plan costs the same (the link and
+    radio ignored when the cloud is unreachable)."""
+    free = tuple(sorted((p, f) for p, f in c.free_fraction.items() if f < 1.0))
+    queued = tuple(sorted((p, q) for p, q in c.queued_s.items() if q > 0))
+    if not c.cloud_reachable:
+        return free, queued
+    return (free, queued, c.link, c.uplink_mbps, c.downlink_mbps, c.rtt_ms, c.radio_state, c.tail_left_s,
+            c.next_gap_s)
+
+
 def _lower_bound(plan: Plan | None) -> float:
     """A lower bound on the optimum from a solve's plan (None: infeasible): its objective
     less its gap; 0 when the solver gave no gap."""
@@ -154,6 +165,7 @@ class FastReplanner:
         #: lower bounds solved with the cloud unreachable, per point of loads on self.local
         self._alone: list[tuple[np.ndarray, float]] = []
         self._uplinks: tuple[float, ...] = DEFAULT_UPLINKS_MBPS
+        self._solved_bounds: dict[tuple[object, ...], float] = {}  # see _bound_at
         self._stop_at = math.inf  # the warm-up's budget: perf_counter time and solves
         self._last_solve: float = math.inf
         self._solve_s = 0.0  # seconds spent in full solves
@@ -383,7 +395,7 @@ class FastReplanner:
         if box.solved_at(x):
             return
         conditions = box.at(x)
-        bound = _lower_bound(self._try(conditions))
+        bound = self._bound_at(conditions)
         box.solved.append((x.copy(), bound))
         if box.kind == "load":
             self._alone.append((self._load_point(conditions), bound))
@@ -397,7 +409,15 @@ class FastReplanner:
         point = self._load_point(conditions)
         if any(bool((np.abs(p - point) <= 1e-12).all()) for p, _ in self._alone):
             return
-        self._alone.append((point, _lower_bound(self._try(conditions))))
+        self._alone.append((point, self._bound_at(conditions)))
+
+    def _bound_at(self, conditions: Conditions) -> float:
+        """The lower bound on the optimum a solve under ``conditions`` gives, solved once
+        for conditions that cost every plan the same (the boxes share their corners)."""
+        key = _same_costs(conditions)
+        if key not in self._solved_bounds:
+            self._solved_bounds[key] = _lower_bound(self._try(conditions))
+        return self._solved_bounds[key]
 
     def _load_point(self, conditions: Conditions) -> np.ndarray:
         return -np.log([conditions.free_fraction.get(p, 1.0) for p in self.local])
@@ -460,16 +480,19 @@ class FastReplanner:
 
     def _split_axis(self, box: CertifiedBox, lo: np.ndarray, hi: np.ndarray) -> int | None:
         """The side to halve: of those wider than :data:`CELL_RESOLUTION`, the one whose
-        halving lowers the lower half's margin most (the widest among equals); None if
-        every side is narrow."""
+        halving lowers the lower half's margin most (among equals the widest relative to
+        the box, so that sides are halved in turn); None if every side is narrow."""
         wide = [i for i in range(len(lo)) if hi[i] - lo[i] >= math.log(CELL_RESOLUTION)]
         if not wide:
             return None
 
+        widths = box.widths()
+
         def gain(i: int) -> tuple[float, float]:
             corner = hi.copy()
             corner[i] = (lo[i] + hi[i]) / 2
-            return self._margin(box, lo, corner), lo[i] - hi[i]
+            margin = min(self._margin(box, lo, corner), self._affine_margin(box, lo, corner))
+            return margin, (lo[i] - hi[i]) / widths[i]  # among equals the widest for its box
 
         return min(wide, key=gain)
 
