@@ -278,16 +278,18 @@ class _CloudAxes:
 
 
 def cloud_box(base: Conditions, link: Link, vary: tuple[str, ...], uplinks_mbps: tuple[float, ...],
-              deadline_s: float, min_free_fraction: float, radio_states: bool) -> CertifiedBox:
+              deadline_s: float, min_free_fraction: float, radio_states: bool,
+              next_gaps: bool = False) -> CertifiedBox:
     """The box of conditions with the cloud reachable: loads on ``vary``, uplinks over the
     range of ``uplinks_mbps`` and downlinks over the same range scaled to the link's
-    downlink, every tail left and next gap if ``radio_states`` (else the radio idle with no
-    next arrival, as a policy that does not look at the radio plans)."""
+    downlink; every tail left if ``radio_states`` (else the radio idle, as a policy that
+    does not look at the radio plans); every next gap if ``next_gaps`` and the radio is
+    monotone (else no next arrival)."""
     scale = link.downlink_mbps / link.uplink_mbps
     axes = _CloudAxes(link, vary, max(uplinks_mbps), max(uplinks_mbps) * scale,
                       base.rtt_ms if base.rtt_ms is not None else link.rtt_ms, deadline_s)
     span = math.log(max(uplinks_mbps) / min(uplinks_mbps))
-    gaps = radio_states and radio_monotone(link.radio)
+    gaps = radio_states and next_gaps and radio_monotone(link.radio)
     bottom = np.array([0.0] * len(vary) + [0.0, 0.0, 0.0 if radio_states else axes.idle_x,
                                             0.0 if gaps else axes.no_next_x])
     top = np.array([-math.log(min_free_fraction)] * len(vary) + [span, span, axes.idle_x, axes.no_next_x])

@@ -201,11 +201,12 @@ class FastReplanner:
         - then, with a link and ``uplinks_mbps``, the cloud reachable: the same
           loads, uplinks over the range of ``uplinks_mbps`` (downlinks over it
           scaled to the link's), the radio idle with no next arrival (a lone
-          request, or a policy blind to the radio); with ``radio_box`` every
-          radio state and next arrival too.  Without a budget this box gets at
-          most :data:`CLOUD_BOX_SOLVES` solves.  (The radio box is sound but
-          weak where a second of radio time costs little against the tail, as
-          WiFi's: over BERT-base its cells' margins stay at 2-4 along the gap,
+          request, or a policy blind to the radio); with ``radio_box`` also in
+          every radio state with no next arrival (a box whose idle face the first
+          one covers), and in every radio state and next arrival.  Without a budget these boxes get at most
+          :data:`CLOUD_BOX_SOLVES` solves.  (The box of next arrivals is sound
+          but weak where a second of radio time costs little against the tail,
+          as WiFi's: over BERT-base its cells' margins stay at 2-4 along the gap,
           ``benchmarks/bench_planner.py``.)
 
         Then, unless ``gaps_s`` is empty, scans over radio states, uplinks, load
@@ -232,8 +233,10 @@ class FastReplanner:
         if self.link is not None and uplinks_mbps:
             if budget_s is None and max_solves is None:
                 self._last_solve = self.full_solves + CLOUD_BOX_SOLVES
-            self._certify([cloud_box(base, self.link, vary, tuple(uplinks_mbps), deadline_s,
-                                     MIN_FREE_FRACTION, radio_states=radio_box)])
+            kinds = ((False, False), (True, False), (True, True))[:1 + 2 * radio_box]
+            boxes = [cloud_box(base, self.link, vary, tuple(uplinks_mbps), deadline_s, MIN_FREE_FRACTION,
+                               radio_states=states, next_gaps=gaps) for states, gaps in kinds]
+            self._certify(boxes)
             if budget_s is None and max_solves is None:
                 self._last_solve, self.budget_spent = math.inf, False
         if self.link is not None and gaps != []:
