@@ -93,7 +93,7 @@ def fast_path(model: str, platform: str, link: str, deadline_s: float, loads: bo
           f"{'random loads' if loads else 'no load, our own queue'}: warm-up {warm_s:.1f} s "
           f"(load average {os.getloadavg()[0]:.2f}), {warm_solves} ILP solves -> pool of {warm_pool} "
           f"distinct plans")
-    shares = ", ".join(f"{box.kind} {box.proven_share * 100:.1f} %" for box in fast.boxes)
+    shares = "; ".join(f"{box.name} {box.proven_share * 100:.1f} %" for box in fast.boxes)
     print(f"  proven share {fast.proven_share * 100:.1f} % ({shares}); "
           f"{len(fast.unproven_cells)} cells left unproven (a replan there solves in full)")
     if budget_s is not None:
@@ -160,8 +160,7 @@ def warm_ups() -> None:
             start = time.perf_counter()
             fast = FastReplanner(problem).warm(budget_s=budget_s, radio_box=radio_box)
             took = time.perf_counter() - start
-            shares = ", ".join(f"{box.kind}{' +radio' if box.gap_axis is not None else ''} "
-                               f"{box.proven_share * 100:.1f} %" for box in fast.boxes)
+            shares = "; ".join(f"{box.name} {box.proven_share * 100:.1f} %" for box in fast.boxes)
             budget = "no budget" if budget_s is None else f"budget {budget_s:g} s: {took / budget_s:.2f}"
             print(f"  {model:<9} {'radio states' if radio_box else 'radio idle  '} {took:5.1f} s ({budget}), "
                   f"{fast.full_solves:3d} solves, pool {fast.pool_size:2d}, "

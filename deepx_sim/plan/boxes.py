@@ -95,6 +95,8 @@ class CertifiedBox:
     #: where ``flat_axis`` (the gap) is at its top (no next arrival: the whole tail)
     affine_axes: tuple[int, ...] = ()
     flat_axis: int | None = None
+    #: what the box spans, for reports (default its kind)
+    name: str = ""
     #: the share of the box's volume proven
     proven_share: float = 0.0
     #: cells left unproven, as (lo, hi) corners
@@ -103,6 +105,9 @@ class CertifiedBox:
     solved: list[tuple[np.ndarray, float]] = field(default_factory=list)
     #: the same without deadline and energy budget
     relaxed: list[tuple[np.ndarray, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.kind
 
     def point(self, conditions: Conditions) -> np.ndarray | None:
         """The coordinates of ``conditions`` in the box, or None outside it."""
@@ -295,5 +300,7 @@ def cloud_box(base: Conditions, link: Link, vary: tuple[str, ...], uplinks_mbps:
     top = np.array([-math.log(min_free_fraction)] * len(vary) + [span, span, axes.idle_x, axes.no_next_x])
     start = replace(base, cloud_reachable=True, queued_s={})
     k = len(vary)
+    name = "cloud, radio " + ("idle" if not radio_states else "any state, " + (
+        "any next arrival" if gaps else "no next arrival"))
     return CertifiedBox("cloud", vary, bottom, top, lambda x: axes.at(start, x), axes.point,
-                        gap_axis=k + 3 if gaps else None, affine_axes=(k, k + 1), flat_axis=k + 3)
+                        gap_axis=k + 3 if gaps else None, affine_axes=(k, k + 1), flat_axis=k + 3, name=name)
