@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from dataclasses import replace
 
 import numpy as np
@@ -283,7 +284,8 @@ def cloud_conditions(rng: np.random.Generator, fast: FastReplanner, radio: bool)
 UPLINKS_MBPS = (0.5, 50.0)
 
 
-def proven_losses(radio: bool, seeds: range, max_solves: int = 25) -> tuple[list[float], int]:
+def proven_losses(radio: bool, seeds: range, max_solves: int = 25,
+                  states: collections.Counter[str] | None = None) -> tuple[list[float], int]:
     """Oracle: a full solve at random conditions inside the cloud box of small random
     problems where the cloud often pays; the losses of the fast plan where the
     warm-up says proven, and how many unproven points solved in full (optimal)."""
@@ -308,6 +310,8 @@ def proven_losses(radio: bool, seeds: range, max_solves: int = 25) -> tuple[list
             loss = quick.objective_value / full.objective_value - 1
             if where == "proven":
                 losses.append(loss)
+                if states is not None:
+                    states[f"{conditions.radio_state}, gap {conditions.next_gap_s is not None}"] += 1
             else:
                 unproven += 1
                 assert abs(loss) <= 1e-6
@@ -319,8 +323,11 @@ def test_cloud_box_holds_within_the_loss_where_proven(radio: bool) -> None:
     """Oracle: a full solve.  With the cloud reachable (loads, uplink, downlink, and with
     ``radio`` the radio state and next arrival), where the warm-up says proven the
     fast plan is within CERTIFIED_LOSS of the optimum."""
-    losses, _ = proven_losses(radio, range(8))
+    states: collections.Counter[str] = collections.Counter()
+    losses, _ = proven_losses(radio, range(8), states=states)
     assert len(losses) >= 20
+    if radio:  # the proofs reach beyond the idle radio
+        assert states["connected, gap False"] + states["promoting, gap False"] >= 5, states
     assert max(losses) <= CERTIFIED_LOSS + 1e-9
     assert min(losses) >= -1e-6
 
