@@ -166,6 +166,7 @@ class FastReplanner:
         self._alone: list[tuple[np.ndarray, float]] = []
         self._uplinks: tuple[float, ...] = DEFAULT_UPLINKS_MBPS
         self._solved_bounds: dict[tuple[object, ...], float] = {}  # see _bound_at
+        self._ceilings_s: dict[tuple[float, ...], float] = {}  # see _latency_ceiling_s, per uplinks
         self._stop_at = math.inf  # the warm-up's budget: perf_counter time and solves
         self._last_solve: float = math.inf
         self._solve_s = 0.0  # seconds spent in full solves
@@ -343,8 +344,13 @@ class FastReplanner:
             box.solved.append((x.copy(), _lower_bound(plan)))
         return meets
 
-    @functools.cached_property
+    @property
     def _latency_ceiling_s(self) -> float:
+        if self._uplinks not in self._ceilings_s:
+            self._ceilings_s[self._uplinks] = self._latency_ceiling()
+        return self._ceilings_s[self._uplinks]
+
+    def _latency_ceiling(self) -> float:
         """More than any plan's latency anywhere in the cloud box: every layer at its
         slowest (processor, variant) at the lowest free fraction, every producer sending
         its largest output to every other processor at the lowest bandwidth, a
@@ -535,7 +541,9 @@ class FastReplanner:
         for box in self.boxes:
             x = box.point(conditions)
             if x is not None:
-                proven = not box.holds_unproven(x) or self._margin(box, x, x) <= 1 + CERTIFIED_LOSS
+                margin = 0.0 if not box.holds_unproven(x) else min(self._margin(box, x, x),
+                                                                   self._affine_margin(box, x, x))
+                proven = margin <= 1 + CERTIFIED_LOSS
                 return "proven" if proven else "unproven"
         return "unchecked"
 
