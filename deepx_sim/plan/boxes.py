@@ -36,8 +36,8 @@ being its transfers, cloud time and promotion):
 - a later next arrival charges more of the tail: energy grows, always.
 
 So with a radio meeting those two power conditions (:func:`radio_monotone`:
-the LTE, 3G-base and WiFi presets do, but 3G's promotion, 659 mW against an
-804 mW tail, does not) the box spans every tail left and gap.  Otherwise the
+the LTE and WiFi presets do; 3G's promotion, 659 mW against an 804 mW tail,
+does not) the box spans every tail left and gap.  Otherwise the
 gap is held at "no next arrival", where the whole tail is charged whatever the
 busy time, and the two other coordinates need no condition.  Feasible plans
 have ``first_use_s`` and busy time within the deadline D, so a tail left
