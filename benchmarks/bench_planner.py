@@ -9,11 +9,13 @@ Two settings: AlexNet on tegra_k1 over WiFi (100 ms, random loads on every
 processor) and the flagship's VGG-16 on snapdragon_400 over LTE (5 s).
 Issue 12: BERT-base (fused) on snapdragon_8_gen_3 over WiFi (5 s, random loads)
 warms up within 10 s: the warm-up gets that budget (cells left unproven fall
-back to a full solve), and the run prints the share of the device-alone load
-and queue boxes proven, fallbacks taken and the loss over --bert-replans conditions.
+back to a full solve).  ``--warm-up`` prints, for BERT-base, AlexNet and VGG-16,
+the warm-up's seconds, solves, pool size and proven share of each box (device
+alone: load, queue; the cloud reachable: loads and bandwidths with the radio idle,
+and with every radio state and next arrival), with the load average.
 
 Run: python benchmarks/bench_planner.py [--repeats 7] [--replans 200] [--bert-replans 50]
-     [--only-fast]
+     [--only-fast] [--only-bert] [--warm-up]
 """
 
 from __future__ import annotations
@@ -91,8 +93,8 @@ def fast_path(model: str, platform: str, link: str, deadline_s: float, loads: bo
           f"{'random loads' if loads else 'no load, our own queue'}: warm-up {warm_s:.1f} s "
           f"(load average {os.getloadavg()[0]:.2f}), {warm_solves} ILP solves -> pool of {warm_pool} "
           f"distinct plans")
-    shares = ", ".join(f"{box.kind} {box.proven_share * 100:.1f} %" for box in fast.boxes)
-    print(f"  device alone: proven share {fast.proven_share * 100:.1f} % ({shares}); "
+    shares = "; ".join(f"{box.name} {box.proven_share * 100:.1f} %" for box in fast.boxes)
+    print(f"  proven share {fast.proven_share * 100:.1f} % ({shares}); "
           f"{len(fast.unproven_cells)} cells left unproven (a replan there solves in full)")
     if budget_s is not None:
         spent = "spent: the warm-up stopped early" if fast.budget_spent else "not reached"
@@ -142,6 +144,32 @@ def fast_path(model: str, platform: str, link: str, deadline_s: float, loads: bo
           f"{len(chosen)} distinct plans chosen")
 
 
+#: (model, platform, link, deadline_s, warm-up budget_s): BERT-base under its target and
+#: without a budget (the solves it needs), AlexNet and VGG-16 without.
+WARM_UP_SETTINGS = (("bert_base", "snapdragon_8_gen_3", "wifi", 5.0, BERT_WARM_TARGET_S),
+                    ("bert_base", "snapdragon_8_gen_3", "wifi", 5.0, None),
+                    ("alexnet", "tegra_k1", "wifi", 0.1, None), ("vgg16", "snapdragon_400", "lte", 5.0, None))
+
+
+def warm_ups() -> None:
+    """Each setting's warm-up, without and with the radio box (the cloud reachable in
+    every radio state), under the BERT-base budget or none."""
+    print("\nwarm-up: seconds, ILP solves, pool size, proven share per box (load average before each)")
+    for model, platform, link, deadline_s, budget_s in WARM_UP_SETTINGS:
+        problem = Problem(load_model(model), load_platform(platform), Conditions(link=link),
+                          Constraints(deadline_s=deadline_s))
+        for radio_box in (False, True):
+            load = os.getloadavg()[0]
+            start = time.perf_counter()
+            fast = FastReplanner(problem).warm(budget_s=budget_s, radio_box=radio_box)
+            took = time.perf_counter() - start
+            shares = "; ".join(f"{box.name} {box.proven_share * 100:.1f} %" for box in fast.boxes)
+            budget = "no budget" if budget_s is None else f"budget {budget_s:g} s: {took / budget_s:.2f}"
+            print(f"  {model:<9} {'radio states' if radio_box else 'radio idle  '} {took:5.1f} s ({budget}), "
+                  f"{fast.full_solves:3d} solves, pool {fast.pool_size:2d}, "
+                  f"proven {fast.proven_share * 100:5.1f} % ({shares}); load average {load:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -150,7 +178,12 @@ def main() -> None:
     parser.add_argument("--solver", default="highs", choices=["highs", "cbc"])
     parser.add_argument("--only-fast", action="store_true", help="skip the full-solve timings")
     parser.add_argument("--only-bert", action="store_true", help="only the BERT-base fast path")
+    parser.add_argument("--warm-up", action="store_true",
+                        help="only the warm-ups (seconds, solves, pool, proven share)")
     args = parser.parse_args()
+    if args.warm_up:
+        warm_ups()
+        return
     if not (args.only_fast or args.only_bert):
         full_solves(args.repeats, args.solver)
     if not args.only_bert:

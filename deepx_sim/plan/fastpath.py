@@ -15,20 +15,23 @@ Under new conditions every candidate's latency and energy follow in closed
 form (numpy, tens of microseconds), with the radio rule of
 :mod:`deepx_sim.costs` (promotion from idle, the unshared tail) applied to
 the whole pool at once, and the best one meeting the deadline and energy
-budget is returned.  The pool holds the ILP optima over a grid of conditions
-and radio states (:meth:`FastReplanner.warm`), and grows: every full solve
-(when no candidate is feasible, a caller's periodic check, a fallback plan
-passed to :meth:`FastReplanner.add`) joins it.  On the device alone the
-warm-up proves the pool within :data:`CERTIFIED_LOSS` over boxes of loads and
-of our own queue; given a budget (wall time or solves) it may leave cells
-unproven, and a replan there falls back to a full solve
-(:meth:`FastReplanner.coverage`).  ``benchmarks/bench_planner.py`` measures
-the loss against a full solve.
+budget is returned.  The pool holds the ILP optima the warm-up solved
+(:meth:`FastReplanner.warm`), and grows: every full solve (when no candidate
+is feasible, a caller's periodic check, a fallback plan passed to
+:meth:`FastReplanner.add`) joins it.  The warm-up proves the pool within
+:data:`CERTIFIED_LOSS` over boxes of conditions (:mod:`deepx_sim.plan.boxes`):
+loads and our own queue on the device alone, and loads and bandwidths with
+the cloud reachable (the radio idle; optionally every radio state and next
+arrival); given a budget (wall time or solves) it may leave cells unproven,
+and a replan there falls back to a full solve (:meth:`FastReplanner.coverage`).
+``benchmarks/bench_planner.py`` measures the loss against a full solve and
+the warm-up (``--warm-up``).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 import functools
 import heapq
@@ -36,35 +39,35 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from deepx_sim.costs import Conditions, radio_charge, radio_rule
 from deepx_sim.errors import InfeasibleError, PlanError
+from deepx_sim.plan.boxes import CELL_RESOLUTION, CertifiedBox, cloud_box, device_boxes, gap_s, tail_credit_j
 from deepx_sim.plan.ilp import DeepXPlanner
 from deepx_sim.plan.problem import RADIO, Plan, Problem, evaluate, transfers_of
 
 DEFAULT_UPLINKS_MBPS = (0.25, 4.0, 64.0)
-#: Warm-up scans bisect between neighbours down to this ratio (bandwidth, free
-#: fraction, deadline share), from these lowest free fraction and deadline share.
+#: The queue scan with the radio connected bisects between neighbours down to this
+#: ratio of the deadline share.
 SCAN_RESOLUTION = 1.2
+#: The boxes' lowest free fraction and share of the deadline our queue leaves.
 MIN_FREE_FRACTION = 0.2
 MIN_DEADLINE_SHARE = 0.3
-#: Loads on several processors: random load vectors until this many solves in a
-#: row add nothing (at most MAX_SATURATION_SOLVES).
-SATURATION_PATIENCE = 20
-MAX_SATURATION_SOLVES = 300
-DEFAULT_FREE_FRACTIONS = (1.0, 0.4)
-#: The loss against a full solve the warm-up proves over the load box on the
-#: device alone (issue 15's target for the fast path).
+#: The loss against a full solve the warm-up proves over its boxes (issue 15's
+#: target for the fast path).
 CERTIFIED_LOSS = 0.01
-#: Cells narrower than this ratio (of free fraction, or of the share of the
-#: deadline left) are not split further: they hug the edge where no plan is feasible.
-CELL_RESOLUTION = 1.25
-#: Arrival gaps the warm-up plans for, besides "no next request": these shares
-#: of the link's tail (a gap beyond the tail costs a whole one, like no next request).
+#: Solves the cloud box gets when the warm-up has no budget.
+CLOUD_BOX_SOLVES = 40
+#: Pieces a cell's gap axis is cut into for the tail credit (pool evaluations, no solves).
+GAP_PIECES = 16
+#: Arrival gaps the radio scans plan for with the radio connected: these shares of
+#: the link's tail (a gap beyond the tail costs a whole one, like no next request).
 DEFAULT_GAP_SHARES = (0.1, 0.5)
+#: Load levels of the radio scans: these free fractions on every processor varied.
+DEFAULT_FREE_FRACTIONS = (1.0, 0.4)
 
 
 @dataclass(frozen=True)
@@ -89,44 +92,6 @@ class _BudgetSpent(Exception):
 _Line = tuple[Callable[[float], Plan | None], Callable[[float], Conditions], list[float]]
 
 
-@dataclass
-class CertifiedBox:
-    """A box of conditions on the device alone whose coordinates x in [0, ``top``] make
-    every plan slower and costlier as they grow: ``kind`` "load" (x = log 1 / free
-    fraction of each of ``processors``) or "queue" (x = -log of the share of the
-    deadline our own queue on each leaves); ``at`` maps a point to its conditions."""
-
-    kind: str
-    processors: tuple[str, ...]
-    top: np.ndarray
-    at: Callable[[np.ndarray], Conditions]
-    #: the share of the box's volume proven
-    proven_share: float = 0.0
-    #: cells left unproven, as (lo, hi) corners
-    unproven: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
-
-    def point(self, conditions: Conditions, deadline_s: float) -> np.ndarray | None:
-        """The coordinates of ``conditions`` (the cloud taken as unreachable) in the box,
-        or None outside it (load or queue off its processors, both at once, beyond the top)."""
-        free = {p: f for p, f in conditions.free_fraction.items() if f < 1.0}
-        queued = {p: s for p, s in conditions.queued_s.items() if s > 0}
-        on, other = (free, queued) if self.kind == "load" else (queued, free)
-        if other or not set(on) <= set(self.processors):
-            return None
-        if self.kind == "load":
-            x = -np.log([free.get(p, 1.0) for p in self.processors])
-        else:
-            left = np.array([1.0 - queued.get(p, 0.0) / deadline_s for p in self.processors])
-            if left.min() <= 0:
-                return None
-            x = -np.log(left)
-        return x if bool((x <= self.top * (1 + 1e-12)).all()) else None
-
-    def holds_unproven(self, x: np.ndarray) -> bool:
-        """Whether ``x`` lies in a cell left unproven (its boundary included)."""
-        return any(bool(((lo <= x) & (x <= hi)).all()) for lo, hi in self.unproven)
-
-
 class _UndiagnosedPlanner(DeepXPlanner):
     """The DeepX planner without the diagnosis of an infeasible problem."""
 
@@ -149,12 +114,30 @@ def _with_uplink(conditions: Conditions, uplink_mbps: float) -> Conditions:
     return replace(conditions, uplink_mbps=uplink_mbps)
 
 
+def _same_costs(c: Conditions) -> tuple[object, ...]:
+    """A key equal for conditions under which every plan costs the same (the link and
+    radio ignored when the cloud is unreachable)."""
+    free = tuple(sorted((p, f) for p, f in c.free_fraction.items() if f < 1.0))
+    queued = tuple(sorted((p, q) for p, q in c.queued_s.items() if q > 0))
+    if not c.cloud_reachable:
+        return free, queued
+    return (free, queued, c.link, c.uplink_mbps, c.downlink_mbps, c.rtt_ms, c.radio_state, c.tail_left_s,
+            c.next_gap_s)
+
+
 def _lower_bound(plan: Plan | None) -> float:
     """A lower bound on the optimum from a solve's plan (None: infeasible): its objective
     less its gap; 0 when the solver gave no gap."""
     if plan is None:
         return math.inf
     return 0.0 if plan.gap is None else plan.objective_value * (1 - plan.gap)
+
+
+def _ratio(cost: float, bound: float) -> float:
+    """cost / bound for a lower bound ``bound`` >= 0 (1 when both are 0)."""
+    if bound > 0:
+        return cost / bound
+    return 1.0 if cost <= 0 else math.inf
 
 
 def _key(plan: Plan) -> tuple[tuple[str, object], ...]:
@@ -179,12 +162,16 @@ class FastReplanner:
         self.fallbacks = 0
         #: the boxes of conditions the warm-up proved, with their unproven cells
         self.boxes: list[CertifiedBox] = []
-        self._bounds: dict[tuple[object, ...], float] = {}  # lower bounds solved, per load and queue
+        #: lower bounds solved with the cloud unreachable, per point of loads on self.local
+        self._alone: list[tuple[np.ndarray, float]] = []
+        self._uplinks: tuple[float, ...] = DEFAULT_UPLINKS_MBPS
+        self._solved_bounds: dict[tuple[object, ...], float] = {}  # see _bound_at
+        self._ceilings_s: dict[tuple[float, ...], float] = {}  # see _latency_ceiling_s, per uplinks
         self._stop_at = math.inf  # the warm-up's budget: perf_counter time and solves
         self._last_solve: float = math.inf
         self._solve_s = 0.0  # seconds spent in full solves
         self._fastest_s = math.inf  # the quickest full solve: about the time outside the solver
-        #: whether the last warm-up stopped on its budget (scans and saturation cut short)
+        #: whether the last warm-up stopped on its budget (cells left unproven, the scan cut short)
         self.budget_spent = False
         self._warm_planner = _warm_copy(self.planner)
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray, bool] | None = None
@@ -200,177 +187,322 @@ class FastReplanner:
 
     # ------------------------------------------------------------ pool
     def warm(self, uplinks_mbps: tuple[float, ...] = DEFAULT_UPLINKS_MBPS,
-             free_fractions: tuple[float, ...] = DEFAULT_FREE_FRACTIONS,
              vary: tuple[str, ...] | None = None,
              gaps_s: Iterable[float] | None = None,
-             budget_s: float | None = None, max_solves: int | None = None) -> FastReplanner:
-        """Solve the ILP over the conditions a request may meet and keep each
-        distinct optimum, in this order:
+             budget_s: float | None = None, max_solves: int | None = None,
+             radio_box: bool = False) -> FastReplanner:
+        """Solve the ILP over the conditions a request may meet, keeping each distinct
+        optimum, until the pool is proven within :data:`CERTIFIED_LOSS` of the optimum
+        (:meth:`_certify`) over these boxes (:mod:`deepx_sim.plan.boxes`):
 
-        - with a link, the nominal conditions in each radio state (below);
-        - on the device alone, the whole box of loads on the processors in
-          ``vary`` (default all local ones; free fractions from
-          :data:`MIN_FREE_FRACTION` to 1), and the box of our own queue on each
-          processor (leaving down to :data:`MIN_DEADLINE_SHARE` of the deadline),
-          with the pool proven within :data:`CERTIFIED_LOSS` of the optimum
-          (:meth:`_certify`);
-        - with a link, scans over uplink bandwidths for each radio state (idle with
-          no next request; connected with the next request ``gaps_s`` away, default
-          :data:`DEFAULT_GAP_SHARES` of the tail) and load level (each of
-          ``free_fractions`` on every processor in ``vary``), and over the share of
-          the deadline left with the radio connected (scanned, not proven: the
-          radio's tail is not monotone in the delay);
-        - with several processors in ``vary``, random load vectors until the pool
-          is good enough where it is tried (:meth:`_saturate`).
+        - on the device alone, the loads on the processors in ``vary`` (default all
+          local ones; free fractions from :data:`MIN_FREE_FRACTION` to 1), and our
+          own queue on each local processor (leaving down to
+          :data:`MIN_DEADLINE_SHARE` of the deadline);
+        - then, with a link and ``uplinks_mbps``, the cloud reachable: the same
+          loads, uplinks over the range of ``uplinks_mbps`` (downlinks over it
+          scaled to the link's), the radio idle with no next arrival (a lone
+          request, or a policy blind to the radio); with ``radio_box`` also in
+          every radio state with no next arrival (a box whose idle face the first
+          one covers), and in every radio state and next arrival.  Without a budget these boxes get at most
+          :data:`CLOUD_BOX_SOLVES` solves.  (The box of next arrivals is sound
+          but weak where a second of radio time costs little against the tail,
+          as WiFi's: over BERT-base its cells' margins stay at 2-4 along the gap,
+          ``benchmarks/bench_planner.py``.)
+
+        Then, unless ``gaps_s`` is empty, scans over radio states, uplinks, load
+        levels and our own queue with the radio connected (:meth:`_radio_lines`):
+        tried, not proven, for the conditions outside the boxes.
 
         ``budget_s`` bounds the warm-up's wall time: no solve starts that would
         end after it (judged by the mean solve so far); ``max_solves`` bounds its
-        solves (the same pool on any machine).  Cells of the boxes not yet proven
-        then stay unproven, where a replan falls back to a full solve
-        (:meth:`coverage`), and the scans stop; :attr:`proven_share` says how much
+        solves (the same pool on any machine).  Cells not yet proven then stay
+        unproven, where a replan falls back to a full solve unless the point
+        itself is proven (:meth:`coverage`); :attr:`proven_share` says how much
         of the boxes is proven."""
         self._stop_at = math.inf if budget_s is None else time.perf_counter() + budget_s
         self.budget_spent = False
         self._last_solve = math.inf if max_solves is None else self.full_solves + max_solves
         vary = tuple(vary if vary is not None else self.local)
+        gaps = None if gaps_s is None else list(gaps_s)
         base = self.problem.conditions
-        radios = self._radio_states(base, gaps_s) if self.link is not None else []
-        try:  # the nominal optimum in each radio state first: the commonest conditions
-            for radio in radios:
-                self._try(radio)
-        except _BudgetSpent:
-            pass
+        deadline_s = self.problem.constraints.deadline_s
         self.boxes = []
-        self._certify(self._boxes(replace(base, cloud_reachable=False), vary))
-        if self.link is None:
-            return self
-        levels = [dict.fromkeys(vary, f) for f in free_fractions] if vary else [{}]
-        lines: list[_Line] = []
-        for i, ff in enumerate(levels):
-            for radio in radios:
-                at = functools.partial(_with_uplink, replace(radio, free_fraction=ff))
-                lines.append((lambda up, at=at: self._try(at(up)), at, sorted(uplinks_mbps)))
-            if i == 0:  # our own queue with the radio connected, as the share of the deadline left
-                lines.append((functools.partial(self._solve_within, radios[-1]), lambda _s: radios[-1],
-                              [MIN_DEADLINE_SHARE, 1.0]))
-        try:
-            self._scan(lines)
-            if len(vary) > 1:
-                self._saturate(radios, vary)
-        except _BudgetSpent:
-            pass
+        self._uplinks = tuple(uplinks_mbps)
+        self._certify(device_boxes(replace(base, cloud_reachable=False), vary, tuple(self.local), deadline_s,
+                                   self.link, MIN_FREE_FRACTION, MIN_DEADLINE_SHARE))
+        if self.link is not None and uplinks_mbps:
+            if budget_s is None and max_solves is None:
+                self._last_solve = self.full_solves + CLOUD_BOX_SOLVES
+            kinds = ((False, False), (True, False), (True, True))[:1 + 2 * radio_box]
+            boxes = [cloud_box(base, self.link, vary, tuple(uplinks_mbps), deadline_s, MIN_FREE_FRACTION,
+                               radio_states=states, next_gaps=gaps) for states, gaps in kinds]
+            self._certify(boxes)
+            if budget_s is None and max_solves is None:
+                self._last_solve, self.budget_spent = math.inf, False
+        if self.link is not None and gaps != []:
+            with contextlib.suppress(_BudgetSpent):
+                self._scan(self._radio_lines(tuple(uplinks_mbps) or (self.link.uplink_mbps,), vary, gaps))
         return self
 
-    def _radio_states(self, base: Conditions, gaps_s: Iterable[float] | None) -> list[Conditions]:
-        """Idle with no next request, then connected with the next request each of ``gaps_s`` away."""
+    def _radio_lines(self, uplinks_mbps: tuple[float, ...], vary: tuple[str, ...],
+                     gaps: list[float] | None) -> list[_Line]:
+        """Scans (tried, not proven) over uplinks for each radio state (idle with no next
+        request; connected with the next request each of ``gaps`` away, default
+        :data:`DEFAULT_GAP_SHARES` of the tail) and load level (each of
+        :data:`DEFAULT_FREE_FRACTIONS` on every processor in ``vary``), and over the
+        share of the deadline our own queue leaves with the radio connected."""
+        base = self.problem.conditions
         tail_s = self.link.radio.tail_s  # type: ignore[union-attr]
-        if gaps_s is None:
-            gaps_s = [share * tail_s for share in DEFAULT_GAP_SHARES if tail_s]
+        if gaps is None:
+            gaps = [share * tail_s for share in DEFAULT_GAP_SHARES if tail_s]
         radios = [replace(base, radio_state="idle", tail_left_s=0.0, next_gap_s=None)]
-        return radios + [replace(base, radio_state="connected", tail_left_s=float("inf"), next_gap_s=g)
-                         for g in gaps_s]
-
-    def _boxes(self, local_only: Conditions, vary: tuple[str, ...]) -> list[CertifiedBox]:
-        """The load box on ``vary`` (coordinates log 1 / free fraction) and the queue box on
-        every local processor (-log share of the deadline left), on the device alone."""
-        deadline_s = self.problem.constraints.deadline_s
-        local = tuple(self.local)
-        boxes = [CertifiedBox("queue", local, np.full(len(local), -math.log(MIN_DEADLINE_SHARE)),
-                              lambda x: replace(local_only, queued_s=dict(zip(
-                                  local, (-deadline_s * np.expm1(-x)).tolist(), strict=True))))]
-        if vary:
-            boxes.insert(0, CertifiedBox("load", vary, np.full(len(vary), -math.log(MIN_FREE_FRACTION)),
-                                         lambda x: replace(local_only, free_fraction=dict(zip(
-                                             vary, np.exp(-x).tolist(), strict=True)))))
-        return boxes
-
-    def _saturate(self, radios: list[Conditions], vary: tuple[str, ...]) -> None:
-        """Loads on several processors at once: solve at random load vectors (free
-        fractions uniform in [MIN_FREE_FRACTION, 1], each radio state in turn) until
-        :data:`SATURATION_PATIENCE` solves in a row find the pool already within
-        :data:`CERTIFIED_LOSS` of the optimum there (a plan the pool lacks but that
-        gains less is no reason to go on)."""
-        rng = np.random.default_rng(0)  # the same pool every time
-        quiet = 0
-        for i in range(MAX_SATURATION_SOLVES):
-            if quiet >= SATURATION_PATIENCE:
-                return
-            conditions = replace(radios[i % len(radios)],
-                                 free_fraction={p: float(rng.uniform(MIN_FREE_FRACTION, 1.0)) for p in vary})
-            pooled = self._pooled_objective(conditions)
-            plan = self._try(conditions)
-            quiet = quiet + 1 if pooled <= _lower_bound(plan) * (1 + CERTIFIED_LOSS) else 0
+        radios += [replace(base, radio_state="connected", tail_left_s=math.inf, next_gap_s=g) for g in gaps]
+        lines: list[_Line] = [(functools.partial(self._solve_within, radios[-1]), lambda _s: radios[-1],
+                               [MIN_DEADLINE_SHARE, 1.0])]
+        for f in DEFAULT_FREE_FRACTIONS if vary else (1.0,):
+            for radio in radios:
+                at = functools.partial(_with_uplink, replace(radio, free_fraction=dict.fromkeys(vary, f)))
+                lines.append((lambda up, at=at: self._try(at(up)), at, sorted(uplinks_mbps)))
+        return lines
 
     def _certify(self, boxes: list[CertifiedBox]) -> None:
-        """Prove the pool within :data:`CERTIFIED_LOSS` of the optimum over each box of
-        coordinates that make every plan slower and costlier as they grow.
+        """Prove the pool within :data:`CERTIFIED_LOSS` of the optimum over each box.
 
-        Over a cell the optimum is at least the optimum at its easiest corner (less
-        the solve's gap), and the best pooled plan at its hardest corner is
-        feasible in the whole cell at no more than its cost there.  Where that
-        cost is within the tolerance of the bound the cell is proven; otherwise
-        solve at the corners (the plans join the pool) and, if still unproven,
-        split the cell where the pool gains most (:meth:`_split_axis`).  Cells
-        are taken largest first, so a budget that runs out proves the most it
-        can; cells narrower than :data:`CELL_RESOLUTION` on every side, or left
-        when the budget is spent, stay unproven."""
+        Over a cell [lo, hi] the optimum is at least a lower bound solved at or
+        below lo (plus, along the next arrival's gap, the tail credit:
+        :meth:`_margin`), and the best pooled plan at hi is feasible in the whole
+        cell at no more than its cost there.  Where that cost is within the
+        tolerance of the bound the cell is proven; otherwise solve at lo, at lo's
+        loads with the cloud unreachable (for the credit), and at hi (the plans
+        join the pool), and if still unproven split the cell where the pool
+        gains most (:meth:`_split_axis`).  Cells are taken largest first, every
+        box weighing the same, so a budget that runs out proves the most it can;
+        cells narrower than :data:`CELL_RESOLUTION` on every side, or left when
+        the budget is spent, stay unproven."""
         self.boxes += boxes
         order = itertools.count()
-        heap = [(-1.0, next(order), box, np.zeros(len(box.top)), box.top, 0.0) for box in boxes]
+        heap = [(-1.0, next(order), box, box.bottom.copy(), box.top.copy()) for box in boxes]
         while heap:
-            neg_share, _, box, lo, hi, bound = heapq.heappop(heap)
-            bound = self._cell_bound(box, lo, hi, bound)
-            if bound is None:
+            neg_share, _, box, lo, hi = heapq.heappop(heap)
+            if self._cell_proven(box, lo, hi):
                 box.proven_share -= neg_share
                 continue
-            axis = self._split_axis(box, lo, hi)
-            if axis is None or self._spent():
+            axis = None if self._spent() else self._split_axis(box, lo, hi)
+            if axis is None:
                 box.unproven.append((lo, hi))
                 continue
             mid = (lo[axis] + hi[axis]) / 2
             upper_lo, lower_hi = lo.copy(), hi.copy()
             upper_lo[axis] = lower_hi[axis] = mid
             for cell in ((lo, lower_hi), (upper_lo, hi)):
-                heapq.heappush(heap, (neg_share / 2, next(order), box, *cell, bound))
+                heapq.heappush(heap, (neg_share / 2, next(order), box, *cell))
 
-    def _cell_bound(self, box: CertifiedBox, lo: np.ndarray, hi: np.ndarray, bound: float) -> float | None:
-        """None if the cell [lo, hi] is proven (or nothing is feasible in it), else the best
-        lower bound on its optimum found; solves at its corners as needed."""
-        hardest = box.at(hi)
-        for corner in (lo, hi):
-            if math.isinf(bound) or self._pooled_objective(hardest) <= bound * (1 + CERTIFIED_LOSS):
-                return None
-            solved = self._solved_bound(box.at(corner))
-            if corner is lo and solved is not None:
-                bound = max(bound, solved)
-        return None if math.isinf(bound) or self._pooled_objective(hardest) <= bound * (1 + CERTIFIED_LOSS) \
-            else bound
-
-    def _solved_bound(self, conditions: Conditions) -> float | None:
-        """The optimum under ``conditions`` less the solve's gap (inf if infeasible; None if
-        the budget allows no solve).  Solved once per point."""
-        key = (tuple(sorted((p, f) for p, f in conditions.free_fraction.items() if f < 1.0)),
-               tuple(sorted((p, s) for p, s in conditions.queued_s.items() if s > 0)))
-        if key not in self._bounds:
+    def _cell_proven(self, box: CertifiedBox, lo: np.ndarray, hi: np.ndarray) -> bool:
+        """Whether the cell [lo, hi] is proven (or nothing is feasible in it), solving
+        as needed (none once the budget is spent): where the costs are affine in the
+        bandwidths, first without the deadline at the cell's bandwidth corners
+        (:meth:`_affine_margin`), while those optima meet the constraints; then at
+        lo, at lo's loads with the cloud unreachable (for the tail credit), at hi."""
+        steps: list[Callable[[], object]] = [lambda: None]
+        if box.affine_at(lo):
+            corners = box.corners(lo, lo, hi)
+            steps += [functools.partial(self._solve_relaxed, box, corner) for corner in corners]
+        steps += [lambda: self._solve_at(box, lo), lambda: self._solve_alone(box, lo),
+                  lambda: self._solve_at(box, hi)]
+        binds = False
+        for i, step in enumerate(steps):
+            if binds and 1 < i < len(steps) - 3:
+                continue  # the deadline binds at lo: relaxed solves bound the optimum poorly
             try:
-                plan = self._try(conditions)
+                binds |= step() is False
             except _BudgetSpent:
-                return None
-            self._bounds[key] = _lower_bound(plan)
-        return self._bounds[key]
+                return False
+            if min(self._margin(box, lo, hi), self._affine_margin(box, lo, hi)) <= 1 + CERTIFIED_LOSS:
+                return True
+        return False
+
+    def _solve_relaxed(self, box: CertifiedBox, x: np.ndarray) -> bool:
+        """Solve at point ``x`` of ``box`` (once) with no deadline a plan in the box could
+        reach (:attr:`_latency_ceiling_s`) and no energy budget, keeping the lower bound;
+        whether that optimum meets the real constraints (then it is also the optimum)."""
+        if any(bool((np.abs(p - x) <= 1e-12).all()) for p, _ in box.relaxed):
+            return True
+        self._limit_time()
+        c = self.problem.constraints
+        conditions = box.at(x)
+        loose = self.problem.with_conditions(conditions).with_constraints(
+            replace(c, deadline_s=max(c.deadline_s, self._latency_ceiling_s), energy_budget_j=None))
+        best = self._best(conditions) if self.candidates else None  # a warm start: 5.5 -> 0.7 s on
+        plan = self._warm_plan(loose, start=None if best is None else self.candidates[best[0]].plan)  # BERT
+        box.relaxed.append((x.copy(), _lower_bound(plan)))
+        if plan is None:
+            return False
+        self.add(plan)
+        meets = plan.latency_s <= c.deadline_s * (1 + 1e-9) and (
+            c.energy_budget_j is None or plan.energy_j <= c.energy_budget_j * (1 + 1e-9))
+        if meets and not box.solved_at(x):
+            box.solved.append((x.copy(), _lower_bound(plan)))
+        return meets
+
+    @property
+    def _latency_ceiling_s(self) -> float:
+        if self._uplinks not in self._ceilings_s:
+            self._ceilings_s[self._uplinks] = self._latency_ceiling()
+        return self._ceilings_s[self._uplinks]
+
+    def _latency_ceiling(self) -> float:
+        """More than any plan's latency anywhere in the cloud box: every layer at its
+        slowest (processor, variant) at the lowest free fraction, every producer sending
+        its largest output to every other processor at the lowest bandwidth, a
+        promotion; doubled, plus a second."""
+        problem, costs = self._nominal, self._nominal.costs
+        link = self.link
+        assert link is not None
+        slowest_mbps = min(self._uplinks) * min(1.0, link.downlink_mbps / link.uplink_mbps)
+        total_s = link.radio.promotion_s
+        for lay in problem.layers:
+            total_s += max(costs.layer_cost(lay.name, p, v).busy_s for p in problem.processors
+                           for v in problem.variants(lay, p)) / MIN_FREE_FRACTION
+            sizes = [costs.edge_bytes(lay.name, succ) for succ in problem.graph.successors(lay.name)]
+            largest = max([*sizes, lay.output_bytes(costs.activation_bits)])
+            per_copy_s = (largest * 8e-6 / slowest_mbps + link.rtt_s
+                          + 2 * largest / (problem.platform.shared_memory_gbps * 1e9))
+            total_s += len(problem.processors) * per_copy_s
+        return 2 * total_s + 1.0
+
+    def _affine_margin(self, box: CertifiedBox, lo: np.ndarray, hi: np.ndarray) -> float:
+        """As :meth:`_margin`, where every plan's costs and latency are affine in
+        1 / bandwidth (the next arrival beyond the tail; otherwise inf).
+
+        The optimum without deadline and budget is then a minimum of affine
+        functions: concave, so over the cell's bandwidths (loads, radio held at
+        lo) at least the interpolation of its lower bounds at the bandwidth
+        corners (solved there or below), and the optimum is at least that.  A
+        pooled plan feasible at every bandwidth corner with the rest at hi is
+        feasible over the cell, at a cost at most the interpolation of its costs
+        there; so the cell holds if one plan is within the tolerance at every
+        corner."""
+        if not box.affine_at(lo):
+            return math.inf
+        lows, highs = box.corners(lo, lo, hi), box.corners(hi, lo, hi)
+        bounds = []
+        for corner in lows:
+            below = box.relaxed_below(corner)
+            if below is None:
+                return math.inf
+            bounds.append(below[0])
+        if any(math.isinf(b) for b in bounds):
+            return 0.0  # no plan meets accuracy and memory: nothing is feasible anywhere
+        if not self.candidates:
+            return math.inf
+        scores = np.array([self._scores(box.at(corner))[0] for corner in highs])
+        worst = np.max([[_ratio(v, b) for v in row] for row, b in zip(scores, bounds, strict=True)], axis=0)
+        return float(worst.min())
+
+    def _solve_at(self, box: CertifiedBox, x: np.ndarray) -> None:
+        """Solve at point ``x`` of ``box`` (once) and keep its lower bound."""
+        if box.solved_at(x):
+            return
+        conditions = box.at(x)
+        bound = self._bound_at(conditions)
+        box.solved.append((x.copy(), bound))
+        if box.kind == "load":
+            self._alone.append((self._load_point(conditions), bound))
+
+    def _solve_alone(self, box: CertifiedBox, x: np.ndarray) -> None:
+        """For the tail credit: the optimum with the cloud unreachable at the loads of ``x``."""
+        if box.gap_axis is None:
+            return
+        conditions = replace(self.problem.conditions, cloud_reachable=False,
+                             free_fraction=box.at(x).free_fraction, queued_s={})
+        point = self._load_point(conditions)
+        if any(bool((np.abs(p - point) <= 1e-12).all()) for p, _ in self._alone):
+            return
+        self._alone.append((point, self._bound_at(conditions)))
+
+    def _bound_at(self, conditions: Conditions) -> float:
+        """The lower bound on the optimum a solve under ``conditions`` gives, solved once
+        for conditions that cost every plan the same (the boxes share their corners)."""
+        key = _same_costs(conditions)
+        if key not in self._solved_bounds:
+            self._solved_bounds[key] = _lower_bound(self._try(conditions))
+        return self._solved_bounds[key]
+
+    def _load_point(self, conditions: Conditions) -> np.ndarray:
+        return -np.log([conditions.free_fraction.get(p, 1.0) for p in self.local])
+
+    def _alone_bound(self, conditions: Conditions) -> float | None:
+        """The best lower bound on the optimum with the cloud unreachable at the loads of
+        ``conditions``, from solves at or below them (None: none)."""
+        point = self._load_point(conditions)
+        bounds = [b for p, b in self._alone if bool((p <= point + 1e-12).all())]
+        return max(bounds) if bounds else None
+
+    def _margin(self, box: CertifiedBox, lo: np.ndarray, hi: np.ndarray) -> float:
+        """The largest ratio, over the cell [lo, hi], of the best pooled objective to a
+        lower bound on the optimum (the cell is proven when it is within 1 +
+        :data:`CERTIFIED_LOSS`; 0 when nothing is feasible at lo, inf without a bound).
+
+        The pooled objective at a point is at most that at the cell's top; the
+        optimum at least the bound solved at a point s at or below lo.  Along the
+        gap axis (the cell cut in :data:`GAP_PIECES`) a radio plan's cost grows
+        from s by at least the tail credit (:func:`~deepx_sim.plan.boxes.tail_credit_j`)
+        for busy times up to the top's pooled objective over the least rate at
+        which busy time costs (a plan busier costs more than the pool there), and
+        a plan on the device alone costs at least the optimum with the cloud
+        unreachable at s's loads: the optimum is at least the smaller of the two."""
+        below = box.bound_below(lo)
+        if below is None:
+            return math.inf
+        bound, source = below
+        if math.isinf(bound):
+            return 0.0
+        top = self._pooled_objective(box.at(hi))
+        k = box.gap_axis
+        easy = k is None or top <= bound * (1 + CERTIFIED_LOSS)
+        alone = None if easy else self._alone_bound(box.at(source))
+        if k is None or alone is None:
+            return _ratio(top, bound)
+        model = self.link.radio  # type: ignore[union-attr]
+        busy_max_s = top / self._busy_rate if self._busy_rate > 0 else math.inf
+        energy_weight = self.problem.constraints.objective_value(1.0, 0.0)
+        edges = np.linspace(lo[k], hi[k], GAP_PIECES + 1) if hi[k] > lo[k] else np.array([lo[k], hi[k]])
+        worst = 0.0
+        for start, end in itertools.pairwise(edges):
+            corner = hi.copy()
+            corner[k] = end
+            credit = energy_weight * tail_credit_j(model, gap_s(source[k]), gap_s(start), busy_max_s)
+            low = max(bound, min(alone, bound + credit, top))
+            worst = max(worst, _ratio(self._pooled_objective(box.at(corner)), low))
+        return worst
+
+    @functools.cached_property
+    def _busy_rate(self) -> float:
+        """The least objective a radio plan pays per second of busy time (transfers at the
+        radio's base power, cloud time at its connected power, promotion at its power),
+        plus the latency's weight: a plan busy this long costs at least that much."""
+        if self.link is None:
+            return 0.0
+        model = self.link.radio
+        least_w = min(model.base_mw, model.promotion_power_mw, model.connected_wait_power_w * 1000.0) / 1000.0
+        return self.problem.constraints.objective_value(least_w, 1.0)
 
     def _split_axis(self, box: CertifiedBox, lo: np.ndarray, hi: np.ndarray) -> int | None:
         """The side to halve: of those wider than :data:`CELL_RESOLUTION`, the one whose
-        halving lowers the best pooled objective at the hardest corner most (the
-        widest among equals); None if every side is narrow."""
+        halving lowers the lower half's margin most (among equals the widest relative to
+        the box, so that sides are halved in turn); None if every side is narrow."""
         wide = [i for i in range(len(lo)) if hi[i] - lo[i] >= math.log(CELL_RESOLUTION)]
         if not wide:
             return None
 
+        widths = box.widths()
+
         def gain(i: int) -> tuple[float, float]:
             corner = hi.copy()
             corner[i] = (lo[i] + hi[i]) / 2
-            return self._pooled_objective(box.at(corner)), lo[i] - hi[i]
+            margin = min(self._margin(box, lo, corner), self._affine_margin(box, lo, corner))
+            return margin, (lo[i] - hi[i]) / widths[i]  # among equals the widest for its box
 
         return min(wide, key=gain)
 
@@ -402,15 +534,18 @@ class FastReplanner:
 
     def coverage(self, conditions: Conditions) -> str:
         """``proven`` inside a box where the warm-up proved the pool within
-        :data:`CERTIFIED_LOSS` (or nothing feasible), ``unproven`` inside a cell it
-        left unproven, ``unchecked`` outside every box (e.g. the cloud reachable,
-        or load and queue together)."""
-        if self.link is not None and conditions.cloud_reachable:
-            return "unchecked"
+        :data:`CERTIFIED_LOSS` (or nothing feasible), or at a point of a cell it left
+        unproven where the pooled objective is within the tolerance of a bound
+        solved below it (:meth:`_margin` at the point itself); ``unproven`` elsewhere
+        in such a cell; ``unchecked`` outside every box (e.g. load and queue
+        together, our queue with the cloud reachable, loads beyond the box)."""
         for box in self.boxes:
-            x = box.point(conditions, self.problem.constraints.deadline_s)
+            x = box.point(conditions)
             if x is not None:
-                return "unproven" if box.holds_unproven(x) else "proven"
+                margin = 0.0 if not box.holds_unproven(x) else min(self._margin(box, x, x),
+                                                                   self._affine_margin(box, x, x))
+                proven = margin <= 1 + CERTIFIED_LOSS
+                return "proven" if proven else "unproven"
         return "unchecked"
 
     def _pooled_objective(self, conditions: Conditions) -> float:

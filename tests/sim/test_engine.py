@@ -298,7 +298,8 @@ def test_engine_lock_gives_the_same_records_as_simpy_resources(
 def test_replan_in_an_unproven_cell_solves_in_full_and_says_so() -> None:
     """During an outage under load, a fast path whose warm-up proved nothing (its budget
     spent at once) falls back to a full solve: the decision's plan is the ILP's optimum
-    there and its note names the fallback; with the cloud reachable it does not."""
+    there and its note names the fallback; with the cloud reachable, outside any box
+    (the warm-up given no uplinks to certify), it does not."""
     from deepx_sim.plan import DeepXPlanner
     from deepx_sim.plan.fastpath import FastReplanner
 
@@ -306,7 +307,7 @@ def test_replan_in_an_unproven_cell_solves_in_full_and_says_so() -> None:
     world = replace(World.nominal(problem), outages=Outages(((1.0, 2.0),)),
                     free_fraction={"gpu": StepTrace((0.0,), (0.5,))})
     policy = ReplanPolicy(problem, world, "deepx", Estimator(world, "current"))
-    policy.fast = FastReplanner(problem).warm(budget_s=0.0)
+    policy.fast = FastReplanner(problem).warm(uplinks_mbps=(), budget_s=0.0)
     decision = policy.decide(1.5)
     assert "unproven" in decision.note and policy.fast.fallbacks == 1
     full = DeepXPlanner().plan(problem.with_conditions(decision.conditions))
