@@ -26,8 +26,9 @@ from deepx_sim.cli import main
 from deepx_sim.costs import FREE_KINDS, FULL, CostModel
 from deepx_sim.errors import CostError, ProfileError
 from deepx_sim.measure.nets import is_net_name, write_net
+from deepx_sim.measure.profiling import read_model_profile
 from deepx_sim.model import load_model
-from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
+from deepx_sim.model.layers import Layer, LayerKind, get_layer, layers_in_order
 from deepx_sim.model.profiles import ProfileEntry, save_profile
 from deepx_sim.platform import Platform, load_platform
 
@@ -260,10 +261,20 @@ def test_experiment_quick_run_agrees_with_its_tables(tmp_path: Path) -> None:
             assert summary.loc[(level, label), "mape_pct"] == pytest.approx(e.mape)
     # "before" is the datasheet platform's cost model, recomputed here independently
     row = models.iloc[0]
-    profile = tmp_path / "profiles" / f"heldout_{row['model']}.csv"
+    profile = tmp_path / "profiles" / "q50" / "A" / f"heldout_{row['model']}.csv"
     m = load_measured(profile, load_platform("vm_datasheet"), "vm")
     costs = CostModel(m.graph, load_platform("vm_datasheet"))
     assert row["before"] == pytest.approx(sum(costs.layer_cost(lay.name, "vm").busy_s for lay in m.layers))
+    # the noise floor: the held-out CNNs' second measurement (B) against the first (A), recomputed
+    noise = pd.read_csv(tmp_path / "noise.csv").set_index("method")
+    ratios = []
+    for a in sorted((tmp_path / "profiles" / "q50" / "A").glob("heldout_*.csv")):
+        pa, pb = read_model_profile(a), read_model_profile(a.parent.parent / "B" / a.name)
+        graph = load_measured(a, load_platform("vm_datasheet"), "vm").graph
+        ratios += [pb.entries[k].latency_s / e.latency_s for k, e in pa.entries.items()
+                   if get_layer(graph, k[0]).kind not in FREE_KINDS]
+    assert noise.loc["q50", "layers"] == len(ratios)
+    assert noise.loc["q50", "layers within_20"] == pytest.approx(np.mean(np.abs(np.array(ratios) - 1) <= 0.2))
     for name in ("heldout_layers.png", "heldout_models.png", "vm_zoo_sampled.yaml",
                  "vm_zoo_sampled.predictor.joblib"):
         assert (tmp_path / name).stat().st_size > 0
