@@ -126,15 +126,17 @@ def test_provenance_gives_the_load_and_why_no_energy(tmp_path: Path) -> None:
     truth = platform_with(**TRUTH)
     note = "not measured: /sys/class/powercap does not exist"
     paths = [*write_truth(tmp_path, ["alexnet"], truth, load_average_before="2.50 1.00 0.50 / 7.50 3.00 2.00",
-                          energy=note),
-             *write_truth(tmp_path, ["agenet"], truth, load_average_before="4.00 4.00 4.00", energy=note)]
+                          energy=note, steal_share="0.0000 / 0.2000"),
+             *write_truth(tmp_path, ["agenet"], truth, load_average_before="4.00 4.00 4.00", energy=note,
+                          steal_share="0.0100")]
     result = calibrate(paths, load_platform("vm_datasheet"), "vm", min_layers=1)
-    # the 1-minute loads of the three rounds: 2.5, 7.5 and 4.0
+    # the 1-minute loads of the three rounds: 2.5, 7.5 and 4.0; their steal 0, 20 and 1 %
     assert result.provenance["load_average"].startswith("2.50 .. 7.50 (median 4.00;")
+    assert result.provenance["steal"].startswith("median 1.00%, max 20.00%")
     assert result.provenance["energy"] == note
     bare = write_truth(tmp_path / "bare", ["alexnet", "agenet"], truth)
-    assert calibrate(bare, load_platform("vm_datasheet"), "vm", min_layers=1).provenance["load_average"] == \
-        "unknown"
+    unknown = calibrate(bare, load_platform("vm_datasheet"), "vm", min_layers=1).provenance
+    assert unknown["load_average"] == "unknown" and unknown["steal"].startswith("not recorded")
 
 
 def three_by_three_slow(layer: Layer) -> float:
