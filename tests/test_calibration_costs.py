@@ -280,3 +280,13 @@ def test_experiment_quick_run_agrees_with_its_tables(tmp_path: Path) -> None:
     for name in ("heldout_layers.png", "heldout_models.png", "vm_zoo_sampled.yaml",
                  "vm_zoo_sampled.predictor.joblib"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_experiment_reanalysis_names_missing_rounds(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(repo / "experiments" / "cost_calibration.py"), "--quick",
+                           "--out", str(tmp_path / "out"), "--profiles", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and "missing round profiles" in err[0] and str(tmp_path) in err[0]
