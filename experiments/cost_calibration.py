@@ -6,7 +6,11 @@
    written with onnx.helper.  Every model is profiled in ``--rounds`` rounds, one
    model after another in a new order each round, so a busy spell on the shared
    machine hits one round of many models, not all of one (the same layer's time
-   drifts by 15-20 % within minutes here); per layer the median over rounds counts.
+   drifts by 15-20 % within minutes here); per layer the lower quartile of a round's
+   runs (``--statistic``) and the median over rounds count.  The held-out CNNs are
+   measured twice a round (series A and B): how well the two agree is the noise
+   floor, the best any prediction can be held to, printed for each way of merging
+   rounds (also normalised by the speed probe, which does not help here).
 2. Calibrate vm_datasheet's processor on the zoo alone, on the zoo plus the first
    half of the sampled CNNs and on the zoo plus all of them, each with the learned
    per-kind correction, and report the leave-one-model-out errors.
@@ -15,8 +19,9 @@
    the measurement, per layer and end to end.  Targets (issue 14): end to end
    within +-10 % for >= 90 % of held-out CNNs, per layer within +-20 % for >= 80 %.
 
-Writes profiles/, the calibrated platforms, layers.csv, models.csv, summary.csv
-and figures into experiments/out/cost_calibration/ (or --out).
+Writes profiles/ (rounds/ every round's profile, then the merged ones per method),
+the calibrated platforms, noise.csv, layers.csv, models.csv, summary.csv and figures
+into experiments/out/cost_calibration/ (or --out).
 Run: python experiments/cost_calibration.py [--rounds 5] [--repeats 8] [--quick]
 """
 
