@@ -10,10 +10,11 @@ A run of :func:`profile_model`:
    then ``repeats`` runs with the profiler off (the end-to-end time);
 4. executed nodes are mapped back to layers (:mod:`deepx_sim.measure.mapping`).
 
-Per layer the profile records ``latency_s``: the median over profiled runs of
-its kernel's on-CPU time (see :mod:`deepx_sim.measure.cpuclock`), less what the
-profiler adds inside each kernel's window, scaled (``row_scale``), plus what
-onnxruntime's executor spends per node.  A probe, chains of ReLUs on one
+Per layer the profile records ``latency_s``: the median (or another quantile,
+``quantile``) over profiled runs of its kernel's on-CPU time (see
+:mod:`deepx_sim.measure.cpuclock`), less what the profiler adds inside each
+kernel's window, scaled (``row_scale``), plus what onnxruntime's executor
+spends per node.  A probe, chains of ReLUs on one
 element timed with the same settings, measures the profiler's share (about
 2 us a kernel here, a fifth of a small ReLU), the executor's (0.3 us a node)
 and the Python binding's time per call.  The end-to-end time is the median
@@ -21,6 +22,8 @@ on-CPU time of as many runs with the profiler and the sampler off; the scale
 makes the rows plus the binding's time per call add up to it, dividing out
 what the instruments slow the kernels by.
 ``kernel_s`` is the kernel alone, ``spread_s`` the interquartile range over runs.
+The meta also records the hypervisor's steal time during the profile and a speed
+probe (two reference kernels timed right after; see ``SPEED_KERNELS``).
 When onnxruntime fused several layers into one node, their joint time is split
 in proportion to each layer's work (FLOPs plus bytes moved) and the rows share a
 ``group``; the calibration fits groups, never the split.
