@@ -439,6 +439,9 @@ def calibrate(paths: Sequence[str | Path], platform: Platform, processor: str,
         "cpu_share": f"{min(shares):.2f} .. {max(shares):.2f}" if shares else "unknown",
         "load_average": (f"{min(loads):.2f} .. {max(loads):.2f} (median {float(np.median(loads)):.2f}; "
                          f"1-minute, when each profiling round started)") if loads else "unknown",
+        "steal": _steal_text(models),
+        "statistic": " | ".join(sorted({m.meta.get("statistic", "q50: the median of the runs' times")
+                                        for m in models})),
         "energy": " | ".join(sorted({m.meta.get("energy", "") for m in models} - {""})) or "unknown",
         "profiles": [f"{m.name}: {m.source}" for m in models],
         "fitted_kinds": {k: kind_counts(models)[k] for k in kinds},
@@ -447,6 +450,16 @@ def calibrate(paths: Sequence[str | Path], platform: Platform, processor: str,
                                cv_groups, cv_models, models, provenance)
     provenance["leave_one_model_out"] = {k: v.text() for k, v in result.errors.items()}
     return result
+
+
+def _steal_text(models: Sequence[Measured]) -> str:
+    """The hypervisor's steal time over the profiles' rounds, as the calibration records it."""
+    steal = [float(x) for m in models for x in m.meta.get("steal_share", "").split(" / ")
+             if x.strip().replace(".", "", 1).isdigit()]
+    if not steal:
+        return "not recorded (profiles from before steal time was read)"
+    return (f"median {float(np.median(steal)):.2%}, max {max(steal):.2%} of the machine's CPU time "
+            f"(/proc/stat) during a profiling round")
 
 
 def _significant(x: float, digits: int = 4) -> float:

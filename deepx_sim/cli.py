@@ -666,7 +666,8 @@ def cmd_profile(args: argparse.Namespace) -> None:
     print(f"end to end {profile.end_to_end_s * 1000:.3f} ms median (interquartile range "
           f"{profile.end_to_end_spread_s * 1000:.3f} ms), "
           f"wall clock {float(meta['end_to_end_wall_s']) * 1000:.3f} ms: this process had "
-          f"{float(meta['cpu_share']):.0%} of a core (load average {meta['load_average_before']})")
+          f"{float(meta['cpu_share']):.0%} of a core (load average {meta['load_average_before']}; "
+          f"hypervisor steal {meta['steal_share']} of the machine's CPU time)")
     print(f"energy: {meta['energy']}")
     print(f"wrote {len(profile.entries)} layers to {path} in {meta['profiling_s']} s")
 

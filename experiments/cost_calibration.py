@@ -6,7 +6,11 @@
    written with onnx.helper.  Every model is profiled in ``--rounds`` rounds, one
    model after another in a new order each round, so a busy spell on the shared
    machine hits one round of many models, not all of one (the same layer's time
-   drifts by 15-20 % within minutes here); per layer the median over rounds counts.
+   drifts by 15-20 % within minutes here); per layer the lower quartile of a round's
+   runs (``--statistic``) and the median over rounds count.  The held-out CNNs are
+   measured twice a round (series A and B): how well the two agree is the noise
+   floor, the best any prediction can be held to, printed for each way of merging
+   rounds (also normalised by the speed probe, which does not help here).
 2. Calibrate vm_datasheet's processor on the zoo alone, on the zoo plus the first
    half of the sampled CNNs and on the zoo plus all of them, each with the learned
    per-kind correction, and report the leave-one-model-out errors.
@@ -15,8 +19,9 @@
    the measurement, per layer and end to end.  Targets (issue 14): end to end
    within +-10 % for >= 90 % of held-out CNNs, per layer within +-20 % for >= 80 %.
 
-Writes profiles/, the calibrated platforms, layers.csv, models.csv, summary.csv
-and figures into experiments/out/cost_calibration/ (or --out).
+Writes profiles/ (rounds/ every round's profile, then the merged ones per method),
+the calibrated platforms, noise.csv, layers.csv, models.csv, summary.csv and figures
+into experiments/out/cost_calibration/ (or --out).
 Run: python experiments/cost_calibration.py [--rounds 5] [--repeats 8] [--quick]
 """
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +38,17 @@ import pandas as pd
 from _common import out_dir, run, save_figure, table_text
 
 from deepx_sim.calibration import ErrorSummary, calibrate, load_measured, write_calibrated
-from deepx_sim.costs import CostModel
+from deepx_sim.costs import FREE_KINDS, CostModel
 from deepx_sim.errors import DeepxError
 from deepx_sim.measure.nets import HELDOUT
-from deepx_sim.measure.profiling import merge_rounds, profile_model
+from deepx_sim.measure.profiling import (
+    COMPUTE_KINDS,
+    SPEED_KERNELS,
+    merge_rounds,
+    profile_model,
+    quantile_name,
+    read_model_profile,
+)
 from deepx_sim.model import model_names
 from deepx_sim.platform import Platform, load_platform
 
@@ -58,8 +71,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5, help="profiling rounds per model (default 5)")
     parser.add_argument("--repeats", type=int, default=8, help="timed runs per round (default 8)")
     parser.add_argument("--profiles", default=None,
-                        help="calibrate on the profiles an earlier run wrote into this folder instead of "
-                             "profiling again (to re-analyse one measurement)")
+                        help="the --out folder of an earlier run: analyse its profiling rounds again instead "
+                             "of profiling (to re-analyse one measurement)")
+    parser.add_argument("--statistic", choices=list(STATISTICS), default="q25",
+                        help="per round, over runs: q25 the lower quartile (default: its two profiles of "
+                             "each held-out CNN agreed better than the median's in both runs of 22 Nov; "
+                             "experiments/README.md), q50 the median")
+    parser.add_argument("--normalise", action="store_true",
+                        help="divide each round by how much slower than the run's median the speed "
+                             "probe ran (times at the reference speed)")
     return parser.parse_args(argv)
 
 
@@ -72,29 +92,127 @@ def model_sets(quick: bool) -> dict[str, list[str]]:
             "heldout": [f"heldout:{n}" for n in HELDOUT]}
 
 
-def profile_all(sets: dict[str, list[str]], folder: Path, rounds: int, repeats: int) -> dict[str, Path]:
+SERIES = ("A", "B")  # B: the held-out CNNs measured a second time, for the noise floor
+STATISTICS = {"q50": 0.5, "q25": 0.25}  # per round over runs: the median and the lower quartile
+
+
+def _file(m: str) -> str:
+    return f"{m.replace(':', '_')}.csv"
+
+
+def profile_all(sets: dict[str, list[str]], folder: Path, rounds: int, repeats: int) -> Path:
     """Profile every model ``rounds`` times, each round in a new (seeded) order so that no
-    set is always measured at the same point of a round; write the merged profiles."""
-    folder.mkdir(parents=True, exist_ok=True)
-    models = [m for names in sets.values() for m in names]
-    taken: dict[str, list] = {m: [] for m in models}
+    set is always measured at the same point of a round, the held-out CNNs twice a round
+    (series A and B, at independent places in the order); write every round's profile at
+    each statistic into ``folder/rounds/STAT/SERIES+ROUND/``."""
+    jobs = [(m, "A") for names in sets.values() for m in names] + [(m, "B") for m in sets["heldout"]]
+    main, *others = STATISTICS.values()
     for r in range(rounds):
-        for m in np.random.default_rng(r).permutation(models):
-            taken[str(m)].append(profile_model(str(m), processor=PROCESSOR, repeats=repeats))
-            last = taken[str(m)][-1]
-            print(f"round {r + 1}/{rounds} {m}: {last.end_to_end_s * 1000:.2f} ms "
-                  f"(share of a core {last.meta['cpu_share']})", file=sys.stderr, flush=True)
-    return {m: merge_rounds(p).save(folder / f"{m.replace(':', '_')}.csv") for m, p in taken.items()}
+        for i in np.random.default_rng(r).permutation(len(jobs)):
+            m, series = jobs[int(i)]
+            p = profile_model(m, processor=PROCESSOR, repeats=repeats, quantile=main, also=tuple(others))
+            for stat, q in STATISTICS.items():
+                variant = p if q == main else p.variants[quantile_name(q)]
+                (folder / "rounds" / stat / f"{series}{r}").mkdir(parents=True, exist_ok=True)
+                variant.save(folder / "rounds" / stat / f"{series}{r}" / _file(m))
+            print(f"round {r + 1}/{rounds} {m} {series}: {p.end_to_end_s * 1000:.2f} ms (share of a core "
+                  f"{p.meta['cpu_share']}, steal {p.meta['steal_share']})", file=sys.stderr, flush=True)
+    return folder / "rounds"
 
 
-def saved_profiles(sets: dict[str, list[str]], folder: Path) -> dict[str, Path]:
-    """The profiles an earlier run wrote, by model; a DeepxError names a missing one."""
-    paths = {m: folder / f"{m.replace(':', '_')}.csv" for names in sets.values() for m in names}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise DeepxError(f"--profiles {folder}: no profile {missing[0]} ({len(missing)} missing); "
-                         f"profile first (run without --profiles)")
-    return paths
+def round_files(sets: dict[str, list[str]], folder: Path) -> dict[tuple[str, str, str], list[Path]]:
+    """(statistic, series, model) -> its rounds' profiles, as saved by :func:`profile_all`;
+    a DeepxError names a missing one."""
+    found: dict[tuple[str, str, str], list[Path]] = {}
+    for stat in STATISTICS:
+        for series in SERIES:
+            runs = sorted((folder / stat).glob(f"{series}[0-9]*"), key=lambda d: int(d.name[1:]))
+            for m in sets["heldout"] if series == "B" else [m for v in sets.values() for m in v]:
+                found[(stat, series, m)] = [d / _file(m) for d in runs]
+    missing = [str(p) for paths in found.values() for p in paths if not p.is_file()]
+    if missing or not all(found.values()):
+        raise DeepxError(f"--profiles {folder.parent}: missing round profiles ({missing[:1] or 'no rounds'}, "
+                         f"{len(missing)} missing); profile first (run without --profiles)")
+    return found
+
+
+@dataclass(frozen=True)
+class Method:
+    """How rounds become one profile: the statistic over runs, and whether each round is
+    normalised by the speed probe."""
+
+    statistic: str
+    normalise: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.statistic}{', speed-normalised' if self.normalise else ''}"
+
+    @property
+    def folder(self) -> str:
+        return f"{self.statistic}{'_normalised' if self.normalise else ''}"
+
+
+def merged_profiles(rounds: dict[tuple[str, str, str], list[Path]], method: Method,
+                    classes: dict[str, dict[str, str]], out: Path) -> dict[tuple[str, str], Path]:
+    """(series, model) -> the merged profile by ``method``, written into ``out``.  The
+    speed reference is the median probe over every round of series A (one per run)."""
+    loaded = {key[1:]: [read_model_profile(p) for p in paths]
+              for key, paths in rounds.items() if key[0] == method.statistic}
+    reference = None
+    if method.normalise:
+        every = [r for (series, _), rs in loaded.items() if series == "A" for r in rs]
+        reference = {k: float(np.median(f)) for k, f in zip(SPEED_KERNELS, np.array(
+            [[float(r.meta[f"speed_{k}_s"]) for k in SPEED_KERNELS] for r in every]).T, strict=True)}
+    # "AB": a held-out CNN's rounds of both series, a measurement twice as long
+    loaded.update({("AB", m): loaded[("A", m)] + rs
+                   for (series, m), rs in list(loaded.items()) if series == "B"})
+    for series in {series for series, _ in loaded}:
+        (out / series).mkdir(parents=True, exist_ok=True)
+    return {(series, m): merge_rounds(rs, classes[m] if method.normalise else None, reference).save(
+        out / series / _file(m)) for (series, m), rs in loaded.items()}
+
+
+def layer_kinds(rounds: dict[tuple[str, str, str], list[Path]],
+                datasheet: Platform) -> dict[str, dict[str, str]]:
+    """Per model, layer -> its kind."""
+    kinds = {}
+    for (_, series, m), paths in rounds.items():
+        if series == "A" and m not in kinds:
+            measured = load_measured(paths[0], datasheet, PROCESSOR)
+            kinds[m] = {lay.name: lay.kind.value for lay in measured.layers}
+    return kinds
+
+
+def noise_floor(a: Path, b: Path) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Per layer, the second measurement (B) against the first (A) of one model; and the
+    models' end-to-end times."""
+    pa, pb = read_model_profile(a), read_model_profile(b)
+    frame = pd.DataFrame({"model": pa.model, "layer": [k[0] for k in pa.entries],
+                          "a_s": [e.latency_s for e in pa.entries.values()],
+                          "b_s": [pb.entries[k].latency_s for k in pa.entries]})
+    return frame, {"model": pa.model, "a_s": pa.end_to_end_s, "b_s": pb.end_to_end_s}
+
+
+def noise_table(merged: dict[Method, dict[tuple[str, str], Path]], heldout: list[str],
+                kinds: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """For each method: how well the held-out CNNs' two measurements agree, per layer
+    (all, and per kind) and end to end: the best any prediction can be held to."""
+    rows = []
+    for method, paths in merged.items():
+        layers, models = zip(*(noise_floor(paths[("A", m)], paths[("B", m)]) for m in heldout), strict=True)
+        frame = pd.concat(layers)
+        frame["kind"] = [kinds[m][lay] for m, lay in zip(frame["model"], frame["layer"], strict=True)]
+        frame = frame[~frame["kind"].isin([k.value for k in FREE_KINDS])]  # cost 0 by definition
+        ends = pd.DataFrame(models)
+        e = ErrorSummary.of(frame["a_s"].to_numpy(), frame["b_s"].to_numpy())
+        ee = ErrorSummary.of(ends["a_s"].to_numpy(), ends["b_s"].to_numpy())
+        row = {"method": method.label, "layers": e.count, "layers within_10": e.within_10,
+               "layers within_20": e.within_20, "models within_10": ee.within_10, "models mape": ee.mape}
+        for kind, part in frame.groupby("kind"):
+            row[f"{kind} within_20"] = float(((part["b_s"] / part["a_s"] - 1).abs() <= 0.2).mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def predictions(paths: list[Path], platforms: dict[str, Platform]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -165,15 +283,41 @@ def figures(layers: pd.DataFrame, models: pd.DataFrame, labels: list[str], out: 
         save_figure(fig, out / f"heldout_{name}.png")
 
 
+def measurement(sets: dict[str, list[str]], rounds: dict[tuple[str, str, str], list[Path]], chosen: Method,
+                out: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Merge the rounds by every method, print how well the held-out CNNs' two measurements
+    agree under each (the noise floor), and return the ``chosen`` method's profiles (series
+    A), and the held-out CNNs' profiles of both series together."""
+    datasheet = load_platform(PLATFORM)
+    kinds = layer_kinds(rounds, datasheet)
+    classes = {m: {lay: "compute" if k in COMPUTE_KINDS else "memory" for lay, k in ks.items()}
+               for m, ks in kinds.items()}
+    merged = {method: merged_profiles(rounds, method, classes, out / "profiles" / method.folder)
+              for method in (Method(s, n) for s in STATISTICS for n in (False, True))}
+    noise = noise_table(merged, sets["heldout"], kinds)
+    noise.to_csv(out / "noise.csv", index=False)
+    print("noise floor: the held-out CNNs measured twice (series A and B), per merging method")
+    print(table_text(noise))
+    steal = [float(x) for p in merged[chosen].values() for x in read_model_profile(p).meta.get(
+        "steal_share", "").split(" / ") if x.replace(".", "", 1).isdigit()]
+    if steal:
+        print(f"steal time (hypervisor): median {np.median(steal):.2%}, max {max(steal):.2%} of the "
+              f"machine's CPU time during a profile")
+    print(f"analysed: {chosen.label}")
+    paths = {m: merged[chosen][("A", m)] for names in sets.values() for m in names}
+    return paths, {m: merged[chosen][("AB", m)] for m in sets["heldout"]}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse(argv)
     out = out_dir(argparse.Namespace(out=args.out), "cost_calibration")
     rounds = 1 if args.quick else args.rounds
     sets = model_sets(args.quick)
     if args.profiles:
-        paths = saved_profiles(sets, Path(args.profiles))
+        folder = Path(args.profiles) / "profiles" / "rounds"
     else:
-        paths = profile_all(sets, out / "profiles", rounds, 3 if args.quick else args.repeats)
+        folder = profile_all(sets, out / "profiles", rounds, 3 if args.quick else args.repeats)
+    paths, both = measurement(sets, round_files(sets, folder), Method(args.statistic, args.normalise), out)
     datasheet = load_platform(PLATFORM)
     platforms: dict[str, Platform] = {"before": datasheet}
     summary: list[dict[str, object]] = []
@@ -197,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # onnxruntime reports kernel times in whole microseconds: a 3 us layer cannot be told to +-20 %
     resolved = layers[layers["measured_s"] >= RESOLVED_S]
     summary += summarise(resolved, f"held-out layer >= {RESOLVED_S * 1e6:.0f} us", labels)
+    # the same predictions against the held-out CNNs' measurement of both series (10 rounds)
+    layers_ab, models_ab = predictions([both[m] for m in sets["heldout"]], platforms)
+    summary += summarise(layers_ab, "held-out layer A+B", labels) + summarise(models_ab, "held-out model A+B",
+                                                                               labels)
     table = pd.DataFrame(summary)
     kinds = per_kind(layers, labels)
     kinds.to_csv(out / "kinds.csv", index=False)
@@ -206,7 +354,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     figures(layers, models, ["before", "zoo+sampled roofline", "zoo+sampled learned"], out)
     print(table_text(table))
     print(table_text(kinds))
+    chosen = Method(args.statistic, args.normalise).label
+    noise = pd.read_csv(out / "noise.csv").set_index("method").loc[chosen]
     report_targets(table, paths)
+    print(f"noise floor ({args.statistic}): the held-out CNNs' two measurements agree within +-20 % for "
+          f"{noise['layers within_20']:.0%} of layers and within +-10 % end to end for "
+          f"{noise['models within_10']:.0%} of CNNs; no prediction can be held to better")
 
 
 def _without_predictor(platform: Platform) -> Platform:
@@ -222,6 +375,7 @@ def report_targets(table: pd.DataFrame, paths: dict[str, Path]) -> None:
     from deepx_sim.model.profiles import read_profile_meta
 
     for level, (bound, share) in (("held-out model", TARGET_MODEL), ("held-out layer", TARGET_LAYER),
+                                  ("held-out model A+B", TARGET_MODEL), ("held-out layer A+B", TARGET_LAYER),
                                   ("cv model", TARGET_MODEL), ("cv layer", TARGET_LAYER)):
         column = f"within_{int(bound * 100)}"
         for _, row in table[table["level"] == level].iterrows():

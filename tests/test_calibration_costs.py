@@ -26,8 +26,9 @@ from deepx_sim.cli import main
 from deepx_sim.costs import FREE_KINDS, FULL, CostModel
 from deepx_sim.errors import CostError, ProfileError
 from deepx_sim.measure.nets import is_net_name, write_net
+from deepx_sim.measure.profiling import read_model_profile
 from deepx_sim.model import load_model
-from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
+from deepx_sim.model.layers import Layer, LayerKind, get_layer, layers_in_order
 from deepx_sim.model.profiles import ProfileEntry, save_profile
 from deepx_sim.platform import Platform, load_platform
 
@@ -125,15 +126,17 @@ def test_provenance_gives_the_load_and_why_no_energy(tmp_path: Path) -> None:
     truth = platform_with(**TRUTH)
     note = "not measured: /sys/class/powercap does not exist"
     paths = [*write_truth(tmp_path, ["alexnet"], truth, load_average_before="2.50 1.00 0.50 / 7.50 3.00 2.00",
-                          energy=note),
-             *write_truth(tmp_path, ["agenet"], truth, load_average_before="4.00 4.00 4.00", energy=note)]
+                          energy=note, steal_share="0.0000 / 0.2000"),
+             *write_truth(tmp_path, ["agenet"], truth, load_average_before="4.00 4.00 4.00", energy=note,
+                          steal_share="0.0100")]
     result = calibrate(paths, load_platform("vm_datasheet"), "vm", min_layers=1)
-    # the 1-minute loads of the three rounds: 2.5, 7.5 and 4.0
+    # the 1-minute loads of the three rounds: 2.5, 7.5 and 4.0; their steal 0, 20 and 1 %
     assert result.provenance["load_average"].startswith("2.50 .. 7.50 (median 4.00;")
+    assert result.provenance["steal"].startswith("median 1.00%, max 20.00%")
     assert result.provenance["energy"] == note
     bare = write_truth(tmp_path / "bare", ["alexnet", "agenet"], truth)
-    assert calibrate(bare, load_platform("vm_datasheet"), "vm", min_layers=1).provenance["load_average"] == \
-        "unknown"
+    unknown = calibrate(bare, load_platform("vm_datasheet"), "vm", min_layers=1).provenance
+    assert unknown["load_average"] == "unknown" and unknown["steal"].startswith("not recorded")
 
 
 def three_by_three_slow(layer: Layer) -> float:
@@ -260,10 +263,30 @@ def test_experiment_quick_run_agrees_with_its_tables(tmp_path: Path) -> None:
             assert summary.loc[(level, label), "mape_pct"] == pytest.approx(e.mape)
     # "before" is the datasheet platform's cost model, recomputed here independently
     row = models.iloc[0]
-    profile = tmp_path / "profiles" / f"heldout_{row['model']}.csv"
+    profile = tmp_path / "profiles" / "q50" / "A" / f"heldout_{row['model']}.csv"
     m = load_measured(profile, load_platform("vm_datasheet"), "vm")
     costs = CostModel(m.graph, load_platform("vm_datasheet"))
     assert row["before"] == pytest.approx(sum(costs.layer_cost(lay.name, "vm").busy_s for lay in m.layers))
+    # the noise floor: the held-out CNNs' second measurement (B) against the first (A), recomputed
+    noise = pd.read_csv(tmp_path / "noise.csv").set_index("method")
+    ratios = []
+    for a in sorted((tmp_path / "profiles" / "q50" / "A").glob("heldout_*.csv")):
+        pa, pb = read_model_profile(a), read_model_profile(a.parent.parent / "B" / a.name)
+        graph = load_measured(a, load_platform("vm_datasheet"), "vm").graph
+        ratios += [pb.entries[k].latency_s / e.latency_s for k, e in pa.entries.items()
+                   if get_layer(graph, k[0]).kind not in FREE_KINDS]
+    assert noise.loc["q50", "layers"] == len(ratios)
+    assert noise.loc["q50", "layers within_20"] == pytest.approx(np.mean(np.abs(np.array(ratios) - 1) <= 0.2))
     for name in ("heldout_layers.png", "heldout_models.png", "vm_zoo_sampled.yaml",
                  "vm_zoo_sampled.predictor.joblib"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_experiment_reanalysis_names_missing_rounds(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, str(repo / "experiments" / "cost_calibration.py"), "--quick",
+                           "--out", str(tmp_path / "out"), "--profiles", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and "missing round profiles" in err[0] and str(tmp_path) in err[0]

@@ -17,12 +17,19 @@ from deepx_sim.cli import main
 from deepx_sim.errors import ModelError, ProfileError
 from deepx_sim.measure.cpuclock import ThreadCpuSampler
 from deepx_sim.measure.energy import open_meter
-from deepx_sim.measure.host import host_name
+from deepx_sim.measure.host import cpu_jiffies, host_name, steal_share
 from deepx_sim.measure.nets import HELDOUT, OnnxNet, sampled_cnn, write_net
-from deepx_sim.measure.profiling import _kernel_times, interquartile_mean, merge_rounds, profile_model
+from deepx_sim.measure.profiling import (
+    ModelProfile,
+    _kernel_times,
+    interquartile_mean,
+    merge_rounds,
+    profile_model,
+    read_model_profile,
+)
 from deepx_sim.model import load_model, total
 from deepx_sim.model.layers import LayerKind, layers_in_order
-from deepx_sim.model.profiles import load_profile, read_profile_meta
+from deepx_sim.model.profiles import ProfileEntry, load_profile, read_profile_meta
 from deepx_sim.platform import load_platform
 
 
@@ -96,6 +103,63 @@ def test_merge_rounds_takes_medians_and_keeps_the_sum() -> None:
     assert merged.end_to_end_s == pytest.approx(sorted(r.end_to_end_s for r in rounds)[1])
     sums = sorted(sum(e.latency_s for e in r.entries.values()) for r in rounds)
     assert sum(e.latency_s for e in merged.entries.values()) == pytest.approx(sums[1])
+
+
+def _round(compute: float, memory: float) -> ModelProfile:
+    """A profile of a conv (1 ms at full speed) and a BatchNorm (0.1 ms), measured while
+    compute ran ``compute`` times and memory ``memory`` times slower than the reference."""
+    entries = {("c", "cpu"): ProfileEntry(1e-3 * compute, kernel_s=0.9e-3 * compute),
+               ("m", "cpu"): ProfileEntry(1e-4 * memory, kernel_s=0.9e-4 * memory)}
+    meta = {"repeats": "5", "speed_compute_s": f"{2e-4 * compute:.9g}",
+            "speed_memory_s": f"{5e-5 * memory:.9g}"}
+    return ModelProfile("toy", "cpu", entries, (1e-3 * compute + 1e-4 * memory) * 1.01, 0.0, meta)
+
+
+def test_speed_normalised_merge_recovers_the_times_at_the_reference_speed() -> None:
+    # drift that hits memory-bound kernels harder than compute-bound ones (as measured here)
+    rounds = [_round(1.0, 1.0), _round(1.2, 1.5), _round(0.9, 1.3), _round(1.1, 0.8)]
+    merged = merge_rounds(rounds, {"c": "compute", "m": "memory"}, {"compute": 2e-4, "memory": 5e-5})
+    assert merged.entries[("c", "cpu")].latency_s == pytest.approx(1e-3)
+    assert merged.entries[("m", "cpu")].latency_s == pytest.approx(1e-4)
+    # the end-to-end time (rows plus 1 % overhead) is normalised as its rows were
+    assert merged.end_to_end_s == pytest.approx(1.1e-3 * 1.01)
+    # the raw median kernel time is kept, and the meta says what was done
+    assert merged.entries[("m", "cpu")].kernel_s == pytest.approx(0.9e-4 * 1.15)
+    assert "reference speed" in merged.meta["speed_normalised"]
+    plain = merge_rounds(rounds)  # without: the median over rounds, memory-bound kernel 15 % slow
+    assert plain.entries[("m", "cpu")].latency_s / plain.entries[("c", "cpu")].latency_s == pytest.approx(
+        1e-4 * 1.15 / (1e-3 * 1.05))
+    bare = ModelProfile("toy", "cpu", rounds[0].entries, 1e-3, 0.0, {})
+    with pytest.raises(ProfileError, match="no speed probe"):
+        merge_rounds([bare, *rounds], {"c": "compute"}, {"compute": 2e-4})
+
+
+def test_steal_share_is_the_stolen_part_of_the_machine_time() -> None:
+    assert steal_share((10, 1000), (60, 2000)) == pytest.approx(0.05)
+    assert steal_share((10, 1000), (10, 1000)) is None  # no time passed
+    steal, total = cpu_jiffies()
+    assert total > 0 and 0 <= steal <= total  # Linux has /proc/stat
+
+
+def test_lower_quartile_variant_of_the_same_runs(tmp_path: Path) -> None:
+    path = small_cnn(tmp_path)
+    profile = profile_model(path, processor="cpu", repeats=6, warmup=1, also=(0.25,))
+    lower = profile.variants["q25"]
+    assert profile.meta["statistic"].startswith("q50") and lower.meta["statistic"].startswith("q25")
+    assert lower.end_to_end_s <= profile.end_to_end_s
+    for key, entry in profile.entries.items():  # a lower quartile of the same runs is never above the median
+        assert lower.entries[key].kernel_s <= entry.kernel_s + 1e-12
+    assert float(profile.meta["speed_compute_s"]) > float(profile.meta["speed_memory_s"]) > 0
+    assert 0.0 <= float(profile.meta["steal_share"]) <= 1.0
+    back = read_model_profile(profile.save(tmp_path / "p.csv"))
+    assert back.end_to_end_s == pytest.approx(profile.end_to_end_s, rel=1e-5)
+    for key, entry in profile.entries.items():
+        assert back.entries[key].latency_s == pytest.approx(entry.latency_s, rel=1e-5)
+    (tmp_path / "bad.csv").write_text("# model: x\nlayer,processor\n")
+    with pytest.raises(ProfileError, match="not a profile"):
+        read_model_profile(tmp_path / "bad.csv")
+    with pytest.raises(ProfileError, match="quantiles must be within"):
+        profile_model(path, repeats=2, also=(1.5,))
 
 
 def test_interquartile_mean_resolves_truncated_microseconds_where_the_median_cannot() -> None:

@@ -44,3 +44,25 @@ def load_average() -> tuple[float, float, float]:
         return os.getloadavg()
     except OSError:
         return (0.0, 0.0, 0.0)
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(steal, total) CPU time of the whole machine so far, in clock ticks, from /proc/stat;
+    (0, 0) where there is none.  Steal is time the hypervisor ran something else while
+    this guest had work: on a VM, the share of it over a measurement says how much of
+    the measurement's noise came from outside the guest."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = handle.readline().split()
+    except OSError:
+        return (0, 0)
+    if not fields or fields[0] != "cpu":
+        return (0, 0)
+    ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return (ticks[7] if len(ticks) > 7 else 0, sum(ticks))
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """Share of the machine's CPU time stolen by the hypervisor between two readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else None

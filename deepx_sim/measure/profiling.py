@@ -10,10 +10,11 @@ A run of :func:`profile_model`:
    then ``repeats`` runs with the profiler off (the end-to-end time);
 4. executed nodes are mapped back to layers (:mod:`deepx_sim.measure.mapping`).
 
-Per layer the profile records ``latency_s``: the median over profiled runs of
-its kernel's on-CPU time (see :mod:`deepx_sim.measure.cpuclock`), less what the
-profiler adds inside each kernel's window, scaled (``row_scale``), plus what
-onnxruntime's executor spends per node.  A probe, chains of ReLUs on one
+Per layer the profile records ``latency_s``: the median (or another quantile,
+``quantile``) over profiled runs of its kernel's on-CPU time (see
+:mod:`deepx_sim.measure.cpuclock`), less what the profiler adds inside each
+kernel's window, scaled (``row_scale``), plus what onnxruntime's executor
+spends per node.  A probe, chains of ReLUs on one
 element timed with the same settings, measures the profiler's share (about
 2 us a kernel here, a fifth of a small ReLU), the executor's (0.3 us a node)
 and the Python binding's time per call.  The end-to-end time is the median
@@ -21,6 +22,8 @@ on-CPU time of as many runs with the profiler and the sampler off; the scale
 makes the rows plus the binding's time per call add up to it, dividing out
 what the instruments slow the kernels by.
 ``kernel_s`` is the kernel alone, ``spread_s`` the interquartile range over runs.
+The meta also records the hypervisor's steal time during the profile and a speed
+probe (two reference kernels timed right after; see ``SPEED_KERNELS``).
 When onnxruntime fused several layers into one node, their joint time is split
 in proportion to each layer's work (FLOPs plus bytes moved) and the rows share a
 ``group``; the calibration fits groups, never the split.
@@ -44,7 +47,7 @@ import numpy as np
 from deepx_sim.errors import ProfileError
 from deepx_sim.measure.cpuclock import ThreadCpuSampler
 from deepx_sim.measure.energy import open_meter
-from deepx_sim.measure.host import cpu_model, host_name, load_average
+from deepx_sim.measure.host import cpu_jiffies, cpu_model, host_name, load_average, steal_share
 from deepx_sim.measure.mapping import Group, executed_groups
 from deepx_sim.model.layers import LayerKind, get_layer, tensor_bytes
 from deepx_sim.model.profiles import Profile, ProfileEntry, save_profile
@@ -54,6 +57,8 @@ OPTIMIZATION_LEVELS = ("none", "basic", "extended", "all")
 DEFAULT_THREADS = 1
 DEFAULT_REPEATS = 20
 DEFAULT_WARMUP = 3
+#: the statistic over a profile's runs, per kernel and end to end: the median
+DEFAULT_QUANTILE = 0.5
 #: uninterrupted runs a kernel needs for its median to come from them alone
 MIN_CLEAN_RUNS = 3
 
@@ -68,6 +73,8 @@ class ModelProfile:
     end_to_end_s: float
     end_to_end_spread_s: float
     meta: dict[str, str] = field(default_factory=dict)
+    #: the same runs summarised by other statistics, by name (e.g. "q25": lower quartile)
+    variants: dict[str, ModelProfile] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
         return save_profile(path, self.entries, self.meta)
@@ -142,6 +149,59 @@ def _probe(folder: Path, threads: int, repeats: int) -> Probe:
                  if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
     executor = max(medians[PROBE_NODES] - medians[1], 0.0) / (PROBE_NODES - 1)
     return Probe(interquartile_mean(durations) * 1e-6, executor, max(medians[1] - executor, 0.0))
+
+
+#: the speed probe's reference kernels, timed next to every profile: a compute-bound
+#: convolution and a memory-bound BatchNorm on a tensor of a typical CNN's size (the
+#: same layer's time drifts by 10-30 % within minutes on this shared VM, memory-bound
+#: kinds most); ``speed_<name>_s`` in a profile's meta.  Shapes: (input, channels out).
+SPEED_KERNELS = {"compute": ((1, 32, 28, 28), 32), "memory": ((1, 64, 56, 56), 64)}
+#: which probe a layer kind's time follows (the rest follow "memory")
+COMPUTE_KINDS = frozenset({LayerKind.CONV.value, LayerKind.FC.value})
+
+
+def _speed_model(folder: Path, name: str) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape, c_out = SPEED_KERNELS[name]
+    rng = np.random.default_rng(0)
+    if name == "compute":
+        kernel = rng.standard_normal((c_out, shape[1], 3, 3)).astype(np.float32)
+        weights = [numpy_helper.from_array(kernel, "w")]
+        node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+        out = (1, c_out, shape[2], shape[3])
+    else:
+        weights = [numpy_helper.from_array(rng.random(shape[1]).astype(np.float32) + 0.5, n)
+                   for n in ("scale", "bias", "mean", "var")]
+        node = helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["y"])
+        out = shape
+    graph = helper.make_graph([node], f"speed_{name}",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = folder / f"speed_{name}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def speed_probe(folder: Path, threads: int, repeats: int, quantile: float) -> dict[str, float]:
+    """On-CPU seconds (the ``quantile`` over ``repeats`` runs, after a warm-up) of each
+    reference kernel in ``SPEED_KERNELS``, unprofiled: how fast this CPU is right now."""
+    ort = _ort()
+    speeds = {}
+    for name, (shape, _) in SPEED_KERNELS.items():
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(str(_speed_model(folder, name)), options,
+                                       providers=["CPUExecutionProvider"])
+        feeds = {"x": np.random.default_rng(1).standard_normal(shape).astype(np.float32)}
+        _timed(session, feeds, DEFAULT_WARMUP)
+        walls, cpus = _timed(session, feeds, repeats)
+        speeds[name] = float(np.quantile(cpus if threads == 1 else walls, quantile))
+    return speeds
 
 
 def interquartile_mean(values: list[float]) -> float:
@@ -280,17 +340,18 @@ def _group_times(group: Group, kernels: Kernels) -> list[float]:
 
 
 def _entries(graph: nx.DiGraph, processor: str, groups: list[Group], kernels: Kernels, probe: Probe,
-             end_to_end_s: float, power_w: float | None) -> tuple[Profile, float]:
+             end_to_end_s: float, power_w: float | None, quantile: float) -> tuple[Profile, float]:
     """Profile rows, and the scale that made them add up to the unprofiled run.
 
-    A row is its kernel's median less the profiler's share of the window, scaled, plus
+    A row is its kernel's ``quantile`` over runs (the median by default) less the
+    profiler's share of the window, scaled, plus
     the executor's time per node.  The scale divides out what the instruments slow
     the kernels by (the clock sampler about a tenth; see cpuclock) and what medians
     miss of a run: with it, rows plus the binding's time per call make the end-to-end time.
     """
     times = [_group_times(g, kernels) for g in groups]
     nodes = np.array([len(g.nodes) for g in groups], dtype=np.float64)
-    kernel = np.maximum(np.array([statistics.median(t) for t in times]) - probe.profiler_s * nodes, 0.0)
+    kernel = np.maximum(np.array([np.quantile(t, quantile) for t in times]) - probe.profiler_s * nodes, 0.0)
     room = end_to_end_s - probe.binding_s - probe.executor_s * nodes.sum()
     scale = float(room / kernel.sum()) if kernel.sum() > 0 and room > 0 else 1.0
     rows: list[tuple[int, str, ProfileEntry]] = []
@@ -359,36 +420,91 @@ def _run(session, feeds: dict[str, np.ndarray], warmup: int, repeats: int,  # ty
     return _Runs(trace, start_ns, sampler, walls, cpus, energy_j or None, note)
 
 
+def quantile_name(quantile: float) -> str:
+    """A statistic's short name: the median is ``q50``, the lower quartile ``q25``."""
+    return f"q{round(quantile * 100):02d}"
+
+
+@dataclass
+class _Measured:
+    """One profiling's measurement, before it is summarised by a statistic."""
+
+    graph: nx.DiGraph
+    groups: list[Group]
+    kernels: Kernels
+    inside_s: list[float]
+    runs: _Runs
+    probe: Probe
+    speeds: dict[str, float]
+    meta: dict[str, str]
+
+
+def _summarise(model: str, processor: str, m: _Measured, quantile: float, on_cpu: bool) -> ModelProfile:
+    """The profile of the measurement ``m`` with ``quantile`` over runs as the statistic,
+    per kernel and end to end."""
+    totals = m.runs.cpus_s if on_cpu else m.runs.walls_s
+    end_to_end_s = float(np.quantile(totals, quantile))
+    power_w = m.runs.energy_j / sum(m.runs.walls_s) if m.runs.energy_j else None
+    entries, scale = _entries(m.graph, processor, m.groups, m.kernels, m.probe, end_to_end_s, power_w,
+                              quantile)
+    rows_s = sum(e.latency_s for e in entries.values())
+    meta = {**m.meta, "statistic": f"{quantile_name(quantile)}: quantile {quantile:g} of the runs' times",
+            "end_to_end_s": f"{end_to_end_s:.6g}", "end_to_end_spread_s": f"{_iqr(totals):.3g}",
+            "end_to_end_wall_s": f"{statistics.median(m.runs.walls_s):.6g}",
+            "profiled_run_s": f"{np.quantile(m.inside_s, quantile):.6g}",
+            "kernel_sum_s": f"{sum(e.kernel_s or 0.0 for e in entries.values()):.6g}",
+            "rows_sum_s": f"{rows_s:.6g}", "run_overhead_s": f"{end_to_end_s - rows_s:.3g}",
+            "row_scale": f"{scale:.4f}",
+            **{f"speed_{k}_s": f"{v:.6g}" for k, v in m.speeds.items()}}
+    return ModelProfile(model, processor, entries, end_to_end_s, _iqr(totals), meta)
+
+
 def profile_model(model: str | Path, *, processor: str | None = None, threads: int = DEFAULT_THREADS,
                   repeats: int = DEFAULT_REPEATS, warmup: int = DEFAULT_WARMUP,
                   optimization: str = "none", seed: int = 0,
                   input_shapes: Mapping[str | None, tuple[int, ...]] | None = None,
-                  progress: Callable[[str], None] | None = None) -> ModelProfile:
+                  progress: Callable[[str], None] | None = None, quantile: float = DEFAULT_QUANTILE,
+                  also: tuple[float, ...] = ()) -> ModelProfile:
     """Profile ``model`` (zoo name, .onnx path, ``heldout:NAME`` or ``sampled:SEED``) on this CPU.
 
-    ``processor`` names the rows (default: this host's name).  Raises ProfileError
-    for bad settings or a model onnxruntime cannot run, ModelError for an unknown
-    or malformed model.
+    ``processor`` names the rows (default: this host's name).  Per kernel and end to
+    end the ``quantile`` of the runs' times counts; the profiles of the same runs at the
+    quantiles ``also`` are in ``variants``.  Raises ProfileError for bad settings or a
+    model onnxruntime cannot run, ModelError for an unknown or malformed model.
     """
     if threads < 1 or repeats < 1 or warmup < 0:
         raise ProfileError(f"threads and repeats must be >= 1 and warmup >= 0, got threads={threads}, "
                            f"repeats={repeats}, warmup={warmup}")
     if optimization not in OPTIMIZATION_LEVELS:
         raise ProfileError(f"optimization {optimization!r} is not one of {', '.join(OPTIMIZATION_LEVELS)}")
-    say = progress or (lambda _msg: None)
-    started = time.perf_counter()
+    if not all(0.0 <= q <= 1.0 for q in (quantile, *also)):
+        raise ProfileError(f"quantiles must be within 0..1, got {quantile} and {list(also)}")
     processor = processor or host_name()
     on_cpu = threads == 1  # one thread runs the kernels inline, in the calling thread
+    m = _measure(model, processor, threads, repeats, warmup, optimization, seed, input_shapes,
+                 progress or (lambda _msg: None), quantile)
+    main = _summarise(str(model), processor, m, quantile, on_cpu)
+    main.variants.update({quantile_name(q): _summarise(str(model), processor, m, q, on_cpu) for q in also})
+    return main
+
+
+def _measure(model: str | Path, processor: str, threads: int, repeats: int, warmup: int,
+             optimization: str, seed: int, input_shapes: Mapping[str | None, tuple[int, ...]] | None,
+             say: Callable[[str], None], quantile: float) -> _Measured:
+    started = time.perf_counter()
+    on_cpu = threads == 1
     with tempfile.TemporaryDirectory(prefix="deepx_profile_") as tmp:
         folder = Path(tmp)
         say(f"{model}: preparing ONNX")
         graph, onnx_path = model_as_onnx(model, folder, input_shapes, seed)
         original, run_path = _named_copy(onnx_path, folder)
         session = _session(run_path, folder, threads, optimization)
-        load_before = load_average()
+        load_before, jiffies = load_average(), cpu_jiffies()
         say(f"{model}: {warmup} warm-up, {repeats} profiled and {repeats} plain runs")
         runs = _run(session, _inputs(session, graph, seed), warmup, repeats, onnx_path, on_cpu)
         probe = _probe(folder, threads, repeats)
+        speeds = speed_probe(folder, threads, repeats, quantile)
+        steal = steal_share(jiffies, cpu_jiffies())
         clock = None if runs.sampler is None else (
             lambda a, b: runs.sampler.cpu_s(a + runs.start_ns, b + runs.start_ns))  # type: ignore[union-attr]
         kernels, inside_s = _kernel_times(runs.trace, warmup + repeats, warmup, clock)
@@ -398,10 +514,6 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
 
             optimised = onnx.load(str(folder / "optimised.onnx"), load_external_data=False)
         groups = executed_groups(original.graph, optimised.graph, graph)  # type: ignore[attr-defined]
-    totals = runs.cpus_s if on_cpu else runs.walls_s
-    power_w = runs.energy_j / sum(runs.walls_s) if runs.energy_j else None
-    entries, scale = _entries(graph, processor, groups, kernels, probe, statistics.median(totals), power_w)
-    rows_s = sum(e.latency_s for e in entries.values())
     meta = {
         "model": str(model), "processor": processor, "host": host_name(), "cpu_model": cpu_model(),
         "threads": str(threads), "repeats": str(repeats), "warmup": str(warmup),
@@ -411,36 +523,56 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
         "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "load_average_before": " ".join(f"{v:.2f}" for v in load_before),
         "load_average_after": " ".join(f"{v:.2f}" for v in load_average()),
-        "end_to_end_s": f"{statistics.median(totals):.6g}", "end_to_end_spread_s": f"{_iqr(totals):.3g}",
-        "end_to_end_wall_s": f"{statistics.median(runs.walls_s):.6g}",
+        "steal_share": "unknown" if steal is None else f"{steal:.4f}",
         "cpu_share": f"{sum(runs.cpus_s) / sum(runs.walls_s):.3f}",
-        "profiled_run_s": f"{statistics.median(inside_s):.6g}",
-        "kernel_sum_s": f"{sum(e.kernel_s or 0.0 for e in entries.values()):.6g}",
-        "rows_sum_s": f"{rows_s:.6g}",
-        "run_overhead_s": f"{statistics.median(totals) - rows_s:.3g}",
-        "row_scale": f"{scale:.4f}", "profiler_per_kernel_s": f"{probe.profiler_s:.3g}",
-        "executor_per_node_s": f"{probe.executor_s:.3g}", "binding_per_call_s": f"{probe.binding_s:.3g}",
-        "energy": runs.energy_note,
+        "profiler_per_kernel_s": f"{probe.profiler_s:.3g}", "executor_per_node_s": f"{probe.executor_s:.3g}",
+        "binding_per_call_s": f"{probe.binding_s:.3g}", "energy": runs.energy_note,
         "profiling_s": f"{time.perf_counter() - started:.2f}",
     }
     if input_shapes:
         meta["input_shape"] = " ".join(f"{k + '=' if k else ''}{'x'.join(map(str, v))}"
                                        for k, v in input_shapes.items())
-    return ModelProfile(str(model), processor, entries, statistics.median(totals), _iqr(totals), meta)
+    return _Measured(graph, groups, kernels, inside_s, runs, probe, speeds, meta)
 
 
-def merge_rounds(rounds: list[ModelProfile]) -> ModelProfile:
+def speed_factors(rounds: list[ModelProfile], reference: Mapping[str, float]) -> list[dict[str, float]]:
+    """Per round, how much slower than ``reference`` each speed probe ran (1.0: as fast)."""
+    factors = []
+    for r in rounds:
+        try:
+            factors.append({k: float(r.meta[f"speed_{k}_s"]) / ref for k, ref in reference.items()})
+        except (KeyError, ValueError):
+            raise ProfileError(f"a round of {r.model} has no speed probe {list(reference)}; "
+                               f"profile again to normalise by speed") from None
+    return factors
+
+
+def merge_rounds(rounds: list[ModelProfile], speed_of: Mapping[str, str] | None = None,
+                 reference: Mapping[str, float] | None = None) -> ModelProfile:
     """One profile from several rounds of the same model, taken apart in time so that
     a busy spell on the machine weighs on one round only: per layer and end to end,
-    the median over rounds (rows rescaled to add up to the median round)."""
+    the median over rounds (rows rescaled to add up to the median round).
+
+    With ``speed_of`` (layer -> speed probe name) and ``reference`` (probe name ->
+    seconds), each round's row is first divided by how much slower than the reference
+    its probe ran in that round: times at the reference speed.  ``kernel_s`` keeps the
+    raw median kernel time, and the meta says what was done.
+    """
     if not rounds:
         raise ProfileError("no profiling rounds to merge")
     first = rounds[0]
     keys = list(first.entries)
     if any(list(r.entries) != keys for r in rounds):
         raise ProfileError(f"rounds of {first.model} differ in their layers; cannot merge them")
-    median = {k: statistics.median(r.entries[k].latency_s for r in rounds) for k in keys}
-    total = statistics.median(sum(e.latency_s for e in r.entries.values()) for r in rounds)
+    factors = speed_factors(rounds, reference) if speed_of and reference else [{} for _ in rounds]
+
+    def latency(r: ModelProfile, f: dict[str, float], k: tuple[str, str]) -> float:
+        return r.entries[k].latency_s / f.get((speed_of or {}).get(k[0], ""), 1.0)
+
+    median = {k: statistics.median(latency(r, f, k) for r, f in zip(rounds, factors, strict=True))
+              for k in keys}
+    sums = [sum(latency(r, f, k) for k in keys) for r, f in zip(rounds, factors, strict=True)]
+    total = statistics.median(sums)
     scale = total / sum(median.values()) if sum(median.values()) > 0 else 1.0
 
     def mid(k: tuple[str, str], attr: str) -> float | None:
@@ -449,7 +581,9 @@ def merge_rounds(rounds: list[ModelProfile]) -> ModelProfile:
 
     entries = {k: ProfileEntry(median[k] * scale, mid(k, "power_w"), mid(k, "kernel_s"),
                                mid(k, "spread_s"), first.entries[k].group) for k in keys}
-    e2e = statistics.median(r.end_to_end_s for r in rounds)
+    # a round's end-to-end time is normalised as its rows were, overhead included
+    e2e = statistics.median(r.end_to_end_s * s / max(sum(e.latency_s for e in r.entries.values()), 1e-12)
+                            for r, s in zip(rounds, sums, strict=True))
     meta = dict(first.meta)
     meta.update({
         "rounds": str(len(rounds)),
@@ -457,11 +591,45 @@ def merge_rounds(rounds: list[ModelProfile]) -> ModelProfile:
         "measured_at": " / ".join(r.meta.get("measured_at", "?") for r in rounds),
         "load_average_before": " / ".join(r.meta.get("load_average_before", "?") for r in rounds),
         "cpu_share": " / ".join(r.meta.get("cpu_share", "?") for r in rounds),
+        "steal_share": " / ".join(r.meta.get("steal_share", "?") for r in rounds),
         "end_to_end_s": f"{e2e:.6g}",
         "end_to_end_spread_s": f"{statistics.median(r.end_to_end_spread_s for r in rounds):.3g}",
         "rows_sum_s": f"{total:.6g}", "run_overhead_s": f"{e2e - total:.3g}",
         "profiling_s": f"{sum(float(r.meta.get('profiling_s', 0)) for r in rounds):.2f}",
     })
+    if speed_of and reference:
+        meta["speed_normalised"] = (
+            "latency_s and end_to_end_s are at the reference speed: each round's row divided by how much "
+            "slower its speed probe ran than " + ", ".join(f"{k} {v:.6g} s" for k, v in reference.items())
+            + "; kernel_s is the raw median; factors per round " + " / ".join(
+                " ".join(f"{k}={v:.3f}" for k, v in f.items()) for f in factors))
+    for key in [k for k in meta if k.startswith("speed_") and k.endswith("_s")]:
+        meta[key] = " / ".join(r.meta.get(key, "?") for r in rounds)
     meta.pop("load_average_after", None)
     return ModelProfile(first.model, first.processor, entries, e2e,
                         statistics.median(r.end_to_end_spread_s for r in rounds), meta)
+
+
+def read_model_profile(path: str | Path) -> ModelProfile:
+    """A profile file written by :meth:`ModelProfile.save`, back as a ModelProfile (no
+    graph needed: to merge saved rounds again)."""
+    import csv
+
+    from deepx_sim.model.profiles import read_profile_meta
+
+    meta = read_profile_meta(path)
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
+
+    def number(row: dict[str, str], key: str) -> float | None:
+        return float(row[key]) if row.get(key) else None
+
+    try:
+        entries = {(r["layer"], r["processor"]): ProfileEntry(
+            float(r["latency_s"]), number(r, "power_w"), number(r, "kernel_s"), number(r, "spread_s"),
+            r.get("group") or "") for r in rows}
+        spread = float(meta.get("end_to_end_spread_s", "nan"))
+        return ModelProfile(meta.get("model", Path(path).stem), rows[0]["processor"], entries,
+                            float(meta["end_to_end_s"]), spread, meta)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise ProfileError(f"{path}: not a profile written by deepx-sim profile ({exc})") from None
