@@ -362,7 +362,7 @@ def column_generation(problem: Problem, starts: list[Plan], time_limit_s: float,
         if search.exact_step():
             converged = True
             break
-    plan = search.integer_plan(search.left_s())
+    plan = search.integer_plan(max(search.left_s(), INTEGER_LIMIT_S / 10))
     return ColumnResult(search.bound, plan, search.iterations, len(search.master.columns), converged)
 
 
@@ -441,7 +441,7 @@ class _Generation:
 
 def _integer_plan(problem: Problem, data: _Data, master: _Master, instances: list[str],
                   time_limit_s: float) -> Plan | None:
-    chosen = master.integer(max(time_limit_s, 1.0))
+    chosen = master.integer(time_limit_s)
     where = {lay.name: problem.sensor for lay in problem.layers}
     for mask, p in zip(chosen, instances, strict=False):
         for i in np.flatnonzero(mask):

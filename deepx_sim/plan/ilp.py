@@ -48,7 +48,7 @@ from deepx_sim.model.fusion import fused_members
 from deepx_sim.model.layers import Layer, LayerKind, colocation
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.columns import column_generation, in_scope
-from deepx_sim.plan.improve import improve
+from deepx_sim.plan.improve import improve, search_limit_s
 from deepx_sim.plan.presolve import Option, kept_options
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
 from deepx_sim.plan.segments import segment_bound, segment_plan
@@ -180,7 +180,7 @@ class DeepXPlanner(Planner):
         began = time.perf_counter()
         model = self.build(problem)
         if start is None and self.warm_start:
-            start = self._heuristic_start(problem)
+            start = self._heuristic_start(problem, self.time_limit_s)
         if self.solver == "highs" and self.time_limit_s is not None and _partition_bound(problem):
             return self._by_columns(problem, model, start, began)
         first = first_use_order(problem, start.assignment) if start is not None else None
@@ -235,7 +235,7 @@ class DeepXPlanner(Planner):
                         status="optimal" if self._within(gap) else "feasible")
 
     @staticmethod
-    def _heuristic_start(problem: Problem) -> Plan | None:
+    def _heuristic_start(problem: Problem, time_limit_s: float | None = None) -> Plan | None:
         """A first incumbent: the better feasible plan of the memory-aware greedy and, with
         interchangeable instances, the segment heuristic, then improved by local search
         (None when neither finds one)."""
@@ -248,7 +248,10 @@ class DeepXPlanner(Planner):
         plans.append(segment_plan(problem))
         feasible = [p for p in plans if p is not None and p.status == "feasible"]
         best = min(feasible, key=lambda p: p.objective_value, default=None)
-        return improve(problem, best) if best is not None and interchangeable(problem) else best
+        if best is None or not interchangeable(problem):
+            return best
+        # the local search gets a tenth of the planner's limit at most (5 s by default)
+        return improve(problem, best, search_limit_s(time_limit_s))
 
     # ---------------------------------------------------------------- why infeasible
     def diagnose(self, problem: Problem) -> str:

@@ -38,6 +38,8 @@ from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate
 
 #: Wall-time cap of one search (seconds): a start for a solver given about a minute.
 TIME_LIMIT_S = 5.0
+#: Share of a planner's time limit a search may use.
+LIMIT_SHARE = 0.1
 _TOLERANCE = 1e-12
 
 
@@ -146,6 +148,11 @@ class _Search:
 
     def unit_on(self, i: int) -> str:
         return self.where[self.units[i][0]]
+
+
+def search_limit_s(planner_limit_s: float | None) -> float:
+    """The search's wall-time cap under a planner given ``planner_limit_s`` (None: none)."""
+    return TIME_LIMIT_S if planner_limit_s is None else min(TIME_LIMIT_S, LIMIT_SHARE * planner_limit_s)
 
 
 def _units(problem: Problem) -> list[list[str]]:
