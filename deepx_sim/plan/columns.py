@@ -196,19 +196,19 @@ class _Pricing:
                      for i, a in enumerate(data.act_bytes) if a > 0]
         rows.append((-_INF, 1.0, share))
 
-    def solve(self, duals: np.ndarray, time_limit_s: float) -> tuple[list[np.ndarray], float, float]:
-        """(the sets found, best last, each improving the one before; the best's reduced
-        cost without the count row's dual; a lower bound on the least such cost)."""
+    def solve(self, duals: np.ndarray, time_limit_s: float) -> tuple[list[np.ndarray], float]:
+        """(the sets found, best last, each improving the one before; a lower bound on the
+        least reduced cost without the count row's dual)."""
         h = self.h
         h.changeColsCost(self.n, np.arange(self.n, dtype=np.int32), self.data.delta - duals)
         h.setOptionValue("time_limit", max(time_limit_s, 0.05))
         h.run()
         info = h.getInfo()
         if info.primal_solution_status != 2:  # no feasible set found: only the empty one
-            return [], 0.0, min(0.0, float(info.mip_dual_bound))
+            return [], min(0.0, float(info.mip_dual_bound))
         found = [np.array(sol.col_value[:self.n]) > 0.5 for sol in h.getSavedMipSolutions()[-SAVED:]]
         found.append(np.array(h.getSolution().col_value[:self.n]) > 0.5)
-        return found, float(info.objective_function_value), float(info.mip_dual_bound)
+        return found, float(info.mip_dual_bound)
 
 
 def _highs() -> highspy.Highs:
@@ -281,19 +281,19 @@ class _Segments:
         self.delta = data.delta
         self.n = n
 
-    def solve(self, duals: np.ndarray, count: int) -> list[np.ndarray]:
-        """Up to ``count`` runs of least reduced cost (module docstring), as masks."""
+    def solve(self, duals: np.ndarray, count: int) -> list[tuple[np.ndarray, float, float]]:
+        """Up to ``count`` runs of least reduced cost (module docstring): (mask, reduced
+        cost without the count row's dual, column cost) each."""
         prefix = np.concatenate([[0.0], np.cumsum(self.delta - duals)])
         reduced = prefix[None, :] - prefix[:, None] + self.copies
-        best = np.argsort(reduced, axis=None)[:count]
-        masks = []
-        for flat in best:
+        runs = []
+        for flat in np.argsort(reduced, axis=None)[:count]:
             a, b = divmod(int(flat), self.n + 1)
             if np.isfinite(reduced[a, b]):
                 mask = np.zeros(self.n, bool)
                 mask[a:b] = True
-                masks.append(mask)
-        return masks
+                runs.append((mask, float(reduced[a, b]), float(self.delta[a:b].sum() + self.copies[a, b])))
+        return runs
 
 
 class _Master:
@@ -405,13 +405,9 @@ class _Generation:
     def cheap_columns(self) -> bool:
         """Runs of the order priced at the master's duals: True if any entered."""
         threshold = self.mu - _EPS * max(1.0, abs(self.mu))
-        masks = self.segments.solve(self.duals, CHEAP_COLUMNS)
-        prefix = np.concatenate([[0.0], np.cumsum(self.data.delta - self.duals)])
         entered = False
-        for mask in masks:
-            a, b = np.flatnonzero(mask)[[0, -1]]
-            if prefix[b + 1] - prefix[a] + self.segments.copies[a, b + 1] < threshold:
-                cost = float(self.data.delta[a:b + 1].sum() + self.segments.copies[a, b + 1])
+        for mask, reduced, cost in self.segments.solve(self.duals, CHEAP_COLUMNS):
+            if reduced < threshold:
                 entered |= self.add(mask, cost)
         return entered
 
@@ -424,7 +420,7 @@ class _Generation:
             self.integer_plan(INTEGER_LIMIT_S)
         own = self.center is None or self.mispriced
         trial = self.duals if own else SMOOTHING * self.center + (1 - SMOOTHING) * self.duals
-        masks, _, floor = self.pricing.solve(trial, self.left_s())
+        masks, floor = self.pricing.solve(trial, self.left_s())
         candidate = self.data.base + trial.sum() + len(self.instances) * min(0.0, floor)
         if candidate > self.bound:
             self.bound, self.center = candidate, trial
