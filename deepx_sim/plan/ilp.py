@@ -31,10 +31,12 @@ costs are recomputed by :func:`~deepx_sim.plan.problem.evaluate`.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -61,8 +63,12 @@ FANOUT = 3
 #: options, and HiGHS's own reductions cost more than they saved on most of the zoo
 #: (benchmarks/bench_planner_scale.py, HiGHS 1.15, quiet machine, solver time alone:
 #: ViT-B/16 0.26 -> 0.15 s, DenseNet-121 0.13 -> 0.12, BERT-base 0.47 -> 0.56, ResNet-50
-#: 0.05 -> 0.07); its restarts and cuts stay on.
-HIGHS_OPTIONS: dict[str, object] = {"presolve_reduction_limit": 0}
+#: 0.05 -> 0.07); its restarts and cuts stay on.  No feasibility jump: its first-solution
+#: search ran before each root LP and took a quarter to a third of the solve on the zoo
+#: (ViT-B/16 0.37 -> 0.27 s, DenseNet-121 0.19 -> 0.14, ResNet-50 0.07 -> 0.05, BERT-base
+#: unchanged); the planner hands HiGHS a starting plan where finding one is hard.
+HIGHS_OPTIONS: dict[str, object] = {"presolve_reduction_limit": 0,
+                                   "mip_heuristic_run_feasibility_jump": False}
 #: Where column generation applies (plan/columns.py), its share of the time limit; the
 #: compact program gets the rest to close what its bound leaves open.
 COLUMN_SHARE = 0.8
@@ -177,6 +183,10 @@ class DeepXPlanner(Planner):
     def plan(self, problem: Problem, start: Plan | None = None) -> Plan:
         """The optimal plan; ``start`` (e.g. the previous request's plan) is handed to the
         solver as a first solution when its layers match the problem's."""
+        with _cyclic_gc_paused():
+            return self._plan(problem, start)
+
+    def _plan(self, problem: Problem, start: Plan | None) -> Plan:
         began = time.perf_counter()
         model = self.build(problem)
         if start is None and self.warm_start:
@@ -789,6 +799,21 @@ class _Builder:
         # otherwise blur choices that differ by a tenth of a microsecond
         prob.setObjective(_expr([(v, OBJECTIVE_SCALE * coef) for v, coef in goal]))
         return _Model(prob, self.x, self.lat, self.energy, self.loss, self.linked, bound)
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Python's cyclic collector paused for one plan, and restored as it was.  A build
+    makes tens of thousands of short-lived objects, whose full collections scanned every
+    live object of the process: 15-20 % of a ViT-B/16 or DenseNet-121 plan's CPU time
+    (measured with gc.callbacks).  Reference counting still frees them as they go."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _partition_bound(problem: Problem) -> bool:
