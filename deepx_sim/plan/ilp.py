@@ -85,6 +85,7 @@ class _Model:
     loss_terms: Terms
     linked: dict[tuple[str, object], pulp.LpVariable]  # (layer, processor or ("rank", k)) -> a or k
     bound: float | None = None  # a known lower bound on the objective (segments.py), unscaled
+    memory_rows: bool = False  # some processor's memory may bind
 
     def raise_bound(self, bound: float) -> None:
         """Add ``bound`` (unscaled) as a row on the objective where it beats the known one."""
@@ -120,7 +121,8 @@ class DeepXPlanner(Planner):
     ``solver`` is ``highs`` (in-process, the default) or ``cbc`` (PuLP's bundled
     binary); ``time_limit_s`` and ``gap`` bound the search; ``presolve`` drops layer
     options no optimum needs (:mod:`deepx_sim.plan.presolve`) before building;
-    ``warm_start`` hands the solver the greedy baseline's plan when no start is given;
+    ``warm_start`` hands the solver a heuristic plan when no start is given and one may
+    be hard to find (memory may bind, or instances are interchangeable);
     a layer with ``fanout`` consumers or more pays transfers per destination processor.
     """
 
@@ -189,7 +191,9 @@ class DeepXPlanner(Planner):
     def _plan(self, problem: Problem, start: Plan | None) -> Plan:
         began = time.perf_counter()
         model = self.build(problem)
-        if start is None and self.warm_start:
+        if start is None and self.warm_start and (model.memory_rows or interchangeable(problem)):
+            # elsewhere HiGHS finds the zoo's plans at its root at once, and the start
+            # only cost time (greedy: a tenth of a ViT-B/16 plan)
             start = self._heuristic_start(problem, self.time_limit_s)
         if self.solver == "highs" and self.time_limit_s is not None and _partition_bound(problem):
             return self._by_columns(problem, model, start, began)
@@ -446,6 +450,7 @@ class _Builder:
         self.max_params: dict[str, int] = dict.fromkeys(self.procs, 0)
         self._n = 0
         self.linked: dict[tuple[str, object], pulp.LpVariable] = {}
+        self.memory_rows = False
 
     def var(self, prefix: str, binary: bool = False) -> pulp.LpVariable:
         self._n += 1
@@ -761,6 +766,7 @@ class _Builder:
                     self.row([(m, 1.0), *self.on(layer_name, p, -size / cap)], pulp.LpConstraintGE)
             share = [(var, size / cap) for var, size in self.params[p]]
             self.row([*share, (m, 1.0)], pulp.LpConstraintLE, 1.0)
+            self.memory_rows = True
 
     def memory_may_bind(self, p: str, max_param_bytes: int) -> bool:
         """Whether ``max_param_bytes`` of parameters and the largest activation footprint
@@ -798,7 +804,7 @@ class _Builder:
         # in mJ / ms: the solver's optimality tolerances (about 1e-7 absolute) would
         # otherwise blur choices that differ by a tenth of a microsecond
         prob.setObjective(_expr([(v, OBJECTIVE_SCALE * coef) for v, coef in goal]))
-        return _Model(prob, self.x, self.lat, self.energy, self.loss, self.linked, bound)
+        return _Model(prob, self.x, self.lat, self.energy, self.loss, self.linked, bound, self.memory_rows)
 
 
 @contextmanager

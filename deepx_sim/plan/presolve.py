@@ -82,9 +82,12 @@ def kept_options(problem: Problem, layer: Layer, options: list[Option],
     beaten = ((lat[None, :] <= lat[:, None]) & (en[None, :] <= en[:, None]) & (loss[None, :] <= loss[:, None])
               & (~binds[None, :] | (par[None, :] <= par[:, None])))
     np.fill_diagonal(beaten, False)
-    same = where[:, None] == where[None, :]
-    for (b, a) in {(where[i], where[j]) for i, j in zip(*np.nonzero(beaten & ~same), strict=True)}:
-        pair = (where[:, None] == b) & (where[None, :] == a)
+    one_hot = where[:, None] == np.arange(len(procs))[None, :]
+    # processor pairs (src, dst) with some option on src beaten by one on dst
+    across = (one_hot.T.astype(int) @ beaten.astype(int) @ one_hot.astype(int)) > 0
+    np.fill_diagonal(across, False)
+    for b, a in zip(*np.nonzero(across), strict=True):
+        pair = one_hot[:, b][:, None] & one_hot[:, a][None, :]
         src, dst = procs[b], procs[a]
         if not {src, dst} <= movable:
             beaten &= ~pair
