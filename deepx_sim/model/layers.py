@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import networkx as nx
@@ -176,11 +177,13 @@ class Layer:
     def params(self) -> int:
         return self.weight_params + self.bias_params
 
-    @property
+    # cached: the cost model and the planner's builder ask for them thousands of times
+    # per plan (a frozen dataclass still takes a cached_property: it writes __dict__)
+    @cached_property
     def output_elements(self) -> int:
         return math.prod(self.output_shape)
 
-    @property
+    @cached_property
     def input_elements(self) -> int:
         return sum(math.prod(s) for s in self.input_shapes)
 
