@@ -1,7 +1,8 @@
 """Brute force: every processor for every layer and every variant combination.
 
 The oracle the ILP is tested against on small graphs.  For each processor
-assignment it costs the transfers once, then scores all variant combinations
+assignment that keeps every colocation class on one processor it costs the
+transfers once, then scores all variant combinations
 at once with numpy (variants change layer costs, memory and accuracy, never
 tensor sizes).
 """
@@ -16,7 +17,8 @@ import numpy as np
 
 from deepx_sim.costs import radio_rule
 from deepx_sim.errors import InfeasibleError, PlanError
-from deepx_sim.model.layers import LayerKind
+from deepx_sim.model.fusion import fused_members
+from deepx_sim.model.layers import LayerKind, colocation
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, transfers_of
 
@@ -38,9 +40,14 @@ class BruteForcePlanner(Planner):
             raise PlanError(f"oracle: {size:,} combinations exceed {MAX_COMBINATIONS:,}; "
                             f"brute force is for small graphs")
         remote = {p for p in problem.processors if problem.platform.processor(p).is_remote}
+        unit_of = {m: lay.name for lay in layers for m in fused_members(lay)}
+        together = [{unit_of[m] for m in members if m in unit_of}
+                    for members in colocation(problem.graph).values()]
         best: tuple[float, dict[str, Placement]] | None = None
         for procs in itertools.product(*proc_options):
             where = {lay.name: p for lay, p in zip(layers, procs, strict=True)}
+            if any(len({where[u] for u in units}) > 1 for units in together):
+                continue  # a colocation class split over processors
             t_lat = t_en = t_radio = 0.0
             for _, src, dst, nbytes in transfers_of(problem, where):
                 t = costs.transfer_cost(nbytes, src, dst)
