@@ -234,10 +234,16 @@ class FastReplanner:
         if self.link is not None and uplinks_mbps:
             if budget_s is None and max_solves is None:
                 self._last_solve = self.full_solves + CLOUD_BOX_SOLVES
-            kinds = ((False, False), (True, False), (True, True))[:1 + 2 * radio_box]
-            boxes = [cloud_box(base, self.link, vary, tuple(uplinks_mbps), deadline_s, MIN_FREE_FRACTION,
-                               radio_states=states, next_gaps=gaps) for states, gaps in kinds]
-            self._certify(boxes)
+            box = functools.partial(cloud_box, base, self.link, vary, tuple(uplinks_mbps), deadline_s,
+                                    MIN_FREE_FRACTION)
+            idle = box(radio_states=False)
+            self._certify([idle])  # first: the radio states' box carries its bounds over
+            if radio_box:
+                model = self.link.radio
+                cons = self.problem.constraints
+                promotion = cons.objective_value(model.promotion_energy_j, model.promotion_s)
+                self._certify([box(radio_states=True, idle=idle, promotion_cost=promotion),
+                               box(radio_states=True, next_gaps=True)])
             if budget_s is None and max_solves is None:
                 self._last_solve, self.budget_spent = math.inf, False
         if self.link is not None and gaps != []:
@@ -304,18 +310,25 @@ class FastReplanner:
         bandwidths, first without the deadline at the cell's bandwidth corners
         (:meth:`_affine_margin`), while those optima meet the constraints; then at
         lo, at lo's loads with the cloud unreachable (for the tail credit), at hi."""
-        steps: list[Callable[[], object]] = [lambda: None]
+        box.inherit()
+        steps: list[tuple[str, Callable[[], object]]] = [("check", lambda: None)]
         if box.affine_at(lo):
             corners = box.corners(lo, lo, hi)
-            steps += [functools.partial(self._solve_relaxed, box, corner) for corner in corners]
-        steps += [lambda: self._solve_at(box, lo), lambda: self._solve_alone(box, lo),
-                  lambda: self._solve_at(box, hi)]
-        binds = False
-        for i, step in enumerate(steps):
-            if binds and 1 < i < len(steps) - 3:
-                continue  # the deadline binds at lo: relaxed solves bound the optimum poorly
+            if box.carried_from is not None:  # first the bounds it carries over (cheaper solves)
+                steps += [("carried", functools.partial(self._solve_carried, box, c)) for c in corners]
+            steps += [("relaxed", functools.partial(self._solve_relaxed, box, c)) for c in corners]
+        steps += [("point", lambda: self._solve_at(box, lo)), ("point", lambda: self._solve_alone(box, lo)),
+                  ("point", lambda: self._solve_at(box, hi))]
+        # a relaxed step returns False where the deadline binds at lo (relaxed solves bound
+        # the optimum poorly), a carried one where the plan it carries is not a radio plan
+        # (the promotion it takes off is then not saved): skip the rest of that kind
+        stopped: set[str] = set()
+        for kind, step in steps:
+            if kind in stopped:
+                continue
             try:
-                binds |= step() is False
+                if step() is False:
+                    stopped.add(kind)
             except _BudgetSpent:
                 return False
             if min(self._margin(box, lo, hi), self._affine_margin(box, lo, hi)) <= 1 + CERTIFIED_LOSS:
@@ -326,8 +339,14 @@ class FastReplanner:
         """Solve at point ``x`` of ``box`` (once) with no deadline a plan in the box could
         reach (:attr:`_latency_ceiling_s`) and no energy budget, keeping the lower bound;
         whether that optimum meets the real constraints (then it is also the optimum)."""
-        if any(bool((np.abs(p - x) <= 1e-12).all()) for p, _ in box.relaxed):
-            return True
+        return self._relaxed_plan(box, x)[0]
+
+    def _relaxed_plan(self, box: CertifiedBox, x: np.ndarray) -> tuple[bool, bool | None]:
+        """:meth:`_solve_relaxed`'s answer, and whether the optimum there uses the radio
+        (None if infeasible, or carried over)."""
+        for (p, _), radio in zip(box.relaxed, box.relaxed_radio, strict=True):
+            if bool((np.abs(p - x) <= 1e-12).all()):
+                return True, radio
         self._limit_time()
         c = self.problem.constraints
         conditions = box.at(x)
@@ -336,14 +355,24 @@ class FastReplanner:
         best = self._best(conditions) if self.candidates else None  # a warm start: 5.5 -> 0.7 s on
         plan = self._warm_plan(loose, start=None if best is None else self.candidates[best[0]].plan)  # BERT
         box.relaxed.append((x.copy(), _lower_bound(plan)))
+        box.relaxed_radio.append(None if plan is None else plan.uses_radio)
         if plan is None:
-            return False
+            return False, None
         self.add(plan)
         meets = plan.latency_s <= c.deadline_s * (1 + 1e-9) and (
             c.energy_budget_j is None or plan.energy_j <= c.energy_budget_j * (1 + 1e-9))
         if meets and not box.solved_at(x):
             box.solved.append((x.copy(), _lower_bound(plan)))
-        return meets
+        return meets, plan.uses_radio
+
+    def _solve_carried(self, box: CertifiedBox, x: np.ndarray) -> bool:
+        """The relaxed solve at the face of :attr:`~CertifiedBox.carried_from` under point
+        ``x`` of ``box``, whose bound ``box`` then takes (:meth:`CertifiedBox.inherit`);
+        False if its optimum is a plan on the device alone."""
+        assert box.carried_from is not None
+        radio = self._relaxed_plan(box.carried_from, box.on_face(x))[1]
+        box.inherit()
+        return radio is not False
 
     @property
     def _latency_ceiling_s(self) -> float:
