@@ -669,14 +669,26 @@ class FastReplanner:
     def solve(self, conditions: Conditions, start: Plan | None = None,
               planner: DeepXPlanner | None = None) -> Plan:
         """A full ILP solve under ``conditions`` (``start``: a first solution for the
-        solver); its plan joins the pool."""
+        solver); its plan joins the pool, its bound the boxes (:meth:`learn`)."""
         began = time.perf_counter()
         try:
             plan = (planner or self.planner).plan(self.problem.with_conditions(conditions), start=start)
         finally:
             self._count(began)
-        self.add(plan)
+        self.learn(plan)
         return plan
+
+    def learn(self, plan: Plan) -> None:
+        """Put ``plan``, a full solve's under its own conditions and this problem's
+        constraints, in the pool, and its lower bound on the optimum (its objective less
+        its gap) in every box holding those conditions: later replans at conditions above
+        it in a cell left unproven may then be proven from it (:meth:`coverage`)."""
+        self.add(plan)
+        bound = _lower_bound(plan)
+        for box in self.boxes:
+            x = box.point(plan.conditions)
+            if x is not None and bound > 0 and not box.solved_at(x):
+                box.solved.append((x, bound))
 
     def add(self, plan: Plan) -> None:
         """Put ``plan`` (any plan for this problem) in the pool, unless it is there."""

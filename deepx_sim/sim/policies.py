@@ -524,7 +524,10 @@ class ReplanPolicy(Policy):
             plan, note = self._solve(conditions)
             if not note and fast.fallbacks > fell_back:  # choose() found the cell unproven
                 note = "fast path: conditions in a cell its warm-up left unproven; full solve"
-            fast.add(plan)
+            if note:  # (not the optimum under its conditions: no bound to learn)
+                fast.add(plan)
+            else:
+                fast.learn(plan)
             return self._decision(plan, conditions, started, note)
         plan, latency_s, energy_j = best
         return self._decision(plan, conditions, started, "", latency_s, energy_j)

@@ -341,3 +341,22 @@ def test_a_broken_certificate_is_caught(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(fastpath, "CERTIFIED_LOSS", 10.0)
     losses, _ = proven_losses(False, range(8))
     assert max(losses) > CERTIFIED_LOSS
+
+
+def test_a_full_solve_proves_the_conditions_above_it() -> None:
+    """A replan's full solve leaves its bound in the boxes (FastReplanner.learn): with no
+    warm-up solve, a request at a heavier load than a solved one is then proven from it
+    (oracle: a full solve there, within CERTIFIED_LOSS), one at a lighter load is not."""
+    problem = random_problem(3)
+    fast = FastReplanner(problem).warm(budget_s=0.0)
+    solved = Conditions(link="net", cloud_reachable=False, free_fraction={"p0": 0.5})
+    heavier = Conditions(link="net", cloud_reachable=False, free_fraction={"p0": 0.45})
+    lighter = Conditions(link="net", cloud_reachable=False, free_fraction={"p0": 0.6})
+    assert {fast.coverage(c) for c in (solved, heavier, lighter)} == {"unproven"}
+    fast.plan(solved)  # a fallback: a full solve
+    assert fast.coverage(solved) == "proven" and fast.coverage(lighter) == "unproven"
+    assert fast.coverage(heavier) == "proven"  # (here the load does not move the optimum)
+    full = DeepXPlanner().plan(problem.with_conditions(heavier))
+    solves = fast.full_solves
+    assert fast.plan(heavier).objective_value <= full.objective_value * (1 + CERTIFIED_LOSS)
+    assert fast.full_solves == solves  # from the pool
