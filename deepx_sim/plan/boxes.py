@@ -13,7 +13,9 @@ plan at hi is feasible in the whole cell at no more than its cost at hi
 - ``cloud``: the cloud reachable: the loads as above; log(top / uplink) and
   log(top / downlink) Mbps; the radio's tail left when a request arrives
   (``radio_state`` idle counts as none left, promoting or connected while
-  another request sends as endless), x = log((D + s) / (tail left + s)) with
+  another request sends as endless; the box with the radio idle holds none
+  left, the one of radio states with no next arrival every tail left > 0, its
+  top end the limit at 0: :func:`cloud_box`), x = log((D + s) / (tail left + s)) with
   D the deadline and s = :data:`RADIO_TIME_SCALE_S`; the next arrival's gap,
   x = log(1 + gap / s), up to the tail plus D (no next arrival).  The RTT and
   the cloud's own load are held at the box's values.

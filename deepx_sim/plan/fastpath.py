@@ -202,9 +202,11 @@ class FastReplanner:
         - then, with a link and ``uplinks_mbps``, the cloud reachable: the same
           loads, uplinks over the range of ``uplinks_mbps`` (downlinks over it
           scaled to the link's), the radio idle with no next arrival (a lone
-          request, or a policy blind to the radio); with ``radio_box`` also in
-          every radio state with no next arrival (a box whose idle face the first
-          one covers), and in every radio state and next arrival.  Without a budget these boxes get at most
+          request, or a policy blind to the radio), proven first; with
+          ``radio_box`` then in every radio state with a tail left and no next
+          arrival (proven mostly from the first box's bounds less a promotion:
+          :func:`~deepx_sim.plan.boxes.cloud_box`), and in every radio state and
+          next arrival.  Without a budget these boxes get at most
           :data:`CLOUD_BOX_SOLVES` solves.  (The box of next arrivals is sound
           but weak where a second of radio time costs little against the tail,
           as WiFi's: over BERT-base its cells' margins stay at 2-4 along the gap,
