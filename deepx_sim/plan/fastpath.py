@@ -171,6 +171,7 @@ class FastReplanner:
         self._last_solve: float = math.inf
         self._solve_s = 0.0  # seconds spent in full solves
         self._fastest_s = math.inf  # the quickest full solve: about the time outside the solver
+        self._longest_s = 0.0  # the longest full solve
         #: whether the last warm-up stopped on its budget (cells left unproven, the scan cut short)
         self.budget_spent = False
         self._warm_planner = _warm_copy(self.planner)
@@ -217,7 +218,7 @@ class FastReplanner:
         tried, not proven, for the conditions outside the boxes.
 
         ``budget_s`` bounds the warm-up's wall time: no solve starts that would
-        end after it (judged by the mean solve so far); ``max_solves`` bounds its
+        end after it (judged by the longest solve so far); ``max_solves`` bounds its
         solves (the same pool on any machine).  Cells not yet proven then stay
         unproven, where a replan falls back to a full solve unless the point
         itself is proven (:meth:`coverage`); :attr:`proven_share` says how much
@@ -538,12 +539,11 @@ class FastReplanner:
         return min(wide, key=gain)
 
     def _spent(self) -> bool:
-        """Whether the warm-up's budget leaves no time (or solve) for another solve."""
+        """Whether the warm-up's budget leaves no time (or solve) for another solve, judged
+        by the longest so far (the mean, weighed down by quick solves on the device alone,
+        lets a slower one with the cloud reachable start too late)."""
         return (self.full_solves >= self._last_solve
-                or time.perf_counter() + self._mean_solve_s() > self._stop_at)
-
-    def _mean_solve_s(self) -> float:
-        return self._solve_s / self.full_solves if self.full_solves else 0.0
+                or time.perf_counter() + self._longest_s > self._stop_at)
 
     def _count(self, began: float) -> None:
         """Count a full solve that began at ``began`` (perf_counter seconds)."""
@@ -551,6 +551,7 @@ class FastReplanner:
         self.full_solves += 1
         self._solve_s += took
         self._fastest_s = min(self._fastest_s, took)
+        self._longest_s = max(self._longest_s, took)
 
     @property
     def proven_share(self) -> float:
