@@ -191,15 +191,16 @@ class FastReplanner:
              vary: tuple[str, ...] | None = None,
              gaps_s: Iterable[float] | None = None,
              budget_s: float | None = None, max_solves: int | None = None,
-             radio_box: bool = False) -> FastReplanner:
+             radio_box: bool = False, device_alone: bool = True) -> FastReplanner:
         """Solve the ILP over the conditions a request may meet, keeping each distinct
         optimum, until the pool is proven within :data:`CERTIFIED_LOSS` of the optimum
         (:meth:`_certify`) over these boxes (:mod:`deepx_sim.plan.boxes`):
 
-        - on the device alone, the loads on the processors in ``vary`` (default all
-          local ones; free fractions from :data:`MIN_FREE_FRACTION` to 1), and our
-          own queue on each local processor (leaving down to
-          :data:`MIN_DEADLINE_SHARE` of the deadline);
+        - on the device alone (unless ``device_alone`` is False, for a caller that
+          always reaches the cloud, and there is a link), the loads on the
+          processors in ``vary`` (default all local ones; free fractions from
+          :data:`MIN_FREE_FRACTION` to 1), and our own queue on each local
+          processor (leaving down to :data:`MIN_DEADLINE_SHARE` of the deadline);
         - then, with a link and ``uplinks_mbps``, the cloud reachable: the same
           loads, uplinks over the range of ``uplinks_mbps`` (downlinks over it
           scaled to the link's), the radio idle with no next arrival (a lone
@@ -232,8 +233,9 @@ class FastReplanner:
         deadline_s = self.problem.constraints.deadline_s
         self.boxes = []
         self._uplinks = tuple(uplinks_mbps)
-        self._certify(device_boxes(replace(base, cloud_reachable=False), vary, tuple(self.local), deadline_s,
-                                   self.link, MIN_FREE_FRACTION, MIN_DEADLINE_SHARE))
+        if device_alone or self.link is None:
+            self._certify(device_boxes(replace(base, cloud_reachable=False), vary, tuple(self.local),
+                                       deadline_s, self.link, MIN_FREE_FRACTION, MIN_DEADLINE_SHARE))
         if self.link is not None and uplinks_mbps:
             if budget_s is None and max_solves is None:
                 self._last_solve = self.full_solves + CLOUD_BOX_SOLVES

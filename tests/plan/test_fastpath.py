@@ -360,3 +360,25 @@ def test_a_full_solve_proves_the_conditions_above_it() -> None:
     solves = fast.full_solves
     assert fast.plan(heavier).objective_value <= full.objective_value * (1 + CERTIFIED_LOSS)
     assert fast.full_solves == solves  # from the pool
+
+
+def test_a_warm_up_that_always_reaches_the_cloud_skips_the_device_boxes() -> None:
+    """warm(device_alone=False) proves only the cloud box (replans on the device alone are
+    then unchecked) with fewer solves; the replan policy asks for it in a world without
+    outages, where no request finds the cloud unreachable."""
+    from deepx_sim.sim.conditions import Outages
+    from deepx_sim.sim.policies import ReplanPolicy, World
+
+    problem = binding_problem(0)
+    assert problem is not None
+    both = FastReplanner(problem).warm(gaps_s=())
+    cloud = FastReplanner(problem).warm(gaps_s=(), device_alone=False)
+    assert [box.kind for box in both.boxes] == ["load", "queue", "cloud"]
+    assert [box.kind for box in cloud.boxes] == ["cloud"] and cloud.full_solves < both.full_solves
+    assert cloud.coverage(Conditions(link="net", cloud_reachable=False)) == "unchecked"
+    world = World.nominal(problem)
+    for outages, kinds in ((Outages(), {"cloud"}), (Outages(((1.0, 2.0),)), {"load", "queue", "cloud"})):
+        policy = ReplanPolicy(problem, replace(world, outages=outages), "deepx")
+        assert policy.fast is not None
+        assert {box.kind for box in policy.fast.boxes} <= kinds
+        assert ("queue" in {box.kind for box in policy.fast.boxes}) == bool(outages.intervals)
