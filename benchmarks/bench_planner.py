@@ -15,7 +15,7 @@ alone: load, queue; the cloud reachable: loads and bandwidths with the radio idl
 and with every radio state and next arrival), with the load average.
 
 Run: python benchmarks/bench_planner.py [--repeats 7] [--replans 200] [--bert-replans 50]
-     [--only-fast] [--only-bert] [--warm-up]
+     [--only-fast] [--only-bert] [--warm-up]  (--warm-up --only-bert: BERT-base's warm-ups alone)
 """
 
 from __future__ import annotations
@@ -151,11 +151,13 @@ WARM_UP_SETTINGS = (("bert_base", "snapdragon_8_gen_3", "wifi", 5.0, BERT_WARM_T
                     ("alexnet", "tegra_k1", "wifi", 0.1, None), ("vgg16", "snapdragon_400", "lte", 5.0, None))
 
 
-def warm_ups() -> None:
-    """Each setting's warm-up, without and with the radio box (the cloud reachable in
-    every radio state), under the BERT-base budget or none."""
+def warm_ups(only_bert: bool = False) -> None:
+    """Each setting's warm-up (BERT-base's alone with ``only_bert``), without and with the
+    radio boxes (the cloud reachable in every radio state), under the BERT-base budget or none."""
     print("\nwarm-up: seconds, ILP solves, pool size, proven share per box (load average before each)")
     for model, platform, link, deadline_s, budget_s in WARM_UP_SETTINGS:
+        if only_bert and model != "bert_base":
+            continue
         problem = Problem(load_model(model), load_platform(platform), Conditions(link=link),
                           Constraints(deadline_s=deadline_s))
         for radio_box in (False, True):
@@ -177,12 +179,13 @@ def main() -> None:
     parser.add_argument("--bert-replans", type=int, default=50)
     parser.add_argument("--solver", default="highs", choices=["highs", "cbc"])
     parser.add_argument("--only-fast", action="store_true", help="skip the full-solve timings")
-    parser.add_argument("--only-bert", action="store_true", help="only the BERT-base fast path")
+    parser.add_argument("--only-bert", action="store_true",
+                        help="only the BERT-base fast path (with --warm-up: its warm-ups)")
     parser.add_argument("--warm-up", action="store_true",
                         help="only the warm-ups (seconds, solves, pool, proven share)")
     args = parser.parse_args()
     if args.warm_up:
-        warm_ups()
+        warm_ups(args.only_bert)
         return
     if not (args.only_fast or args.only_bert):
         full_solves(args.repeats, args.solver)

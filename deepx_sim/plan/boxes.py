@@ -13,7 +13,9 @@ plan at hi is feasible in the whole cell at no more than its cost at hi
 - ``cloud``: the cloud reachable: the loads as above; log(top / uplink) and
   log(top / downlink) Mbps; the radio's tail left when a request arrives
   (``radio_state`` idle counts as none left, promoting or connected while
-  another request sends as endless), x = log((D + s) / (tail left + s)) with
+  another request sends as endless; the box with the radio idle holds none
+  left, the one of radio states with no next arrival every tail left > 0, its
+  top end the limit at 0: :func:`cloud_box`), x = log((D + s) / (tail left + s)) with
   D the deadline and s = :data:`RADIO_TIME_SCALE_S`; the next arrival's gap,
   x = log(1 + gap / s), up to the tail plus D (no next arrival).  The RTT and
   the cloud's own load are held at the box's values.
@@ -105,6 +107,15 @@ class CertifiedBox:
     solved: list[tuple[np.ndarray, float]] = field(default_factory=list)
     #: the same without deadline and energy budget
     relaxed: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    #: whether each of :attr:`relaxed`'s optima uses the radio (None: not known)
+    relaxed_radio: list[bool | None] = field(default_factory=list)
+    #: a box whose relaxed bounds, less ``carry_cost``, bound this one's optimum at
+    #: the same loads and bandwidths (:meth:`inherit`), with the map of a point here
+    #: to that box's face
+    carried_from: CertifiedBox | None = None
+    carry_cost: float = 0.0
+    #: the bounds taken from it (they bound the optimum with and without the deadline)
+    carried: list[tuple[np.ndarray, float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.kind
@@ -143,14 +154,32 @@ class CertifiedBox:
     def bound_below(self, x: np.ndarray) -> tuple[float, np.ndarray] | None:
         """The best lower bound on the optimum at ``x`` from the points solved at or
         below it (the optimum only grows along the box), with that point; None if none."""
-        return _best_below(self.solved, x)
+        return _best_below(self.solved + self.carried, x)
 
     def relaxed_below(self, x: np.ndarray) -> tuple[float, np.ndarray] | None:
         """The same for the optimum without deadline and energy budget."""
-        return _best_below(self.relaxed, x)
+        return _best_below(self.relaxed + self.carried, x)
 
     def solved_at(self, x: np.ndarray) -> bool:
         return any(bool((np.abs(point - x) <= _TOLERANCE).all()) for point, _ in self.solved)
+
+    def inherit(self) -> None:
+        """Take :attr:`carried_from`'s relaxed bounds not taken yet, less :attr:`carry_cost`,
+        as bounds (relaxed and not) at the same point with the radio axes at this box's
+        bottom: they hold everywhere above it (see :func:`cloud_box`)."""
+        if self.carried_from is None:
+            return
+        for point, bound in self.carried_from.relaxed[len(self.carried):]:
+            here = point.copy()
+            here[-2:] = self.bottom[-2:]
+            self.carried.append((here, max(bound - self.carry_cost, 0.0)))  # (objectives are >= 0)
+
+    def on_face(self, x: np.ndarray) -> np.ndarray:
+        """``x`` with the radio axes at :attr:`carried_from`'s (its face)."""
+        assert self.carried_from is not None
+        face = x.copy()
+        face[-2:] = self.carried_from.bottom[-2:]
+        return face
 
 
 def _best_below(solved: list[tuple[np.ndarray, float]], x: np.ndarray) -> tuple[float, np.ndarray] | None:
@@ -241,6 +270,10 @@ class _CloudAxes:
     downlink_top_mbps: float
     rtt_ms: float
     deadline_s: float
+    #: the tails left the box holds: ``none`` (the radio idle), ``some`` (every tail left
+    #: > 0, its top end open: the limit of a tail left shrinking to 0, where a plan that
+    #: first uses the radio at once is not promoted) or ``any`` (both)
+    tails: str = "any"
 
     @property
     def idle_x(self) -> float:
@@ -262,6 +295,8 @@ class _CloudAxes:
         up = c.uplink_mbps or self.link.uplink_mbps
         down = c.downlink_mbps or self.link.downlink_mbps
         tail_left_s = {"idle": 0.0, "promoting": math.inf}.get(c.radio_state, c.tail_left_s)
+        if (self.tails == "none" and tail_left_s > 0) or (self.tails == "some" and tail_left_s <= 0):
+            return None
         scale = RADIO_TIME_SCALE_S
         tail_x = math.log((self.deadline_s + scale) / (min(tail_left_s, self.deadline_s) + scale))
         gap_x = (self.no_next_x if c.next_gap_s is None
@@ -272,9 +307,11 @@ class _CloudAxes:
     def at(self, base: Conditions, x: np.ndarray) -> Conditions:
         k = len(self.vary)
         radio: dict[str, object] = {"radio_state": "idle", "tail_left_s": 0.0}
-        if x[k + 2] < self.idle_x * (1 - _TOLERANCE):
+        if self.tails == "some" or x[k + 2] < self.idle_x * (1 - _TOLERANCE):
             left_s = (self.deadline_s + RADIO_TIME_SCALE_S) * math.exp(-x[k + 2]) - RADIO_TIME_SCALE_S
-            radio = {"radio_state": "connected", "tail_left_s": max(left_s, 0.0)}
+            # the least tail left > 0: a plan is promoted there iff it first uses the radio after 0 s
+            least_s = math.ulp(0.0) if self.tails == "some" else 0.0
+            radio = {"radio_state": "connected", "tail_left_s": max(left_s, least_s)}
         gap = None if x[k + 3] >= self.no_next_x * (1 - _TOLERANCE) else gap_s(float(x[k + 3]))
         return replace(base, free_fraction=_free(self.vary, x[:k]), rtt_ms=self.rtt_ms,
                        uplink_mbps=self.uplink_top_mbps * math.exp(-x[k]),
@@ -284,17 +321,29 @@ class _CloudAxes:
 
 def cloud_box(base: Conditions, link: Link, vary: tuple[str, ...], uplinks_mbps: tuple[float, ...],
               deadline_s: float, min_free_fraction: float, radio_states: bool,
-              next_gaps: bool = False) -> CertifiedBox:
+              next_gaps: bool = False, idle: CertifiedBox | None = None,
+              promotion_cost: float = 0.0) -> CertifiedBox:
     """The box of conditions with the cloud reachable: loads on ``vary``, uplinks over the
     range of ``uplinks_mbps`` and downlinks over the same range scaled to the link's
     downlink; every tail left if ``radio_states`` (else the radio idle, as a policy that
     does not look at the radio plans); every next gap if ``next_gaps`` and the radio is
-    monotone (else no next arrival)."""
+    monotone (else no next arrival).
+
+    Given ``idle`` (the box with the radio idle) and ``promotion_cost`` (the objective of
+    a promotion, its energy and time), a box of radio states with no next arrival holds
+    every tail left > 0 (idle's box holds none) and takes idle's relaxed bounds less the
+    promotion (:meth:`CertifiedBox.inherit`): with no next arrival the whole tail is
+    charged in every state, so a plan on the device costs the same in every state, and
+    a radio plan differs from its cost with the radio idle (always promoted) only by
+    the promotion it may save; its time too, which is why only bounds without the
+    deadline carry over."""
     scale = link.downlink_mbps / link.uplink_mbps
-    axes = _CloudAxes(link, vary, max(uplinks_mbps), max(uplinks_mbps) * scale,
-                      base.rtt_ms if base.rtt_ms is not None else link.rtt_ms, deadline_s)
-    span = math.log(max(uplinks_mbps) / min(uplinks_mbps))
     gaps = radio_states and next_gaps and radio_monotone(link.radio)
+    carried = idle if radio_states and not gaps else None
+    tails = "none" if not radio_states else "some" if carried is not None else "any"
+    axes = _CloudAxes(link, vary, max(uplinks_mbps), max(uplinks_mbps) * scale,
+                      base.rtt_ms if base.rtt_ms is not None else link.rtt_ms, deadline_s, tails)
+    span = math.log(max(uplinks_mbps) / min(uplinks_mbps))
     bottom = np.array([0.0] * len(vary) + [0.0, 0.0, 0.0 if radio_states else axes.idle_x,
                                             0.0 if gaps else axes.no_next_x])
     top = np.array([-math.log(min_free_fraction)] * len(vary) + [span, span, axes.idle_x, axes.no_next_x])
@@ -303,4 +352,5 @@ def cloud_box(base: Conditions, link: Link, vary: tuple[str, ...], uplinks_mbps:
     name = "cloud, radio " + ("idle" if not radio_states else "any state, " + (
         "any next arrival" if gaps else "no next arrival"))
     return CertifiedBox("cloud", vary, bottom, top, lambda x: axes.at(start, x), axes.point,
-                        gap_axis=k + 3 if gaps else None, affine_axes=(k, k + 1), flat_axis=k + 3, name=name)
+                        gap_axis=k + 3 if gaps else None, affine_axes=(k, k + 1), flat_axis=k + 3, name=name,
+                        carried_from=carried, carry_cost=promotion_cost if carried is not None else 0.0)

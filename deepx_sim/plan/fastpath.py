@@ -171,6 +171,7 @@ class FastReplanner:
         self._last_solve: float = math.inf
         self._solve_s = 0.0  # seconds spent in full solves
         self._fastest_s = math.inf  # the quickest full solve: about the time outside the solver
+        self._longest_s = 0.0  # the longest full solve
         #: whether the last warm-up stopped on its budget (cells left unproven, the scan cut short)
         self.budget_spent = False
         self._warm_planner = _warm_copy(self.planner)
@@ -190,21 +191,24 @@ class FastReplanner:
              vary: tuple[str, ...] | None = None,
              gaps_s: Iterable[float] | None = None,
              budget_s: float | None = None, max_solves: int | None = None,
-             radio_box: bool = False) -> FastReplanner:
+             radio_box: bool = False, device_alone: bool = True) -> FastReplanner:
         """Solve the ILP over the conditions a request may meet, keeping each distinct
         optimum, until the pool is proven within :data:`CERTIFIED_LOSS` of the optimum
         (:meth:`_certify`) over these boxes (:mod:`deepx_sim.plan.boxes`):
 
-        - on the device alone, the loads on the processors in ``vary`` (default all
-          local ones; free fractions from :data:`MIN_FREE_FRACTION` to 1), and our
-          own queue on each local processor (leaving down to
-          :data:`MIN_DEADLINE_SHARE` of the deadline);
+        - on the device alone (unless ``device_alone`` is False, for a caller that
+          always reaches the cloud, and there is a link), the loads on the
+          processors in ``vary`` (default all local ones; free fractions from
+          :data:`MIN_FREE_FRACTION` to 1), and our own queue on each local
+          processor (leaving down to :data:`MIN_DEADLINE_SHARE` of the deadline);
         - then, with a link and ``uplinks_mbps``, the cloud reachable: the same
           loads, uplinks over the range of ``uplinks_mbps`` (downlinks over it
           scaled to the link's), the radio idle with no next arrival (a lone
-          request, or a policy blind to the radio); with ``radio_box`` also in
-          every radio state with no next arrival (a box whose idle face the first
-          one covers), and in every radio state and next arrival.  Without a budget these boxes get at most
+          request, or a policy blind to the radio), proven first; with
+          ``radio_box`` then in every radio state with a tail left and no next
+          arrival (proven mostly from the first box's bounds less a promotion:
+          :func:`~deepx_sim.plan.boxes.cloud_box`), and in every radio state and
+          next arrival.  Without a budget these boxes get at most
           :data:`CLOUD_BOX_SOLVES` solves.  (The box of next arrivals is sound
           but weak where a second of radio time costs little against the tail,
           as WiFi's: over BERT-base its cells' margins stay at 2-4 along the gap,
@@ -215,7 +219,7 @@ class FastReplanner:
         tried, not proven, for the conditions outside the boxes.
 
         ``budget_s`` bounds the warm-up's wall time: no solve starts that would
-        end after it (judged by the mean solve so far); ``max_solves`` bounds its
+        end after it (judged by the longest solve so far); ``max_solves`` bounds its
         solves (the same pool on any machine).  Cells not yet proven then stay
         unproven, where a replan falls back to a full solve unless the point
         itself is proven (:meth:`coverage`); :attr:`proven_share` says how much
@@ -229,15 +233,22 @@ class FastReplanner:
         deadline_s = self.problem.constraints.deadline_s
         self.boxes = []
         self._uplinks = tuple(uplinks_mbps)
-        self._certify(device_boxes(replace(base, cloud_reachable=False), vary, tuple(self.local), deadline_s,
-                                   self.link, MIN_FREE_FRACTION, MIN_DEADLINE_SHARE))
+        if device_alone or self.link is None:
+            self._certify(device_boxes(replace(base, cloud_reachable=False), vary, tuple(self.local),
+                                       deadline_s, self.link, MIN_FREE_FRACTION, MIN_DEADLINE_SHARE))
         if self.link is not None and uplinks_mbps:
             if budget_s is None and max_solves is None:
                 self._last_solve = self.full_solves + CLOUD_BOX_SOLVES
-            kinds = ((False, False), (True, False), (True, True))[:1 + 2 * radio_box]
-            boxes = [cloud_box(base, self.link, vary, tuple(uplinks_mbps), deadline_s, MIN_FREE_FRACTION,
-                               radio_states=states, next_gaps=gaps) for states, gaps in kinds]
-            self._certify(boxes)
+            box = functools.partial(cloud_box, base, self.link, vary, tuple(uplinks_mbps), deadline_s,
+                                    MIN_FREE_FRACTION)
+            idle = box(radio_states=False)
+            self._certify([idle])  # first: the radio states' box carries its bounds over
+            if radio_box:
+                model = self.link.radio
+                cons = self.problem.constraints
+                promotion = cons.objective_value(model.promotion_energy_j, model.promotion_s)
+                self._certify([box(radio_states=True, idle=idle, promotion_cost=promotion),
+                               box(radio_states=True, next_gaps=True)])
             if budget_s is None and max_solves is None:
                 self._last_solve, self.budget_spent = math.inf, False
         if self.link is not None and gaps != []:
@@ -304,18 +315,25 @@ class FastReplanner:
         bandwidths, first without the deadline at the cell's bandwidth corners
         (:meth:`_affine_margin`), while those optima meet the constraints; then at
         lo, at lo's loads with the cloud unreachable (for the tail credit), at hi."""
-        steps: list[Callable[[], object]] = [lambda: None]
+        box.inherit()
+        steps: list[tuple[str, Callable[[], object]]] = [("check", lambda: None)]
         if box.affine_at(lo):
             corners = box.corners(lo, lo, hi)
-            steps += [functools.partial(self._solve_relaxed, box, corner) for corner in corners]
-        steps += [lambda: self._solve_at(box, lo), lambda: self._solve_alone(box, lo),
-                  lambda: self._solve_at(box, hi)]
-        binds = False
-        for i, step in enumerate(steps):
-            if binds and 1 < i < len(steps) - 3:
-                continue  # the deadline binds at lo: relaxed solves bound the optimum poorly
+            if box.carried_from is not None:  # first the bounds it carries over (cheaper solves)
+                steps += [("carried", functools.partial(self._solve_carried, box, c)) for c in corners]
+            steps += [("relaxed", functools.partial(self._solve_relaxed, box, c)) for c in corners]
+        steps += [("point", lambda: self._solve_at(box, lo)), ("point", lambda: self._solve_alone(box, lo)),
+                  ("point", lambda: self._solve_at(box, hi))]
+        # a relaxed step returns False where the deadline binds at lo (relaxed solves bound
+        # the optimum poorly), a carried one where the plan it carries is not a radio plan
+        # (the promotion it takes off is then not saved): skip the rest of that kind
+        stopped: set[str] = set()
+        for kind, step in steps:
+            if kind in stopped:
+                continue
             try:
-                binds |= step() is False
+                if step() is False:
+                    stopped.add(kind)
             except _BudgetSpent:
                 return False
             if min(self._margin(box, lo, hi), self._affine_margin(box, lo, hi)) <= 1 + CERTIFIED_LOSS:
@@ -326,8 +344,14 @@ class FastReplanner:
         """Solve at point ``x`` of ``box`` (once) with no deadline a plan in the box could
         reach (:attr:`_latency_ceiling_s`) and no energy budget, keeping the lower bound;
         whether that optimum meets the real constraints (then it is also the optimum)."""
-        if any(bool((np.abs(p - x) <= 1e-12).all()) for p, _ in box.relaxed):
-            return True
+        return self._relaxed_plan(box, x)[0]
+
+    def _relaxed_plan(self, box: CertifiedBox, x: np.ndarray) -> tuple[bool, bool | None]:
+        """:meth:`_solve_relaxed`'s answer, and whether the optimum there uses the radio
+        (None if infeasible, or carried over)."""
+        for (p, _), radio in zip(box.relaxed, box.relaxed_radio, strict=True):
+            if bool((np.abs(p - x) <= 1e-12).all()):
+                return True, radio
         self._limit_time()
         c = self.problem.constraints
         conditions = box.at(x)
@@ -336,14 +360,24 @@ class FastReplanner:
         best = self._best(conditions) if self.candidates else None  # a warm start: 5.5 -> 0.7 s on
         plan = self._warm_plan(loose, start=None if best is None else self.candidates[best[0]].plan)  # BERT
         box.relaxed.append((x.copy(), _lower_bound(plan)))
+        box.relaxed_radio.append(None if plan is None else plan.uses_radio)
         if plan is None:
-            return False
+            return False, None
         self.add(plan)
         meets = plan.latency_s <= c.deadline_s * (1 + 1e-9) and (
             c.energy_budget_j is None or plan.energy_j <= c.energy_budget_j * (1 + 1e-9))
         if meets and not box.solved_at(x):
             box.solved.append((x.copy(), _lower_bound(plan)))
-        return meets
+        return meets, plan.uses_radio
+
+    def _solve_carried(self, box: CertifiedBox, x: np.ndarray) -> bool:
+        """The relaxed solve at the face of :attr:`~CertifiedBox.carried_from` under point
+        ``x`` of ``box``, whose bound ``box`` then takes (:meth:`CertifiedBox.inherit`);
+        False if its optimum is a plan on the device alone."""
+        assert box.carried_from is not None
+        radio = self._relaxed_plan(box.carried_from, box.on_face(x))[1]
+        box.inherit()
+        return radio is not False
 
     @property
     def _latency_ceiling_s(self) -> float:
@@ -507,12 +541,11 @@ class FastReplanner:
         return min(wide, key=gain)
 
     def _spent(self) -> bool:
-        """Whether the warm-up's budget leaves no time (or solve) for another solve."""
+        """Whether the warm-up's budget leaves no time (or solve) for another solve, judged
+        by the longest so far (the mean, weighed down by quick solves on the device alone,
+        lets a slower one with the cloud reachable start too late)."""
         return (self.full_solves >= self._last_solve
-                or time.perf_counter() + self._mean_solve_s() > self._stop_at)
-
-    def _mean_solve_s(self) -> float:
-        return self._solve_s / self.full_solves if self.full_solves else 0.0
+                or time.perf_counter() + self._longest_s > self._stop_at)
 
     def _count(self, began: float) -> None:
         """Count a full solve that began at ``began`` (perf_counter seconds)."""
@@ -520,6 +553,7 @@ class FastReplanner:
         self.full_solves += 1
         self._solve_s += took
         self._fastest_s = min(self._fastest_s, took)
+        self._longest_s = max(self._longest_s, took)
 
     @property
     def proven_share(self) -> float:
@@ -640,14 +674,26 @@ class FastReplanner:
     def solve(self, conditions: Conditions, start: Plan | None = None,
               planner: DeepXPlanner | None = None) -> Plan:
         """A full ILP solve under ``conditions`` (``start``: a first solution for the
-        solver); its plan joins the pool."""
+        solver); its plan joins the pool, its bound the boxes (:meth:`learn`)."""
         began = time.perf_counter()
         try:
             plan = (planner or self.planner).plan(self.problem.with_conditions(conditions), start=start)
         finally:
             self._count(began)
-        self.add(plan)
+        self.learn(plan)
         return plan
+
+    def learn(self, plan: Plan) -> None:
+        """Put ``plan``, a full solve's under its own conditions and this problem's
+        constraints, in the pool, and its lower bound on the optimum (its objective less
+        its gap) in every box holding those conditions: later replans at conditions above
+        it in a cell left unproven may then be proven from it (:meth:`coverage`)."""
+        self.add(plan)
+        bound = _lower_bound(plan)
+        for box in self.boxes:
+            x = box.point(plan.conditions)
+            if x is not None and bound > 0 and not box.solved_at(x):
+                box.solved.append((x, bound))
 
     def add(self, plan: Plan) -> None:
         """Put ``plan`` (any plan for this problem) in the pool, unless it is there."""

@@ -469,7 +469,8 @@ class ReplanPolicy(Policy):
 
     With the ``deepx`` planner it uses the fast path: a pool of ILP optima warmed
     over loads, our own queue, bandwidths and radio states (proven within 1 % on
-    the device alone and, the radio idle, with the cloud reachable), re-ranked
+    the device alone, in a world with outages, and, the radio idle, with the cloud
+    reachable), re-ranked
     per request.  Plans made by full solves join the pool: when no pooled plan is feasible or the
     conditions lie in a cell the warm-up left unproven (noted in the decision),
     fallbacks, and a full solve every ``full_solve_every`` requests (0: never).
@@ -495,7 +496,10 @@ class ReplanPolicy(Policy):
             gaps = [share * link.radio.tail_s for share in DEFAULT_GAP_SHARES] if link else []
             if self.gaps.value is not None:
                 gaps.append(self.gaps.value)  # the workload's
-            self.fast.warm(vary=loaded, gaps_s=gaps if self.radio_aware else ())
+            # the boxes on the device alone only where replans can find the cloud unreachable
+            # (the flagship: 62 -> 24 full solves, the same plans chosen)
+            alone = world.link is None or bool(world.outages.intervals)
+            self.fast.warm(vary=loaded, gaps_s=gaps if self.radio_aware else (), device_alone=alone)
 
     @property
     def full_solves(self) -> int:
@@ -524,7 +528,10 @@ class ReplanPolicy(Policy):
             plan, note = self._solve(conditions)
             if not note and fast.fallbacks > fell_back:  # choose() found the cell unproven
                 note = "fast path: conditions in a cell its warm-up left unproven; full solve"
-            fast.add(plan)
+            if note:  # (not the optimum under its conditions: no bound to learn)
+                fast.add(plan)
+            else:
+                fast.learn(plan)
             return self._decision(plan, conditions, started, note)
         plan, latency_s, energy_j = best
         return self._decision(plan, conditions, started, "", latency_s, energy_j)

@@ -341,3 +341,44 @@ def test_a_broken_certificate_is_caught(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(fastpath, "CERTIFIED_LOSS", 10.0)
     losses, _ = proven_losses(False, range(8))
     assert max(losses) > CERTIFIED_LOSS
+
+
+def test_a_full_solve_proves_the_conditions_above_it() -> None:
+    """A replan's full solve leaves its bound in the boxes (FastReplanner.learn): with no
+    warm-up solve, a request at a heavier load than a solved one is then proven from it
+    (oracle: a full solve there, within CERTIFIED_LOSS), one at a lighter load is not."""
+    problem = random_problem(3)
+    fast = FastReplanner(problem).warm(budget_s=0.0)
+    solved = Conditions(link="net", cloud_reachable=False, free_fraction={"p0": 0.5})
+    heavier = Conditions(link="net", cloud_reachable=False, free_fraction={"p0": 0.45})
+    lighter = Conditions(link="net", cloud_reachable=False, free_fraction={"p0": 0.6})
+    assert {fast.coverage(c) for c in (solved, heavier, lighter)} == {"unproven"}
+    fast.plan(solved)  # a fallback: a full solve
+    assert fast.coverage(solved) == "proven" and fast.coverage(lighter) == "unproven"
+    assert fast.coverage(heavier) == "proven"  # (here the load does not move the optimum)
+    full = DeepXPlanner().plan(problem.with_conditions(heavier))
+    solves = fast.full_solves
+    assert fast.plan(heavier).objective_value <= full.objective_value * (1 + CERTIFIED_LOSS)
+    assert fast.full_solves == solves  # from the pool
+
+
+def test_a_warm_up_that_always_reaches_the_cloud_skips_the_device_boxes() -> None:
+    """warm(device_alone=False) proves only the cloud box (replans on the device alone are
+    then unchecked) with fewer solves; the replan policy asks for it in a world without
+    outages, where no request finds the cloud unreachable."""
+    from deepx_sim.sim.conditions import Outages
+    from deepx_sim.sim.policies import ReplanPolicy, World
+
+    problem = binding_problem(0)
+    assert problem is not None
+    both = FastReplanner(problem).warm(gaps_s=())
+    cloud = FastReplanner(problem).warm(gaps_s=(), device_alone=False)
+    assert [box.kind for box in both.boxes] == ["load", "queue", "cloud"]
+    assert [box.kind for box in cloud.boxes] == ["cloud"] and cloud.full_solves < both.full_solves
+    assert cloud.coverage(Conditions(link="net", cloud_reachable=False)) == "unchecked"
+    world = World.nominal(problem)
+    for outages, kinds in ((Outages(), {"cloud"}), (Outages(((1.0, 2.0),)), {"load", "queue", "cloud"})):
+        policy = ReplanPolicy(problem, replace(world, outages=outages), "deepx")
+        assert policy.fast is not None
+        assert {box.kind for box in policy.fast.boxes} <= kinds
+        assert ("queue" in {box.kind for box in policy.fast.boxes}) == bool(outages.intervals)
