@@ -73,14 +73,16 @@ def kept_options(problem: Problem, layer: Layer, options: list[Option],
     n = len(options)
     if n < 2:
         return options
-    lat, en, loss, par = (np.array([getattr(o, f) for o in options], dtype=float)
-                          for f in ("latency_s", "energy_j", "loss", "param_bytes"))
+    lat, en, loss, par = np.array([(o.latency_s, o.energy_j, o.loss, o.param_bytes) for o in options]).T
     procs = sorted({o.processor for o in options})
     where = np.array([procs.index(o.processor) for o in options])
     binds = np.array([memory_binds[o.processor] for o in options])
-    # beaten[b, a]: option a is at least as good as b before any transfer is priced
+    mobile = np.array([o.processor in movable for o in options])
+    # beaten[b, a]: option a is at least as good as b before any transfer is priced, and
+    # on b's processor or one b may move to
     beaten = ((lat[None, :] <= lat[:, None]) & (en[None, :] <= en[:, None]) & (loss[None, :] <= loss[:, None])
-              & (~binds[None, :] | (par[None, :] <= par[:, None])))
+              & (~binds[None, :] | (par[None, :] <= par[:, None]))
+              & ((where[:, None] == where[None, :]) | (mobile[:, None] & mobile[None, :])))
     np.fill_diagonal(beaten, False)
     one_hot = where[:, None] == np.arange(len(procs))[None, :]
     # processor pairs (src, dst) with some option on src beaten by one on dst
@@ -88,11 +90,7 @@ def kept_options(problem: Problem, layer: Layer, options: list[Option],
     np.fill_diagonal(across, False)
     for b, a in zip(*np.nonzero(across), strict=True):
         pair = one_hot[:, b][:, None] & one_hot[:, a][None, :]
-        src, dst = procs[b], procs[a]
-        if not {src, dst} <= movable:
-            beaten &= ~pair
-            continue
-        move_lat, move_en = _moves(problem, layer, src, dst)
+        move_lat, move_en = _moves(problem, layer, procs[b], procs[a])
         fits = (lat[None, :] + move_lat <= lat[:, None]) & (en[None, :] + move_en <= en[:, None])
         beaten &= ~pair | fits
     mutual = beaten & beaten.T  # equal options: the first one stays
