@@ -44,6 +44,7 @@ import numpy as np
 from deepx_sim.errors import DeepxError
 from deepx_sim.model.fusion import fused_members
 from deepx_sim.model.layers import LayerKind, colocation
+from deepx_sim.plan.improve import improve
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
 
 _INF = highspy.kHighsInf
@@ -57,6 +58,11 @@ SMOOTHING = 0.5
 SAVED = 5
 #: Runs of the order tried per iteration by the cheap pricing (_Segments).
 CHEAP_COLUMNS = 20
+#: Time limit of one exact pricing solve: its dual bound is valid wherever it stops, and a
+#: long solve at duals soon replaced delays every later bound.
+PRICING_LIMIT_S = 2.0
+#: Local search (plan/improve.py) on each better plan found among the columns.
+POLISH_LIMIT_S = 1.0
 _EPS = 1e-9
 
 
@@ -301,6 +307,7 @@ class _Master:
 
     def __init__(self, n: int, instances: int) -> None:
         self.h = _highs()
+        self.h.setOptionValue("run_crossover", "off")
         self.n = n
         self.h.addRows(n + 1, np.full(n + 1, -_INF), np.concatenate([np.ones(n), [instances]]), 0,
                        np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
@@ -319,8 +326,13 @@ class _Master:
         self.costs.append(cost)
         return True
 
-    def solve(self) -> tuple[float, np.ndarray, float]:
-        """The LP's value, the layer rows' duals (<= 0) and the count row's dual (<= 0)."""
+    def solve(self, central: bool = True) -> tuple[float, np.ndarray, float]:
+        """The LP's value, the layer rows' duals (<= 0) and the count row's dual (<= 0):
+        central duals (interior point, no crossover), which jump about far less than a
+        vertex's in this degenerate LP (Gondzio et al. 2013's primal-dual column
+        generation), or with ``central=False`` a vertex's (simplex), the only ones that
+        prove convergence when nothing prices out."""
+        self.h.setOptionValue("solver", "ipm" if central else "simplex")
         self.h.run()
         duals = np.minimum(np.array(self.h.getSolution().row_dual), 0.0)
         return float(self.h.getInfo().objective_function_value), duals[:self.n], float(duals[self.n])
@@ -374,13 +386,8 @@ class _Generation:
         self.data = data = _data(problem, instances[0])
         self.master = _Master(len(data.units), len(instances))
         self.pricing, self.segments = _Pricing(problem, data), _Segments(problem, data)
-        index = {name: i for i, name in enumerate(data.units)}
         for plan in starts:
-            for p in instances:
-                mask = np.zeros(len(data.units), bool)
-                mask[[index[pl.layer] for pl in plan.placements
-                      if pl.processor == p and pl.layer in index]] = True
-                self.add(mask)
+            self.add_plan(plan)
         self.best_plan = min(starts, key=lambda p: p.objective_value, default=None)
         self.best = np.inf if self.best_plan is None else self.best_plan.objective_value
         self.bound = -np.inf
@@ -388,6 +395,15 @@ class _Generation:
         self.mispriced = False
         self.iterations = self.exact = 0
         self.duals, self.mu = np.zeros(len(data.units)), 0.0
+
+    def add_plan(self, plan: Plan) -> None:
+        """Each instance's set of layers in ``plan``, as columns."""
+        index = {name: i for i, name in enumerate(self.data.units)}
+        for p in self.instances:
+            mask = np.zeros(len(self.data.units), bool)
+            mask[[index[pl.layer] for pl in plan.placements
+                  if pl.processor == p and pl.layer in index]] = True
+            self.add(mask)
 
     def left_s(self) -> float:
         return self.stop - time.perf_counter()
@@ -397,9 +413,9 @@ class _Generation:
             cost = _column_cost(self.problem, self.data, mask)
         return self.master.add(mask, cost)
 
-    def master_value(self) -> float:
+    def master_value(self, central: bool = True) -> float:
         self.iterations += 1
-        value, self.duals, self.mu = self.master.solve()
+        value, self.duals, self.mu = self.master.solve(central)
         return value + self.data.base
 
     def cheap_columns(self) -> bool:
@@ -419,8 +435,10 @@ class _Generation:
         if self.exact % HEURISTIC_EVERY == 0:  # a plan from the columns so far
             self.integer_plan(INTEGER_LIMIT_S)
         own = self.center is None or self.mispriced
+        if self.mispriced:  # nothing entered at the smoothed duals: price at a vertex's
+            self.master_value(central=False)
         trial = self.duals if own else SMOOTHING * self.center + (1 - SMOOTHING) * self.duals
-        masks, floor = self.pricing.solve(trial, self.left_s())
+        masks, floor = self.pricing.solve(trial, min(self.left_s(), PRICING_LIMIT_S))
         candidate = self.data.base + trial.sum() + len(self.instances) * min(0.0, floor)
         if candidate > self.bound:
             self.bound, self.center = candidate, trial
@@ -431,7 +449,10 @@ class _Generation:
         """The best plan known after an integer choice among the columns."""
         plan = _integer_plan(self.problem, self.data, self.master, self.instances, time_limit_s)
         if plan is not None and plan.objective_value < self.best:
+            # the columns' plan, polished: moves across its sets that no column offers
+            plan = improve(self.problem, plan, min(POLISH_LIMIT_S, max(self.left_s(), 0.0)))
             self.best_plan, self.best = plan, plan.objective_value
+            self.add_plan(plan)
         return self.best_plan
 
 

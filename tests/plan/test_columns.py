@@ -72,7 +72,8 @@ def test_the_bound_converges_to_the_enumerated_master(tmp_path: Path, seed: int)
     assert result is not None and result.converged
     # (to the pricing program's relative gap, 1e-4)
     assert result.bound == pytest.approx(_enumerated_master_s(problem), rel=1e-3)
-    assert result.bound <= _enumerated_master_s(problem) * (1 + 1e-9)
+    # (both sides come from solvers whose tolerances are about 1e-9 of these values)
+    assert result.bound <= _enumerated_master_s(problem) * (1 + 1e-7)
 
 
 @pytest.mark.parametrize("seed", range(8))
