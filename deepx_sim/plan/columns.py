@@ -48,9 +48,9 @@ from deepx_sim.plan.improve import improve
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
 
 _INF = highspy.kHighsInf
-#: Every this many iterations, an integer plan is sought among the columns (for at most
+#: Every this many exact pricings, an integer plan is sought among the columns (for at most
 #: INTEGER_LIMIT_S): a better incumbent lets the search stop as soon as the gap closes.
-HEURISTIC_EVERY = 10
+HEURISTIC_EVERY = 5
 INTEGER_LIMIT_S = 1.0
 #: Weight of the best bound's duals when pricing (Wentges 1997's smoothing).
 SMOOTHING = 0.5
@@ -58,9 +58,15 @@ SMOOTHING = 0.5
 SAVED = 5
 #: Runs of the order tried per iteration by the cheap pricing (_Segments).
 CHEAP_COLUMNS = 20
+#: Exact pricings at a vertex's duals before the master's duals turn central: a master
+#: close to converged converges in a few at a vertex (GNMT: 3, against 10 with central
+#: duals), a long tail gains from central ones (Inception-v3 after 48 s: bound 1.06-1.14 s
+#: against 0.72-0.91 s at vertices; benchmarks/bench_profiled.py's cases, load 4-5).
+CENTRAL_AFTER = 3
 #: Time limit of one exact pricing solve: its dual bound is valid wherever it stops, and a
-#: long solve at duals soon replaced delays every later bound.
-PRICING_LIMIT_S = 2.0
+#: long solve at duals soon replaced delays every later bound (Inception-v3's take 1-4.5 s;
+#: a 1 s limit gave a far weaker bound).
+PRICING_LIMIT_S = 4.0
 #: Local search (plan/improve.py) on each better plan found among the columns.
 POLISH_LIMIT_S = 1.0
 _EPS = 1e-9
@@ -369,6 +375,8 @@ def column_generation(problem: Problem, starts: list[Plan], time_limit_s: float,
             break
         if search.bound >= search.best * (1 - gap):
             break
+        if search.bound >= value * (1 - gap) and search.integer_due():
+            continue  # the master is proven within the gap, the best plan is not: seek one
         if search.cheap_columns():
             continue
         if search.exact_step():
@@ -395,6 +403,7 @@ class _Generation:
         self.mispriced = False
         self.iterations = self.exact = 0
         self.duals, self.mu = np.zeros(len(data.units)), 0.0
+        self.tried = -1  # the number of columns at the last integer choice
 
     def add_plan(self, plan: Plan) -> None:
         """Each instance's set of layers in ``plan``, as columns."""
@@ -413,8 +422,12 @@ class _Generation:
             cost = _column_cost(self.problem, self.data, mask)
         return self.master.add(mask, cost)
 
-    def master_value(self, central: bool = True) -> float:
+    def master_value(self, central: bool | None = None) -> float:
+        """The master's value; its duals a vertex's for the first CENTRAL_AFTER exact
+        pricings, central after (None)."""
         self.iterations += 1
+        if central is None:
+            central = self.exact >= CENTRAL_AFTER
         value, self.duals, self.mu = self.master.solve(central)
         return value + self.data.base
 
@@ -445,8 +458,17 @@ class _Generation:
         self.mispriced = not any([self.add(mask) for mask in masks])
         return self.mispriced and own
 
+    def integer_due(self) -> bool:
+        """An integer choice among the columns, when columns came in since the last: True
+        when one was made."""
+        if self.tried == len(self.master.columns):
+            return False
+        self.integer_plan(INTEGER_LIMIT_S)
+        return True
+
     def integer_plan(self, time_limit_s: float) -> Plan | None:
         """The best plan known after an integer choice among the columns."""
+        self.tried = len(self.master.columns)
         plan = _integer_plan(self.problem, self.data, self.master, self.instances, time_limit_s)
         if plan is not None and plan.objective_value < self.best:
             # the columns' plan, polished: moves across its sets that no column offers
