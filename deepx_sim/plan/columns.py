@@ -29,7 +29,18 @@ instance: binaries s_v, copy variables, the memory row), solved by HiGHS.
 For any duals pi <= 0 of the layer rows, sum(pi) + k * min(0, r) bounds the
 master's optimum, r being a lower bound on the least reduced cost
 min_S c(S) - pi(S) (the pricing program's dual bound), so the bound is valid
-at every iteration, not only at convergence.
+at every iteration, not only at convergence, whichever duals are priced and
+wherever a pricing solve is stopped.
+
+Which duals.  The master is very degenerate: its vertex duals jump about and
+the bound tails off.  After a few pricings at vertex duals (enough where the
+cheap runs already hold the optimum), the duals priced are central ones (an
+interior point without crossover), smoothed towards the best bound's.  Why
+not a Lagrangian min-cut pricing: without the memory row the pricing is a
+minimum cut, but the memory row binds in every shipped graph's columns and
+its Lagrangian relaxation is weak there (least reduced cost at the same
+duals, relaxed against exact: ResNet-50 -0.118 against -0.003, GNMT -0.0117
+against -0.0002), so the exact program stays.
 """
 
 from __future__ import annotations
