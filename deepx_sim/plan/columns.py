@@ -29,7 +29,18 @@ instance: binaries s_v, copy variables, the memory row), solved by HiGHS.
 For any duals pi <= 0 of the layer rows, sum(pi) + k * min(0, r) bounds the
 master's optimum, r being a lower bound on the least reduced cost
 min_S c(S) - pi(S) (the pricing program's dual bound), so the bound is valid
-at every iteration, not only at convergence.
+at every iteration, not only at convergence, whichever duals are priced and
+wherever a pricing solve is stopped.
+
+Which duals.  The master is very degenerate: its vertex duals jump about and
+the bound tails off.  After a few pricings at vertex duals (enough where the
+cheap runs already hold the optimum), the duals priced are central ones (an
+interior point without crossover), smoothed towards the best bound's.  Why
+not a Lagrangian min-cut pricing: without the memory row the pricing is a
+minimum cut, but the memory row binds in every shipped graph's columns and
+its Lagrangian relaxation is weak there (least reduced cost at the same
+duals, relaxed against exact: ResNet-50 -0.118 against -0.003, GNMT -0.0117
+against -0.0002), so the exact program stays.
 """
 
 from __future__ import annotations
@@ -44,12 +55,13 @@ import numpy as np
 from deepx_sim.errors import DeepxError
 from deepx_sim.model.fusion import fused_members
 from deepx_sim.model.layers import LayerKind, colocation
+from deepx_sim.plan.improve import improve
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
 
 _INF = highspy.kHighsInf
-#: Every this many iterations, an integer plan is sought among the columns (for at most
+#: Every this many exact pricings, an integer plan is sought among the columns (for at most
 #: INTEGER_LIMIT_S): a better incumbent lets the search stop as soon as the gap closes.
-HEURISTIC_EVERY = 10
+HEURISTIC_EVERY = 5
 INTEGER_LIMIT_S = 1.0
 #: Weight of the best bound's duals when pricing (Wentges 1997's smoothing).
 SMOOTHING = 0.5
@@ -57,6 +69,17 @@ SMOOTHING = 0.5
 SAVED = 5
 #: Runs of the order tried per iteration by the cheap pricing (_Segments).
 CHEAP_COLUMNS = 20
+#: Exact pricings at a vertex's duals before the master's duals turn central: a master
+#: close to converged converges in a few at a vertex (GNMT: 3, against 10 with central
+#: duals), a long tail gains from central ones (Inception-v3 after 48 s: bound 1.06-1.14 s
+#: against 0.72-0.91 s at vertices; benchmarks/bench_profiled.py's cases, load 4-5).
+CENTRAL_AFTER = 3
+#: Time limit of one exact pricing solve: its dual bound is valid wherever it stops, and a
+#: long solve at duals soon replaced delays every later bound (Inception-v3's take 1-4.5 s;
+#: a 1 s limit gave a far weaker bound).
+PRICING_LIMIT_S = 4.0
+#: Local search (plan/improve.py) on each better plan found among the columns.
+POLISH_LIMIT_S = 1.0
 _EPS = 1e-9
 
 
@@ -301,6 +324,7 @@ class _Master:
 
     def __init__(self, n: int, instances: int) -> None:
         self.h = _highs()
+        self.h.setOptionValue("run_crossover", "off")
         self.n = n
         self.h.addRows(n + 1, np.full(n + 1, -_INF), np.concatenate([np.ones(n), [instances]]), 0,
                        np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0))
@@ -319,8 +343,13 @@ class _Master:
         self.costs.append(cost)
         return True
 
-    def solve(self) -> tuple[float, np.ndarray, float]:
-        """The LP's value, the layer rows' duals (<= 0) and the count row's dual (<= 0)."""
+    def solve(self, central: bool = True) -> tuple[float, np.ndarray, float]:
+        """The LP's value, the layer rows' duals (<= 0) and the count row's dual (<= 0):
+        central duals (interior point, no crossover), which jump about far less than a
+        vertex's in this degenerate LP (Gondzio et al. 2013's primal-dual column
+        generation), or with ``central=False`` a vertex's (simplex), the only ones that
+        prove convergence when nothing prices out."""
+        self.h.setOptionValue("solver", "ipm" if central else "simplex")
         self.h.run()
         duals = np.minimum(np.array(self.h.getSolution().row_dual), 0.0)
         return float(self.h.getInfo().objective_function_value), duals[:self.n], float(duals[self.n])
@@ -357,6 +386,8 @@ def column_generation(problem: Problem, starts: list[Plan], time_limit_s: float,
             break
         if search.bound >= search.best * (1 - gap):
             break
+        if search.bound >= value * (1 - gap) and search.integer_due():
+            continue  # the master is proven within the gap, the best plan is not: seek one
         if search.cheap_columns():
             continue
         if search.exact_step():
@@ -374,13 +405,8 @@ class _Generation:
         self.data = data = _data(problem, instances[0])
         self.master = _Master(len(data.units), len(instances))
         self.pricing, self.segments = _Pricing(problem, data), _Segments(problem, data)
-        index = {name: i for i, name in enumerate(data.units)}
         for plan in starts:
-            for p in instances:
-                mask = np.zeros(len(data.units), bool)
-                mask[[index[pl.layer] for pl in plan.placements
-                      if pl.processor == p and pl.layer in index]] = True
-                self.add(mask)
+            self.add_plan(plan)
         self.best_plan = min(starts, key=lambda p: p.objective_value, default=None)
         self.best = np.inf if self.best_plan is None else self.best_plan.objective_value
         self.bound = -np.inf
@@ -388,6 +414,16 @@ class _Generation:
         self.mispriced = False
         self.iterations = self.exact = 0
         self.duals, self.mu = np.zeros(len(data.units)), 0.0
+        self.tried = -1  # the number of columns at the last integer choice
+
+    def add_plan(self, plan: Plan) -> None:
+        """Each instance's set of layers in ``plan``, as columns."""
+        index = {name: i for i, name in enumerate(self.data.units)}
+        for p in self.instances:
+            mask = np.zeros(len(self.data.units), bool)
+            mask[[index[pl.layer] for pl in plan.placements
+                  if pl.processor == p and pl.layer in index]] = True
+            self.add(mask)
 
     def left_s(self) -> float:
         return self.stop - time.perf_counter()
@@ -397,9 +433,13 @@ class _Generation:
             cost = _column_cost(self.problem, self.data, mask)
         return self.master.add(mask, cost)
 
-    def master_value(self) -> float:
+    def master_value(self, central: bool | None = None) -> float:
+        """The master's value; its duals a vertex's for the first CENTRAL_AFTER exact
+        pricings, central after (None)."""
         self.iterations += 1
-        value, self.duals, self.mu = self.master.solve()
+        if central is None:
+            central = self.exact >= CENTRAL_AFTER
+        value, self.duals, self.mu = self.master.solve(central)
         return value + self.data.base
 
     def cheap_columns(self) -> bool:
@@ -419,19 +459,33 @@ class _Generation:
         if self.exact % HEURISTIC_EVERY == 0:  # a plan from the columns so far
             self.integer_plan(INTEGER_LIMIT_S)
         own = self.center is None or self.mispriced
+        if self.mispriced:  # nothing entered at the smoothed duals: price at a vertex's
+            self.master_value(central=False)
         trial = self.duals if own else SMOOTHING * self.center + (1 - SMOOTHING) * self.duals
-        masks, floor = self.pricing.solve(trial, self.left_s())
+        masks, floor = self.pricing.solve(trial, min(self.left_s(), PRICING_LIMIT_S))
         candidate = self.data.base + trial.sum() + len(self.instances) * min(0.0, floor)
         if candidate > self.bound:
             self.bound, self.center = candidate, trial
         self.mispriced = not any([self.add(mask) for mask in masks])
         return self.mispriced and own
 
+    def integer_due(self) -> bool:
+        """An integer choice among the columns, when columns came in since the last: True
+        when one was made."""
+        if self.tried == len(self.master.columns):
+            return False
+        self.integer_plan(INTEGER_LIMIT_S)
+        return True
+
     def integer_plan(self, time_limit_s: float) -> Plan | None:
         """The best plan known after an integer choice among the columns."""
+        self.tried = len(self.master.columns)
         plan = _integer_plan(self.problem, self.data, self.master, self.instances, time_limit_s)
         if plan is not None and plan.objective_value < self.best:
+            # the columns' plan, polished: moves across its sets that no column offers
+            plan = improve(self.problem, plan, min(POLISH_LIMIT_S, max(self.left_s(), 0.0)))
             self.best_plan, self.best = plan, plan.objective_value
+            self.add_plan(plan)
         return self.best_plan
 
 
