@@ -437,8 +437,8 @@ def calibrate(paths: Sequence[str | Path], platform: Platform, processor: str,
         "method": (f"deepx-sim calibrate: least squares on log latency of "
                    f"{sum(len(m.groups) for m in models)} measured kernels of {len(models)} models "
                    f"(efficiency per layer kind, memory efficiency, launch overhead)"
-                   + ("; learned per-kind correction (random forests on the layer's shape and the bytes "
-                      "the kernel before it moved)" if predictor else "")),
+                   + ("; learned per-kind correction (random forests on the layer's shape, the bytes the "
+                      "kernel before it moved, how long ago its inputs were written)" if predictor else "")),
         "host": setting["host"], "cpu_model": setting["cpu_model"],
         "profiler": (f"onnxruntime {setting['onnxruntime']}, {setting['threads']} thread(s), graph "
                      f"optimisation {setting['optimization']}; {setting['clock']}"),
