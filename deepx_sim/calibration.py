@@ -36,7 +36,13 @@ import numpy as np
 from deepx_sim.costs import FREE_KINDS, FULL, CostModel
 from deepx_sim.errors import CostError, ProfileError
 from deepx_sim.measure.nets import is_net_name, write_net
-from deepx_sim.measure.predictor import MIN_SAMPLES, LatencyPredictor, context_features, fit_predictor
+from deepx_sim.measure.predictor import (
+    MIN_SAMPLES,
+    LatencyPredictor,
+    context_features,
+    fit_predictor,
+    producers_of,
+)
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.profiles import load_profile, read_profile_meta
 from deepx_sim.platform import Efficiency, Platform, Processor
@@ -302,7 +308,7 @@ class ModelRow:
 def learned_layer_s(m: Measured, params: Params, predictor: LatencyPredictor | None) -> np.ndarray | None:
     if predictor is None:
         return None
-    factors = predictor.factors(m.layers)
+    factors = predictor.factors(m.layers, producers_of(m.graph))
     return params.layer_s(m) * np.array([factors[lay.name] for lay in m.layers])
 
 
@@ -312,7 +318,7 @@ def train_predictor(models: Sequence[Measured], params: Params, processor: str,
     kinds, rows, ratios = [], [], []
     for m in models:
         predicted = params.layer_s(m)
-        features = context_features(m.layers)
+        features = context_features(m.layers, producers_of(m.graph))
         for g, measured in zip(m.groups, m.measured_s, strict=True):
             if len(g) == 1 and predicted[g[0]] > 0:
                 kinds.append(m.layers[g[0]].kind.value)
@@ -431,8 +437,8 @@ def calibrate(paths: Sequence[str | Path], platform: Platform, processor: str,
         "method": (f"deepx-sim calibrate: least squares on log latency of "
                    f"{sum(len(m.groups) for m in models)} measured kernels of {len(models)} models "
                    f"(efficiency per layer kind, memory efficiency, launch overhead)"
-                   + ("; learned per-kind correction (random forests on the layer's shape and the bytes "
-                      "the kernel before it moved)" if predictor else "")),
+                   + ("; learned per-kind correction (random forests on the layer's shape, the bytes the "
+                      "kernel before it moved, how long ago its inputs were written)" if predictor else "")),
         "host": setting["host"], "cpu_model": setting["cpu_model"],
         "profiler": (f"onnxruntime {setting['onnxruntime']}, {setting['threads']} thread(s), graph "
                      f"optimisation {setting['optimization']}; {setting['clock']}"),

@@ -278,11 +278,12 @@ class CostModel:
         if proc.calibration is None or not proc.calibration.predictor:
             return 1.0
         if proc.name not in self._learned:
-            from deepx_sim.measure.predictor import load_predictor
+            from deepx_sim.measure.predictor import load_predictor, producers_of
 
             folder = Path(self.platform.path).parent if self.platform.path else Path.cwd()
             predictor = load_predictor(str(folder / proc.calibration.predictor))
-            self._learned[proc.name] = predictor.factors(layers_in_order(self.graph))
+            self._learned[proc.name] = predictor.factors(layers_in_order(self.graph),
+                                                          producers_of(self.graph))
         return self._learned[proc.name].get(layer_name, 1.0)
 
     def layer_cost(self, layer_name: str, processor: str, variant: Variant = FULL) -> LayerCost:

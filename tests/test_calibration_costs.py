@@ -26,6 +26,7 @@ from deepx_sim.cli import main
 from deepx_sim.costs import FREE_KINDS, FULL, CostModel
 from deepx_sim.errors import CostError, ProfileError
 from deepx_sim.measure.nets import is_net_name, write_net
+from deepx_sim.measure.predictor import producers_of
 from deepx_sim.measure.profiling import read_model_profile
 from deepx_sim.model import load_model
 from deepx_sim.model.layers import Layer, LayerKind, get_layer, layers_in_order
@@ -163,7 +164,7 @@ def test_learned_correction_is_used_by_the_cost_model(tmp_path: Path) -> None:
     assert np.median(np.abs(np.log(ratio))) < np.log(1.1)
     # the hook multiplies the fitted roofline by the predictor's factor, and a profile still wins
     m = load_measured(paths[0], platform, "vm")
-    factors = result.predictor.factors(m.layers)  # type: ignore[union-attr]
+    factors = result.predictor.factors(m.layers, producers_of(m.graph))  # type: ignore[union-attr]
     fitted = result.params.layer_s(m)
     resnet = CostModel(load_model("resnet50"), platform)
     for lay, busy in zip(m.layers, fitted, strict=True):

@@ -24,6 +24,7 @@ from deepx_sim.measure.profiling import (
     _kernel_times,
     interquartile_mean,
     merge_rounds,
+    model_as_onnx,
     profile_model,
     read_model_profile,
 )
@@ -94,6 +95,26 @@ def test_zoo_model_is_exported_with_random_weights_and_named_by_layer() -> None:
     profile = profile_model("speakerid", repeats=2, warmup=1)
     assert profile.processor == host_name()
     assert [name for name, _ in profile.entries] == paid_layers(load_model("speakerid"))
+
+
+def test_zoo_export_is_made_once_per_cache_and_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx
+
+    from deepx_sim.model import onnx as writer
+
+    saved: list[Path] = []
+    real = writer.save_onnx
+    monkeypatch.setattr(writer, "save_onnx",
+                        lambda graph, path: saved.append(Path(path)) or real(graph, path))
+    cache = tmp_path / "cache"
+    first = [model_as_onnx("ambient", tmp_path / f"run{i}", cache=cache, seed=0)[1] for i in range(2)]
+    other_seed = model_as_onnx("ambient", tmp_path, cache=cache, seed=1)[1]
+    uncached = model_as_onnx("ambient", tmp_path, seed=0)[1]
+    assert saved == [first[0], other_seed, uncached] and first[0] == first[1] != other_seed
+    weights = [{t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(p)).graph.initializer}
+               for p in (first[0], uncached, other_seed)]
+    assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])  # same seed, same file
+    assert not all(np.array_equal(weights[0][k], weights[2][k]) for k in weights[0])
 
 
 def test_merge_rounds_takes_medians_and_keeps_the_sum() -> None:

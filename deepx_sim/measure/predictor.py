@@ -14,7 +14,13 @@ kernel before it, and how much of it is still in cache depends on how much that
 kernel moved (a convolution streaming a megabyte of weights evicts it).  So the
 features also carry the previous kernel's parameter bytes and its whole working
 set, in execution order, and the layer's operator (ReLU6 is a Clip, slower than
-a ReLU of the same shape) and number of inputs (a Concat copies each).
+a ReLU of the same shape) and number of inputs (a Concat copies each).  With the
+graph's producer links (:func:`producers_of`) they also say how long ago each
+input was written: ``log_reuse_bytes``, the bytes every kernel moved between the
+producer of the oldest input and this layer (its reuse distance; 0 when the kernel
+just before wrote it), and ``fresh_share``, the share of the input bytes the kernel
+just before wrote (a SqueezeNet Concat reads one input just written and one
+written two kernels earlier; a DenseNet Concat mostly old features).
 
 Saved with joblib (a pickle: load only files you made) beside the calibrated
 platform YAML, which names it in ``processors[i].calibration.predictor``.
@@ -23,21 +29,22 @@ platform YAML, which names it in ``processors[i].calibration.predictor``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import numpy as np
 
 from deepx_sim.errors import PlatformError
-from deepx_sim.model.layers import NO_KERNEL_KINDS, Layer, tensor_bytes
+from deepx_sim.model.layers import NO_KERNEL_KINDS, Layer, get_layer, tensor_bytes
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FEATURES = ("log_flops", "log_input_bytes", "log_output_bytes", "log_param_bytes", "log_intensity",
             "kernel", "stride", "log_c_in", "log_c_out", "log_groups", "log_out_hw", "inputs", "operator",
-            "log_previous_param_bytes", "log_previous_bytes")
+            "log_previous_param_bytes", "log_previous_bytes", "log_reuse_bytes", "fresh_share")
 MIN_SAMPLES = 20  # a forest on fewer layers memorises them
 #: operators that share a layer kind but not a kernel; 0 for any other
 OPERATORS = ("Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu",
@@ -45,15 +52,45 @@ OPERATORS = ("Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "HardSigmo
              "GlobalAveragePool", "GlobalMaxPool")
 
 
-def context_features(layers: Sequence[Layer]) -> dict[str, list[float]]:
+def producers_of(graph: nx.DiGraph) -> dict[str, tuple[str, ...]]:
+    """Per layer, the layers whose kernels wrote its inputs: its graph predecessors, each
+    followed back through layers without a kernel (a Flatten passes its input on)."""
+    def writers(name: str) -> tuple[str, ...]:
+        if get_layer(graph, name).kind not in NO_KERNEL_KINDS or not graph.in_degree(name):
+            return (name,)
+        return tuple(w for p in graph.predecessors(name) for w in writers(p))
+
+    return {n: tuple(w for p in graph.predecessors(n) for w in writers(p)) for n in graph.nodes}
+
+
+def _moved_bytes(layer: Layer) -> int:
+    """Bytes a kernel reads and writes: inputs, output and parameters (float32)."""
+    return tensor_bytes(layer.params + layer.input_elements + layer.output_elements, 32)
+
+
+def context_features(layers: Sequence[Layer],
+                     producers: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[float]]:
     """Features of every layer of a model, ``layers`` in execution order: its own
-    (:func:`features`) and those of the kernel that ran just before it."""
+    (:func:`features`), those of the kernel that ran just before it and, given the
+    graph's ``producers`` (:func:`producers_of`; None: each layer reads what the kernel
+    just before wrote), how long ago its inputs were written."""
     out: dict[str, list[float]] = {}
     previous: Layer | None = None
+    moved_before = [0]  # [j]: bytes moved by the first j kernels
+    written: dict[str, tuple[int, int]] = {}  # kernel -> (its position, its output bytes)
     for layer in layers:
-        out[layer.name] = features(layer, previous)
+        reuse, fresh = 0, 1.0
+        if producers is not None and layer.kind not in NO_KERNEL_KINDS:
+            sources = {written[w] for w in producers.get(layer.name, ()) if w in written}
+            oldest = min((at for at, _ in sources), default=-1)  # -1: a model input, there before the run
+            reuse = moved_before[-1] - moved_before[oldest + 1]
+            just = sum(size for at, size in sources if at == len(moved_before) - 2)
+            fresh = just / max(sum(size for _, size in sources), 1)
+        out[layer.name] = [*features(layer, previous), math.log(reuse + 1), fresh]
         if layer.kind not in NO_KERNEL_KINDS:
             previous = layer
+            written[layer.name] = (len(moved_before) - 1, tensor_bytes(layer.output_elements, 32))
+            moved_before.append(moved_before[-1] + _moved_bytes(layer))
     return out
 
 
@@ -93,12 +130,13 @@ class LatencyPredictor:
     forests: dict[str, Any] = field(default_factory=dict)
     samples: dict[str, int] = field(default_factory=dict)
 
-    def factors(self, layers: Sequence[Layer]) -> dict[str, float]:
+    def factors(self, layers: Sequence[Layer],
+                producers: Mapping[str, Sequence[str]] | None = None) -> dict[str, float]:
         """Multiplier on the roofline busy time of each layer, ``layers`` being a model's in
-        execution order (1 for a kind without a forest); one forest call per kind, since a
-        call costs milliseconds whatever its size."""
+        execution order and ``producers`` its graph's links (:func:`producers_of`); 1 for a
+        kind without a forest.  One forest call per kind: a call costs milliseconds."""
         out = dict.fromkeys((lay.name for lay in layers), 1.0)
-        rows = context_features(layers)
+        rows = context_features(layers, producers)
         by_kind: dict[str, list[Layer]] = {}
         for lay in layers:
             if lay.kind.value in self.forests:

@@ -89,9 +89,14 @@ def _ort():  # type: ignore[no-untyped-def]
 
 
 def model_as_onnx(model: str | Path, folder: Path, input_shapes: Mapping[str | None, tuple[int, ...]]
-                  | None = None, seed: int = 0) -> tuple[nx.DiGraph, Path]:
+                  | None = None, seed: int = 0, cache: Path | None = None) -> tuple[nx.DiGraph, Path]:
     """The layer graph and an ONNX file of it: a file as given, a zoo model exported
-    with random weights (it has none of its own), a ``heldout:``/``sampled:`` net written."""
+    with random weights (it has none of its own), a ``heldout:``/``sampled:`` net written.
+
+    With ``cache`` (a folder), a zoo model's export is kept there and reused by later
+    calls with the same seed: exporting VGG-16's random weights takes about 20 s, longer
+    than profiling it, and repeated rounds would pay it every time.
+    """
     from deepx_sim.measure.nets import is_net_name, write_net
     from deepx_sim.model import load_model
 
@@ -104,8 +109,14 @@ def model_as_onnx(model: str | Path, folder: Path, input_shapes: Mapping[str | N
     from deepx_sim.model.onnx import save_onnx
     from deepx_sim.model.weights import random_weights
 
+    path = folder / f"{graph.graph['name']}.onnx"
+    if cache is not None and not input_shapes:  # the shapes are not in the file's name
+        path = cache / f"{graph.graph['name']}.seed{seed}.onnx"
+        if path.is_file():
+            return graph, path
+        cache.mkdir(parents=True, exist_ok=True)
     random_weights(graph, seed=seed)
-    return graph, save_onnx(graph, folder / f"{graph.graph['name']}.onnx")
+    return graph, save_onnx(graph, path)
 
 
 PROBE_NODES = 100
@@ -464,13 +475,14 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
                   optimization: str = "none", seed: int = 0,
                   input_shapes: Mapping[str | None, tuple[int, ...]] | None = None,
                   progress: Callable[[str], None] | None = None, quantile: float = DEFAULT_QUANTILE,
-                  also: tuple[float, ...] = ()) -> ModelProfile:
+                  also: tuple[float, ...] = (), onnx_cache: Path | None = None) -> ModelProfile:
     """Profile ``model`` (zoo name, .onnx path, ``heldout:NAME`` or ``sampled:SEED``) on this CPU.
 
     ``processor`` names the rows (default: this host's name).  Per kernel and end to
     end the ``quantile`` of the runs' times counts; the profiles of the same runs at the
-    quantiles ``also`` are in ``variants``.  Raises ProfileError for bad settings or a
-    model onnxruntime cannot run, ModelError for an unknown or malformed model.
+    quantiles ``also`` are in ``variants``.  ``onnx_cache``: a folder where zoo models'
+    exports are kept for later profiles (see :func:`model_as_onnx`).  Raises ProfileError
+    for bad settings or a model onnxruntime cannot run, ModelError for an unknown or malformed model.
     """
     if threads < 1 or repeats < 1 or warmup < 0:
         raise ProfileError(f"threads and repeats must be >= 1 and warmup >= 0, got threads={threads}, "
@@ -482,7 +494,7 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
     processor = processor or host_name()
     on_cpu = threads == 1  # one thread runs the kernels inline, in the calling thread
     m = _measure(model, processor, threads, repeats, warmup, optimization, seed, input_shapes,
-                 progress or (lambda _msg: None), quantile)
+                 progress or (lambda _msg: None), quantile, onnx_cache)
     main = _summarise(str(model), processor, m, quantile, on_cpu)
     main.variants.update({quantile_name(q): _summarise(str(model), processor, m, q, on_cpu) for q in also})
     return main
@@ -490,13 +502,13 @@ def profile_model(model: str | Path, *, processor: str | None = None, threads: i
 
 def _measure(model: str | Path, processor: str, threads: int, repeats: int, warmup: int,
              optimization: str, seed: int, input_shapes: Mapping[str | None, tuple[int, ...]] | None,
-             say: Callable[[str], None], quantile: float) -> _Measured:
+             say: Callable[[str], None], quantile: float, onnx_cache: Path | None = None) -> _Measured:
     started = time.perf_counter()
     on_cpu = threads == 1
     with tempfile.TemporaryDirectory(prefix="deepx_profile_") as tmp:
         folder = Path(tmp)
         say(f"{model}: preparing ONNX")
-        graph, onnx_path = model_as_onnx(model, folder, input_shapes, seed)
+        graph, onnx_path = model_as_onnx(model, folder, input_shapes, seed, onnx_cache)
         original, run_path = _named_copy(onnx_path, folder)
         session = _session(run_path, folder, threads, optimization)
         load_before, jiffies = load_average(), cpu_jiffies()

@@ -7,10 +7,12 @@ import math
 from pathlib import Path
 
 import joblib
+import networkx as nx
 import numpy as np
 import pytest
 
 from deepx_sim.errors import PlatformError
+from deepx_sim.measure.nets import write_net
 from deepx_sim.measure.predictor import (
     FEATURES,
     OPERATORS,
@@ -18,11 +20,15 @@ from deepx_sim.measure.predictor import (
     features,
     fit_predictor,
     load_predictor,
+    producers_of,
 )
 from deepx_sim.model import load_model
 from deepx_sim.model.layers import NO_KERNEL_KINDS, Layer, layers_in_order, tensor_bytes
 
 PREVIOUS = [FEATURES.index("log_previous_param_bytes"), FEATURES.index("log_previous_bytes")]
+REUSE, FRESH = FEATURES.index("log_reuse_bytes"), FEATURES.index("fresh_share")
+#: a second synthetic processor: its cache keeps what was written up to this many bytes of traffic ago
+CACHE_BYTES = 4 * 2**20
 #: a synthetic processor: a batchnorm after a kernel with more than this many weight bytes
 #: finds its input evicted from cache and runs SLOWER times slower
 EVICTING_BYTES, SLOWER = 256 * 1024, 1.5
@@ -45,7 +51,7 @@ def test_context_features_carry_the_kernel_before(tmp_path: Path) -> None:
             math.log(tensor_bytes(before.params, 32) + 1),
             math.log(tensor_bytes(before.params + before.input_elements + before.output_elements, 32) + 1)]
         assert [rows[lay.name][i] for i in PREVIOUS] == pytest.approx(expected)
-        assert rows[lay.name][: -len(PREVIOUS)] == features(lay)[: -len(PREVIOUS)]
+        assert rows[lay.name][: PREVIOUS[0]] == features(lay)[: PREVIOUS[0]]
     assert skipped >= 1  # a layer without a kernel (the Flatten) was stepped over
 
 
@@ -96,5 +102,71 @@ def test_a_predictor_of_the_old_format_is_refused(tmp_path: Path) -> None:
     old = tmp_path / "old.predictor.joblib"
     joblib.dump({"version": 1, "features": FEATURES[:11], "processor": "vm", "forests": {}, "samples": {}},
                 old)
-    with pytest.raises(PlatformError, match="version 2 .*re-run deepx-sim calibrate --predictor"):
+    with pytest.raises(PlatformError, match="version 3 .*re-run deepx-sim calibrate --predictor"):
         load_predictor(str(old))
+
+
+def kernel_writers(graph: nx.DiGraph, name: str) -> set[str]:
+    """Brute force: the kernels whose outputs reach ``name`` through layers without one."""
+    found: set[str] = set()
+    for p in graph.predecessors(name):
+        layer = graph.nodes[p]["layer"]
+        found |= kernel_writers(graph, p) if layer.kind in NO_KERNEL_KINDS else {p}
+    return found
+
+
+def moved(layer: Layer) -> int:
+    return tensor_bytes(layer.params + layer.input_elements + layer.output_elements, 32)
+
+
+@pytest.mark.parametrize("model", ["heldout:squeezenet1_1", "mobilenetv2"])
+def test_reuse_distance_and_fresh_share_by_brute_force(model: str, tmp_path: Path) -> None:
+    graph = load_model(write_net(model, tmp_path) if ":" in model else model)
+    layers = layers_in_order(graph)
+    rows = context_features(layers, producers_of(graph))
+    kernels = [lay for lay in layers if lay.kind not in NO_KERNEL_KINDS]
+    at = {lay.name: i for i, lay in enumerate(kernels)}
+    concats = 0
+    for i, lay in enumerate(kernels):
+        writers = kernel_writers(graph, lay.name)
+        oldest = min((at[w] for w in writers), default=-1)
+        reuse = sum(moved(k) for k in kernels[oldest + 1 : i])
+        size = {w: tensor_bytes(graph.nodes[w]["layer"].output_elements, 32) for w in writers}
+        fresh = sum(b for w, b in size.items() if at[w] == i - 1) / max(sum(size.values()), 1)
+        assert rows[lay.name][REUSE] == pytest.approx(math.log(reuse + 1))
+        assert rows[lay.name][FRESH] == pytest.approx(fresh)
+        concats += lay.kind.value == "concat" and 0 < fresh < 1
+    # SqueezeNet's Concats read one input just written and one written earlier
+    assert concats == (8 if model.startswith("heldout") else 0)
+
+
+def test_forest_learns_a_time_that_depends_on_how_long_ago_the_input_was_written(tmp_path: Path) -> None:
+    """A synthetic processor: a Concat whose oldest input was written more than CACHE_BYTES
+    of traffic ago runs SLOWER times slower.  With the producer features the forest recovers
+    that on a CNN it never saw; without them (the kernel before only) it cannot."""
+    def truth(row: list[float]) -> float:
+        return math.log(SLOWER) if row[REUSE] > math.log(CACHE_BYTES) else 0.0
+
+    def rows_of(model: str) -> dict[str, list[float]]:
+        graph = load_model(write_net(model, tmp_path) if ":" in model else model)
+        rows = context_features(layers_in_order(graph), producers_of(graph))
+        return {n: r for n, r in rows.items() if graph.nodes[n]["layer"].kind.value == "concat"}
+
+    train = [r for m in ("googlenet", "densenet121", "heldout:squeezenet1_0") for r in rows_of(m).values()]
+    assert 0 < sum(truth(r) > 0 for r in train) < len(train)  # both cases are in the training data
+    ratios = [truth(r) for r in train]
+    seen = fit_predictor("vm", ["concat"] * len(train), train, ratios)
+    blind = fit_predictor("vm", ["concat"] * len(train), [r[:REUSE] for r in train], ratios)
+    test = list(rows_of("heldout:densenet_6_12").values())
+    errors = np.array([abs(math.exp(seen.forests["concat"].predict(np.array([r]))[0] - truth(r)) - 1)
+                       for r in test])
+    blind_errors = [abs(math.exp(blind.forests["concat"].predict(np.array([r[:REUSE]]))[0] - truth(r)) - 1)
+                    for r in test]
+    # a split can only fall between training values: test rows inside the gap around the
+    # threshold may go either way, every other one must come out right (within the bagging's
+    # spread: a bootstrap sample can miss the training rows nearest the threshold)
+    below = max(r[REUSE] for r in train if r[REUSE] <= math.log(CACHE_BYTES))
+    above = min(r[REUSE] for r in train if r[REUSE] > math.log(CACHE_BYTES))
+    clear = np.array([not below < r[REUSE] < above for r in test])
+    assert clear.mean() >= 0.8 and (errors[clear] <= 0.1).all()
+    assert errors.mean() < np.mean(blind_errors)
