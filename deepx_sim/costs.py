@@ -226,6 +226,7 @@ class CostModel:
         for proc in (*self.conditions.free_fraction, *self.conditions.queued_s):
             platform.processor(proc)  # unknown names fail here, with the known ones listed
         self._layer_costs: dict[tuple[str, str, Variant], LayerCost] = {}
+        self._by_shape: dict[tuple[object, ...], LayerCost] = {}
         self._learned: dict[str, dict[str, float]] = {}  # processor -> layer -> factor
         self.link: Link | None = None
         if self.conditions.link is not None:
@@ -292,9 +293,27 @@ class CostModel:
         Raises CostError if the processor lacks the precision or the rank is invalid.
         """
         key = (layer_name, processor, variant)
-        if key not in self._layer_costs:
-            self._layer_costs[key] = self._layer_cost(layer_name, processor, variant)
-        return self._layer_costs[key]
+        cost = self._layer_costs.get(key)
+        if cost is None:
+            cost = self._layer_costs[key] = self._shared_layer_cost(layer_name, processor, variant)
+        return cost
+
+    def _shared_layer_cost(self, layer_name: str, processor: str, variant: Variant) -> LayerCost:
+        """The cost of a layer of the same shape on ``processor`` when one is known and
+        nothing measured or learned is specific to this layer: a transformer's twelve
+        blocks cost the same layer by layer (a third of a ViT-B/16 plan's costs)."""
+        proc = self.platform.processor(processor)
+        named = (layer_name, processor) in self.profile or (
+            proc.calibration is not None and bool(proc.calibration.predictor))
+        if named:
+            return self._layer_cost(layer_name, processor, variant)
+        layer = get_layer(self.graph, layer_name)
+        shape = (layer.kind, layer.flops, layer.weight_params, layer.bias_params, layer.fc,
+                 layer.input_elements, layer.output_elements, processor, variant)
+        cost = self._by_shape.get(shape)
+        if cost is None:
+            cost = self._by_shape[shape] = self._layer_cost(layer_name, processor, variant)
+        return cost
 
     def _layer_cost(self, layer_name: str, processor: str, variant: Variant) -> LayerCost:
         layer = get_layer(self.graph, layer_name)

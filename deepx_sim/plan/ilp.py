@@ -51,7 +51,7 @@ from deepx_sim.model.layers import Layer, LayerKind, colocation
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.columns import column_generation, in_scope
 from deepx_sim.plan.improve import improve, search_limit_s
-from deepx_sim.plan.presolve import Option, kept_options
+from deepx_sim.plan.presolve import Option, presolved
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
 from deepx_sim.plan.segments import segment_bound, segment_plan
 
@@ -542,9 +542,7 @@ class _Builder:
         movable = {p for p in self.procs if p not in self.remote | queued | grouped}
         colocated = {m for members in colocation(problem.graph).values() for m in members}
         together = {lay.name for lay in problem.layers if colocated.intersection(fused_members(lay))}
-        return {lay.name: options[lay.name] if lay.name in together
-                else kept_options(problem, lay, options[lay.name], movable, binds)
-                for lay in problem.layers}
+        return presolved(problem, options, movable, binds, together)
 
     def _pay_option(self, opt: Option, var: pulp.LpVariable) -> None:
         """The latency, energy, parameters and accuracy loss of one option."""

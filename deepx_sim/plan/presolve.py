@@ -98,3 +98,32 @@ def kept_options(problem: Problem, layer: Layer, options: list[Option],
     top = ~beaten.any(axis=1)
     keep = top | ~beaten[:, top].any(axis=1)
     return [o for o, k in zip(options, keep, strict=True) if k]
+
+
+def _surroundings(problem: Problem, layer: Layer) -> tuple[object, ...]:
+    """All that :func:`_moves` reads of a layer's place in the graph."""
+    costs, graph, name = problem.costs, problem.graph, layer.name
+    inputs = sorted((costs.edge_bytes(u, name), graph.out_degree(u) == 1) for u in graph.predecessors(name))
+    outputs = sorted(costs.edge_bytes(name, v) for v in graph.successors(name))
+    result = layer.output_bytes(costs.activation_bits) if graph.out_degree(name) == 0 else 0
+    return tuple(inputs), tuple(outputs), result
+
+
+def presolved(problem: Problem, options: dict[str, list[Option]], movable: set[str],
+              memory_binds: dict[str, bool], untouched: set[str]) -> dict[str, list[Option]]:
+    """:func:`kept_options` for every layer but those in ``untouched``.  Layers with the same
+    options and surroundings (a transformer's repeated blocks) keep the same ones, so
+    each such kind is presolved once."""
+    done: dict[tuple[object, ...], list[int]] = {}
+    out = {}
+    for lay in problem.layers:
+        opts = options[lay.name]
+        if lay.name in untouched:
+            out[lay.name] = opts
+            continue
+        key = (tuple(opts), _surroundings(problem, lay))
+        if key not in done:
+            kept = {id(o) for o in kept_options(problem, lay, opts, movable, memory_binds)}
+            done[key] = [i for i, o in enumerate(opts) if id(o) in kept]
+        out[lay.name] = [opts[i] for i in done[key]]
+    return out
