@@ -90,7 +90,6 @@ class _Model:
     loss_terms: Terms
     linked: dict[tuple[str, object], pulp.LpVariable]  # (layer, processor or ("rank", k)) -> a or k
     bound: float | None = None  # a known lower bound on the objective (segments.py), unscaled
-    memory_rows: bool = False  # some processor's memory may bind
 
     def raise_bound(self, bound: float) -> None:
         """Add ``bound`` (unscaled) as a row on the objective where it beats the known one."""
@@ -126,8 +125,7 @@ class DeepXPlanner(Planner):
     ``solver`` is ``highs`` (in-process, the default) or ``cbc`` (PuLP's bundled
     binary); ``time_limit_s`` and ``gap`` bound the search; ``presolve`` drops layer
     options no optimum needs (:mod:`deepx_sim.plan.presolve`) before building;
-    ``warm_start`` hands the solver a heuristic plan when no start is given and one may
-    be hard to find (memory may bind, or instances are interchangeable);
+    ``warm_start`` hands the solver a heuristic plan when no start is given;
     a layer with ``fanout`` consumers or more pays transfers per destination processor;
     ``split_copies`` prices a copy's two halves apart where copies go through the
     sensor's memory (a smaller program with the same optimum; False: per-edge flows).
@@ -200,9 +198,9 @@ class DeepXPlanner(Planner):
     def _plan(self, problem: Problem, start: Plan | None) -> Plan:
         began = time.perf_counter()
         model = self.build(problem)
-        if start is None and self.warm_start and (model.memory_rows or interchangeable(problem)):
-            # elsewhere HiGHS finds the zoo's plans at its root at once, and the start
-            # only cost time (greedy: a tenth of a ViT-B/16 plan)
+        if start is None and self.warm_start:
+            # measured at load 0.3: ResNet-50 on tegra_k1 70 ms with it, 139 without;
+            # BERT-base on snapdragon_8_gen_3 439 with, 377 without (the rest within 15 %)
             start = self._heuristic_start(problem, self.time_limit_s)
         if self.solver == "highs" and self.time_limit_s is not None and _partition_bound(problem):
             return self._by_columns(problem, model, start, began)
@@ -461,7 +459,6 @@ class _Builder:
         self.max_params: dict[str, int] = dict.fromkeys(self.procs, 0)
         self._n = 0
         self.linked: dict[tuple[str, object], pulp.LpVariable] = {}
-        self.memory_rows = False
 
     def var(self, prefix: str, binary: bool = False) -> pulp.LpVariable:
         self._n += 1
@@ -838,7 +835,6 @@ class _Builder:
                     self.row([(m, 1.0), *self.on(layer_name, p, -size / cap)], pulp.LpConstraintGE)
             share = [(var, size / cap) for var, size in self.params[p]]
             self.row([*share, (m, 1.0)], pulp.LpConstraintLE, 1.0)
-            self.memory_rows = True
 
     def memory_may_bind(self, p: str, max_param_bytes: int) -> bool:
         """Whether ``max_param_bytes`` of parameters and the largest activation footprint
@@ -876,7 +872,7 @@ class _Builder:
         # in mJ / ms: the solver's optimality tolerances (about 1e-7 absolute) would
         # otherwise blur choices that differ by a tenth of a microsecond
         prob.setObjective(_expr([(v, OBJECTIVE_SCALE * coef) for v, coef in goal]))
-        return _Model(prob, self.x, self.lat, self.energy, self.loss, self.linked, bound, self.memory_rows)
+        return _Model(prob, self.x, self.lat, self.energy, self.loss, self.linked, bound)
 
 
 @contextmanager
