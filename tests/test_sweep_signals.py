@@ -119,9 +119,10 @@ def test_the_watcher_ends_a_process_whose_parent_was_killed(tmp_path: Path) -> N
     script = textwrap.dedent("""
         import os, sys, threading, time
         from deepx_sim.sweep import watch_parent
+        parent = os.getpid()  # taken before the fork: the parent may die before the child runs
         child = os.fork()
         if child == 0:
-            threading.Thread(target=watch_parent, args=(os.getppid(), 0.1), daemon=True).start()
+            threading.Thread(target=watch_parent, args=(parent, 0.1), daemon=True).start()
             time.sleep(60)
             os._exit(0)
         print(child, flush=True)
