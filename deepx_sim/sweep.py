@@ -419,12 +419,14 @@ def _worker_start(parent_pid: int) -> None:
     copies the parent's handler), and the worker dies with its parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if not _parent_death_signal():
-        threading.Thread(target=watch_parent, args=(os.getppid(),), daemon=True,
-                         name="deepx-watch-parent").start()
     # a forkserver's workers are its children, not ours; otherwise the parent may
-    # have died before the signal was armed
-    if multiprocessing.get_start_method() != "forkserver" and os.getppid() != parent_pid:
+    # have died before the signal was armed (or the watcher started: it watches the
+    # pid the parent gave, not one read here, after the parent may be gone)
+    forkserver = multiprocessing.get_start_method() == "forkserver"
+    if not _parent_death_signal():
+        threading.Thread(target=watch_parent, args=(os.getppid() if forkserver else parent_pid,),
+                         daemon=True, name="deepx-watch-parent").start()
+    if not forkserver and os.getppid() != parent_pid:
         os._exit(1)
 
 

@@ -96,7 +96,10 @@ class ColumnResult:
 
 
 @dataclass
-class _Data:
+class InstanceData:
+    """Per layer an instance may run, its gain over the sensor and its memory; per producer,
+    its copies out of and into an instance; the objective's value with every layer on the sensor."""
+
     units: list[str]  # layers an instance may run, in execution order
     delta: np.ndarray  # cost on an instance - cost on the sensor, per unit
     base: float  # every layer on the sensor
@@ -124,7 +127,8 @@ def in_scope(problem: Problem) -> list[str] | None:
     return list(groups[0])
 
 
-def _data(problem: Problem, instance: str) -> _Data:
+def instance_data(problem: Problem, instance: str) -> InstanceData:
+    """What a set of layers on ``instance`` costs against the sensor: c(S) of the module docstring."""
     costs, c, sensor, graph = problem.costs, problem.constraints, problem.sensor, problem.graph
     bits = costs.activation_bits
 
@@ -156,7 +160,7 @@ def _data(problem: Problem, instance: str) -> _Data:
     unit_of = {m: lay.name for lay in problem.layers for m in fused_members(lay)}
     together = [sorted({index[unit_of[m]] for m in members if unit_of.get(m) in index})
                 for members in colocation(graph).values()]
-    return _Data(units, np.array(delta, float), base, out_cost, in_cost, np.array(params, float),
+    return InstanceData(units, np.array(delta, float), base, out_cost, in_cost, np.array(params, float),
                  np.array(acts, float), float(problem.platform.processor(instance).usable_memory_bytes),
                  [t for t in together if len(t) > 1], outputs)
 
@@ -165,7 +169,7 @@ class _Pricing:
     """One instance's best set of layers at given duals: a small MIP built once, whose
     layer costs change per call."""
 
-    def __init__(self, problem: Problem, data: _Data) -> None:
+    def __init__(self, problem: Problem, data: InstanceData) -> None:
         self.data = data
         index = {name: i for i, name in enumerate(data.units)}
         n = len(data.units)
@@ -253,7 +257,7 @@ def _add_rows(h: highspy.Highs, rows: list[tuple[float, float, dict[int, float]]
               np.array(starts, np.int32), np.array(index, np.int32), np.array(value, float))
 
 
-def _column_cost(problem: Problem, data: _Data, mask: np.ndarray) -> float:
+def _column_cost(problem: Problem, data: InstanceData, mask: np.ndarray) -> float:
     """c(S) of the module docstring for the units in ``mask``."""
     inside = {data.units[i] for i in np.flatnonzero(mask)}
     outputs = data.outputs
@@ -272,7 +276,7 @@ class _Segments:
     O(n^2) arrays; good columns for the chain-like graphs of real models.  A heuristic:
     it finds columns, never the bound (that is the pricing program's)."""
 
-    def __init__(self, problem: Problem, data: _Data) -> None:
+    def __init__(self, problem: Problem, data: InstanceData) -> None:
         n = len(data.units)
         pos = {name: i for i, name in enumerate(data.units)}
         outputs = data.outputs
@@ -402,7 +406,7 @@ class _Generation:
 
     def __init__(self, problem: Problem, instances: list[str], starts: list[Plan], stop: float) -> None:
         self.problem, self.instances, self.stop = problem, instances, stop
-        self.data = data = _data(problem, instances[0])
+        self.data = data = instance_data(problem, instances[0])
         self.master = _Master(len(data.units), len(instances))
         self.pricing, self.segments = _Pricing(problem, data), _Segments(problem, data)
         for plan in starts:
@@ -489,7 +493,7 @@ class _Generation:
         return self.best_plan
 
 
-def _integer_plan(problem: Problem, data: _Data, master: _Master, instances: list[str],
+def _integer_plan(problem: Problem, data: InstanceData, master: _Master, instances: list[str],
                   time_limit_s: float) -> Plan | None:
     chosen = master.integer(time_limit_s)
     where = {lay.name: problem.sensor for lay in problem.layers}

@@ -51,6 +51,7 @@ from deepx_sim.model.layers import Layer, LayerKind, colocation
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.columns import column_generation, in_scope
 from deepx_sim.plan.improve import improve, search_limit_s
+from deepx_sim.plan.pooled import pooled_plan
 from deepx_sim.plan.presolve import Option, presolved
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
 from deepx_sim.plan.segments import segment_bound, segment_plan
@@ -205,7 +206,9 @@ class DeepXPlanner(Planner):
         if self.solver == "highs" and self.time_limit_s is not None and _partition_bound(problem):
             return self._by_columns(problem, model, start, began)
         first = first_use_order(problem, start.assignment) if start is not None else None
-        status, gap = self._solve(model, first)
+        # the solver gets what the build and the first plan left of the limit
+        left_s = None if self.time_limit_s is None else self.time_limit_s - (time.perf_counter() - began)
+        status, gap = self._solve(model, first, left_s)
         elapsed = time.perf_counter() - began
         if status == "Infeasible":
             raise InfeasibleError(self.diagnose(problem))
@@ -257,16 +260,16 @@ class DeepXPlanner(Planner):
 
     @staticmethod
     def _heuristic_start(problem: Problem, time_limit_s: float | None = None) -> Plan | None:
-        """A first incumbent: the better feasible plan of the memory-aware greedy and, with
-        interchangeable instances, the segment heuristic, then improved by local search
-        (None when neither finds one)."""
+        """A first incumbent: the best feasible plan of the memory-aware greedy and, with
+        interchangeable instances, the segment heuristic and the pooled plan, then improved
+        by local search (None when none finds one)."""
         from deepx_sim.plan.baselines import GreedyPlanner
 
         try:
             plans = [GreedyPlanner().plan(problem)]
         except DeepxError:
             plans = []
-        plans.append(segment_plan(problem))
+        plans += [segment_plan(problem), pooled_plan(problem, time_limit_s)]
         feasible = [p for p in plans if p is not None and p.status == "feasible"]
         best = min(feasible, key=lambda p: p.objective_value, default=None)
         if best is None or not interchangeable(problem):
