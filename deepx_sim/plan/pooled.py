@@ -118,7 +118,9 @@ def _chain(problem: Problem, instances: list[str], window: int) -> _Chain:
     movable, delta, params, acts = np.zeros(n, bool), np.zeros(n), np.zeros(n), np.zeros(n)
     for i, name in enumerate(data.units):
         p = pos[name]
-        movable[p], delta[p], params[p], acts[p] = True, data.delta[i], data.param_bytes[i], data.act_bytes[i]
+        delta[p], params[p], acts[p] = data.delta[i], data.param_bytes[i], data.act_bytes[i]
+        # a layer no instance can hold runs on the sensor in every plan
+        movable[p] = data.capacity <= 0 or params[p] + acts[p] <= data.capacity
     consumers = [sorted(pos[v] for v in problem.graph.successors(name)) for name in names]
     copy_cost = np.zeros(n)
     charged: dict[int, list[tuple[int, list[int], float, float, bool]]] = defaultdict(list)

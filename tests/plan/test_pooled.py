@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deepx_sim.model.layers import LayerKind
+from deepx_sim.model.layers import Layer, LayerKind
 from deepx_sim.model.profiled import load_profiled, synthetic_profiled
 from deepx_sim.plan import BruteForcePlanner, Constraints, Problem
 from deepx_sim.plan.columns import in_scope
@@ -43,7 +43,7 @@ def _pooled_enumeration(problem: Problem) -> float:
         for chosen in itertools.combinations(units, size):
             params = sum(costs.layer_cost(lay.name, first, problem.variants(lay, first)[0]).param_bytes
                          for lay in chosen)
-            if params > pooled_bytes:
+            if params > pooled_bytes or any(_fits_no_instance(problem, lay) for lay in chosen):
                 continue
             names = {lay.name for lay in chosen}
             where = {lay.name: first if lay.name in names else problem.sensor for lay in problem.layers}
@@ -52,6 +52,13 @@ def _pooled_enumeration(problem: Problem) -> float:
                                       for lay in problem.layers}, "pooled-set")
             best = min(best, plan.objective_value)
     return best
+
+
+def _fits_no_instance(problem: Problem, layer: Layer) -> bool:
+    instances = in_scope(problem)
+    assert instances is not None
+    cost = problem.costs.layer_cost(layer.name, instances[0], problem.variants(layer, instances[0])[0])
+    return cost.param_bytes > problem.platform.processor(instances[0]).usable_memory_bytes
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -80,6 +87,22 @@ def test_bound_below_and_plan_above_the_optimum(tmp_path: Path, seed: int) -> No
     if plan is not None:
         assert plan.status == "feasible"
         assert plan.objective_value >= optimum * (1 - 1e-9)
+
+
+def test_a_layer_no_instance_holds_is_left_out(tmp_path: Path) -> None:
+    # larger than one instance's memory, smaller than the pooled memory, and much faster on
+    # an instance: the pooled set must not take it (no plan can)
+    data = synthetic_profiled(8, 3, seed=4, memory_slack=1.0)
+    data["edges"] = [e for e in data["edges"] if e["destId"] == e["sourceId"] + 1]
+    big = data["nodes"][3]
+    big.update(size=data["maxSizePerFPGA"] * 1.5, cpuLatency=50.0, fpgaLatency=1.0)
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(data))
+    model = load_profiled(path)
+    problem = Problem(model.graph, model.platform, constraints=LATENCY, profile=model.profile)
+    assert pooled_bound(problem) == pytest.approx(_pooled_enumeration(problem), rel=1e-5)
+    plan = pooled_plan(problem)
+    assert plan is not None and plan.status == "feasible"
 
 
 def test_plan_is_built_where_memory_binds(tmp_path: Path) -> None:
