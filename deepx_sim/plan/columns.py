@@ -160,9 +160,9 @@ def instance_data(problem: Problem, instance: str) -> InstanceData:
     unit_of = {m: lay.name for lay in problem.layers for m in fused_members(lay)}
     together = [sorted({index[unit_of[m]] for m in members if unit_of.get(m) in index})
                 for members in colocation(graph).values()]
+    capacity = float(problem.platform.processor(instance).usable_memory_bytes)
     return InstanceData(units, np.array(delta, float), base, out_cost, in_cost, np.array(params, float),
-                 np.array(acts, float), float(problem.platform.processor(instance).usable_memory_bytes),
-                 [t for t in together if len(t) > 1], outputs)
+                        np.array(acts, float), capacity, [t for t in together if len(t) > 1], outputs)
 
 
 class _Pricing:
