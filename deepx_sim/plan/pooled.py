@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deepx_sim.plan.columns import in_scope, instance_data
+from deepx_sim.plan.columns import InstanceData, in_scope, instance_data
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate
 
 #: Layers behind a consumer whose place the state holds: 2 sees every edge of a chain and
@@ -75,7 +75,6 @@ class _Chain:
     base: float  # every layer on the sensor
     capacity: float  # one instance's usable memory (0: unlimited)
     count: int
-    colocated: bool  # some layers must share a processor (the plan is not built then)
     magnitude: float  # the largest |partial objective|, for rounding
 
 
@@ -84,7 +83,7 @@ def pooled_bound(problem: Problem, window: int = WINDOW) -> float | None:
     instances = in_scope(problem)
     if instances is None:
         return None
-    chain = _chain(problem, instances, window)
+    chain = _chain(problem, instance_data(problem, instances[0]), len(instances), window)
     steps, sizes = _steps(chain, chain.capacity * chain.count, BOUND_STEPS, np.floor)
     value = float(_optimum(chain, sizes, steps, window, keep=False)[0].min())
     # each of the n additions may round by eps of the largest partial sum
@@ -98,20 +97,21 @@ def pooled_plan(problem: Problem, time_limit_s: float | None = None) -> Plan | N
     instances = in_scope(problem)
     if instances is None:
         return None
-    chain = _chain(problem, instances, PLAN_WINDOW)
-    if chain.colocated:
+    data = instance_data(problem, instances[0])
+    if data.together:
         return None
+    chain = _chain(problem, data, len(instances), PLAN_WINDOW)
     steps, _ = _steps(chain, chain.capacity * chain.count, PLAN_STEPS, np.ceil)
     work = PLAN_WORK * (1.0 if time_limit_s is None else min(time_limit_s / 60.0, 1.0))
     window = next((w for w in range(PLAN_WINDOW, 0, -1) if len(chain.names) * (steps + 1) << w <= work), 0)
     if window < 1:
         return None
-    return _plan(problem, chain if window == PLAN_WINDOW else _chain(problem, instances, window),
-                 instances, window)
+    if window < PLAN_WINDOW:  # the copies' tables for the narrower window
+        chain = _chain(problem, data, len(instances), window)
+    return _plan(problem, chain, instances, window)
 
 
-def _chain(problem: Problem, instances: list[str], window: int) -> _Chain:
-    data = instance_data(problem, instances[0])
+def _chain(problem: Problem, data: InstanceData, count: int, window: int) -> _Chain:
     names = [lay.name for lay in problem.layers]
     pos = {name: i for i, name in enumerate(names)}
     n = len(names)
@@ -145,7 +145,7 @@ def _chain(problem: Problem, instances: list[str], window: int) -> _Chain:
         tables[at] = table if table.any() else None
     magnitude = float(np.abs(delta).sum() + copy_cost.sum())
     return _Chain(names, movable, delta, params, acts, consumers, copy_cost, tables, data.base,
-                  data.capacity, len(instances), bool(data.together), magnitude)
+                  data.capacity, count, magnitude)
 
 
 def _optimum(chain: _Chain, sizes: np.ndarray, steps: int, window: int,
