@@ -125,38 +125,68 @@ def vgg16() -> nx.DiGraph:
     return b.build()
 
 
-def resnet50() -> nx.DiGraph:
-    """ResNet-50 v1.5 (torchvision: stride on the 3x3 conv), a DAG with residual adds."""
-    b = GraphBuilder("resnet50", (1, 3, 224, 224))
-    b.conv(64, 7, stride=2, padding=3, bias=False, name="conv1")
-    b.batchnorm(name="bn1")
-    b.relu(name="relu1")
-    b.pool(3, 2, padding=1, name="maxpool")
-    for stage, (planes, blocks) in enumerate(((64, 3), (128, 4), (256, 6), (512, 3)), start=1):
-        for block in range(blocks):
+def _conv_bn(b: GraphBuilder, c_out: int, kernel: int, inputs: str, prefix: str, index: int | str = "",
+             stride: int = 1, groups: int = 1, relu: bool = True) -> str:
+    """A bias-free convolution, batch norm and optionally ReLU, named ``{prefix}conv{index}``,
+    ``{prefix}bn{index}`` and ``{prefix}relu{index}`` (torchvision's ResNet names)."""
+    b.conv(c_out, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False,
+           name=f"{prefix}conv{index}", inputs=inputs)
+    out = b.batchnorm(name=f"{prefix}bn{index}")
+    return b.relu(name=f"{prefix}relu{index}") if relu else out
+
+
+def _resnet_block(b: GraphBuilder, p: str, planes: int, stride: int, bottleneck: bool, groups: int,
+                  width_per_group: int) -> None:
+    """A residual block: basic (two 3x3) or bottleneck (1x1, grouped 3x3, 1x1 x4), with a
+    projection shortcut where the shape changes (torchvision's layout, stride on the 3x3)."""
+    entry = b.last
+    out_channels = planes * 4 if bottleneck else planes
+    if bottleneck:
+        width = planes * width_per_group // 64 * groups
+        x = _conv_bn(b, width, 1, entry, f"{p}.", 1)
+        x = _conv_bn(b, width, 3, x, f"{p}.", 2, stride=stride, groups=groups)
+        main = _conv_bn(b, out_channels, 1, x, f"{p}.", 3, relu=False)
+    else:
+        x = _conv_bn(b, planes, 3, entry, f"{p}.", 1, stride=stride)
+        main = _conv_bn(b, planes, 3, x, f"{p}.", 2, relu=False)
+    shortcut = entry
+    if stride != 1 or b.shape(entry)[1] != out_channels:
+        shortcut = _conv_bn(b, out_channels, 1, entry, f"{p}.downsample.", stride=stride, relu=False)
+    b.add([main, shortcut], name=f"{p}.add")
+    b.relu(name=f"{p}.relu{3 if bottleneck else 2}")
+
+
+def _resnet(name: str, blocks: tuple[int, int, int, int], bottleneck: bool, groups: int = 1,
+            width_per_group: int = 64) -> nx.DiGraph:
+    """The ResNet family at 224 (He et al. 2016; ResNeXt, Xie et al. 2017, via ``groups``)."""
+    b = GraphBuilder(name, (1, 3, 224, 224))
+    x = _conv_bn(b, 64, 7, b.last, "", 1, stride=2)
+    b.pool(3, 2, padding=1, name="maxpool", inputs=x)
+    for stage, count in enumerate(blocks, start=1):
+        for block in range(count):
             stride = 2 if stage > 1 and block == 0 else 1
-            p = f"layer{stage}.{block}"
-            entry = b.last
-            in_channels = b.shape(entry)[1]
-            b.conv(planes, 1, bias=False, name=f"{p}.conv1", inputs=entry)
-            b.batchnorm(name=f"{p}.bn1")
-            b.relu(name=f"{p}.relu1")
-            b.conv(planes, 3, stride=stride, padding=1, bias=False, name=f"{p}.conv2")
-            b.batchnorm(name=f"{p}.bn2")
-            b.relu(name=f"{p}.relu2")
-            b.conv(planes * 4, 1, bias=False, name=f"{p}.conv3")
-            main = b.batchnorm(name=f"{p}.bn3")
-            shortcut = entry
-            if block == 0 and (stride != 1 or in_channels != planes * 4):
-                b.conv(planes * 4, 1, stride=stride, bias=False, name=f"{p}.downsample.conv", inputs=entry)
-                shortcut = b.batchnorm(name=f"{p}.downsample.bn")
-            b.add([main, shortcut], name=f"{p}.add")
-            b.relu(name=f"{p}.relu3")
+            _resnet_block(b, f"layer{stage}.{block}", 64 * 2 ** (stage - 1), stride, bottleneck, groups,
+                          width_per_group)
     b.global_pool("avg", name="avgpool")
     b.flatten(name="flatten")
     b.fc(1000, name="fc")
     b.softmax(name="prob")
     return b.build()
+
+
+def resnet18() -> nx.DiGraph:
+    """ResNet-18: basic blocks 2-2-2-2."""
+    return _resnet("resnet18", (2, 2, 2, 2), bottleneck=False)
+
+
+def resnet50() -> nx.DiGraph:
+    """ResNet-50 v1.5 (torchvision: stride on the 3x3 conv), a DAG with residual adds."""
+    return _resnet("resnet50", (3, 4, 6, 3), bottleneck=True)
+
+
+def resnext50() -> nx.DiGraph:
+    """ResNeXt-50 32x4d: ResNet-50's bottlenecks with 32-group 3x3 convolutions, twice as wide."""
+    return _resnet("resnext50", (3, 4, 6, 3), bottleneck=True, groups=32, width_per_group=4)
 
 
 def _bn_relu_conv(b: GraphBuilder, c_out: int, kernel: int, p: str, inputs: str, padding: int = 0) -> str:
@@ -293,6 +323,38 @@ def mobilenetv2() -> nx.DiGraph:
     return b.build()
 
 
+#: MnasNet-B1 1.0's inverted-residual stacks: (out channels, kernel, first stride, expansion,
+#: repeats), as torchvision's mnasnet1_0 builds them (Tan et al. 2019, Fig. 7)
+MNASNET_STACKS = ((24, 3, 2, 3, 3), (40, 5, 2, 3, 3), (80, 5, 2, 6, 3), (96, 3, 1, 6, 2),
+                  (192, 5, 2, 6, 4), (320, 3, 1, 6, 1))
+
+
+def mnasnet() -> nx.DiGraph:
+    """MnasNet-B1 1.0 at 224 (torchvision mnasnet1_0, no squeeze-excite): depthwise 3x3 and
+    5x5 convolutions in inverted residuals, plain ReLU."""
+    b = GraphBuilder("mnasnet", (1, 3, 224, 224))
+    x = _conv_bn(b, 32, 3, b.last, "stem.", 1, stride=2)
+    x = _conv_bn(b, 32, 3, x, "stem.dw_", groups=32)
+    _conv_bn(b, 16, 1, x, "stem.project_", relu=False)
+    for s, (c_out, kernel, first_stride, expand, repeats) in enumerate(MNASNET_STACKS, start=1):
+        for r in range(repeats):
+            p, entry = f"stack{s}.{r}.", b.last
+            c_in = b.shape(entry)[1]
+            x = _conv_bn(b, c_in * expand, 1, entry, f"{p}expand_")
+            x = _conv_bn(b, c_in * expand, kernel, x, f"{p}dw_", stride=first_stride if r == 0 else 1,
+                         groups=c_in * expand)
+            out = _conv_bn(b, c_out, 1, x, f"{p}project_", relu=False)
+            if r > 0:  # same shape: the residual add
+                b.add([out, entry], name=f"{p}add")
+    _conv_bn(b, 1280, 1, b.last, "head.")
+    b.global_pool("avg", name="avgpool")
+    b.flatten(name="flatten")
+    b.dropout(name="dropout")
+    b.fc(1000, name="classifier")
+    b.softmax(name="prob")
+    return b.build()
+
+
 def _attention(b: GraphBuilder, src: str, p: str, heads: int) -> str:
     """Multi-head self-attention: q, k, v projections, scores, softmax, context, output."""
     n, tokens, width = b.shape(src)
@@ -382,6 +444,21 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("vgg16", vgg16, "VGG-16 (configuration D), 224x224", "Simonyan & Zisserman 2015"),
         ZooEntry(
             "resnet50", resnet50, "ResNet-50 v1.5 with residual adds, 224x224", "He et al. 2016; torchvision"
+        ),
+        ZooEntry(
+            "resnet18", resnet18, "ResNet-18, basic residual blocks, 224x224", "He et al. 2016; torchvision"
+        ),
+        ZooEntry(
+            "resnext50",
+            resnext50,
+            "ResNeXt-50 32x4d, 32-group 3x3 convs, 224x224",
+            "Xie et al. 2017; torchvision resnext50_32x4d",
+        ),
+        ZooEntry(
+            "mnasnet",
+            mnasnet,
+            "MnasNet-B1 1.0, depthwise 3x3 and 5x5 convs, 224x224",
+            "Tan et al. 2019; torchvision mnasnet1_0",
         ),
         ZooEntry(
             "mobilenetv2",

@@ -13,7 +13,9 @@ from deepx_sim.model.memory import MIB
 # Sources: FACTS.md table: Caffe bvlc_alexnet; thop README (VGG-16);
 # torchvision docs (ResNet-50 25,557,032 params, 4.1 GMACs; MobileNetV2 3,504,872,
 # 0.30 G per Sandler et al.; DenseNet-121 7,978,856, 2.83 G; GoogLeNet 6,624,904,
-# 1.5 G); DXTK Table 1 (AgeNet/GenderNet 11.4 M).
+# 1.5 G; ResNet-18 11,689,512, 1.81 G; ResNeXt-50 32x4d 25,028,904, 4.23 G; MnasNet 1.0
+# 4,383,312, 0.31 G -- torchvision's "GFLOPS" column counts multiply-adds);
+# DXTK Table 1 (AgeNet/GenderNet 11.4 M).
 PUBLISHED = [
     ("alexnet", 60_965_224, 0.72e9, 0.02),
     ("vgg16", 138_357_544, 15.5e9, 0.01),
@@ -21,6 +23,9 @@ PUBLISHED = [
     ("mobilenetv2", 3_504_872, 0.30e9, 0.01),
     ("densenet121", 7_978_856, 2.83e9, 0.01),
     ("googlenet", 6_624_904, 1.5e9, 0.01),
+    ("resnet18", 11_689_512, 1.81e9, 0.01),
+    ("resnext50", 25_028_904, 4.23e9, 0.01),
+    ("mnasnet", 4_383_312, 0.31e9, 0.02),
     ("speakerid", 1_758_106, 1_756_000, 0.0),
 ]
 
