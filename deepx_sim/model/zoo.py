@@ -127,8 +127,8 @@ def vgg16() -> nx.DiGraph:
 
 def _conv_bn(b: GraphBuilder, c_out: int, kernel: int, inputs: str, prefix: str, index: int | str = "",
              stride: int = 1, groups: int = 1, relu: bool = True) -> str:
-    """A bias-free convolution, batch norm and optionally ReLU, named ``{prefix}conv{index}``,
-    ``{prefix}bn{index}`` and ``{prefix}relu{index}`` (torchvision's ResNet names)."""
+    """A bias-free "same" convolution, batch norm and optionally ReLU (torchvision's usual
+    unit), named ``{prefix}conv{index}``, ``{prefix}bn{index}`` and ``{prefix}relu{index}``."""
     b.conv(c_out, kernel, stride=stride, padding=kernel // 2, groups=groups, bias=False,
            name=f"{prefix}conv{index}", inputs=inputs)
     out = b.batchnorm(name=f"{prefix}bn{index}")
@@ -225,14 +225,6 @@ def densenet121() -> nx.DiGraph:
     return b.build()
 
 
-def _basic_conv(b: GraphBuilder, c_out: int, kernel: int, name: str, inputs: str,
-                stride: int = 1, padding: int = 0) -> str:
-    """GoogLeNet's BasicConv2d: a bias-free convolution, batch norm and ReLU."""
-    b.conv(c_out, kernel, stride=stride, padding=padding, bias=False, name=f"{name}.conv", inputs=inputs)
-    b.batchnorm(name=f"{name}.bn")
-    return b.relu(name=f"{name}.relu")
-
-
 #: GoogLeNet's inception blocks: 1x1, 3x3 reduce, 3x3, "5x5" reduce, "5x5" (a 3x3 in
 #: torchvision), pool projection (Szegedy et al. 2015, Table 1).
 INCEPTION_BLOCKS = {
@@ -248,20 +240,18 @@ def googlenet() -> nx.DiGraph:
     """GoogLeNet / Inception v1 (Szegedy et al. 2015) as torchvision builds it, without
     the auxiliary classifiers: nine four-branch inception blocks joined by concats."""
     b = GraphBuilder("googlenet", (1, 3, 224, 224))
-    x = _basic_conv(b, 64, 7, "conv1", b.last, stride=2, padding=3)
+    x = _conv_bn(b, 64, 7, b.last, "conv1.", stride=2)
     x = b.pool(3, 2, ceil_mode=True, name="maxpool1", inputs=x)
-    x = _basic_conv(b, 64, 1, "conv2", x)
-    x = _basic_conv(b, 192, 3, "conv3", x, padding=1)
+    x = _conv_bn(b, 64, 1, x, "conv2.")
+    x = _conv_bn(b, 192, 3, x, "conv3.")
     x = b.pool(3, 2, ceil_mode=True, name="maxpool2", inputs=x)
     for block, (c1, r3, c3, r5, c5, proj) in INCEPTION_BLOCKS.items():
         p = f"inception{block}"
-        branches = [_basic_conv(b, c1, 1, f"{p}.branch1", x)]
-        branches.append(_basic_conv(b, c3, 3, f"{p}.branch2.1", _basic_conv(b, r3, 1, f"{p}.branch2.0", x),
-                                    padding=1))
-        branches.append(_basic_conv(b, c5, 3, f"{p}.branch3.1", _basic_conv(b, r5, 1, f"{p}.branch3.0", x),
-                                    padding=1))
+        branches = [_conv_bn(b, c1, 1, x, f"{p}.branch1.")]
+        branches.append(_conv_bn(b, c3, 3, _conv_bn(b, r3, 1, x, f"{p}.branch2.0."), f"{p}.branch2.1."))
+        branches.append(_conv_bn(b, c5, 3, _conv_bn(b, r5, 1, x, f"{p}.branch3.0."), f"{p}.branch3.1."))
         pooled = b.pool(3, 1, padding=1, ceil_mode=True, name=f"{p}.branch4.pool", inputs=x)
-        branches.append(_basic_conv(b, proj, 1, f"{p}.branch4.1", pooled))
+        branches.append(_conv_bn(b, proj, 1, pooled, f"{p}.branch4.1."))
         x = b.concat(branches, name=f"{p}.cat")
         if block in ("3b", "4e"):
             x = b.pool(3, 2, ceil_mode=True, name=f"maxpool{3 if block == '3b' else 4}", inputs=x)
