@@ -125,6 +125,17 @@ def vgg16() -> nx.DiGraph:
     return b.build()
 
 
+def _classifier(b: GraphBuilder, fc_name: str, dropout: bool) -> nx.DiGraph:
+    """The ImageNet head: global average pool, flatten, (dropout,) fc to 1000, softmax."""
+    b.global_pool("avg", name="avgpool")
+    b.flatten(name="flatten")
+    if dropout:
+        b.dropout(name="dropout")
+    b.fc(1000, name=fc_name)
+    b.softmax(name="prob")
+    return b.build()
+
+
 def _conv_bn(b: GraphBuilder, c_out: int, kernel: int, inputs: str, prefix: str, index: int | str = "",
              stride: int = 1, groups: int = 1, relu: bool = True) -> str:
     """A bias-free "same" convolution, batch norm and optionally ReLU (torchvision's usual
@@ -167,11 +178,7 @@ def _resnet(name: str, blocks: tuple[int, int, int, int], bottleneck: bool, grou
             stride = 2 if stage > 1 and block == 0 else 1
             _resnet_block(b, f"layer{stage}.{block}", 64 * 2 ** (stage - 1), stride, bottleneck, groups,
                           width_per_group)
-    b.global_pool("avg", name="avgpool")
-    b.flatten(name="flatten")
-    b.fc(1000, name="fc")
-    b.softmax(name="prob")
-    return b.build()
+    return _classifier(b, "fc", dropout=False)
 
 
 def resnet18() -> nx.DiGraph:
@@ -305,12 +312,7 @@ def mobilenetv2() -> nx.DiGraph:
     b.conv(1280, 1, bias=False, name=f"features.{index}.conv")
     b.batchnorm(name=f"features.{index}.bn")
     b.relu(name=f"features.{index}.relu6", op_type="Clip", attrs=RELU6)
-    b.global_pool("avg", name="avgpool")
-    b.flatten(name="flatten")
-    b.dropout(name="dropout")
-    b.fc(1000, name="classifier")
-    b.softmax(name="prob")
-    return b.build()
+    return _classifier(b, "classifier", dropout=True)
 
 
 #: MnasNet-B1 1.0's inverted-residual stacks: (out channels, kernel, first stride, expansion,
@@ -337,12 +339,7 @@ def mnasnet() -> nx.DiGraph:
             if r > 0:  # same shape: the residual add
                 b.add([out, entry], name=f"{p}add")
     _conv_bn(b, 1280, 1, b.last, "head.")
-    b.global_pool("avg", name="avgpool")
-    b.flatten(name="flatten")
-    b.dropout(name="dropout")
-    b.fc(1000, name="classifier")
-    b.softmax(name="prob")
-    return b.build()
+    return _classifier(b, "classifier", dropout=True)
 
 
 def _attention(b: GraphBuilder, src: str, p: str, heads: int) -> str:
