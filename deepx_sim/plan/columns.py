@@ -55,7 +55,7 @@ import numpy as np
 from deepx_sim.errors import DeepxError
 from deepx_sim.model.fusion import fused_members
 from deepx_sim.model.layers import LayerKind, colocation
-from deepx_sim.plan.improve import improve
+from deepx_sim.plan.improve import POLISH_LIMIT_S, improve
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
 
 _INF = highspy.kHighsInf
@@ -78,8 +78,6 @@ CENTRAL_AFTER = 3
 #: long solve at duals soon replaced delays every later bound (Inception-v3's take 1-4.5 s;
 #: a 1 s limit gave a far weaker bound).
 PRICING_LIMIT_S = 4.0
-#: Local search (plan/improve.py) on each better plan found among the columns.
-POLISH_LIMIT_S = 1.0
 _EPS = 1e-9
 
 

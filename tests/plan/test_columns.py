@@ -164,3 +164,18 @@ def test_a_stopped_pricing_keeps_the_bound_valid(tmp_path: Path, seed: int,
     result = column_generation(problem, [], time_limit_s=5, gap=0.0)
     assert result is not None
     assert result.bound <= optimum.objective_value * (1 + 1e-7)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_stopped_solver_plan_is_polished_to_a_local_optimum(tmp_path: Path, seed: int) -> None:
+    """The branch and bound stopped by its limit hands over an incumbent that local search
+    can often improve; the planner polishes it, so the search finds nothing more, and the
+    gap is the polished plan's against the solver's bound."""
+    data = synthetic_profiled(200, 4, seed=seed, memory_slack=1.5)
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(data))
+    model = load_profiled(path)
+    problem = Problem(model.graph, model.platform, constraints=LATENCY, profile=model.profile)
+    plan = DeepXPlanner(time_limit_s=3.0).plan(problem)
+    assert plan.status == "feasible" and plan.gap is not None and plan.gap > 0.01  # stopped, not proven
+    assert improve(problem, plan).objective_value == plan.objective_value
