@@ -46,7 +46,9 @@ against -0.0002), so the exact program stays.
 from __future__ import annotations
 
 import itertools
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import highspy
@@ -78,6 +80,11 @@ CENTRAL_AFTER = 3
 #: long solve at duals soon replaced delays every later bound (Inception-v3's take 1-4.5 s;
 #: a 1 s limit gave a far weaker bound).
 PRICING_LIMIT_S = 4.0
+#: Exact pricings run at once, each in a thread of its own (HiGHS releases the GIL), where
+#: the machine has the cores: one at the smoothed duals, one at the master's own.  On 2
+#: cores, Inception-v3 after 48 s: bound 4.22 times the obvious bound, against 4.10 with
+#: one pricing (the same two in turn: 3.83); converged it is 4.27 (219 s, one pricing).
+PRICING_THREADS = 2
 _EPS = 1e-9
 
 
@@ -406,7 +413,8 @@ class _Generation:
         self.problem, self.instances, self.stop = problem, instances, stop
         self.data = data = instance_data(problem, instances[0])
         self.master = _Master(len(data.units), len(instances))
-        self.pricing, self.segments = _Pricing(problem, data), _Segments(problem, data)
+        self.pricers = [_Pricing(problem, data) for _ in range(_threads())]
+        self.segments = _Segments(problem, data)
         for plan in starts:
             self.add_plan(plan)
         self.best_plan = min(starts, key=lambda p: p.objective_value, default=None)
@@ -463,12 +471,17 @@ class _Generation:
         own = self.center is None or self.mispriced
         if self.mispriced:  # nothing entered at the smoothed duals: price at a vertex's
             self.master_value(central=False)
-        trial = self.duals if own else SMOOTHING * self.center + (1 - SMOOTHING) * self.duals
-        masks, floor = self.pricing.solve(trial, min(self.left_s(), PRICING_LIMIT_S))
-        candidate = self.data.base + trial.sum() + len(self.instances) * min(0.0, floor)
-        if candidate > self.bound:
-            self.bound, self.center = candidate, trial
-        self.mispriced = not any([self.add(mask) for mask in masks])
+        # smoothed duals, and (with a second pricer) the master's own as well
+        trials = [self.duals] if own else \
+            [SMOOTHING * self.center + (1 - SMOOTHING) * self.duals, self.duals][:len(self.pricers)]
+        priced = _price(self.pricers, trials, min(self.left_s(), PRICING_LIMIT_S))
+        entered = False
+        for trial, (masks, floor) in zip(trials, priced, strict=True):
+            candidate = self.data.base + trial.sum() + len(self.instances) * min(0.0, floor)
+            if candidate > self.bound:
+                self.bound, self.center = candidate, trial
+            entered |= any([self.add(mask) for mask in masks])
+        self.mispriced = not entered
         return self.mispriced and own
 
     def integer_due(self) -> bool:
@@ -489,6 +502,21 @@ class _Generation:
             self.best_plan, self.best = plan, plan.objective_value
             self.add_plan(plan)
         return self.best_plan
+
+
+def _threads() -> int:
+    """Pricers to run at once: PRICING_THREADS, at most the cores this process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(PRICING_THREADS, cores))
+
+
+def _price(pricers: list[_Pricing], trials: list[np.ndarray], limit_s: float
+           ) -> list[tuple[list[np.ndarray], float]]:
+    """Each pricer at its duals, at once when there are several (sets found, floor) each."""
+    if len(trials) == 1:
+        return [pricers[0].solve(trials[0], limit_s)]
+    with ThreadPoolExecutor(len(trials)) as pool:
+        return list(pool.map(lambda pricer, duals: pricer.solve(duals, limit_s), pricers, trials))
 
 
 def _integer_plan(problem: Problem, data: InstanceData, master: _Master, instances: list[str],

@@ -65,8 +65,14 @@ def _enumerated_master_s(problem: Problem) -> float:
     return home.objective_value + pulp.value(lp.objective)
 
 
+@pytest.mark.parametrize("pricers", [1, 2])
 @pytest.mark.parametrize("seed", range(6))
-def test_the_bound_converges_to_the_enumerated_master(tmp_path: Path, seed: int) -> None:
+def test_the_bound_converges_to_the_enumerated_master(tmp_path: Path, seed: int, pricers: int,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one pricing program per step, or two at once (smoothed and own duals)."""
+    from deepx_sim.plan import columns
+
+    monkeypatch.setattr(columns, "_threads", lambda: pricers)
     problem = _problem(tmp_path, seed, nodes=7, accelerators=2 + seed % 2)
     result = column_generation(problem, [], time_limit_s=60, gap=0.0)
     assert result is not None and result.converged
@@ -76,10 +82,15 @@ def test_the_bound_converges_to_the_enumerated_master(tmp_path: Path, seed: int)
     assert result.bound <= _enumerated_master_s(problem) * (1 + 1e-7)
 
 
+@pytest.mark.parametrize("pricers", [1, 2])
 @pytest.mark.parametrize("seed", range(8))
-def test_the_bound_never_exceeds_the_optimum(tmp_path: Path, seed: int) -> None:
+def test_the_bound_never_exceeds_the_optimum(tmp_path: Path, seed: int, pricers: int,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Against the compact program solved to optimality (no time limit, so no columns),
-    colocation included."""
+    colocation included; one pricing program per step or two at once."""
+    from deepx_sim.plan import columns
+
+    monkeypatch.setattr(columns, "_threads", lambda: pricers)
     problem = _problem(tmp_path, seed, nodes=8, accelerators=2 + seed % 3, colocated=seed % 2)
     optimum = DeepXPlanner(gap=1e-9, time_limit_s=None).plan(problem)
     assert optimum.status == "optimal"
