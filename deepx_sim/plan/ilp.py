@@ -233,8 +233,12 @@ class DeepXPlanner(Planner):
         better = improve(problem, plan, limit_s)
         if better.objective_value >= plan.objective_value:
             return plan
-        gap = _gap(better.objective_value, max(_dual_bound(model), model.bound or -np.inf))
-        return evaluate(problem, first_use_order(problem, better.assignment), self.name, solver=self.solver,
+        return self._answer(problem, better, max(_dual_bound(model), model.bound or -np.inf), began)
+
+    def _answer(self, problem: Problem, plan: Plan, bound: float, began: float) -> Plan:
+        """``plan`` as this planner's answer: in execution order, with its gap against ``bound``."""
+        gap = _gap(plan.objective_value, bound)
+        return evaluate(problem, first_use_order(problem, plan.assignment), self.name, solver=self.solver,
                         solve_time_s=time.perf_counter() - began, gap=gap,
                         status="optimal" if self._within(gap) else "feasible")
 
@@ -267,11 +271,7 @@ class DeepXPlanner(Planner):
         feasible = [p for p in feasible if p.status == "feasible"]
         if not feasible:
             raise PlanError(f"deepx: no plan found in {self.time_limit_s} s ({_memory_message(problem)})")
-        best = min(feasible, key=lambda p: p.objective_value)
-        gap = _gap(best.objective_value, max(bounds))
-        return evaluate(problem, first_use_order(problem, best.assignment), self.name, solver=self.solver,
-                        solve_time_s=time.perf_counter() - began, gap=gap,
-                        status="optimal" if self._within(gap) else "feasible")
+        return self._answer(problem, min(feasible, key=lambda p: p.objective_value), max(bounds), began)
 
     @staticmethod
     def _heuristic_start(problem: Problem, time_limit_s: float | None = None) -> Plan | None:
