@@ -267,7 +267,8 @@ class CostModel:
         if layer.kind in FREE_KINDS:
             return 0.0, 0.0, 0.0
         flops = variant_flops(layer, variant)
-        compute_s = flops / (proc.peak_flops(variant.bits) * proc.efficiency_for(layer.kind))
+        compute_s = flops / (proc.peak_flops(variant.bits) * proc.efficiency_for(layer.kind)
+                             * proc.gemm_efficiency(layer.gemm_dims))
         traffic = (tensor_bytes(layer.input_elements + layer.output_elements, self.activation_bits)
                    + tensor_bytes(variant_params(layer, variant), variant.bits))
         memory_s = traffic / (proc.memory_bandwidth_gbps * 1e9 * proc.memory_efficiency)

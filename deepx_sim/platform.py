@@ -23,6 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deepx_sim.config import (
@@ -52,6 +53,33 @@ Watts = Annotated[NonNegative, Field(le=1e6)]
 MilliWatts = Annotated[NonNegative, Field(le=1e9)]
 Mebibytes = Annotated[Positive, Field(le=2.0**40)]  # 1 EiB
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")]
+
+
+MatrixSize = Annotated[NonNegative, Field(le=1e6)]
+
+
+def gemm_share(dims: Any, half: Any) -> Any:
+    """The share of its kind's efficiency a matrix product of ``dims`` (rows, depth,
+    columns) reaches when each dimension halves it at ``half``: the product of
+    d / (d + half) over the three.  Small products leave vector registers and
+    cache lines part empty and pay their loop set-up on little work (onnxruntime runs
+    a grouped convolution as one product per group).  Takes numpy arrays too
+    (dims ``(..., 3)``), for the calibration's fit."""
+    dims = np.asarray(dims, dtype=float)
+    return np.prod(dims / (dims + np.asarray(half, dtype=float)), axis=-1)
+
+
+class GemmHalfSize(StrictModel):
+    """Matrix sizes at which a convolution's matrix product runs at half the efficiency of
+    its kind (:func:`gemm_share`); 0 (the default) leaves that dimension out.  Fitted by
+    ``deepx-sim calibrate``; datasheet platforms leave them at 0."""
+
+    rows: MatrixSize = 0.0
+    depth: MatrixSize = 0.0
+    columns: MatrixSize = 0.0
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        return self.rows, self.depth, self.columns
 
 
 class ProcessorKind(StrEnum):
@@ -91,6 +119,8 @@ class Processor(StrictModel):
     active_power_w: Watts
     idle_power_w: Watts = 0.0
     launch_overhead_ms: Millis = 0.0
+    #: how a convolution's efficiency falls with the size of its matrix products
+    gemm_half_size: GemmHalfSize = GemmHalfSize()
     calibration: Calibration | None = None  # None: datasheet numbers and estimates
     #: how many identical instances of this processor the platform has; the platform
     #: expands ``count: k`` into k processors ``<name>0`` .. ``<name>{k-1}``
@@ -166,6 +196,12 @@ class Processor(StrictModel):
 
     def efficiency_for(self, kind: LayerKind | str) -> float:
         return self.efficiency.get(str(kind), self.efficiency["default"])
+
+    def gemm_efficiency(self, dims: tuple[int, int, int] | None) -> float:
+        """The share of its kind's efficiency a layer of matrix products ``dims``
+        (``Layer.gemm_dims``; None: not a convolution) reaches on this processor."""
+        half = self.gemm_half_size.as_tuple()
+        return 1.0 if dims is None or not any(half) else float(gemm_share(dims, half))
 
 
 class TailStage(StrictModel):

@@ -36,6 +36,8 @@ from deepx_sim.platform import Platform, load_platform
 TRUTH = {"efficiency": {"default": 0.05, "conv": 0.45, "depthwise_conv": 0.05, "fc": 0.2, "lrn": 0.01,
                         "softmax": 0.004},
          "memory_efficiency": 0.35, "launch_overhead_ms": 0.012}
+#: convolutions' matrix products at half speed with 16 rows or 24 columns (none with depth)
+SMALL_GEMM = {"gemm_half_size": {"rows": 16.0, "depth": 0.0, "columns": 24.0}}
 
 
 def platform_with(**fields: object) -> Platform:
@@ -72,7 +74,7 @@ MODELS = ["alexnet", "agenet", "resnet50", "mobilenetv2", "speakerid", "heldout:
 
 @pytest.fixture(scope="module")
 def truth_profiles(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    return write_truth(tmp_path_factory.mktemp("truth"), MODELS, platform_with(**TRUTH))
+    return write_truth(tmp_path_factory.mktemp("truth"), MODELS, platform_with(**TRUTH, **SMALL_GEMM))
 
 
 @pytest.mark.parametrize(("prior_weight", "tolerance"), [(0.0, 1e-4), (PRIOR_WEIGHT, 1e-2)])
@@ -84,7 +86,7 @@ def test_fit_recovers_the_processor_that_made_the_profiles(
     monkeypatch.setattr(calibration, "PRIOR_WEIGHT", prior_weight)
     prior = load_platform("vm_datasheet")
     result = calibrate(truth_profiles, prior, "vm")
-    truth = platform_with(**TRUTH).processor("vm")
+    truth = platform_with(**TRUTH, **SMALL_GEMM).processor("vm")
     # only a kind with a compute-bound layer, whose compute outweighs the launch overhead,
     # says anything about its efficiency
     identifiable = set()
@@ -99,6 +101,9 @@ def test_fit_recovers_the_processor_that_made_the_profiles(
         assert result.params.efficiency_for(kind) == pytest.approx(expected, rel=tolerance), kind
     assert result.params.memory_efficiency == pytest.approx(0.35, rel=tolerance)
     assert result.params.launch_overhead_s == pytest.approx(12e-6, rel=tolerance)
+    rows, depth, columns = result.params.gemm_half_size
+    assert (rows, columns) == pytest.approx((16.0, 24.0), rel=tolerance)
+    assert depth < 0.1  # no loss with depth: fitted at its bound, which has no effect
     groups, _ = predict_rows(result.models, result.prior, result.params, None)
     assert summaries(groups, [])["layer/calibrated"].mape < 100 * tolerance
     # left out, a model whose kinds the others all have is predicted as well

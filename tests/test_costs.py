@@ -9,8 +9,9 @@ import pytest
 from deepx_sim.costs import Conditions, CostModel, Variant
 from deepx_sim.errors import CostError, PlatformError, ProfileError
 from deepx_sim.model import load_model
+from deepx_sim.model.layers import get_layer, layers_in_order
 from deepx_sim.model.profiles import load_profile
-from deepx_sim.platform import load_platform
+from deepx_sim.platform import Platform, load_platform
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,22 @@ def test_compute_bound_conv_on_gpu(alexnet_k1: CostModel) -> None:
     assert compute_s > memory_s
     assert cost.latency_s == pytest.approx(compute_s + 0.05e-3)
     assert cost.energy_j == pytest.approx(6.0 * cost.latency_s)
+
+
+def test_small_matrix_products_slow_a_grouped_convolution() -> None:
+    # ResNeXt-50's first grouped 3x3: 32 groups of 128 / 32 = 4 output channels, each a
+    # product of 4 rows, 4 x 9 = 36 deep, over 56 x 56 = 3136 output positions
+    graph = load_model("resnext50")
+    layer = next(lay for lay in layers_in_order(graph) if lay.conv and lay.conv.groups == 32)
+    assert layer.gemm_dims == (4, 36, 3136)
+    assert get_layer(graph, "fc").gemm_dims is None  # only convolutions
+    platform = load_platform("vm_datasheet")
+    data = platform.model_dump()
+    data["processors"][0]["gemm_half_size"] = {"rows": 4.0, "depth": 0.0, "columns": 3136.0}
+    slowed = Platform.model_validate(data)
+    plain = CostModel(graph, platform).layer_cost(layer.name, "vm").compute_s
+    # each dimension d at half size h keeps d / (d + h) of the efficiency: 1/2 x 1 x 1/2
+    assert CostModel(graph, slowed).layer_cost(layer.name, "vm").compute_s == pytest.approx(4 * plain)
 
 
 def test_memory_bound_fc_on_cpu(alexnet_k1: CostModel) -> None:

@@ -82,6 +82,8 @@ def test_negative_peak_names_file_field_value(tmp_path: Path) -> None:
     ({"processors.1.count": 2.5}, "processors[1].count must be a whole number, got 2.5"),
     ({"processors.1.count": "8"}, "processors[1].count must be a whole number, got '8'"),
     ({"processors.1.count": 2, "processors.0.name": "lpc1"}, "got duplicates ['lpc1']"),
+    ({"processors.1.gemm_half_size": {"rows": -4}}, "processors[1].gemm_half_size.rows must be"),
+    ({"processors.1.gemm_half_size": {"width": 4}}, "gemm_half_size.width is not a known field"),
 ])
 def test_wrong_fields_are_named(tmp_path: Path, edit: dict, expected: str) -> None:
     with pytest.raises(PlatformError) as err:

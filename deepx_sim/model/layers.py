@@ -187,6 +187,18 @@ class Layer:
     def input_elements(self) -> int:
         return sum(math.prod(s) for s in self.input_shapes)
 
+    @property
+    def gemm_dims(self) -> tuple[int, int, int] | None:
+        """A convolution as its ``groups`` matrix products, each (rows, depth, columns):
+        (c_out / g) x (c_in / g x kernel area) weights times as many rows of its input,
+        unrolled, for every output position; None for a layer of another kind (a depthwise
+        convolution has a kernel of its own)."""
+        spec = self.conv
+        if self.kind != LayerKind.CONV or spec is None:
+            return None
+        return (spec.c_out // spec.groups, spec.c_in // spec.groups * spec.kernel[0] * spec.kernel[1],
+                self.output_elements // spec.c_out)
+
     def param_bytes(self, bits: int) -> int:
         """Bytes of weights and biases stored at ``bits`` per parameter."""
         return tensor_bytes(self.params, bits)
