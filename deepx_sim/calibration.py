@@ -1,17 +1,19 @@
 """Fit a processor's cost-model parameters to measured profiles, and say how wrong it is.
 
 The cost model (:mod:`deepx_sim.costs`) times a layer as the roofline
-``max(FLOPs / (peak x efficiency[kind] x gemm_share), bytes / (bandwidth x
-memory_efficiency)) + launch overhead``, where ``gemm_share`` (1 but for
-convolutions) says how far a convolution's matrix products fall short for being
-small (:func:`deepx_sim.platform.gemm_share`).  Peak and bandwidth stay as the
-hardware file gives them; the fit chooses, for one processor:
+``max(FLOPs / (peak x efficiency[kind] x gemm x planes), bytes / (bandwidth x
+memory_efficiency x planes)) + launch overhead``, where ``gemm`` says how far a
+convolution's matrix products fall short for being small and ``planes`` how far
+a kernel that runs one channel plane at a time does (both
+:func:`deepx_sim.platform.loop_share`; 1 for other layers).  Peak and bandwidth
+stay as the hardware file gives them; the fit chooses, for one processor:
 
 - ``efficiency`` per layer kind (each kind with at least ``min_layers`` measured layers),
 - ``memory_efficiency`` (one for every kind),
 - ``launch_overhead_ms`` (per layer), and
 - ``gemm_half_size`` (rows, depth and columns at which a product runs at half speed;
-  fitted when convolutions are),
+  fitted when convolutions are), and
+- ``plane_half_size`` of the kinds in ``PLANE_KINDS`` that are fitted,
 
 by least squares on log latency, so every layer counts by its relative error
 whatever its size.  Each model's end-to-end time enters too, weighted as much as
@@ -49,7 +51,7 @@ from deepx_sim.measure.predictor import (
 )
 from deepx_sim.model.layers import Layer, LayerKind, layers_in_order
 from deepx_sim.model.profiles import load_profile, read_profile_meta
-from deepx_sim.platform import Efficiency, Platform, Processor, gemm_share
+from deepx_sim.platform import Efficiency, Platform, Processor, loop_share
 
 MIN_LAYERS_PER_KIND = 3
 #: weight of log(efficiency / estimate) against a log-latency residual
@@ -59,6 +61,10 @@ EFFICIENCY_FLOOR = next(m.ge for m in typing.get_args(Efficiency)[1].metadata if
 OVERHEAD_BOUNDS_S = (1e-8, 1e-2)
 #: a fitted half size at its lower bound has no effect, and is written as 0
 HALF_SIZE_BOUNDS = (1e-4, 1e4)
+#: kinds whose onnxruntime CPU kernels loop over the channels, one plane at a time (a
+#: BatchNorm of 400 channels of 5 x 5 took 9.5 us here, one of 152 of 14 x 14, three times
+#: the bytes, 9 us); element-wise kernels run one flat loop
+PLANE_KINDS = ("batchnorm", "depthwise_conv", "pool")
 
 
 @dataclass
@@ -72,6 +78,7 @@ class Measured:
     compute_s: np.ndarray  # FLOPs / peak: compute time at efficiency 1
     memory_s: np.ndarray  # bytes / bandwidth: memory time at memory efficiency 1
     gemm_dims: np.ndarray  # per layer: its matrix products' (rows, depth, columns); NaN: none
+    plane: np.ndarray  # per layer: output positions per channel; NaN: none
     groups: list[np.ndarray]  # indices into layers, one array per measured kernel
     measured_s: np.ndarray  # per group
     end_to_end_s: float
@@ -120,9 +127,11 @@ def load_measured(path: str | Path, platform: Platform, processor: str) -> Measu
     compute, memory = [], []
     for lay in layers:
         _, c, m = costs.analytic_busy_s(lay, proc, FULL)
-        compute.append(c * proc.efficiency_for(lay.kind) * proc.gemm_efficiency(lay.gemm_dims))
-        memory.append(m * proc.memory_efficiency)
+        planes = proc.plane_efficiency(lay.kind, lay.plane_size)
+        compute.append(c * proc.efficiency_for(lay.kind) * proc.gemm_efficiency(lay.gemm_dims) * planes)
+        memory.append(m * proc.memory_efficiency * planes)
     dims = np.array([lay.gemm_dims or (np.nan,) * 3 for lay in layers], dtype=float).reshape(-1, 3)
+    plane = np.array([lay.plane_size or np.nan for lay in layers], dtype=float)
     grouped: dict[str, list[str]] = {}
     for (name, _), entry in entries.items():
         grouped.setdefault(entry.group or name, []).append(name)
@@ -133,16 +142,22 @@ def load_measured(path: str | Path, platform: Platform, processor: str) -> Measu
     measured = np.array([sum(entries[(n, processor)].latency_s for n in names) for names in kept])
     e2e = float(meta.get("end_to_end_s") or measured.sum())
     return Measured(str(graph.graph.get("name")), str(path), graph, layers, np.array(compute),
-                    np.array(memory), dims, groups, measured, e2e, meta)
+                    np.array(memory), dims, plane, groups, measured, e2e, meta)
 
 
-def gemm_factor(dims: np.ndarray, half: Sequence[float]) -> np.ndarray:
-    """Per layer, :func:`gemm_share` of its matrix products ``dims`` (1 where NaN: none)."""
-    out = np.ones(len(dims))
-    products = ~np.isnan(dims[:, 0])
-    if any(half):
-        out[products] = gemm_share(dims[products], half)
-    return out
+def loop_factors(gemm_dims: np.ndarray, gemm_half: Sequence[float], plane: np.ndarray,
+                 plane_half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer, the share of its compute efficiency its matrix products keep, and the
+    share of both efficiencies its channel planes keep (:func:`loop_share`; 1 where NaN
+    says it has none, or the half size is 0).  ``plane_half`` is per layer."""
+    gemm = np.ones(len(gemm_dims))
+    products = ~np.isnan(gemm_dims[:, 0])
+    if any(gemm_half):
+        gemm[products] = loop_share(gemm_dims[products], gemm_half)
+    planes = np.ones(len(plane))
+    looped = ~np.isnan(plane) & (plane_half > 0)
+    planes[looped] = loop_share(plane[looped, None], plane_half[looped, None])
+    return gemm, planes
 
 
 # ------------------------------------------------------------------ the model
@@ -155,20 +170,23 @@ class Params:
     memory_efficiency: float
     launch_overhead_s: float
     gemm_half_size: tuple[float, float, float] = (0.0, 0.0, 0.0)  # rows, depth, columns
+    plane_half_size: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def of(cls, proc: Processor) -> Params:
         return cls(dict(proc.efficiency), proc.memory_efficiency, proc.launch_overhead_s,
-                   proc.gemm_half_size.as_tuple())
+                   proc.gemm_half_size.as_tuple(), dict(proc.plane_half_size))
 
     def efficiency_for(self, kind: str) -> float:
         return self.efficiency.get(kind, self.efficiency["default"])
 
     def layer_s(self, m: Measured) -> np.ndarray:
         """Predicted busy seconds of every layer of ``m`` (free layers: 0)."""
-        eff = np.array([self.efficiency_for(k) for k in m.kinds])
-        eff = eff * gemm_factor(m.gemm_dims, self.gemm_half_size)
-        busy = np.maximum(m.compute_s / eff, m.memory_s / self.memory_efficiency) + self.launch_overhead_s
+        gemm, planes = loop_factors(m.gemm_dims, self.gemm_half_size, m.plane,
+                                    np.array([self.plane_half_size.get(k, 0.0) for k in m.kinds]))
+        eff = np.array([self.efficiency_for(k) for k in m.kinds]) * gemm * planes
+        busy = np.maximum(m.compute_s / eff, m.memory_s / (self.memory_efficiency * planes)) + \
+            self.launch_overhead_s
         free = np.array([lay.kind in FREE_KINDS for lay in m.layers])
         return np.where(free, 0.0, busy)
 
@@ -203,8 +221,8 @@ def kinds_to_fit(models: Sequence[Measured], min_layers: int, strict: bool) -> l
 class _Stack:
     """Every layer of every model in flat arrays, so one residual evaluation is a few
     numpy calls however many models there are.  The parameters ``theta`` are the logs of
-    the fitted kinds' efficiencies, the memory efficiency, the launch overhead and, with
-    ``fit_gemm``, the three half sizes."""
+    the fitted kinds' efficiencies, the memory efficiency, the launch overhead, with
+    ``fit_gemm`` the three matrix half sizes, and the half sizes of ``plane_kinds``."""
 
     kinds: list[str]
     kind_of: np.ndarray  # per layer: index into kinds, -1 where the efficiency stays fixed
@@ -212,14 +230,18 @@ class _Stack:
     compute_s: np.ndarray
     memory_s: np.ndarray
     gemm_dims: np.ndarray
+    plane: np.ndarray
     paid: np.ndarray  # 1 for a layer that runs a kernel, 0 for a free one
     group_of: np.ndarray  # per layer: its measured group, -1 if it is in none
     model_of: np.ndarray
     measured_s: np.ndarray  # per group
     end_to_end_s: np.ndarray  # per model
     model_weight: np.ndarray  # sqrt(groups of the model): as heavy as all its layers
-    fixed_half: tuple[float, float, float]  # the half sizes when they are not fitted
+    prior: Params
     fit_gemm: bool
+    plane_kinds: list[str]  # the kinds whose plane half size is fitted
+    plane_kind_of: np.ndarray  # per layer: index into plane_kinds, -1 where it stays the prior's
+    fixed_plane_half: np.ndarray  # per layer: the prior's plane half size
 
     @classmethod
     def of(cls, models: Sequence[Measured], kinds: list[str], prior: Params) -> _Stack:
@@ -234,31 +256,47 @@ class _Stack:
             kind_of += [kinds.index(k) if k in kinds else -1 for k in m.kinds]
             fixed += [prior.efficiency_for(k) for k in m.kinds]
         cat = np.concatenate
+        every = [k for m in models for k in m.kinds]
+        planes = [k for k in PLANE_KINDS if k in kinds]
         return cls(kinds, np.array(kind_of), np.array(fixed), cat([m.compute_s for m in models]),
                    cat([m.memory_s for m in models]), cat([m.gemm_dims for m in models]),
+                   cat([m.plane for m in models]),
                    cat([[0.0 if lay.kind in FREE_KINDS else 1.0 for lay in m.layers] for m in models]),
                    cat(group_of), cat(model_of), cat([m.measured_s for m in models]),
                    np.array([m.end_to_end_s for m in models]),
-                   np.sqrt([len(m.groups) for m in models]), prior.gemm_half_size,
-                   LayerKind.CONV.value in kinds)
+                   np.sqrt([len(m.groups) for m in models]), prior, LayerKind.CONV.value in kinds, planes,
+                   np.array([planes.index(k) if k in planes else -1 for k in every]),
+                   np.array([prior.plane_half_size.get(k, 0.0) for k in every]))
 
-    def params(self, theta: np.ndarray, prior: Params) -> Params:
+    def _halves(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The matrix half sizes and, per layer, its plane half size."""
+        at = len(self.kinds) + 2
+        gemm = np.exp(theta[at:at + 3]) if self.fit_gemm else np.array(self.prior.gemm_half_size)
+        fitted = np.exp(theta[at + 3 * self.fit_gemm:])
+        plane = np.where(self.plane_kind_of >= 0, fitted[np.maximum(self.plane_kind_of, 0)] if
+                         len(fitted) else 0.0, self.fixed_plane_half)
+        return gemm, plane
+
+    def params(self, theta: np.ndarray) -> Params:
         n = len(self.kinds)
-        efficiency = {**prior.efficiency, **{k: math.exp(t) for k, t in zip(self.kinds, theta, strict=False)}}
-        return Params(efficiency, math.exp(theta[n]), math.exp(theta[n + 1]), self.half(theta))
+        efficiency = {**self.prior.efficiency,
+                      **{k: math.exp(t) for k, t in zip(self.kinds, theta, strict=False)}}
+        at = n + 2 + 3 * self.fit_gemm
 
-    def half(self, theta: np.ndarray) -> tuple[float, float, float]:
-        if not self.fit_gemm:
-            return self.fixed_half
-        fitted = np.exp(theta[len(self.kinds) + 2:])
-        return tuple(float(h) if h > 2 * HALF_SIZE_BOUNDS[0] else 0.0 for h in fitted)  # type: ignore[return-value]
+        def snapped(log_half: float) -> float:
+            return math.exp(log_half) if math.exp(log_half) > 2 * HALF_SIZE_BOUNDS[0] else 0.0
+
+        gemm = tuple(snapped(t) for t in theta[n + 2:at]) if self.fit_gemm else self.prior.gemm_half_size
+        plane = {**self.prior.plane_half_size, **{k: snapped(t) for k, t in zip(self.plane_kinds, theta[at:],
+                                                                               strict=True)}}
+        return Params(efficiency, math.exp(theta[n]), math.exp(theta[n + 1]), gemm, plane)  # type: ignore[arg-type]
 
     def residuals(self, theta: np.ndarray, prior_theta: np.ndarray) -> np.ndarray:
         n = len(self.kinds)
-        eff = np.where(self.kind_of >= 0, np.exp(theta[:n])[self.kind_of], self.fixed_eff)
-        half = np.exp(theta[n + 2:]) if self.fit_gemm else self.fixed_half
-        eff = eff * gemm_factor(self.gemm_dims, half)
-        layer_s = self.paid * (np.maximum(self.compute_s / eff, self.memory_s / math.exp(theta[n]))
+        gemm_half, plane_half = self._halves(theta)
+        gemm, planes = loop_factors(self.gemm_dims, gemm_half, self.plane, plane_half)
+        eff = np.where(self.kind_of >= 0, np.exp(theta[:n])[self.kind_of], self.fixed_eff) * gemm * planes
+        layer_s = self.paid * (np.maximum(self.compute_s / eff, self.memory_s / (math.exp(theta[n]) * planes))
                                + math.exp(theta[n + 1]))
         inside = self.group_of >= 0
         groups = np.bincount(self.group_of[inside], layer_s[inside], minlength=len(self.measured_s))
@@ -271,8 +309,8 @@ class _Stack:
 
 def fit_params(models: Sequence[Measured], prior: Params, min_layers: int = MIN_LAYERS_PER_KIND,
                strict: bool = True) -> tuple[Params, list[str]]:
-    """Least-squares fit of the kinds' efficiencies, memory efficiency, overhead and (with
-    convolutions among the fitted kinds) the half sizes of their matrix products."""
+    """Least-squares fit of the kinds' efficiencies, memory efficiency, overhead and the
+    half sizes of the fitted kinds' loops (convolutions' matrix products, PLANE_KINDS)."""
     from scipy.optimize import least_squares
 
     if not models:
@@ -281,12 +319,13 @@ def fit_params(models: Sequence[Measured], prior: Params, min_layers: int = MIN_
     stack = _Stack.of(models, kinds, prior)
     prior_theta = np.log([prior.efficiency_for(k) for k in kinds])
     overhead = math.log(min(max(prior.launch_overhead_s, 1e-6), 1e-3))
-    gemm = 3 if stack.fit_gemm else 0
-    log_half = np.log(np.clip([h or 10.0 for h in prior.gemm_half_size[:gemm]], *HALF_SIZE_BOUNDS))
+    halves = [*(prior.gemm_half_size if stack.fit_gemm else ()),
+              *(prior.plane_half_size.get(k, 0.0) for k in stack.plane_kinds)]
+    log_half = np.log(np.clip([h or 10.0 for h in halves], *HALF_SIZE_BOUNDS))
     half_low, half_high = np.log(HALF_SIZE_BOUNDS)
     fitted = len(kinds) + 1  # the kinds' and the memory efficiency
-    low = [math.log(EFFICIENCY_FLOOR)] * fitted + [math.log(OVERHEAD_BOUNDS_S[0])] + [half_low] * gemm
-    high = [0.0] * fitted + [math.log(OVERHEAD_BOUNDS_S[1])] + [half_high] * gemm
+    low = [math.log(EFFICIENCY_FLOOR)] * fitted + [math.log(OVERHEAD_BOUNDS_S[0])] + [half_low] * len(halves)
+    high = [0.0] * fitted + [math.log(OVERHEAD_BOUNDS_S[1])] + [half_high] * len(halves)
     # the roofline's max() is flat in a kind's efficiency while the kind is memory-bound,
     # so start also from everything compute-bound and from the middle
     starts = [np.clip([*prior_theta, math.log(prior.memory_efficiency), overhead, *log_half], low, high)]
@@ -295,7 +334,7 @@ def fit_params(models: Sequence[Measured], prior: Params, min_layers: int = MIN_
     best = min((least_squares(stack.residuals, x0, bounds=(low, high), method="trf", args=(prior_theta,),
                               ftol=1e-12, xtol=1e-12, gtol=1e-12, max_nfev=500)
                 for x0 in starts), key=lambda result: result.cost)
-    return stack.params(best.x, prior), kinds
+    return stack.params(best.x), kinds
 
 
 # ------------------------------------------------------------------ errors
@@ -479,7 +518,7 @@ def calibrate(paths: Sequence[str | Path], platform: Platform, processor: str,
         "method": (f"deepx-sim calibrate: least squares on log latency of "
                    f"{sum(len(m.groups) for m in models)} measured kernels of {len(models)} models "
                    f"(efficiency per layer kind, memory efficiency, launch overhead, half sizes of "
-                   f"convolutions' matrix products)"
+                   f"convolutions' matrix products and of {', '.join(PLANE_KINDS)} planes)"
                    + ("; learned per-kind correction (random forests on the layer's shape, the bytes the "
                       "kernel before it moved, how long ago its inputs were written)" if predictor else "")),
         "host": setting["host"], "cpu_model": setting["cpu_model"],
@@ -548,14 +587,16 @@ def write_calibrated(result: CalibrationResult, platform: Platform, out: str | P
         launch_overhead_ms=_significant(params.launch_overhead_s * 1000),
         gemm_half_size=dict(zip(("rows", "depth", "columns"), map(_significant, params.gemm_half_size),
                                 strict=True)),
+        plane_half_size={k: _significant(v) for k, v in sorted(params.plane_half_size.items())},
         calibration=calibration)
     if out.stem.replace("-", "_").replace("_", "a").isalnum():
         raw["name"] = out.stem
     raw["description"] = f"{raw.get('description', '')}; {result.processor} calibrated on measured profiles"
     source = Path(platform.path).name or "the input platform"
     header = (f"# Calibrated by deepx-sim calibrate from measured profiles: processor {result.processor}'s\n"
-              f"# efficiency, memory_efficiency, launch_overhead_ms and gemm_half_size are fitted (see\n"
-              f"# its calibration block for how and when); every other number is from {source}.\n")
+              f"# efficiency, memory_efficiency, launch_overhead_ms, gemm_half_size and plane_half_size are\n"
+              f"# fitted (see its calibration block for how and when); every other number is from\n"
+              f"# {source}.\n")
     try:
         out.write_text(header + yaml.safe_dump(raw, sort_keys=False, width=110))
     except OSError as exc:

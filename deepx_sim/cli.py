@@ -689,8 +689,9 @@ def _calibration_tables(result) -> list[str]:  # type: ignore[no-untyped-def]
              f"memory efficiency {before.memory_efficiency:.4g} -> {after.memory_efficiency:.4g}; "
              f"launch overhead {before.launch_overhead_s * 1e6:.2f} -> "
              f"{after.launch_overhead_s * 1e6:.2f} us; convolutions' matrix products at half speed with "
-             f"rows, depth, columns {_sizes(before.gemm_half_size)} -> {_sizes(after.gemm_half_size)} "
-             f"(0: no loss)"]
+             f"rows, depth, columns {_sizes(before.gemm_half_size)} -> {_sizes(after.gemm_half_size)}; "
+             f"channel planes at half speed with {_planes(before.plane_half_size)} -> "
+             f"{_planes(after.plane_half_size)} positions (0: no loss)"]
     if result.predictor is not None:
         lines.append("learned correction for: " + ", ".join(
             f"{k} ({n} layers)" for k, n in result.predictor.samples.items()))
@@ -701,6 +702,10 @@ def _calibration_tables(result) -> list[str]:  # type: ignore[no-untyped-def]
 
 def _sizes(half: tuple[float, float, float]) -> str:
     return "/".join(f"{h:.3g}" for h in half)
+
+
+def _planes(half: dict[str, float]) -> str:
+    return ", ".join(f"{k} {h:.3g}" for k, h in sorted(half.items())) or "none"
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:

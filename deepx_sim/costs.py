@@ -267,11 +267,12 @@ class CostModel:
         if layer.kind in FREE_KINDS:
             return 0.0, 0.0, 0.0
         flops = variant_flops(layer, variant)
+        planes = proc.plane_efficiency(layer.kind, layer.plane_size)
         compute_s = flops / (proc.peak_flops(variant.bits) * proc.efficiency_for(layer.kind)
-                             * proc.gemm_efficiency(layer.gemm_dims))
+                             * proc.gemm_efficiency(layer.gemm_dims) * planes)
         traffic = (tensor_bytes(layer.input_elements + layer.output_elements, self.activation_bits)
                    + tensor_bytes(variant_params(layer, variant), variant.bits))
-        memory_s = traffic / (proc.memory_bandwidth_gbps * 1e9 * proc.memory_efficiency)
+        memory_s = traffic / (proc.memory_bandwidth_gbps * 1e9 * proc.memory_efficiency * planes)
         launches = 2 if (variant.rank is not None and layer.fc is not None) else 1
         return max(compute_s, memory_s) + launches * proc.launch_overhead_s, compute_s, memory_s
 

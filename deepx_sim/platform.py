@@ -58,20 +58,21 @@ Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")]
 MatrixSize = Annotated[NonNegative, Field(le=1e6)]
 
 
-def gemm_share(dims: Any, half: Any) -> Any:
-    """The share of its kind's efficiency a matrix product of ``dims`` (rows, depth,
-    columns) reaches when each dimension halves it at ``half``: the product of
-    d / (d + half) over the three.  Small products leave vector registers and
-    cache lines part empty and pay their loop set-up on little work (onnxruntime runs
-    a grouped convolution as one product per group).  Takes numpy arrays too
-    (dims ``(..., 3)``), for the calibration's fit."""
+def loop_share(dims: Any, half: Any) -> Any:
+    """The share of its kind's efficiency a kernel keeps when its loops run ``dims``
+    long and each halves it at ``half``: the product of d / (d + half) over the last
+    axis.  Short loops leave vector registers and cache lines part empty and pay their
+    set-up on little work: a convolution's matrix products (rows, depth, columns;
+    onnxruntime runs a grouped convolution as one product per group), or the channel
+    planes a BatchNorm or a depthwise convolution runs one at a time.  Takes numpy
+    arrays too (dims ``(..., d)``), for the calibration's fit."""
     dims = np.asarray(dims, dtype=float)
     return np.prod(dims / (dims + np.asarray(half, dtype=float)), axis=-1)
 
 
 class GemmHalfSize(StrictModel):
     """Matrix sizes at which a convolution's matrix product runs at half the efficiency of
-    its kind (:func:`gemm_share`); 0 (the default) leaves that dimension out.  Fitted by
+    its kind (:func:`loop_share`); 0 (the default) leaves that dimension out.  Fitted by
     ``deepx-sim calibrate``; datasheet platforms leave them at 0."""
 
     rows: MatrixSize = 0.0
@@ -80,6 +81,14 @@ class GemmHalfSize(StrictModel):
 
     def as_tuple(self) -> tuple[float, float, float]:
         return self.rows, self.depth, self.columns
+
+
+def _only_kinds(value: dict[str, float], default: bool) -> dict[str, float]:
+    allowed = {*(k.value for k in LayerKind), *(["default"] if default else [])}
+    bad = sorted(set(value) - allowed)
+    if bad:
+        raise ValueError(f"has unknown layer kinds {bad}; allowed: {sorted(allowed)}")
+    return value
 
 
 class ProcessorKind(StrEnum):
@@ -121,6 +130,9 @@ class Processor(StrictModel):
     launch_overhead_ms: Millis = 0.0
     #: how a convolution's efficiency falls with the size of its matrix products
     gemm_half_size: GemmHalfSize = GemmHalfSize()
+    #: per layer kind, the channel plane (output positions per channel) at which the
+    #: kind's compute and memory efficiency halve; a kind not listed keeps them
+    plane_half_size: dict[str, MatrixSize] = Field(default_factory=dict)
     calibration: Calibration | None = None  # None: datasheet numbers and estimates
     #: how many identical instances of this processor the platform has; the platform
     #: expands ``count: k`` into k processors ``<name>0`` .. ``<name>{k-1}``
@@ -140,13 +152,15 @@ class Processor(StrictModel):
     @field_validator("efficiency")
     @classmethod
     def _known_kinds(cls, value: dict[str, float]) -> dict[str, float]:
-        allowed = {"default", *(k.value for k in LayerKind)}
-        bad = sorted(set(value) - allowed)
-        if bad:
-            raise ValueError(f"has unknown layer kinds {bad}; allowed: {sorted(allowed)}")
+        _only_kinds(value, default=True)
         if "default" not in value:
             raise ValueError("needs a 'default' entry")
         return value
+
+    @field_validator("plane_half_size")
+    @classmethod
+    def _plane_kinds(cls, value: dict[str, float]) -> dict[str, float]:
+        return _only_kinds(value, default=False)
 
     @model_validator(mode="after")
     def _idle_below_active(self) -> Processor:
@@ -201,7 +215,13 @@ class Processor(StrictModel):
         """The share of its kind's efficiency a layer of matrix products ``dims``
         (``Layer.gemm_dims``; None: not a convolution) reaches on this processor."""
         half = self.gemm_half_size.as_tuple()
-        return 1.0 if dims is None or not any(half) else float(gemm_share(dims, half))
+        return 1.0 if dims is None or not any(half) else float(loop_share(dims, half))
+
+    def plane_efficiency(self, kind: LayerKind | str, plane: int | None) -> float:
+        """The share of its kind's efficiencies a layer whose channel planes are ``plane``
+        positions (``Layer.plane_size``; None: no planes) keeps on this processor."""
+        half = self.plane_half_size.get(str(kind), 0.0)
+        return 1.0 if plane is None or not half else float(loop_share((plane,), (half,)))
 
 
 class TailStage(StrictModel):

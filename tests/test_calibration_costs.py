@@ -36,8 +36,10 @@ from deepx_sim.platform import Platform, load_platform
 TRUTH = {"efficiency": {"default": 0.05, "conv": 0.45, "depthwise_conv": 0.05, "fc": 0.2, "lrn": 0.01,
                         "softmax": 0.004},
          "memory_efficiency": 0.35, "launch_overhead_ms": 0.012}
-#: convolutions' matrix products at half speed with 16 rows or 24 columns (none with depth)
-SMALL_GEMM = {"gemm_half_size": {"rows": 16.0, "depth": 0.0, "columns": 24.0}}
+#: convolutions' matrix products at half speed with 16 rows or 24 columns (none with depth),
+#: BatchNorms and depthwise convolutions with planes of 40 and 80 positions (pools: none)
+SHORT_LOOPS = {"gemm_half_size": {"rows": 16.0, "depth": 0.0, "columns": 24.0},
+               "plane_half_size": {"batchnorm": 40.0, "depthwise_conv": 80.0}}
 
 
 def platform_with(**fields: object) -> Platform:
@@ -74,7 +76,7 @@ MODELS = ["alexnet", "agenet", "resnet50", "mobilenetv2", "speakerid", "heldout:
 
 @pytest.fixture(scope="module")
 def truth_profiles(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    return write_truth(tmp_path_factory.mktemp("truth"), MODELS, platform_with(**TRUTH, **SMALL_GEMM))
+    return write_truth(tmp_path_factory.mktemp("truth"), MODELS, platform_with(**TRUTH, **SHORT_LOOPS))
 
 
 @pytest.mark.parametrize(("prior_weight", "tolerance"), [(0.0, 1e-4), (PRIOR_WEIGHT, 1e-2)])
@@ -86,7 +88,7 @@ def test_fit_recovers_the_processor_that_made_the_profiles(
     monkeypatch.setattr(calibration, "PRIOR_WEIGHT", prior_weight)
     prior = load_platform("vm_datasheet")
     result = calibrate(truth_profiles, prior, "vm")
-    truth = platform_with(**TRUTH, **SMALL_GEMM).processor("vm")
+    truth = platform_with(**TRUTH, **SHORT_LOOPS).processor("vm")
     # only a kind with a compute-bound layer, whose compute outweighs the launch overhead,
     # says anything about its efficiency
     identifiable = set()
@@ -104,6 +106,9 @@ def test_fit_recovers_the_processor_that_made_the_profiles(
     rows, depth, columns = result.params.gemm_half_size
     assert (rows, columns) == pytest.approx((16.0, 24.0), rel=tolerance)
     assert depth < 0.1  # no loss with depth: fitted at its bound, which has no effect
+    planes = result.params.plane_half_size
+    assert (planes["batchnorm"], planes["depthwise_conv"]) == pytest.approx((40.0, 80.0), rel=tolerance)
+    assert planes["pool"] < 0.1
     groups, _ = predict_rows(result.models, result.prior, result.params, None)
     assert summaries(groups, [])["layer/calibrated"].mape < 100 * tolerance
     # left out, a model whose kinds the others all have is predicted as well

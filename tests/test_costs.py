@@ -48,6 +48,24 @@ def test_small_matrix_products_slow_a_grouped_convolution() -> None:
     assert CostModel(graph, slowed).layer_cost(layer.name, "vm").compute_s == pytest.approx(4 * plain)
 
 
+def test_short_channel_planes_slow_a_batchnorm() -> None:
+    # ResNet-50's last BatchNorm: 2048 channels of 7 x 7 = 49 positions; a half size of 49
+    # halves its compute and memory efficiency, and leaves the convolutions alone
+    graph = load_model("resnet50")
+    norm = [lay for lay in layers_in_order(graph) if lay.kind.value == "batchnorm"][-1]
+    conv = next(lay for lay in layers_in_order(graph) if lay.kind.value == "conv")
+    assert norm.plane_size == 49 and get_layer(graph, "fc").plane_size is None
+    platform = load_platform("vm_datasheet")
+    data = platform.model_dump()
+    data["processors"][0]["plane_half_size"] = {"batchnorm": 49.0}
+    slowed = CostModel(graph, Platform.model_validate(data))
+    plain = CostModel(graph, platform)
+    for what in ("compute_s", "memory_s"):
+        assert getattr(slowed.layer_cost(norm.name, "vm"), what) == \
+            pytest.approx(2 * getattr(plain.layer_cost(norm.name, "vm"), what))
+    assert slowed.layer_cost(conv.name, "vm") == plain.layer_cost(conv.name, "vm")
+
+
 def test_memory_bound_fc_on_cpu(alexnet_k1: CostModel) -> None:
     cost = alexnet_k1.layer_cost("fc6", "cpu")
     traffic = (9216 + 4096) * 4 + 37_752_832 * 4

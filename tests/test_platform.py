@@ -84,6 +84,7 @@ def test_negative_peak_names_file_field_value(tmp_path: Path) -> None:
     ({"processors.1.count": 2, "processors.0.name": "lpc1"}, "got duplicates ['lpc1']"),
     ({"processors.1.gemm_half_size": {"rows": -4}}, "processors[1].gemm_half_size.rows must be"),
     ({"processors.1.gemm_half_size": {"width": 4}}, "gemm_half_size.width is not a known field"),
+    ({"processors.1.plane_half_size": {"bn": 4}}, "plane_half_size has unknown layer kinds ['bn']"),
 ])
 def test_wrong_fields_are_named(tmp_path: Path, edit: dict, expected: str) -> None:
     with pytest.raises(PlatformError) as err:

@@ -199,6 +199,11 @@ class Layer:
         return (spec.c_out // spec.groups, spec.c_in // spec.groups * spec.kernel[0] * spec.kernel[1],
                 self.output_elements // spec.c_out)
 
+    @property
+    def plane_size(self) -> int | None:
+        """Output positions per channel (None for an output without planes, e.g. ``(1, n)``)."""
+        return math.prod(self.output_shape[2:]) if len(self.output_shape) > 2 else None
+
     def param_bytes(self, bits: int) -> int:
         """Bytes of weights and biases stored at ``bits`` per parameter."""
         return tensor_bytes(self.params, bits)
