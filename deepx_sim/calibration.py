@@ -10,7 +10,7 @@ stay as the hardware file gives them; the fit chooses, for one processor:
 
 - ``efficiency`` per layer kind (each kind with at least ``min_layers`` measured layers),
 - ``memory_efficiency`` (one for every kind),
-- ``launch_overhead_ms`` (per layer), and
+- ``launch_overhead_ms`` (per layer),
 - ``gemm_half_size`` (rows, depth and columns at which a product runs at half speed;
   fitted when convolutions are), and
 - ``plane_half_size`` of the kinds in ``PLANE_KINDS`` that are fitted,
@@ -272,10 +272,8 @@ class _Stack:
         """The matrix half sizes and, per layer, its plane half size."""
         at = len(self.kinds) + 2
         gemm = np.exp(theta[at:at + 3]) if self.fit_gemm else np.array(self.prior.gemm_half_size)
-        fitted = np.exp(theta[at + 3 * self.fit_gemm:])
-        plane = np.where(self.plane_kind_of >= 0, fitted[np.maximum(self.plane_kind_of, 0)] if
-                         len(fitted) else 0.0, self.fixed_plane_half)
-        return gemm, plane
+        fitted = np.append(np.exp(theta[at + 3 * self.fit_gemm:]), 0.0)  # [-1]: a kind not fitted
+        return gemm, np.where(self.plane_kind_of >= 0, fitted[self.plane_kind_of], self.fixed_plane_half)
 
     def params(self, theta: np.ndarray) -> Params:
         n = len(self.kinds)

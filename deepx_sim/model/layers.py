@@ -189,9 +189,9 @@ class Layer:
 
     @property
     def gemm_dims(self) -> tuple[int, int, int] | None:
-        """A convolution as its ``groups`` matrix products, each (rows, depth, columns):
-        (c_out / g) x (c_in / g x kernel area) weights times as many rows of its input,
-        unrolled, for every output position; None for a layer of another kind (a depthwise
+        """A convolution as its ``groups`` matrix products, each (rows, depth, columns): a
+        (c_out / g) x (c_in / g x kernel area) weight matrix times the unrolled input, one
+        column per output position; None for a layer of another kind (a depthwise
         convolution has a kernel of its own)."""
         spec = self.conv
         if self.kind != LayerKind.CONV or spec is None:
