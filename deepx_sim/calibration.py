@@ -160,6 +160,15 @@ def loop_factors(gemm_dims: np.ndarray, gemm_half: Sequence[float], plane: np.nd
     return gemm, planes
 
 
+def roofline_s(compute_s: np.ndarray, memory_s: np.ndarray, efficiency: np.ndarray, memory_efficiency: float,
+               overhead_s: float, shares: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The cost model's layer time (:meth:`CostModel.analytic_busy_s`) over many layers at
+    once, from their times at efficiency 1 and the :func:`loop_factors` ``shares``."""
+    gemm, planes = shares
+    return np.maximum(compute_s / (efficiency * gemm * planes), memory_s / (memory_efficiency * planes)) \
+        + overhead_s
+
+
 # ------------------------------------------------------------------ the model
 
 @dataclass(frozen=True)
@@ -182,11 +191,10 @@ class Params:
 
     def layer_s(self, m: Measured) -> np.ndarray:
         """Predicted busy seconds of every layer of ``m`` (free layers: 0)."""
-        gemm, planes = loop_factors(m.gemm_dims, self.gemm_half_size, m.plane,
-                                    np.array([self.plane_half_size.get(k, 0.0) for k in m.kinds]))
-        eff = np.array([self.efficiency_for(k) for k in m.kinds]) * gemm * planes
-        busy = np.maximum(m.compute_s / eff, m.memory_s / (self.memory_efficiency * planes)) + \
-            self.launch_overhead_s
+        shares = loop_factors(m.gemm_dims, self.gemm_half_size, m.plane,
+                              np.array([self.plane_half_size.get(k, 0.0) for k in m.kinds]))
+        busy = roofline_s(m.compute_s, m.memory_s, np.array([self.efficiency_for(k) for k in m.kinds]),
+                          self.memory_efficiency, self.launch_overhead_s, shares)
         free = np.array([lay.kind in FREE_KINDS for lay in m.layers])
         return np.where(free, 0.0, busy)
 
@@ -292,10 +300,10 @@ class _Stack:
     def residuals(self, theta: np.ndarray, prior_theta: np.ndarray) -> np.ndarray:
         n = len(self.kinds)
         gemm_half, plane_half = self._halves(theta)
-        gemm, planes = loop_factors(self.gemm_dims, gemm_half, self.plane, plane_half)
-        eff = np.where(self.kind_of >= 0, np.exp(theta[:n])[self.kind_of], self.fixed_eff) * gemm * planes
-        layer_s = self.paid * (np.maximum(self.compute_s / eff, self.memory_s / (math.exp(theta[n]) * planes))
-                               + math.exp(theta[n + 1]))
+        eff = np.where(self.kind_of >= 0, np.exp(theta[:n])[self.kind_of], self.fixed_eff)
+        layer_s = self.paid * roofline_s(self.compute_s, self.memory_s, eff, math.exp(theta[n]),
+                                         math.exp(theta[n + 1]),
+                                         loop_factors(self.gemm_dims, gemm_half, self.plane, plane_half))
         inside = self.group_of >= 0
         groups = np.bincount(self.group_of[inside], layer_s[inside], minlength=len(self.measured_s))
         models = np.bincount(self.model_of, layer_s, minlength=len(self.end_to_end_s))

@@ -187,7 +187,7 @@ class Layer:
     def input_elements(self) -> int:
         return sum(math.prod(s) for s in self.input_shapes)
 
-    @property
+    @cached_property
     def gemm_dims(self) -> tuple[int, int, int] | None:
         """A convolution as its ``groups`` matrix products, each (rows, depth, columns): a
         (c_out / g) x (c_in / g x kernel area) weight matrix times the unrolled input, one
@@ -199,7 +199,7 @@ class Layer:
         return (spec.c_out // spec.groups, spec.c_in // spec.groups * spec.kernel[0] * spec.kernel[1],
                 self.output_elements // spec.c_out)
 
-    @property
+    @cached_property
     def plane_size(self) -> int | None:
         """Output positions per channel (None for an output without planes, e.g. ``(1, n)``)."""
         return math.prod(self.output_shape[2:]) if len(self.output_shape) > 2 else None
