@@ -13,7 +13,7 @@ import pytest
 
 from deepx_sim.model.layers import LayerKind
 from deepx_sim.model.profiled import load_profiled, synthetic_profiled
-from deepx_sim.plan import Constraints, DeepXPlanner, Problem
+from deepx_sim.plan import Constraints, DeepXPlanner, Problem, ilp
 from deepx_sim.plan.columns import column_generation, in_scope
 from deepx_sim.plan.improve import _Search, improve
 from deepx_sim.plan.problem import Placement, evaluate
@@ -109,6 +109,19 @@ def test_the_planner_with_columns_finds_the_optimum(tmp_path: Path, seed: int) -
     plan = DeepXPlanner(gap=1e-6, time_limit_s=30).plan(problem)
     assert plan.status == "optimal" and plan.gap is not None and plan.gap <= 1.5e-6
     assert plan.objective_value == pytest.approx(optimum.objective_value, rel=1e-5)
+
+
+@pytest.mark.parametrize(("nodes", "accelerators"), [(60, 3), (120, 4)])
+def test_optimal_only_when_the_gap_is_proven_within_the_tolerance(tmp_path: Path, nodes: int,
+                                                                   accelerators: int) -> None:
+    """A 1 % tolerance and a limit too short to close it: the status follows the gap."""
+    problem = _problem(tmp_path, nodes, nodes=nodes, accelerators=accelerators)
+    planner = DeepXPlanner(gap=0.01, time_limit_s=2)
+    plan = planner.plan(problem)
+    assert plan.gap is not None
+    assert (plan.status == "optimal") == (plan.gap <= 0.01 + ilp.GAP_ROUNDING)
+    assert planner._within(0.01) and not planner._within(0.0101)
+    assert DeepXPlanner()._within(1.4e-6) and not DeepXPlanner()._within(2e-6)
 
 
 def test_out_of_scope_problems_get_no_columns() -> None:
