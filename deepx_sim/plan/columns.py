@@ -249,6 +249,11 @@ def _highs() -> highspy.Highs:
     h.setOptionValue("threads", 1)
     h.setOptionValue("mip_rel_gap", 1e-4)
     h.setOptionValue("mip_improving_solution_save", True)
+    # branch on pseudo-costs from the start, without strong branching first: 3/4 of a
+    # pricing's simplex iterations went to strong branching; over 12 saved duals each (two
+    # rounds), Inception-v3's pricings took 17.7-19.9 s against 23.6-25.2 s, ResNet-50's
+    # 6.8 s against 7.8 s, with the same optima (the integer choice among columns gets it too)
+    h.setOptionValue("mip_pscost_minreliable", 0)
     return h
 
 
