@@ -124,12 +124,7 @@ def load_measured(path: str | Path, platform: Platform, processor: str) -> Measu
     layers = [lay for lay in layers_in_order(graph) if lay.kind != LayerKind.INPUT]
     index = {lay.name: i for i, lay in enumerate(layers)}
     costs = CostModel(graph, platform)
-    compute, memory = [], []
-    for lay in layers:
-        _, c, m = costs.analytic_busy_s(lay, proc, FULL)
-        planes = proc.plane_efficiency(lay.kind, lay.plane_size)
-        compute.append(c * proc.efficiency_for(lay.kind) * proc.gemm_efficiency(lay.gemm_dims) * planes)
-        memory.append(m * proc.memory_efficiency * planes)
+    compute, memory = np.array([costs.peak_work_s(lay, proc, FULL) for lay in layers]).reshape(-1, 2).T
     dims = np.array([lay.gemm_dims or (np.nan,) * 3 for lay in layers], dtype=float).reshape(-1, 3)
     plane = np.array([lay.plane_size or np.nan for lay in layers], dtype=float)
     grouped: dict[str, list[str]] = {}
@@ -141,8 +136,8 @@ def load_measured(path: str | Path, platform: Platform, processor: str) -> Measu
     groups = [np.array([index[n] for n in names if n in index]) for names in kept]
     measured = np.array([sum(entries[(n, processor)].latency_s for n in names) for names in kept])
     e2e = float(meta.get("end_to_end_s") or measured.sum())
-    return Measured(str(graph.graph.get("name")), str(path), graph, layers, np.array(compute),
-                    np.array(memory), dims, plane, groups, measured, e2e, meta)
+    return Measured(str(graph.graph.get("name")), str(path), graph, layers, compute, memory, dims, plane,
+                    groups, measured, e2e, meta)
 
 
 def loop_factors(gemm_dims: np.ndarray, gemm_half: Sequence[float], plane: np.ndarray,

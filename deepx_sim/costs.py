@@ -262,17 +262,25 @@ class CostModel:
         return procs
 
     # ------------------------------------------------------------- layers
+    def peak_work_s(self, layer: Layer, proc: Processor, variant: Variant) -> tuple[float, float]:
+        """(compute_s, memory_s) at every efficiency 1: FLOPs over peak, bytes over
+        bandwidth (0 for a free layer); what the calibration fits efficiencies to."""
+        if layer.kind in FREE_KINDS:
+            return 0.0, 0.0
+        traffic = (tensor_bytes(layer.input_elements + layer.output_elements, self.activation_bits)
+                   + tensor_bytes(variant_params(layer, variant), variant.bits))
+        return (variant_flops(layer, variant) / proc.peak_flops(variant.bits),
+                traffic / (proc.memory_bandwidth_gbps * 1e9))
+
     def analytic_busy_s(self, layer: Layer, proc: Processor, variant: Variant) -> tuple[float, float, float]:
         """(busy_s, compute_s, memory_s) from the roofline model."""
         if layer.kind in FREE_KINDS:
             return 0.0, 0.0, 0.0
-        flops = variant_flops(layer, variant)
+        peak_compute_s, peak_memory_s = self.peak_work_s(layer, proc, variant)
         planes = proc.plane_efficiency(layer.kind, layer.plane_size)
-        compute_s = flops / (proc.peak_flops(variant.bits) * proc.efficiency_for(layer.kind)
-                             * proc.gemm_efficiency(layer.gemm_dims) * planes)
-        traffic = (tensor_bytes(layer.input_elements + layer.output_elements, self.activation_bits)
-                   + tensor_bytes(variant_params(layer, variant), variant.bits))
-        memory_s = traffic / (proc.memory_bandwidth_gbps * 1e9 * proc.memory_efficiency * planes)
+        compute_s = peak_compute_s / (proc.efficiency_for(layer.kind) * proc.gemm_efficiency(layer.gemm_dims)
+                                      * planes)
+        memory_s = peak_memory_s / (proc.memory_efficiency * planes)
         launches = 2 if (variant.rank is not None and layer.fc is not None) else 1
         return max(compute_s, memory_s) + launches * proc.launch_overhead_s, compute_s, memory_s
 
